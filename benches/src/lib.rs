@@ -1,0 +1,2 @@
+//! Benchmarks for Flumen: criterion micro-benchmarks (`benches/benches/`) and the
+//! comparison harness against other Kafka clients.

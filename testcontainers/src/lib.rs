@@ -1,0 +1,1 @@
+//! Starts a real Apache Kafka cluster for tests, benches and the demo.

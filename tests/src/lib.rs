@@ -1,0 +1,1 @@
+//! Integration tests for Flumen against a real Apache Kafka broker (see `tests/tests/`).
