@@ -119,6 +119,12 @@ pub enum Error {
     /// The topic does not exist.
     #[error("unknown topic `{0}`")]
     UnknownTopic(String),
+    /// No broker answered: every address tried, each with its failure.
+    #[error("no broker answered: {}", .attempts.join("; "))]
+    NoBrokerAvailable {
+        /// `addr: error` for each address tried, in order.
+        attempts: Vec<String>,
+    },
 }
 
 fn context(topic: &Option<String>, partition: &Option<i32>) -> String {
@@ -139,7 +145,8 @@ impl Error {
             | Error::Io(_)
             | Error::RequestTimeout { .. }
             | Error::ConnectionClosed { .. }
-            | Error::CorrelationMismatch { .. } => true,
+            | Error::CorrelationMismatch { .. }
+            | Error::NoBrokerAvailable { .. } => true,
             Error::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }
