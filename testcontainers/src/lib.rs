@@ -1,1 +1,46 @@
 //! Starts a real Apache Kafka cluster for tests, benches and the demo.
+//!
+//! [`KafkaCluster::start`] provisions, in this order: the external cluster named by
+//! `FLUMEN_KAFKA_BOOTSTRAP`; else Docker (the official `apache/kafka` image) when a Docker
+//! engine answers; else local JVM brokers from the Apache Kafka jars pinned in
+//! `testcontainers/kafka/pom.xml` (resolved once by Maven into `$XDG_CACHE_HOME/flumen`).
+//! `FLUMEN_KAFKA_PROVIDER=jvm|docker` forces one of the last two.
+//!
+//! Brokers are KRaft combined broker+controller nodes on 127.0.0.1 with free ports: a
+//! PLAINTEXT listener always, SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and SSL
+//! (a CA generated per cluster) on request. A cluster is returned only once every listener
+//! answers a real Kafka request and every broker has joined.
+//!
+//! ```no_run
+//! use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+//!
+//! let cluster = KafkaCluster::start(ClusterSpec::three().with_sasl())?;
+//! println!("bootstrap.servers={}", cluster.bootstrap());
+//! cluster.kill_broker(1)?;
+//! cluster.start_broker(1)?;
+//! # Ok::<(), flumen_testcontainers::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod brokers;
+mod cluster;
+mod command;
+mod docker;
+mod error;
+mod external;
+mod jvm;
+mod layout;
+mod local;
+mod ports;
+mod process;
+mod readiness;
+mod shared;
+mod spec;
+mod tempdir;
+mod tls;
+
+pub use cluster::KafkaCluster;
+pub use error::{Error, Result};
+pub use external::{ENV_BOOTSTRAP, ENV_CA, ENV_SASL_BOOTSTRAP, ENV_SASL_USERS, ENV_SSL_BOOTSTRAP};
+pub use jvm::kafka_version;
+pub use spec::{ClusterSpec, SaslMechanism, SaslUser};

@@ -1,0 +1,350 @@
+//! The two tasks behind a connection: a writer that coalesces queued requests into vectored
+//! writes, and a reader that splits the stream into frames and hands each to the oldest request.
+//!
+//! Invariants:
+//! - The writer registers a request in the in-flight queue *before* writing its bytes, so the
+//!   reader always finds the entry when the response arrives.
+//! - Kafka answers in request order on one connection, so the in-flight set is a FIFO; a
+//!   response whose correlation id is not the front's means the stream is out of step, and the
+//!   connection is closed.
+//! - Whoever ends first (reader error, writer error, `close()`, last handle dropped) closes the
+//!   shared [`State`]; the other task then stops, and every request in flight fails.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use flumen_protocol::frame::FrameDecoder;
+use flumen_protocol::header::response_correlation_id;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::buf_list::BufList;
+use crate::error::{Error, Result};
+
+/// A byte stream to a broker: TCP or TLS over TCP.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+pub(crate) type BoxStream = Box<dyn Stream>;
+
+/// Stop writing more in one batch once this many bytes are queued.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where a response (or the failure) goes.
+pub(crate) type Responder = oneshot::Sender<Result<Bytes>>;
+
+/// One encoded request on its way to the writer.
+pub(crate) struct Outgoing {
+    pub(crate) frame: Bytes,
+    pub(crate) correlation_id: i32,
+    /// `None` for requests the broker does not answer (acks=0 produce).
+    pub(crate) responder: Option<Responder>,
+}
+
+/// What the writer receives on the main lane.
+pub(crate) enum Command {
+    Request(Outgoing),
+    /// Write only what arrives on this lane until it closes (SASL re-authentication: no other
+    /// request may sit between its messages).
+    Exclusive(mpsc::UnboundedReceiver<Outgoing>),
+}
+
+/// A request written and not yet answered.
+struct InFlight {
+    correlation_id: i32,
+    responder: Responder,
+}
+
+/// Open/closed state shared by the handle and both tasks.
+pub(crate) struct State {
+    addr: Arc<str>,
+    closed: AtomicBool,
+    reason: Mutex<Option<String>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl State {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the connection; the first reason given is the one kept.
+    pub(crate) fn close(&self, reason: String) {
+        if let Ok(mut slot) = self.reason.lock() {
+            slot.get_or_insert(reason);
+        }
+        self.closed.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_else(|| "closed".to_owned())
+    }
+
+    pub(crate) fn closed_error(&self) -> Error {
+        Error::ConnectionClosed {
+            addr: self.addr.to_string(),
+            reason: self.reason(),
+        }
+    }
+}
+
+/// Splits `stream`, spawns the reader and writer on the current runtime, and returns the
+/// main lane and the shared state.
+pub(crate) fn spawn(
+    addr: &str,
+    stream: BoxStream,
+    max_frame_bytes: usize,
+) -> (mpsc::UnboundedSender<Command>, Arc<State>) {
+    let (shutdown, _) = watch::channel(false);
+    let state = Arc::new(State {
+        addr: Arc::from(addr),
+        closed: AtomicBool::new(false),
+        reason: Mutex::new(None),
+        shutdown,
+    });
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (lane_tx, lane_rx) = mpsc::unbounded_channel();
+    let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
+    tokio::spawn(writer(write_half, lane_rx, inflight_tx, state.clone()));
+    tokio::spawn(reader(
+        read_half,
+        inflight_rx,
+        state.clone(),
+        FrameDecoder::new(max_frame_bytes),
+    ));
+    (lane_tx, state)
+}
+
+async fn writer(
+    mut half: WriteHalf<BoxStream>,
+    mut lane: mpsc::UnboundedReceiver<Command>,
+    inflight: mpsc::UnboundedSender<InFlight>,
+    state: Arc<State>,
+) {
+    let mut shutdown = state.shutdown.subscribe();
+    let result = write_loop(&mut half, &mut lane, &inflight, &mut shutdown).await;
+    match result {
+        Ok(()) => state.close("connection dropped by the client".to_owned()),
+        Err(e) => state.close(format!("write failed: {e}")),
+    }
+    // Requests still queued are dropped here; their callers see the close reason.
+    lane.close();
+    while lane.try_recv().is_ok() {}
+    let _ = half.shutdown().await;
+}
+
+async fn write_loop(
+    half: &mut WriteHalf<BoxStream>,
+    lane: &mut mpsc::UnboundedReceiver<Command>,
+    inflight: &mpsc::UnboundedSender<InFlight>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut exclusive: Option<mpsc::UnboundedReceiver<Outgoing>> = None;
+    let mut batch = BufList::default();
+    loop {
+        let first = match &mut exclusive {
+            Some(ex) => tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|closed| *closed) => return Ok(()),
+                next = ex.recv() => match next {
+                    Some(o) => o,
+                    None => { exclusive = None; continue; }
+                },
+            },
+            None => tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|closed| *closed) => return Ok(()),
+                next = lane.recv() => match next {
+                    None => return Ok(()),
+                    Some(Command::Request(o)) => o,
+                    Some(Command::Exclusive(rx)) => { exclusive = Some(rx); continue; }
+                },
+            },
+        };
+        let mut queued = Vec::new();
+        let mut bytes = first.frame.len();
+        queued.push(first);
+        // Coalesce whatever else is already waiting on the same lane.
+        while bytes < MAX_BATCH_BYTES {
+            let next = match &mut exclusive {
+                Some(ex) => ex.try_recv().ok(),
+                None => match lane.try_recv() {
+                    Ok(Command::Request(o)) => Some(o),
+                    Ok(Command::Exclusive(rx)) => {
+                        exclusive = Some(rx);
+                        None
+                    }
+                    Err(_) => None,
+                },
+            };
+            let Some(next) = next else { break };
+            bytes += next.frame.len();
+            queued.push(next);
+        }
+        for o in queued {
+            if let Some(responder) = o.responder {
+                // The reader outlives no writer; if it is gone the connection is closing anyway.
+                let _ = inflight.send(InFlight {
+                    correlation_id: o.correlation_id,
+                    responder,
+                });
+            }
+            batch.push(o.frame);
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|closed| *closed) => return Ok(()),
+            written = async {
+                half.write_all_buf(&mut batch).await?;
+                half.flush().await
+            } => written?,
+        }
+    }
+}
+
+async fn reader(
+    mut half: ReadHalf<BoxStream>,
+    mut inflight_rx: mpsc::UnboundedReceiver<InFlight>,
+    state: Arc<State>,
+    decoder: FrameDecoder,
+) {
+    let mut queue = VecDeque::new();
+    let mut shutdown = state.shutdown.subscribe();
+    let err = read_loop(
+        &mut half,
+        &mut inflight_rx,
+        &mut queue,
+        &state,
+        &mut shutdown,
+        decoder,
+    )
+    .await;
+    state.close(err.to_string());
+    inflight_rx.close();
+    while let Ok(f) = inflight_rx.try_recv() {
+        queue.push_back(f);
+    }
+    // The oldest request gets the error itself; the others learn the connection closed.
+    if let Some(front) = queue.pop_front() {
+        let _ = front.responder.send(Err(err));
+    }
+    for f in queue {
+        let _ = f.responder.send(Err(state.closed_error()));
+    }
+}
+
+async fn read_loop(
+    half: &mut ReadHalf<BoxStream>,
+    inflight_rx: &mut mpsc::UnboundedReceiver<InFlight>,
+    queue: &mut VecDeque<InFlight>,
+    state: &State,
+    shutdown: &mut watch::Receiver<bool>,
+    decoder: FrameDecoder,
+) -> Error {
+    let addr = &*state.addr;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut answered = 0u64;
+    loop {
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return sniff_tls(addr, &buf, e),
+            };
+            let received = match response_correlation_id(&frame) {
+                Ok(id) => id,
+                Err(e) => return e.into(),
+            };
+            while let Ok(f) = inflight_rx.try_recv() {
+                queue.push_back(f);
+            }
+            let Some(front) = queue.pop_front() else {
+                return Error::CorrelationMismatch {
+                    addr: addr.to_owned(),
+                    expected: None,
+                    received,
+                };
+            };
+            if front.correlation_id != received {
+                let expected = Some(front.correlation_id);
+                queue.push_front(front);
+                return Error::CorrelationMismatch {
+                    addr: addr.to_owned(),
+                    expected,
+                    received,
+                };
+            }
+            answered += 1;
+            // The caller may have given up (timeout); nothing to do then.
+            let _ = front.responder.send(Ok(frame));
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 16 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|closed| *closed) => return state.closed_error(),
+            read = half.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                return match decoder.decode_eof(&mut buf) {
+                    Err(e) => e.into(),
+                    Ok(_) if answered == 0 => Error::ConnectionClosed {
+                        addr: addr.to_owned(),
+                        reason: "the peer closed the connection before answering anything (if this is an SSL or \
+                                 SASL listener, check the security protocol)"
+                            .to_owned(),
+                    },
+                    Ok(_) => Error::ConnectionClosed {
+                        addr: addr.to_owned(),
+                        reason: "closed by the peer".to_owned(),
+                    },
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Error::Io(e),
+        }
+    }
+}
+
+/// A bad length prefix that is really a TLS record header means we spoke plaintext to a TLS port.
+fn sniff_tls(addr: &str, buf: &[u8], e: flumen_protocol::Error) -> Error {
+    if looks_like_tls_record(buf) {
+        return Error::TlsMismatch {
+            addr: addr.to_owned(),
+            message: "the peer answered with a TLS record: the port probably expects TLS \
+                      (an SSL or SASL_SSL listener); set the security protocol accordingly"
+                .to_owned(),
+        };
+    }
+    e.into()
+}
+
+/// Content type 20..=23 (change_cipher_spec, alert, handshake, application_data), version 3.x.
+pub(crate) fn looks_like_tls_record(buf: &[u8]) -> bool {
+    matches!(buf, [0x14..=0x17, 0x03, 0x00..=0x04, ..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_alert_is_recognised() {
+        assert!(looks_like_tls_record(&[
+            0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28
+        ]));
+        assert!(!looks_like_tls_record(&[0x00, 0x00, 0x00, 0x10]));
+    }
+}

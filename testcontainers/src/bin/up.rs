@@ -1,0 +1,147 @@
+//! `up`: starts a Kafka cluster, prints how to reach it, and keeps it up until SIGINT/SIGTERM.
+//!
+//! `cargo run -p flumen-testcontainers -- up [--brokers 1|3] [--sasl] [--tls]`
+//!
+//! Stdout carries only `NAME=value` lines (so `eval`/`source` can read them); progress and
+//! errors go to stderr.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+
+fn usage() -> &'static str {
+    "usage: up [--brokers 1|3] [--sasl] [--tls]"
+}
+
+fn parse(args: &[String]) -> Result<ClusterSpec, String> {
+    let mut spec = ClusterSpec::single();
+    let mut it = args.iter().map(String::as_str).peekable();
+    if it.peek() == Some(&"up") {
+        it.next();
+    }
+    while let Some(arg) = it.next() {
+        match arg {
+            "--sasl" => spec.sasl = true,
+            "--tls" => spec.tls = true,
+            "--brokers" => {
+                let v = it.next().ok_or("--brokers needs a value")?;
+                spec.brokers = v
+                    .parse()
+                    .map_err(|_| format!("--brokers {v}: not a number"))?;
+            }
+            other if other.starts_with("--brokers=") => {
+                let v = &other["--brokers=".len()..];
+                spec.brokers = v
+                    .parse()
+                    .map_err(|_| format!("--brokers {v}: not a number"))?;
+            }
+            "-h" | "--help" => return Err(usage().to_owned()),
+            other => return Err(format!("unknown argument `{other}`\n{}", usage())),
+        }
+    }
+    if spec.brokers != 1 && spec.brokers != 3 {
+        return Err(format!("--brokers must be 1 or 3, not {}", spec.brokers));
+    }
+    Ok(spec)
+}
+
+/// Blocks SIGINT and SIGTERM in every thread (call before any thread starts) and returns
+/// the set, to be collected with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask calls on a zeroed, then initialised, set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let spec = match parse(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let signals = block_signals();
+    eprintln!(
+        "up: starting Kafka {} ({spec:?}) ...",
+        flumen_testcontainers::kafka_version()
+    );
+    let started = std::time::Instant::now();
+    let cluster = match KafkaCluster::start(spec) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("up: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "up: ready in {:.1} s; Ctrl-C (SIGINT) or SIGTERM stops it",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut lines = vec![format!("FLUMEN_KAFKA_BOOTSTRAP={}", cluster.bootstrap())];
+    if let Some(s) = cluster.sasl_bootstrap() {
+        lines.push(format!("FLUMEN_KAFKA_SASL_BOOTSTRAP={s}"));
+    }
+    if let Some(s) = cluster.ssl_bootstrap() {
+        lines.push(format!("FLUMEN_KAFKA_SSL_BOOTSTRAP={s}"));
+    }
+    if let Some(ca) = cluster.ca_pem_path() {
+        lines.push(format!("FLUMEN_KAFKA_CA={}", ca.display()));
+    }
+    if !cluster.sasl_users().is_empty() {
+        let users: Vec<String> = cluster
+            .sasl_users()
+            .iter()
+            .map(|u| format!("{}:{}", u.username, u.password))
+            .collect();
+        lines.push(format!("FLUMEN_KAFKA_SASL_USERS={}", users.join(",")));
+    }
+    let mut out = std::io::stdout().lock();
+    for line in &lines {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+    drop(out);
+
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `signals` is an initialised set; sigwait only writes the signal number.
+    let rc = unsafe { libc::sigwait(&signals, &mut sig) };
+    if rc == 0 {
+        eprintln!("up: signal {sig}, stopping the cluster");
+    }
+    drop(cluster);
+    eprintln!("up: stopped");
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_up_with_all_flags() {
+        let spec = parse(&args(&["up", "--brokers", "3", "--sasl", "--tls"])).expect("valid");
+        assert_eq!(spec, ClusterSpec::three().with_sasl().with_tls());
+    }
+
+    #[test]
+    fn rejects_two_brokers_and_unknown_flags() {
+        assert!(parse(&args(&["--brokers", "2"])).is_err());
+        assert!(parse(&args(&["--bogus"])).is_err());
+    }
+}

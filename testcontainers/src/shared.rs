@@ -1,0 +1,65 @@
+//! The clusters shared by all tests of one test binary, started lazily and torn down when
+//! the process exits.
+//!
+//! Statics are never dropped, so an `atexit` hook kills the brokers and removes the temp
+//! dirs on a normal exit; on a crash or SIGKILL the brokers die by `PR_SET_PDEATHSIG`
+//! (see `process`) and the temp dir is swept by the next run (see `tempdir`).
+
+use std::sync::{Once, OnceLock};
+
+use crate::cluster::KafkaCluster;
+use crate::spec::ClusterSpec;
+
+static SHARED: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
+static SHARED_THREE: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
+
+impl KafkaCluster {
+    /// One lazily started cluster per test binary: 1 broker with PLAINTEXT + SASL_PLAINTEXT
+    /// (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 users) + SSL listeners. Panics with a clear
+    /// message (including the broker log tail) if no broker can be had — tests never skip.
+    pub fn shared() -> &'static KafkaCluster {
+        get(&SHARED, ClusterSpec::single().with_sasl().with_tls())
+    }
+
+    /// A 3-broker cluster (PLAINTEXT only) shared per test binary, for fault tests.
+    pub fn shared_three() -> &'static KafkaCluster {
+        get(&SHARED_THREE, ClusterSpec::three())
+    }
+}
+
+fn get(
+    cell: &'static OnceLock<Result<KafkaCluster, String>>,
+    spec: ClusterSpec,
+) -> &'static KafkaCluster {
+    // The failure is kept too, so that every test of the binary fails fast with the same
+    // message instead of each waiting out its own start.
+    let result = cell.get_or_init(|| {
+        register_exit_hook();
+        KafkaCluster::start(spec).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(cluster) => cluster,
+        Err(message) => panic!("no Kafka cluster for the tests ({spec:?}): {message}"),
+    }
+}
+
+fn register_exit_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        // SAFETY: `at_exit` is a plain `extern "C" fn()` that does not unwind.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    });
+}
+
+extern "C" fn at_exit() {
+    // Never unwind across the C boundary.
+    let _ = std::panic::catch_unwind(|| {
+        for cell in [&SHARED, &SHARED_THREE] {
+            if let Some(Ok(cluster)) = cell.get() {
+                cluster.shutdown_at_exit();
+            }
+        }
+    });
+}

@@ -1,0 +1,136 @@
+//! What cluster to start (`ClusterSpec`) and the SASL users it has.
+
+use std::fmt;
+
+/// The shape of a cluster to start: broker count and extra listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// Number of brokers: 1 or 3.
+    pub brokers: usize,
+    /// Add a SASL_PLAINTEXT listener with one PLAIN, one SCRAM-SHA-256 and one SCRAM-SHA-512 user.
+    pub sasl: bool,
+    /// Add an SSL listener with a certificate signed by a CA the harness generates.
+    pub tls: bool,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            brokers: 1,
+            sasl: false,
+            tls: false,
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// One broker, PLAINTEXT only.
+    pub fn single() -> Self {
+        Self::default()
+    }
+
+    /// Three brokers (each also a KRaft controller), PLAINTEXT only.
+    pub fn three() -> Self {
+        ClusterSpec {
+            brokers: 3,
+            ..Self::default()
+        }
+    }
+
+    /// Also open a SASL_PLAINTEXT listener.
+    pub fn with_sasl(self) -> Self {
+        ClusterSpec { sasl: true, ..self }
+    }
+
+    /// Also open an SSL listener.
+    pub fn with_tls(self) -> Self {
+        ClusterSpec { tls: true, ..self }
+    }
+}
+
+/// A SASL mechanism the SASL_PLAINTEXT listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SaslMechanism {
+    /// `PLAIN` (RFC 4616).
+    Plain,
+    /// `SCRAM-SHA-256` (RFC 7677).
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// All mechanisms, in the order the harness creates (and prints) their users.
+    pub const ALL: [SaslMechanism; 3] = [
+        SaslMechanism::Plain,
+        SaslMechanism::ScramSha256,
+        SaslMechanism::ScramSha512,
+    ];
+
+    /// The mechanism's name on the wire ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512").
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl fmt::Display for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A user the SASL listener knows, with the one mechanism it was created for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslUser {
+    /// The mechanism this user's credentials exist for.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl SaslUser {
+    /// The harness's user for `mechanism`, with a fresh random password.
+    pub(crate) fn generate(mechanism: SaslMechanism) -> Self {
+        let username = match mechanism {
+            SaslMechanism::Plain => "flumen_plain",
+            SaslMechanism::ScramSha256 => "flumen_scram256",
+            SaslMechanism::ScramSha512 => "flumen_scram512",
+        };
+        SaslUser {
+            mechanism,
+            username: username.to_owned(),
+            password: random_token(20),
+        }
+    }
+}
+
+/// A random alphanumeric string (std's per-process SipHash keys are the entropy source:
+/// good enough for throw-away test passwords, and no extra dependency).
+pub(crate) fn random_token(len: usize) -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut out = String::with_capacity(len);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(counter);
+        counter += 1;
+        let mut v = h.finish();
+        for _ in 0..8 {
+            if out.len() == len {
+                break;
+            }
+            out.push(char::from(ALPHABET[(v % ALPHABET.len() as u64) as usize]));
+            v /= ALPHABET.len() as u64;
+        }
+    }
+    out
+}
