@@ -24,7 +24,8 @@ fn key(i: i64) -> Option<Vec<u8>> {
     (i % 10 != 3).then(|| format!("key-{i}").into_bytes())
 }
 fn value(i: i64) -> Option<Vec<u8>> {
-    (i % 17 != 5).then(|| format!("value-{i}-{}", "abcdefghij".repeat((i % 13) as usize)).into_bytes())
+    (i % 17 != 5)
+        .then(|| format!("value-{i}-{}", "abcdefghij".repeat((i % 13) as usize)).into_bytes())
 }
 fn headers(i: i64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     (0..i % 4)
@@ -51,7 +52,10 @@ fn check_data_batch(name: &str, codec: Compression) -> RecordBatch {
     assert_eq!(batch.last_offset_delta() as i64, COUNT - 1);
     assert_eq!(batch.next_offset(), BASE_OFFSET + COUNT);
     assert_eq!(batch.base_timestamp(), timestamp(0));
-    assert_eq!(batch.max_timestamp(), (0..COUNT).map(timestamp).max().unwrap());
+    assert_eq!(
+        batch.max_timestamp(),
+        (0..COUNT).map(timestamp).max().unwrap()
+    );
     assert_eq!(batch.timestamp_type(), TimestampType::CreateTime);
     assert!(!batch.is_control());
 
@@ -62,7 +66,11 @@ fn check_data_batch(name: &str, codec: Compression) -> RecordBatch {
         assert_eq!(rec.offset(), BASE_OFFSET + i, "{name} offset");
         assert_eq!(rec.timestamp(), timestamp(i), "{name} timestamp {i}");
         assert_eq!(rec.key().map(<[u8]>::to_vec), key(i), "{name} key {i}");
-        assert_eq!(rec.value().map(<[u8]>::to_vec), value(i), "{name} value {i}");
+        assert_eq!(
+            rec.value().map(<[u8]>::to_vec),
+            value(i),
+            "{name} value {i}"
+        );
         let hs: Vec<_> = rec
             .headers()
             .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
@@ -91,7 +99,10 @@ fn java_gzip_batch_decodes_exactly() {
 #[test]
 fn java_snappy_xerial_batch_decodes_exactly() {
     let batch = check_data_batch("java_snappy.bin", Compression::Snappy);
-    assert!(batch.payload().starts_with(b"\x82SNAPPY\x00"), "Java frames snappy the xerial way");
+    assert!(
+        batch.payload().starts_with(b"\x82SNAPPY\x00"),
+        "Java frames snappy the xerial way"
+    );
 }
 
 #[test]
@@ -167,7 +178,10 @@ fn fetch_blob_of_java_batches_with_cut_tail_yields_complete_batches_only() {
     for cut in [1usize, 11, 12, 16, 17, 60, 61, 77] {
         let blob = Bytes::from(blob[..full - cut].to_vec());
         let mut it = RecordBatches::new(blob);
-        let got: Vec<_> = it.by_ref().collect::<Result<_, _>>().expect("no error on a cut tail");
+        let got: Vec<_> = it
+            .by_ref()
+            .collect::<Result<_, _>>()
+            .expect("no error on a cut tail");
         assert_eq!(got.len(), 5, "cut {cut}");
         assert_eq!(it.partial_tail(), 78 - cut, "cut {cut}");
         for b in &got {
