@@ -72,9 +72,11 @@ fn record_decode(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("flumen", case), &blob, |b, blob| {
             b.iter(|| flumen_decode(black_box(blob), &mut scratch))
         });
-        g.bench_with_input(BenchmarkId::new("kafka_protocol", case), &blob, |b, blob| {
-            b.iter(|| kafka_protocol_decode(black_box(blob)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("kafka_protocol", case),
+            &blob,
+            |b, blob| b.iter(|| kafka_protocol_decode(black_box(blob))),
+        );
         let mut dst = vec![0u8; blob.len()];
         g.bench_with_input(BenchmarkId::new("memcpy", case), &blob, |b, blob| {
             b.iter(|| {

@@ -29,8 +29,8 @@ fn record_encode(c: &mut Criterion) {
 
         g.bench_with_input(BenchmarkId::new("flumen", case), &samples, |b, samples| {
             b.iter(|| {
-                let mut builder = BatchBuilder::with_capacity(Compression::None, size)
-                    .producer(1, 0, 0);
+                let mut builder =
+                    BatchBuilder::with_capacity(Compression::None, size).producer(1, 0, 0);
                 for s in samples {
                     builder
                         .append(s.timestamp, Some(&s.key), Some(&s.value), &[])
