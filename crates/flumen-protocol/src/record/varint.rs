@@ -80,7 +80,7 @@ pub(crate) fn varlong_len(v: i64) -> usize {
     let z = zigzag64(v) | 1;
     // bits needed = 64 - lz; 7 bits per byte.
     let bits = 64 - z.leading_zeros() as usize;
-    (bits + 6) / 7
+    bits.div_ceil(7)
 }
 
 /// Writes `v` as a zigzag varlong at the start of `dst`, returning the width. `dst` must hold
