@@ -1,2 +1,4 @@
 //! Benchmarks for Flumen: criterion micro-benchmarks (`benches/benches/`) and the
 //! comparison harness against other Kafka clients.
+
+pub mod record_data;

@@ -1,0 +1,323 @@
+//! `Records`: the iterator over a batch's records, yielding borrowed [`RecordRef`]s with no allocation.
+//!
+//! Each record (KIP-98):
+//!
+//! ```text
+//! length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
+//! keyLength varint | key | valueLength varint | value
+//! headerCount varint | (headerKeyLength varint | headerKey | headerValueLength varint | headerValue)*
+//! ```
+//!
+//! Every field is read within the record's declared length, and the fields must fill it
+//! exactly. Headers are validated while the record is parsed, so iterating them cannot fail.
+
+use bytes::Bytes;
+
+use super::error::{RecordError, Result};
+use super::varint::{read_varint, read_varlong};
+
+/// Iterator over the records of one batch. Yields `Err` once and then stops on malformed input.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    parent: &'a Bytes,
+    pos: usize,
+    remaining: u32,
+    declared: i32,
+    base_offset: i64,
+    base_timestamp: i64,
+    in_decompressed: bool,
+    done: bool,
+}
+
+impl<'a> Records<'a> {
+    pub(crate) fn new(
+        parent: &'a Bytes,
+        start: usize,
+        count: i32,
+        base_offset: i64,
+        base_timestamp: i64,
+        in_decompressed: bool,
+    ) -> Self {
+        Self {
+            parent,
+            pos: start,
+            remaining: count.max(0) as u32,
+            declared: count,
+            base_offset,
+            base_timestamp,
+            in_decompressed,
+            done: false,
+        }
+    }
+
+    /// Records not yet yielded, per the batch header.
+    pub fn remaining(&self) -> usize {
+        if self.done {
+            0
+        } else {
+            self.remaining as usize
+        }
+    }
+
+    #[cold]
+    fn fail(&mut self, err: RecordError) -> Option<Result<RecordRef<'a>>> {
+        self.done = true;
+        Some(Err(err))
+    }
+
+    #[inline(always)]
+    fn parse(&self, start: usize) -> Result<(RecordRef<'a>, usize)> {
+        let data: &'a [u8] = self.parent;
+        let in_decompressed = self.in_decompressed;
+        let varint_err = |offset| RecordError::MalformedVarint {
+            offset,
+            in_decompressed,
+        };
+        let (len, body) = read_varint(data, start).ok_or_else(|| varint_err(start))?;
+        let end = body.wrapping_add(len as usize);
+        if len < 0 || end > data.len() {
+            return Err(RecordError::InvalidLength {
+                offset: start,
+                length: i64::from(len),
+                in_decompressed,
+            });
+        }
+        // Every read below is bounded by the record, not the batch.
+        let rec = &data[..end];
+        let attributes = *rec.get(body).ok_or_else(|| varint_err(body))? as i8;
+        let p = body + 1;
+        let (ts_delta, p) = read_varlong(rec, p).ok_or_else(|| varint_err(p))?;
+        let (offset_delta, p) = read_varint(rec, p).ok_or_else(|| varint_err(p))?;
+        let (key, p) = read_bytes(rec, p, in_decompressed)?;
+        let (value, p) = read_bytes(rec, p, in_decompressed)?;
+        let (header_count, headers_start) = read_varint(rec, p).ok_or_else(|| varint_err(p))?;
+        if header_count < 0 {
+            return Err(RecordError::InvalidLength {
+                offset: p,
+                length: i64::from(header_count),
+                in_decompressed,
+            });
+        }
+        let mut p = headers_start;
+        for _ in 0..header_count {
+            let hk = p;
+            let (klen, q) = read_varint(rec, p).ok_or_else(|| varint_err(p))?;
+            if klen < 0 || q + klen as usize > end {
+                return Err(RecordError::InvalidLength {
+                    offset: hk,
+                    length: i64::from(klen),
+                    in_decompressed,
+                });
+            }
+            let (_, q) = read_bytes(rec, q + klen as usize, in_decompressed)?;
+            p = q;
+        }
+        if p != end {
+            return Err(RecordError::RecordLengthMismatch {
+                offset: start,
+                declared: len as usize,
+                used: p - body,
+                in_decompressed,
+            });
+        }
+        Ok((
+            RecordRef {
+                offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
+                timestamp: self.base_timestamp.wrapping_add(ts_delta),
+                attributes,
+                key,
+                value,
+                headers: &rec[headers_start..end],
+                header_count: header_count as u32,
+                parent: self.parent,
+            },
+            end,
+        ))
+    }
+}
+
+/// Reads a nullable length-prefixed byte string at `p`, bounded by `rec`.
+#[inline(always)]
+fn read_bytes(rec: &[u8], p: usize, in_decompressed: bool) -> Result<(Option<&[u8]>, usize)> {
+    let (len, q) = read_varint(rec, p).ok_or(RecordError::MalformedVarint {
+        offset: p,
+        in_decompressed,
+    })?;
+    if len < 0 {
+        if len == -1 {
+            return Ok((None, q));
+        }
+    } else if let Some(bytes) = rec.get(q..q + len as usize) {
+        return Ok((Some(bytes), q + len as usize));
+    }
+    Err(RecordError::InvalidLength {
+        offset: p,
+        length: i64::from(len),
+        in_decompressed,
+    })
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordRef<'a>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 || self.done {
+            if !self.done {
+                self.done = true;
+                if self.pos != self.parent.len() {
+                    return Some(Err(RecordError::TrailingBytes {
+                        offset: self.pos,
+                        remaining: self.parent.len().saturating_sub(self.pos),
+                        in_decompressed: self.in_decompressed,
+                    }));
+                }
+            }
+            return None;
+        }
+        match self.parse(self.pos) {
+            Ok((rec, end)) => {
+                self.pos = end;
+                self.remaining -= 1;
+                Some(Ok(rec))
+            }
+            Err(err) => {
+                // Running out of bytes before the declared count is a count mismatch.
+                let err = if self.pos == self.parent.len() {
+                    RecordError::RecordCountMismatch {
+                        offset: self.pos,
+                        declared: self.declared,
+                        found: i64::from(self.declared) - i64::from(self.remaining),
+                        in_decompressed: self.in_decompressed,
+                    }
+                } else {
+                    err
+                };
+                self.fail(err)
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // The declared count is an upper bound only if the data is well formed; 0 is a safe low.
+        (0, Some(self.remaining() + 1))
+    }
+}
+
+/// One record, borrowed from its batch (or from the decompression buffer).
+#[derive(Clone, Copy)]
+pub struct RecordRef<'a> {
+    offset: i64,
+    timestamp: i64,
+    attributes: i8,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: &'a [u8],
+    header_count: u32,
+    parent: &'a Bytes,
+}
+
+impl std::fmt::Debug for RecordRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordRef")
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key)
+            .field("value", &self.value)
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<'a> RecordRef<'a> {
+    /// Absolute offset: the batch's base offset plus the record's delta.
+    #[inline]
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Absolute timestamp: the batch's base timestamp plus the record's delta. For
+    /// `LogAppendTime` batches the meaningful time is the batch's `max_timestamp`.
+    #[inline]
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The record's own attributes byte (unused by Kafka today).
+    #[inline]
+    pub fn attributes(&self) -> i8 {
+        self.attributes
+    }
+
+    /// The key, `None` when null.
+    #[inline]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The value, `None` when null (a tombstone).
+    #[inline]
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.value
+    }
+
+    /// The key as an owned `Bytes` sharing the batch's (or decompression buffer's) memory: no copy.
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.key.map(|k| self.parent.slice_ref(k))
+    }
+
+    /// The value as an owned `Bytes` sharing the batch's memory: no copy.
+    pub fn value_bytes(&self) -> Option<Bytes> {
+        self.value.map(|v| self.parent.slice_ref(v))
+    }
+
+    /// Turns any slice borrowed from this record into an owned `Bytes` without copying.
+    pub fn to_bytes(&self, part: &'a [u8]) -> Bytes {
+        self.parent.slice_ref(part)
+    }
+
+    /// Number of headers.
+    #[inline]
+    pub fn header_count(&self) -> usize {
+        self.header_count as usize
+    }
+
+    /// The headers in wire order, duplicates preserved.
+    #[inline]
+    pub fn headers(&self) -> Headers<'a> {
+        Headers {
+            buf: self.headers,
+            pos: 0,
+            remaining: self.header_count,
+        }
+    }
+}
+
+/// Iterator over a record's headers: `(key, value)` with `value` `None` when null.
+#[derive(Debug, Clone)]
+pub struct Headers<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    remaining: u32,
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        // Validated when the record was parsed; a failure here would mean a logic error, and we
+        // end the iteration instead of panicking.
+        let (key, p) = read_bytes(self.buf, self.pos, false).ok()?;
+        let (value, p) = read_bytes(self.buf, p, false).ok()?;
+        self.pos = p;
+        self.remaining -= 1;
+        Some((key.unwrap_or_default(), value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining as usize, Some(self.remaining as usize))
+    }
+}
