@@ -19,6 +19,8 @@ use crate::{docker, tls};
 
 /// How long a broker may take to answer on every listener and join the cluster.
 const READY_DEADLINE: Duration = Duration::from_secs(90);
+/// How long an external cluster may take to answer.
+const EXTERNAL_DEADLINE: Duration = Duration::from_secs(30);
 /// How long `stop_broker` waits for a clean shutdown before killing.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of broker log put into a readiness error.
@@ -76,8 +78,10 @@ impl KafkaCluster {
     /// cluster instead (whatever `spec` asks).
     pub fn start(spec: ClusterSpec) -> Result<KafkaCluster> {
         if let Some(external) = External::from_env() {
+            let external = external?;
+            check_external(&external)?;
             return Ok(KafkaCluster {
-                inner: Inner::External(external?),
+                inner: Inner::External(external),
             });
         }
         let provider = std::env::var(ENV_PROVIDER).unwrap_or_default();
@@ -460,6 +464,33 @@ impl Managed {
             ));
         }
         tail
+    }
+}
+
+/// Waits until one address of the external bootstrap list answers ApiVersions.
+fn check_external(external: &External) -> Result<()> {
+    let deadline = Instant::now() + EXTERNAL_DEADLINE;
+    let addrs: Vec<&str> = external
+        .bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut last = String::from("the bootstrap list is empty");
+    loop {
+        for addr in &addrs {
+            match readiness::api_versions(addr, &Transport::Plain) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        if Instant::now() >= deadline || addrs.is_empty() {
+            return Err(Error::ExternalUnreachable {
+                bootstrap: external.bootstrap.clone(),
+                reason: last,
+            });
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 

@@ -76,6 +76,17 @@ pub enum Error {
         log_tail: String,
     },
 
+    /// `FLUMEN_KAFKA_BOOTSTRAP` names a cluster that does not answer.
+    #[error(
+        "the external Kafka cluster FLUMEN_KAFKA_BOOTSTRAP={bootstrap} does not answer: {reason}"
+    )]
+    ExternalUnreachable {
+        /// The bootstrap list.
+        bootstrap: String,
+        /// What the last probe saw.
+        reason: String,
+    },
+
     /// Generating the TLS material failed.
     #[error("generating TLS certificates failed: {0}")]
     Tls(String),
