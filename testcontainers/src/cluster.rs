@@ -85,22 +85,30 @@ impl KafkaCluster {
             });
         }
         let provider = std::env::var(ENV_PROVIDER).unwrap_or_default();
-        let use_docker = match provider.as_str() {
-            "docker" => true,
-            "jvm" => false,
-            "" => docker::available(),
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "{ENV_PROVIDER}={other}: expected `jvm` or `docker`"
-                )));
-            }
-        };
-        let jvm = if use_docker {
-            None
-        } else {
-            Some(Jvm::locate()?)
-        };
-        // One more try with fresh ports if another process grabbed one of ours meanwhile.
+        match provider.as_str() {
+            "docker" => Self::start_with_retries(spec, None),
+            "jvm" => Self::start_with_retries(spec, Some(Jvm::locate()?)),
+            "" if docker::available() => match Self::start_with_retries(spec, None) {
+                Ok(cluster) => Ok(cluster),
+                // A Docker engine that cannot run the image (no registry access, no host
+                // networking, ...) should not stop the tests when a JDK could.
+                Err(docker_err) => {
+                    eprintln!(
+                        "flumen-testcontainers: Docker failed ({docker_err}); trying a local JVM broker"
+                    );
+                    Self::start_with_retries(spec, Some(Jvm::locate()?))
+                }
+            },
+            "" => Self::start_with_retries(spec, Some(Jvm::locate()?)),
+            other => Err(Error::InvalidArgument(format!(
+                "{ENV_PROVIDER}={other}: expected `jvm` or `docker`"
+            ))),
+        }
+    }
+
+    /// Starts with fresh ports up to three times while the failure is a port that another
+    /// process took between our choosing it and the broker binding it.
+    fn start_with_retries(spec: ClusterSpec, jvm: Option<Jvm>) -> Result<KafkaCluster> {
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -34,7 +34,7 @@ pub enum Error {
     },
 
     /// `mvn dependency:copy-dependencies` ran but failed.
-    #[error("resolving the Kafka jars with Maven failed (exit {status}):\n{output}")]
+    #[error("resolving the Kafka jars with Maven failed ({status}):\n{output}")]
     MavenFailed {
         /// Exit status as text.
         status: String,
@@ -53,7 +53,7 @@ pub enum Error {
     },
 
     /// A helper command (storage format, docker, ...) exited with an error.
-    #[error("`{command}` failed (exit {status}):\n{output}")]
+    #[error("`{command}` failed ({status}):\n{output}")]
     CommandFailed {
         /// The command line, shortened.
         command: String,
