@@ -396,6 +396,48 @@ fn paused_broker_stops_answering_until_resumed() {
 }
 
 #[test]
+fn stopped_broker_restarts_on_the_same_address_with_its_topics() {
+    let cluster = KafkaCluster::start(ClusterSpec::single()).expect("start a private cluster");
+    let address = cluster.broker_address(0);
+    let topic = KafkaCluster::unique_topic("survives-restart");
+    let created = cluster
+        .run_java_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &[
+                "--bootstrap-server",
+                &address,
+                "--create",
+                "--topic",
+                &topic,
+                "--partitions",
+                "3",
+            ],
+            None,
+        )
+        .expect("run kafka-topics --create");
+    assert!(created.status.success(), "{}", text(&created));
+
+    cluster.stop_broker(0).expect("stop broker 0 cleanly");
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "stopped broker still listens on {address}"
+    );
+    let log = cluster.broker_log_tail(0, 400);
+    assert!(
+        log.contains("shut down completed") || log.contains("shutdown completed"),
+        "no clean shutdown in the log:\n{log}"
+    );
+
+    cluster.start_broker(0).expect("start broker 0 again");
+    let out = kcat_metadata(&address, &[], 10);
+    assert!(
+        text(&out).contains(&format!("topic \"{topic}\" with 3 partitions")),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn dropping_a_cluster_stops_its_broker_and_removes_its_files() {
     let cluster = KafkaCluster::start(ClusterSpec::single()).expect("start a private cluster");
     let address = cluster.broker_address(0);
