@@ -168,6 +168,45 @@ fn plaintext_listener_serves_metadata_to_kcat_and_java_tools() {
 }
 
 #[test]
+fn java_console_producer_reads_stdin_and_kcat_consumes_it() {
+    let cluster = KafkaCluster::shared();
+    let topic = KafkaCluster::unique_topic("stdin");
+    let produced = cluster
+        .run_java_tool(
+            "org.apache.kafka.tools.ConsoleProducer",
+            &[
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--topic",
+                &topic,
+            ],
+            Some(b"first\nsecond\nthird\n"),
+        )
+        .expect("run kafka-console-producer");
+    assert!(produced.status.success(), "{}", text(&produced));
+
+    let consumed = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &cluster.bootstrap(),
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .expect("run kcat -C");
+    assert!(consumed.status.success(), "{}", text(&consumed));
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout),
+        "first\nsecond\nthird\n"
+    );
+}
+
+#[test]
 fn sasl_plain_right_password_works_and_wrong_is_refused() {
     let cluster = KafkaCluster::shared();
     let bootstrap = cluster
