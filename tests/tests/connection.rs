@@ -9,9 +9,19 @@ use flumen_client::{
     Connection, ConnectionConfig, Error, SaslConfig, SaslMechanism, Security, TlsConfig,
 };
 use flumen_protocol::ErrorCode;
+use flumen_protocol::messages::create_topics_request::CreatableTopic;
+use flumen_protocol::messages::create_topics_response::CreatableTopicResult;
+use flumen_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use flumen_protocol::messages::metadata_request::MetadataRequestTopic;
-use flumen_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest, StrBytes, TopicName};
+use flumen_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use flumen_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, StrBytes, TopicName,
+};
 use flumen_testcontainers::{KafkaCluster, SaslMechanism as HarnessMechanism};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 fn config(security: Security) -> ConnectionConfig {
     ConnectionConfig {
@@ -397,4 +407,126 @@ async fn silent_listener_times_out_during_the_tls_handshake() {
         ),
         "{err}"
     );
+}
+
+/// A record batch of `count` records with `value_len`-byte values, encoded by kafka-protocol.
+fn batch(count: usize, value_len: usize) -> bytes::Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // kafka-protocol starts a new batch unless sequences are consecutive; a produce
+            // request must carry exactly one batch per partition.
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000,
+            key: Some(bytes::Bytes::from(format!("key-{i}"))),
+            value: Some(bytes::Bytes::from(vec![b'v'; value_len])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode batch");
+    buf.freeze()
+}
+
+fn produce(
+    acks: i16,
+    topic: &CreatableTopicResult,
+    version: i16,
+    records: bytes::Bytes,
+) -> ProduceRequest {
+    // Produce v13 names topics by id (KIP-516), earlier versions by name.
+    let data = if version >= 13 {
+        TopicProduceData::default().with_topic_id(topic.topic_id)
+    } else {
+        TopicProduceData::default().with_name(topic.name.clone())
+    };
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![data.with_partition_data(
+            vec![PartitionProduceData::default().with_index(0).with_records(Some(records))],
+        )])
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn record_batches_are_produced_with_and_without_acks() {
+    let conn = Connection::connect(&plaintext_addr(), &config(Security::Plaintext))
+        .await
+        .expect("connect");
+    let topic = KafkaCluster::unique_topic("connection-produce");
+    let created = conn
+        .send(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                ]),
+        )
+        .await
+        .expect("CreateTopics");
+    let created = &created.topics[0];
+    assert_eq!(created.error_code, 0, "{:?}", created.error_message);
+    let version = conn
+        .api_version(ApiKey::Produce)
+        .expect("Produce supported");
+
+    // 200 KiB: large enough to be written by reference rather than copied into the frame.
+    let first = batch(200, 1024);
+    assert!(first.len() > 200 * 1024);
+    let response = conn
+        .send(produce(-1, created, version, first))
+        .await
+        .expect("Produce acks=all");
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        ErrorCode::from_code(partition.error_code),
+        ErrorCode::None,
+        "{:?} {:?}",
+        partition.error_message,
+        partition.record_errors
+    );
+    assert_eq!(partition.base_offset, 0);
+
+    conn.send_no_response(produce(0, created, version, batch(200, 1024)))
+        .await
+        .expect("Produce acks=0");
+
+    // acks=0 has no answer: wait until the log end offset shows both batches.
+    let latest = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut end_offset = -1;
+    while Instant::now() < deadline {
+        let offsets = conn.send(latest.clone()).await.expect("ListOffsets");
+        end_offset = offsets.topics[0].partitions[0].offset;
+        if end_offset == 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(end_offset, 400);
+    assert!(!conn.is_closed());
 }
