@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -25,11 +25,11 @@ use crate::connection::TlsConfig;
 use crate::error::{Error, Result};
 
 /// Runs the TLS handshake over `tcp` for the broker at `addr` (`host:port`).
-pub(crate) async fn handshake(
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     addr: &str,
-    tcp: TcpStream,
+    tcp: S,
     config: &TlsConfig,
-) -> Result<TlsStream<TcpStream>> {
+) -> Result<TlsStream<S>> {
     let client_config = client_config(config)?;
     let server_name = server_name(addr)?;
     TlsConnector::from(Arc::new(client_config))
@@ -278,6 +278,98 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::server::ServerConfig;
+
+    /// A CA, and a server certificate it signed for `names`; the CA PEM is written to a file.
+    struct Pki {
+        _dir: tempfile::TempDir,
+        ca_path: std::path::PathBuf,
+        server: ServerConfig,
+    }
+
+    fn pki(names: &[&str]) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        Pki {
+            _dir: dir,
+            ca_path,
+            server,
+        }
+    }
+
+    /// Runs our client handshake against an in-memory server presenting `pki`'s certificate.
+    async fn handshake_with(pki: &Pki, addr: &str, config: &TlsConfig) -> Result<()> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server.clone()));
+        let server_side = tokio::spawn(async move { acceptor.accept(server).await.map(drop) });
+        let result = handshake(addr, client, config).await.map(drop);
+        drop(server_side);
+        result
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn certificate_for_another_host_is_refused() {
+        let pki = pki(&["kafka.example"]);
+        let err = handshake_with(&pki, "127.0.0.1:9093", &TlsConfig::with_ca(&pki.ca_path))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { message, .. } if message.contains("not valid for name")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hostname_check_can_be_turned_off_but_the_chain_is_still_checked() {
+        let pki = pki(&["kafka.example"]);
+        let config = TlsConfig {
+            verify_hostname: false,
+            ..TlsConfig::with_ca(&pki.ca_path)
+        };
+        handshake_with(&pki, "127.0.0.1:9093", &config)
+            .await
+            .unwrap();
+        let stranger = self::pki(&["kafka.example"]);
+        let err = handshake_with(&stranger, "127.0.0.1:9093", &config)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { message, .. } if message.contains("invalid peer certificate")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn ip_and_dns_names_are_matched_against_the_sans() {
+        let pki = pki(&["127.0.0.1", "kafka.example"]);
+        let config = TlsConfig::with_ca(&pki.ca_path);
+        handshake_with(&pki, "127.0.0.1:9093", &config)
+            .await
+            .unwrap();
+        handshake_with(&pki, "kafka.example:9093", &config)
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn server_names_accept_hosts_and_ip_literals() {
