@@ -286,6 +286,10 @@ mod tests {
         _dir: tempfile::TempDir,
         ca_path: std::path::PathBuf,
         server: ServerConfig,
+        /// Like `server`, but requires a client certificate signed by the same CA.
+        mutual: ServerConfig,
+        client_cert_path: std::path::PathBuf,
+        client_key_path: std::path::PathBuf,
     }
 
     fn pki(names: &[&str]) -> Pki {
@@ -310,10 +314,39 @@ mod tests {
                 PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
             )
             .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let mutual = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .signed_by(&client_key, &ca, &ca_key)
+            .unwrap();
+        let client_cert_path = dir.path().join("client.pem");
+        let client_key_path = dir.path().join("client.key");
+        std::fs::write(&client_cert_path, client.pem()).unwrap();
+        std::fs::write(&client_key_path, client_key.serialize_pem()).unwrap();
         Pki {
             _dir: dir,
             ca_path,
             server,
+            mutual,
+            client_cert_path,
+            client_key_path,
         }
     }
 
@@ -325,6 +358,48 @@ mod tests {
         let result = handshake(addr, client, config).await.map(drop);
         drop(server_side);
         result
+    }
+
+    /// Runs a handshake against a server that requires a client certificate; returns whether
+    /// the *server* accepted us (with TLS 1.3 the client finishes before the server decides).
+    async fn mutual_handshake(pki: &Pki, config: &TlsConfig) -> bool {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.mutual.clone()));
+        let server_side = tokio::spawn(async move { acceptor.accept(server).await.map(drop) });
+        let client_side = handshake("127.0.0.1:9093", client, config).await;
+        let accepted = tokio::time::timeout(std::time::Duration::from_secs(5), server_side)
+            .await
+            .expect("server handshake finishes")
+            .expect("server task")
+            .is_ok();
+        drop(client_side);
+        accepted
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn client_certificate_is_presented_when_configured() {
+        let pki = pki(&["127.0.0.1"]);
+        let with_cert = TlsConfig {
+            client_cert_pem: Some(pki.client_cert_path.clone()),
+            client_key_pem: Some(pki.client_key_path.clone()),
+            ..TlsConfig::with_ca(&pki.ca_path)
+        };
+        assert!(mutual_handshake(&pki, &with_cert).await);
+        assert!(!mutual_handshake(&pki, &TlsConfig::with_ca(&pki.ca_path)).await);
+    }
+
+    #[test]
+    fn client_certificate_without_key_is_a_config_error() {
+        let pki = pki(&["127.0.0.1"]);
+        let config = TlsConfig {
+            client_cert_pem: Some(pki.client_cert_path.clone()),
+            ..TlsConfig::with_ca(&pki.ca_path)
+        };
+        let err = client_config(&config).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "ssl.key.location"),
+            "{err}"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
