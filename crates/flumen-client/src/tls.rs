@@ -164,6 +164,22 @@ fn classify_handshake_error(addr: &str, e: std::io::Error) -> Error {
                     "the peer does not speak TLS ({tls}); it is probably a PLAINTEXT or SASL_PLAINTEXT listener"
                 ),
             },
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => Error::Tls {
+                addr: addr.to_owned(),
+                message: format!(
+                    "{tls}; connect by a name the certificate lists, or turn off host-name verification"
+                ),
+            },
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            ) => Error::Tls {
+                addr: addr.to_owned(),
+                message: format!(
+                    "{tls}: the broker's certificate is not signed by the configured CA"
+                ),
+            },
             other => Error::Tls {
                 addr: addr.to_owned(),
                 message: other.to_string(),
