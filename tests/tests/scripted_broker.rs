@@ -239,3 +239,22 @@ async fn close_fails_requests_in_flight_and_later_ones() {
     assert!(conn.is_closed());
     assert!(conn.send(MetadataRequest::default()).await.is_err());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn acks_zero_produce_through_send_is_refused_instead_of_hanging() {
+    let addr = support::misbehaving_peer(|_stream, _request| async move {}).await;
+    let conn = Connection::connect(&addr, &ConnectionConfig::default())
+        .await
+        .expect("connect");
+    let err = conn
+        .send_version(
+            flumen_protocol::messages::ProduceRequest::default().with_acks(0),
+            9,
+        )
+        .await
+        .expect_err("acks=0 has no response");
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "acks"),
+        "{err}"
+    );
+}
