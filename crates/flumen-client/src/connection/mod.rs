@@ -102,7 +102,7 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Wraps an established stream (used by `connect`, and by tests with in-memory peers).
+    /// Starts the reader and writer tasks over an established stream.
     fn start(addr: &str, stream: BoxStream, config: &ConnectionConfig) -> Connection {
         let (lane, state) = io::spawn(addr, stream, config.max_frame_bytes);
         Connection {
