@@ -276,3 +276,52 @@ fn missing_answer(api: &'static str, topic: Option<&str>, partition: Option<i32>
         Some("the broker's response did not mention this item".to_owned()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>() {}
+    fn is_send<T: Send>(_: &T) {}
+
+    /// Compiles only if the handles and the futures of their calls can move between
+    /// threads, so that users on a multi-thread runtime can `tokio::spawn` them.
+    #[allow(dead_code)]
+    fn futures_are_send(admin: &Admin, cluster: &Cluster) {
+        is_send(&admin.list_offsets(&[], IsolationLevel::ReadCommitted));
+        is_send(&admin.create_topics(&[], false));
+        is_send(&admin.describe_groups(&[]));
+        is_send(&admin.list_group_offsets("g", None));
+        is_send(&admin.describe_configs(&[]));
+        is_send(&cluster.leader("t", 0));
+        is_send(&cluster.coordinator(CoordinatorType::Group, "g"));
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        is_send_sync::<Admin>();
+        is_send_sync::<Cluster>();
+    }
+
+    #[test]
+    fn duplicated_errors_keep_kind_and_retriability() {
+        let broker = crate::cluster::broker_error(
+            flumen_protocol::ErrorCode::NotLeaderOrFollower,
+            "ListOffsets",
+            Some("t"),
+            Some(1),
+            None,
+        );
+        let copy = duplicate(&broker);
+        assert_eq!(copy.to_string(), broker.to_string());
+        assert!(copy.is_retriable());
+        let unknown = duplicate(&Error::UnknownTopic("t".into()));
+        assert!(matches!(unknown, Error::UnknownTopic(ref t) if t == "t"));
+        let auth = duplicate(&Error::Authentication {
+            addr: "a:1".into(),
+            mechanism: "PLAIN",
+            message: "no".into(),
+        });
+        assert!(!auth.is_retriable());
+    }
+}
