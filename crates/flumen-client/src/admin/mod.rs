@@ -25,6 +25,7 @@ pub use self::configs::{AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource
 pub use self::groups::{GroupDescription, GroupListing, MemberDescription};
 pub use self::offsets::{IsolationLevel, ListedOffset, OffsetAndMetadata, OffsetSpec};
 pub use self::topics::{CreatedTopic, NewTopic, PartitionInfo, TopicDescription};
+pub(crate) use crate::cluster::duplicate;
 use crate::cluster::{BrokerInfo, Cluster, ConnectionKind, CoordinatorType, TopicPartition};
 use crate::config::ClientConfig;
 use crate::connection::Connection;
@@ -186,63 +187,6 @@ fn negotiated(conn: &Connection, key: ApiKey, api: &'static str) -> Result<i16> 
             addr: conn.addr().to_owned(),
             api,
         })
-}
-
-/// Errors are not `Clone`; a failure shared by many items is repeated for each, keeping
-/// its kind (and so its retriability) where it can.
-fn duplicate(e: &Error) -> Error {
-    match e {
-        Error::Broker {
-            code,
-            api,
-            topic,
-            partition,
-            message,
-        } => Error::Broker {
-            code: *code,
-            api,
-            topic: topic.clone(),
-            partition: *partition,
-            message: message.clone(),
-        },
-        Error::UnknownTopic(t) => Error::UnknownTopic(t.clone()),
-        Error::UnsupportedVersion { addr, api } => Error::UnsupportedVersion {
-            addr: addr.clone(),
-            api,
-        },
-        Error::Connect { addr, source } => Error::Connect {
-            addr: addr.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::ConnectTimeout {
-            addr,
-            timeout,
-            stage,
-        } => Error::ConnectTimeout {
-            addr: addr.clone(),
-            timeout: *timeout,
-            stage,
-        },
-        Error::RequestTimeout { addr, api, timeout } => Error::RequestTimeout {
-            addr: addr.clone(),
-            api,
-            timeout: *timeout,
-        },
-        Error::Authentication {
-            addr,
-            mechanism,
-            message,
-        } => Error::Authentication {
-            addr: addr.clone(),
-            mechanism,
-            message: message.clone(),
-        },
-        other if other.is_retriable() => Error::ConnectionClosed {
-            addr: String::new(),
-            reason: other.to_string(),
-        },
-        other => Error::Io(std::io::Error::other(other.to_string())),
-    }
 }
 
 /// A topic-level or partition-level error code from a response, as a result with context.

@@ -409,6 +409,63 @@ pub(crate) fn broker_error(
     }
 }
 
+/// Errors are not `Clone`; a failure shared by many items is repeated for each, keeping
+/// its kind (and so its retriability) where it can.
+pub(crate) fn duplicate(e: &Error) -> Error {
+    match e {
+        Error::Broker {
+            code,
+            api,
+            topic,
+            partition,
+            message,
+        } => Error::Broker {
+            code: *code,
+            api,
+            topic: topic.clone(),
+            partition: *partition,
+            message: message.clone(),
+        },
+        Error::UnknownTopic(t) => Error::UnknownTopic(t.clone()),
+        Error::UnsupportedVersion { addr, api } => Error::UnsupportedVersion {
+            addr: addr.clone(),
+            api,
+        },
+        Error::Connect { addr, source } => Error::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::ConnectTimeout {
+            addr,
+            timeout,
+            stage,
+        } => Error::ConnectTimeout {
+            addr: addr.clone(),
+            timeout: *timeout,
+            stage,
+        },
+        Error::RequestTimeout { addr, api, timeout } => Error::RequestTimeout {
+            addr: addr.clone(),
+            api,
+            timeout: *timeout,
+        },
+        Error::Authentication {
+            addr,
+            mechanism,
+            message,
+        } => Error::Authentication {
+            addr: addr.clone(),
+            mechanism,
+            message: message.clone(),
+        },
+        other if other.is_retriable() => Error::ConnectionClosed {
+            addr: String::new(),
+            reason: other.to_string(),
+        },
+        other => Error::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
 /// The error when no broker answered: the only failure itself, or one naming every address.
 fn no_broker_answered(mut failures: Vec<(String, Error)>) -> Error {
     if failures.len() == 1
