@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Bytes, BytesMut};
 use flumen_protocol::frame::FrameDecoder;
 use flumen_protocol::header::response_correlation_id;
+use flumen_protocol::request_frame::RequestFrame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -40,7 +41,7 @@ pub(crate) type Responder = oneshot::Sender<Result<Bytes>>;
 
 /// One encoded request on its way to the writer.
 pub(crate) struct Outgoing {
-    pub(crate) frame: Bytes,
+    pub(crate) frame: RequestFrame,
     pub(crate) correlation_id: i32,
     /// `None` for requests the broker does not answer (acks=0 produce).
     pub(crate) responder: Option<Responder>,
@@ -199,7 +200,9 @@ async fn write_loop(
                     responder,
                 });
             }
-            batch.push(o.frame);
+            for segment in o.frame.into_segments() {
+                batch.push(segment);
+            }
         }
         tokio::select! {
             biased;
