@@ -6,7 +6,7 @@
 //! in total: they poll with a short interval until a deadline.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,8 +70,10 @@ fn exchange<R: Encodable>(
     request: &R,
 ) -> Result<Bytes, String> {
     let sock_addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))?;
     let tcp = TcpStream::connect_timeout(&sock_addr, IO_TIMEOUT)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))

@@ -269,23 +269,28 @@ fn ssl_listener_is_trusted_with_the_harness_ca_only() {
     );
     assert!(text(&ok).contains("1 brokers:"), "{}", text(&ok));
 
-    // The system's public CAs did not sign our broker certificate.
-    let system_cas = "/etc/ssl/certs/ca-certificates.crt";
-    assert!(
-        std::path::Path::new(system_cas).exists(),
-        "{system_cas} missing (apt-get install -y ca-certificates)"
-    );
+    // A CA of our own making, but not the one that signed the broker's certificate.
+    let stranger = rcgen::KeyPair::generate().expect("key pair");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let stranger_ca = params.self_signed(&stranger).expect("self-signed CA");
+    let dir = cluster
+        .work_dir()
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let stranger_pem = dir.join(format!("{}.pem", KafkaCluster::unique_topic("stranger-ca")));
+    std::fs::write(&stranger_pem, stranger_ca.pem()).expect("write the stranger CA");
     let bad = kcat_metadata(
         &bootstrap,
         &[
             "security.protocol=SSL".to_owned(),
-            format!("ssl.ca.location={system_cas}"),
+            format!("ssl.ca.location={}", stranger_pem.display()),
         ],
         5,
     );
     assert!(
         !bad.status.success(),
-        "SSL accepted a certificate the CA list does not vouch for:\n{}",
+        "SSL accepted a certificate its CA list does not vouch for:\n{}",
         text(&bad)
     );
     assert!(
