@@ -191,7 +191,7 @@ pub(super) fn list_offsets_results(
 
 impl Admin {
     /// Looks up offsets by [`OffsetSpec`] on each partition's leader, one result per
-    /// partition; a partition of a topic that does not exist gets [`Error::UnknownTopic`].
+    /// partition; a partition of a topic that does not exist gets [`Error::UnknownTopic`](crate::Error::UnknownTopic).
     pub async fn list_offsets(
         &self,
         partitions: &[(TopicPartition, OffsetSpec)],
