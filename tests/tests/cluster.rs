@@ -498,3 +498,56 @@ async fn cached_metadata_is_refreshed_once_older_than_metadata_max_age() {
         3
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn reconnecting_to_a_dead_broker_waits_for_the_reconnect_backoff() {
+    let kafka = KafkaCluster::shared();
+    let config = ClientConfig::from_properties([
+        ("bootstrap.servers", kafka.bootstrap().as_str()),
+        ("reconnect.backoff.ms", "400"),
+        ("reconnect.backoff.max.ms", "400"),
+    ])
+    .expect("config");
+    let cluster = Cluster::connect(config).await.expect("bootstrap");
+    let dead = closed_port();
+    let (host, port) = dead.rsplit_once(':').expect("host:port");
+    let broker = flumen_client::cluster::BrokerInfo {
+        id: 99,
+        host: host.to_owned(),
+        port: port.parse().expect("port"),
+        rack: None,
+    };
+    let first = Instant::now();
+    let err = cluster
+        .connection(&broker, ConnectionKind::Fetch)
+        .await
+        .expect_err("nothing listens");
+    assert!(err.to_string().contains(&dead), "{err}");
+    let first = first.elapsed();
+    let second = Instant::now();
+    cluster
+        .connection(&broker, ConnectionKind::Fetch)
+        .await
+        .expect_err("still nothing");
+    let second = second.elapsed();
+    // 400 ms ± 20% jitter; the first attempt had no reason to wait.
+    assert!(
+        second >= Duration::from_millis(300),
+        "second attempt after {second:?}"
+    );
+    assert!(
+        first < Duration::from_millis(300),
+        "first attempt took {first:?}"
+    );
+    // Another purpose has its own backoff.
+    let other = Instant::now();
+    cluster
+        .connection(&broker, ConnectionKind::Group)
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        other.elapsed() < Duration::from_millis(300),
+        "group connection waited {:?}",
+        other.elapsed()
+    );
+}

@@ -649,3 +649,17 @@ fn file_errors_name_the_key() {
     .unwrap_err();
     assert!(err.to_string().contains("request.timeout.ms"), "{err}");
 }
+
+#[test]
+fn debug_output_never_shows_passwords() {
+    let c = parse(&[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-256"),
+        ("sasl.username", "alice"),
+        ("sasl.password", "very-secret-pw"),
+    ])
+    .unwrap();
+    let shown = format!("{c:?} {:?}", c.connection_config());
+    assert!(shown.contains("alice"), "{shown}");
+    assert!(!shown.contains("very-secret-pw"), "{shown}");
+}
