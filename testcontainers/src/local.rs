@@ -112,8 +112,12 @@ impl BrokerProcesses for JvmBrokers {
             })
             .collect();
         for h in handles {
-            h.join()
-                .map_err(|_| Error::InvalidArgument("storage format thread panicked".into()))??;
+            h.join().map_err(|_| {
+                Error::io(
+                    "formatting storage",
+                    std::io::Error::other("format thread panicked"),
+                )
+            })??;
         }
         Ok(())
     }

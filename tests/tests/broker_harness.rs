@@ -168,6 +168,45 @@ fn plaintext_listener_serves_metadata_to_kcat_and_java_tools() {
 }
 
 #[test]
+fn java_console_producer_reads_stdin_and_kcat_consumes_it() {
+    let cluster = KafkaCluster::shared();
+    let topic = KafkaCluster::unique_topic("stdin");
+    let produced = cluster
+        .run_java_tool(
+            "org.apache.kafka.tools.ConsoleProducer",
+            &[
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--topic",
+                &topic,
+            ],
+            Some(b"first\nsecond\nthird\n"),
+        )
+        .expect("run kafka-console-producer");
+    assert!(produced.status.success(), "{}", text(&produced));
+
+    let consumed = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &cluster.bootstrap(),
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .expect("run kcat -C");
+    assert!(consumed.status.success(), "{}", text(&consumed));
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout),
+        "first\nsecond\nthird\n"
+    );
+}
+
+#[test]
 fn sasl_plain_right_password_works_and_wrong_is_refused() {
     let cluster = KafkaCluster::shared();
     let bootstrap = cluster
@@ -393,6 +432,48 @@ fn paused_broker_stops_answering_until_resumed() {
             text(&out)
         );
     }
+}
+
+#[test]
+fn stopped_broker_restarts_on_the_same_address_with_its_topics() {
+    let cluster = KafkaCluster::start(ClusterSpec::single()).expect("start a private cluster");
+    let address = cluster.broker_address(0);
+    let topic = KafkaCluster::unique_topic("survives-restart");
+    let created = cluster
+        .run_java_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &[
+                "--bootstrap-server",
+                &address,
+                "--create",
+                "--topic",
+                &topic,
+                "--partitions",
+                "3",
+            ],
+            None,
+        )
+        .expect("run kafka-topics --create");
+    assert!(created.status.success(), "{}", text(&created));
+
+    cluster.stop_broker(0).expect("stop broker 0 cleanly");
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "stopped broker still listens on {address}"
+    );
+    let log = cluster.broker_log_tail(0, 400);
+    assert!(
+        log.contains("shut down completed") || log.contains("shutdown completed"),
+        "no clean shutdown in the log:\n{log}"
+    );
+
+    cluster.start_broker(0).expect("start broker 0 again");
+    let out = kcat_metadata(&address, &[], 10);
+    assert!(
+        text(&out).contains(&format!("topic \"{topic}\" with 3 partitions")),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

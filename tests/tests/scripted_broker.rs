@@ -182,3 +182,79 @@ async fn sasl_mechanism_the_listener_lacks_is_an_authentication_error() {
         other => panic!("expected an authentication error, got {other}"),
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_last_handle_closes_the_socket() {
+    let (listener, addr) = listen().await;
+    let (hung_up_tx, hung_up_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        while let Some(request) = read_request(&mut stream).await {
+            respond(&mut stream, &request, &api_versions()).await;
+        }
+        // `read_request` returned `None`: the client closed its side.
+        let _ = hung_up_tx.send(());
+    });
+    let conn = Connection::connect(&addr, &ConnectionConfig::default())
+        .await
+        .expect("connect");
+    let clone = conn.clone();
+    drop(conn);
+    assert!(!clone.is_closed(), "a clone keeps the connection open");
+    drop(clone);
+    tokio::time::timeout(Duration::from_secs(5), hung_up_rx)
+        .await
+        .expect("the socket is closed once no handle is left")
+        .expect("fake broker saw the hang-up");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn close_fails_requests_in_flight_and_later_ones() {
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        support::answer_api_versions(&mut stream).await;
+        // Swallow everything else without answering.
+        while read_request(&mut stream).await.is_some() {}
+    });
+    let conn = Connection::connect(&addr, &ConnectionConfig::default())
+        .await
+        .expect("connect");
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.send(MetadataRequest::default()).await })
+    };
+    // Let the request task run up to waiting for its response (current-thread runtime).
+    tokio::task::yield_now().await;
+    conn.close();
+    let err = pending
+        .await
+        .expect("task")
+        .expect_err("closed while in flight");
+    assert!(
+        matches!(&err, Error::ConnectionClosed { reason, .. } if reason.contains("closed by the client")),
+        "{err}"
+    );
+    assert!(err.is_retriable());
+    assert!(conn.is_closed());
+    assert!(conn.send(MetadataRequest::default()).await.is_err());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn acks_zero_produce_through_send_is_refused_instead_of_hanging() {
+    let addr = support::misbehaving_peer(|_stream, _request| async move {}).await;
+    let conn = Connection::connect(&addr, &ConnectionConfig::default())
+        .await
+        .expect("connect");
+    let err = conn
+        .send_version(
+            flumen_protocol::messages::ProduceRequest::default().with_acks(0),
+            9,
+        )
+        .await
+        .expect_err("acks=0 has no response");
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "acks"),
+        "{err}"
+    );
+}

@@ -1,7 +1,7 @@
 //! A request frame as a chain of `Bytes`: the encoded fields in one buffer, large payloads
 //! (record batches) referenced instead of copied, ready for a vectored write.
 //!
-//! kafka-protocol encodes a `Bytes` field with `put_slice`. [`ChainWriter`] watches for
+//! kafka-protocol encodes a `Bytes` field with `put_slice`. Our writer watches for
 //! slices that *are* one of the payloads it was given (same address and length) and, instead
 //! of copying them, closes the current segment and links the payload's `Bytes` (a reference
 //! count increment). Everything else goes into one buffer allocated once at its final size.

@@ -342,6 +342,93 @@ pub(crate) fn looks_like_tls_record(buf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+
+    /// A stream that counts write calls and accepts every vectored write whole.
+    struct CountingStream {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingStream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            Pin::new(&mut self.inner).poll_write(cx, &joined)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn queued_requests_are_coalesced_into_few_writes() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let stream = CountingStream {
+            inner: ours,
+            writes: writes.clone(),
+        };
+        let (lane, _state) = spawn("test:0", Box::new(stream), 1 << 20);
+        // Queue 100 requests before the writer task first runs (current-thread runtime).
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let frame = Bytes::from(vec![0, 0, 0, 1, i]);
+            expected.extend_from_slice(&frame);
+            let sent = lane.send(Command::Request(Outgoing {
+                frame: RequestFrame::contiguous(frame),
+                correlation_id: i32::from(i),
+                responder: None,
+            }));
+            assert!(sent.is_ok());
+        }
+        let mut received = vec![0u8; expected.len()];
+        peer.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, expected);
+        // tokio hands at most 64 slices to one vectored write.
+        assert!(
+            writes.load(Ordering::Relaxed) <= 2,
+            "{} writes",
+            writes.load(Ordering::Relaxed)
+        );
+    }
 
     #[test]
     fn tls_alert_is_recognised() {

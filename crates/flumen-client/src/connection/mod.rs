@@ -234,6 +234,14 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<Bytes> {
+        if is_unanswered(request) {
+            return Err(Error::Config {
+                key: "acks".to_owned(),
+                message:
+                    "a produce request with acks=0 gets no response; send it with send_no_response"
+                        .to_owned(),
+            });
+        }
         let (frame, correlation_id) = self.encode(request, version)?;
         let (tx, rx) = oneshot::channel();
         self.enqueue(
@@ -298,6 +306,13 @@ impl WeakConnection {
     pub(crate) fn upgrade(&self) -> Option<Connection> {
         self.0.upgrade().map(|inner| Connection { inner })
     }
+}
+
+/// Whether the broker will not answer `request` (a produce request with acks=0).
+fn is_unanswered<R: 'static>(request: &R) -> bool {
+    (request as &dyn Any)
+        .downcast_ref::<ProduceRequest>()
+        .is_some_and(|produce| produce.acks == 0)
 }
 
 /// The record batches of a produce request, which are written by reference, not copied.
