@@ -2,8 +2,8 @@
 //!
 //! A listener is ready when it answers ApiVersions without error (over TLS for an SSL
 //! listener; before authentication for a SASL listener, as Kafka allows), and a broker has
-//! joined when the cluster's Metadata lists every broker. Probes never sleep a fixed time
-//! in total: they poll with a short interval until a deadline.
+//! joined when the cluster's Metadata lists every broker. There is no fixed sleep: callers
+//! poll with a short interval until a deadline.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -1,6 +1,6 @@
 //! Smoke tests of the Kafka harness: every listener kind answers and really authenticates,
-//! a 3-broker cluster survives losing a broker, brokers can be paused, and a dropped
-//! cluster leaves nothing behind.
+//! a 3-broker cluster survives losing a broker, brokers can be stopped, restarted, paused
+//! and resumed, Java tools get their stdin, and a dropped cluster leaves nothing behind.
 //!
 //! The clients here are ones nobody on the project wrote: `kcat` (librdkafka) and Kafka's
 //! own Java tools from the broker's jars. Debian 12's kcat links librdkafka 2.0.2, whose
@@ -431,6 +431,8 @@ fn paused_broker_stops_answering_until_resumed() {
             "resumed broker does not answer:\n{}",
             text(&out)
         );
+        // A poll interval, not a wait for time to pass.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
