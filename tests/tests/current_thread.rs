@@ -34,6 +34,17 @@ fn admin_and_metadata_calls_start_no_threads_on_a_current_thread_runtime() {
             .create_topic(NewTopic::new(&topic).partitions(2))
             .await
             .expect("create");
+        // CreateTopics returns once the controller committed; wait for the broker's view.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !admin.describe_topic(&topic).await.is_ok_and(|d| {
+            d.partitions.len() == 2 && d.partitions.iter().all(|p| p.leader.is_some())
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic} never became visible"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let tp = TopicPartition::new(&topic, 1);
         let listed = admin
             .list_offsets(
