@@ -439,18 +439,30 @@ async fn offsets_are_listed_by_spec_and_records_deleted() {
 
     // A partition that does not exist fails alone.
     let bad = TopicPartition::new(&topic, 7);
+    let started = Instant::now();
     let results = admin
         .delete_records(&[(tp.clone(), -1), (bad.clone(), 0)])
         .await
         .expect("answered");
     assert_eq!(*results[&tp].as_ref().expect("to the high watermark"), 4);
     let err = results[&bad].as_ref().expect_err("no partition 7");
-    assert_eq!(
-        err.code(),
-        Some(ErrorCode::UnknownTopicOrPartition),
-        "{err}"
+    assert!(
+        matches!(
+            err,
+            Error::UnknownPartition {
+                partition: 7,
+                partitions: 1,
+                ..
+            }
+        ),
+        "{err:?}"
     );
     assert!(err.to_string().contains(&format!("{topic}-7")), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a missing partition must not be retried until the deadline ({:?})",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -242,17 +242,23 @@ impl Cluster {
     }
 
     /// The leader of `topic`/`partition`; refreshes the metadata when it has none.
+    ///
+    /// A partition index the topic does not have is [`Error::UnknownPartition`], after a
+    /// refresh has confirmed it (partitions may have been added since the last one).
     pub async fn leader(&self, topic: &str, partition: i32) -> Result<BrokerInfo> {
-        let t = self.topic(topic).await?;
+        let asked_at = Instant::now();
+        let mut t = self.topic(topic).await?;
+        if t.partition(partition).is_none() && self.metadata().fetched_at <= asked_at {
+            let refreshed = self.refresh(&[topic], asked_at).await?;
+            t = topic_from(&refreshed, topic)?;
+        }
         let metadata = self.metadata();
         match t.partition(partition) {
-            None => Err(broker_error(
-                ErrorCode::UnknownTopicOrPartition,
-                "Metadata",
-                Some(topic),
-                Some(partition),
-                Some(format!("{topic} has {} partitions", t.partitions.len())),
-            )),
+            None => Err(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: t.partitions.len(),
+            }),
             Some(p) => match p.leader.and_then(|id| metadata.broker(id)) {
                 Some(b) => Ok(b.clone()),
                 None => {
