@@ -33,6 +33,8 @@ pub(crate) type BoxStream = Box<dyn Stream>;
 
 /// Stop writing more in one batch once this many bytes are queued.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long a closing connection may spend saying goodbye (TLS close_notify).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -141,7 +143,8 @@ async fn writer(
     // Requests still queued are dropped here; their callers see the close reason.
     lane.close();
     while lane.try_recv().is_ok() {}
-    let _ = half.shutdown().await;
+    // A TLS close_notify can block on a peer that stopped reading; do not wait for it long.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, half.shutdown()).await;
 }
 
 async fn write_loop(

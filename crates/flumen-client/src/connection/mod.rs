@@ -31,6 +31,18 @@ use self::io::{BoxStream, Command, Outgoing, State};
 use crate::error::{Error, Result};
 
 /// A cheap-to-clone handle to one broker connection; requests are pipelined.
+///
+/// ```no_run
+/// use flumen_client::{Connection, ConnectionConfig};
+/// use flumen_protocol::messages::MetadataRequest;
+///
+/// # async fn run() -> flumen_client::Result<()> {
+/// let conn = Connection::connect("127.0.0.1:9092", &ConnectionConfig::default()).await?;
+/// let metadata = conn.send(MetadataRequest::default()).await?;
+/// println!("{} brokers", metadata.brokers.len());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -102,7 +114,7 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Wraps an established stream (used by `connect`, and by tests with in-memory peers).
+    /// Starts the reader and writer tasks over an established stream.
     fn start(addr: &str, stream: BoxStream, config: &ConnectionConfig) -> Connection {
         let (lane, state) = io::spawn(addr, stream, config.max_frame_bytes);
         Connection {
