@@ -94,41 +94,20 @@ impl<'a> Records<'a> {
         Ok((len, body, attributes, ts_delta, offset_delta, key_len, q))
     }
 
-    #[inline(always)]
-    fn parse(&self, start: usize) -> Result<(RecordRef<'a>, usize)> {
-        let data: &'a [u8] = self.parent;
+    /// Value and headers in general: reads and validates every header.
+    #[inline(never)]
+    fn value_and_headers(
+        &self,
+        rec: &'a [u8],
+        start: usize,
+        body: usize,
+        p: usize,
+    ) -> Result<(Option<&'a [u8]>, usize, i32)> {
         let in_decompressed = self.in_decompressed;
+        let end = rec.len();
         let varint_err = |offset| RecordError::MalformedVarint {
             offset,
             in_decompressed,
-        };
-        // Common case first: length, attributes, timestamp delta, offset delta and key length
-        // all within 1-2 byte varints, read from one 16-byte window with a single bounds check.
-        let (len, body, attributes, ts_delta, offset_delta, key_len, p) =
-            match read_prefix(data, start) {
-                Some(prefix) => prefix,
-                None => self.read_prefix_slow(start)?,
-            };
-        let end = body.wrapping_add(len as usize);
-        if len < 0 || end > data.len() || p > end {
-            return Err(RecordError::InvalidLength {
-                offset: start,
-                length: i64::from(len),
-                in_decompressed,
-            });
-        }
-        // Every read below is bounded by the record, not the batch.
-        let rec = &data[..end];
-        let (key, p) = if key_len >= 0 {
-            let key_end = p + key_len as usize;
-            match rec.get(p..key_end) {
-                Some(k) => (Some(k), key_end),
-                None => return Err(key_len_err(rec, p, key_len, in_decompressed)),
-            }
-        } else if key_len == -1 {
-            (None, p)
-        } else {
-            return Err(key_len_err(rec, p, key_len, in_decompressed));
         };
         let (value, p) = read_bytes(rec, p, in_decompressed)?;
         let (header_count, headers_start) = read_varint(rec, p).ok_or_else(|| varint_err(p))?;
@@ -156,11 +135,53 @@ impl<'a> Records<'a> {
         if p != end {
             return Err(RecordError::RecordLengthMismatch {
                 offset: start,
-                declared: len as usize,
+                declared: end - body,
                 used: p - body,
                 in_decompressed,
             });
         }
+        Ok((value, headers_start, header_count))
+    }
+
+    #[inline(always)]
+    fn parse(&self, start: usize) -> Result<(RecordRef<'a>, usize)> {
+        let data: &'a [u8] = self.parent;
+        let in_decompressed = self.in_decompressed;
+        // Common case first: length, attributes, timestamp delta, offset delta and key length
+        // all within 1-2 byte varints, read from one 16-byte window with a single bounds check.
+        let (len, body, attributes, ts_delta, offset_delta, key_len, p) =
+            match read_prefix(data, start) {
+                Some(prefix) => prefix,
+                None => self.read_prefix_slow(start)?,
+            };
+        let end = body.wrapping_add(len as usize);
+        if len < 0 || end > data.len() || p > end {
+            return Err(RecordError::InvalidLength {
+                offset: start,
+                length: i64::from(len),
+                in_decompressed,
+            });
+        }
+        // Every read below is bounded by the record, not the batch.
+        let rec = &data[..end];
+        let (key, p) = if key_len >= 0 {
+            let key_end = p + key_len as usize;
+            match rec.get(p..key_end) {
+                Some(k) => (Some(k), key_end),
+                None => return Err(key_len_err(p, key_len, in_decompressed)),
+            }
+        } else if key_len == -1 {
+            (None, p)
+        } else {
+            return Err(key_len_err(p, key_len, in_decompressed));
+        };
+        // Most records have no headers: the value then ends one byte before the record, whose
+        // last byte is a zero header count. Check that layout first; anything else takes the
+        // general path.
+        let (value, headers_start, header_count) = match no_header_value(rec, p, end) {
+            Some(value) => (value, end, 0),
+            None => self.value_and_headers(rec, start, body, p)?,
+        };
         Ok((
             RecordRef {
                 offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
@@ -228,7 +249,7 @@ fn unzigzag(raw: u32) -> i32 {
 }
 
 #[cold]
-fn key_len_err(_rec: &[u8], p: usize, key_len: i32, in_decompressed: bool) -> RecordError {
+fn key_len_err(p: usize, key_len: i32, in_decompressed: bool) -> RecordError {
     // `p` is past the key length varint; report the varint's own position when it is 1 byte
     // (the common case) — the general path reports exact positions.
     let width = if (-64..64).contains(&key_len) { 1 } else { 2 };
@@ -236,6 +257,24 @@ fn key_len_err(_rec: &[u8], p: usize, key_len: i32, in_decompressed: bool) -> Re
         offset: p - width,
         length: i64::from(key_len),
         in_decompressed,
+    }
+}
+
+/// The value of a record without headers, when `rec` (ending at the record's end) has exactly
+/// that layout from `p`: value length, value, a zero header count as the last byte.
+#[inline(always)]
+fn no_header_value(rec: &[u8], p: usize, end: usize) -> Option<Option<&[u8]>> {
+    let last = end.checked_sub(1)?;
+    if *rec.get(last)? != 0 {
+        return None;
+    }
+    let (len, q) = read_varint(rec, p)?;
+    if len >= 0 && q.wrapping_add(len as usize) == last {
+        Some(rec.get(q..last))
+    } else if len == -1 && q == last {
+        Some(None)
+    } else {
+        None
     }
 }
 
