@@ -144,3 +144,34 @@ proptest! {
         }
     }
 }
+
+/// The decompression buffer keeps its old bytes as scratch space; a smaller batch after a
+/// larger one must not see any of them.
+#[test]
+fn reused_decompressor_forgets_the_previous_batch() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut scratch = Decompressor::new();
+        for (count, fill) in [(500usize, 1u8), (3, 2), (40, 3), (1, 4)] {
+            let mut b = BatchBuilder::new(codec);
+            for i in 0..count {
+                b.append(i as i64, None, Some(&vec![fill; 100 + i % 50]), &[])
+                    .unwrap();
+            }
+            let batch = RecordBatch::new(b.seal().unwrap()).unwrap();
+            let records: Vec<_> = batch
+                .records(&mut scratch)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{codec:?} batch of {count}: {e}"));
+            assert_eq!(records.len(), count, "{codec:?}");
+            for (i, r) in records.iter().enumerate() {
+                assert_eq!(r.value(), Some(&vec![fill; 100 + i % 50][..]), "{codec:?}");
+            }
+        }
+    }
+}

@@ -89,17 +89,16 @@ impl Decompressor {
         input: &[u8],
         payload_offset: usize,
     ) -> Result<&Bytes> {
-        // Take the previous output back if nobody else holds a slice of it.
+        // Take the previous output back if nobody else holds a slice of it. Its old contents
+        // stay in place as scratch space: overwriting them avoids zeroing the buffer again.
         let mut out = match std::mem::take(&mut self.out).try_into_mut() {
-            Ok(mut m) => {
-                m.clear();
-                m
-            }
+            Ok(m) => m,
             Err(_) => BytesMut::new(),
         };
         let limit = self.limit;
         let res = match codec {
             Compression::None => {
+                out.clear();
                 if input.len() > limit {
                     Err(CodecFailure::TooLarge)
                 } else {
@@ -115,6 +114,9 @@ impl Decompressor {
                 .get_or_insert_with(zstd::ZstdState::default)
                 .decompress(input, &mut out, limit),
         };
+        if res.is_err() {
+            out.clear();
+        }
         self.out = out.freeze();
         match res {
             Ok(()) => Ok(&self.out),
@@ -149,20 +151,20 @@ pub(crate) fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) -> 
     })
 }
 
-/// Reads `reader` to its end into `out`, failing as soon as more than `limit` bytes come out.
-/// `hint` is the first growth step (a guess at the output size).
+/// Reads `reader` to its end into `out` (replacing its contents, whose bytes serve as scratch
+/// space), failing as soon as more than `limit` bytes come out. `hint` is the first growth
+/// step (a guess at the output size).
 pub(crate) fn read_capped<R: std::io::Read>(
     mut reader: R,
     out: &mut BytesMut,
     limit: usize,
     hint: usize,
 ) -> Result<(), CodecFailure> {
-    let start = out.len();
-    let mut filled = start;
+    let mut filled = 0;
     let mut step = hint.clamp(4096, 1 << 20);
     loop {
         if filled == out.len() {
-            let written = filled - start;
+            let written = filled;
             if written > limit {
                 return Err(CodecFailure::TooLarge);
             }
@@ -182,7 +184,7 @@ pub(crate) fn read_capped<R: std::io::Read>(
         }
     }
     out.truncate(filled);
-    if filled - start > limit {
+    if filled > limit {
         return Err(CodecFailure::TooLarge);
     }
     Ok(())

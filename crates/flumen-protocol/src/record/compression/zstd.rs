@@ -28,17 +28,17 @@ impl ZstdState {
             }
             None => self.decoder.insert(Decoder::new()?),
         };
-        let start = out.len();
+        // `out`'s old contents are scratch space, overwritten rather than zeroed again.
         let mut src = InBuffer::around(input);
-        let mut filled = start;
+        let mut filled = 0;
         let mut step = input.len().saturating_mul(4).clamp(4096, 1 << 20);
         let mut frame_done;
         loop {
             if filled == out.len() {
-                if filled - start > limit {
+                if filled > limit {
                     return Err(CodecFailure::TooLarge);
                 }
-                let grow = step.min(limit + 1 - (filled - start));
+                let grow = step.min(limit + 1 - filled);
                 out.resize(filled + grow, 0);
                 step = step.saturating_mul(2).min(8 << 20);
             }
@@ -61,7 +61,7 @@ impl ZstdState {
             }
         }
         out.truncate(filled);
-        if filled - start > limit {
+        if filled > limit {
             return Err(CodecFailure::TooLarge);
         }
         if !frame_done {
