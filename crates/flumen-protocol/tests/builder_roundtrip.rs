@@ -175,3 +175,28 @@ fn reused_decompressor_forgets_the_previous_batch() {
         }
     }
 }
+
+#[test]
+fn header_values_become_owned_bytes_without_copy_and_foreign_slices_are_refused() {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(1, Some(b"k"), Some(b"v"), &[(b"trace", Some(b"abc"))])
+        .unwrap();
+    let batch = RecordBatch::new(b.seal().unwrap()).unwrap();
+    let mut scratch = Decompressor::new();
+    let rec = batch
+        .records(&mut scratch)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, value) = rec.headers().next().unwrap();
+    let owned = rec.to_bytes(value.unwrap()).unwrap();
+    assert_eq!(&owned[..], b"abc");
+    assert_eq!(
+        owned.as_ptr(),
+        value.unwrap().as_ptr(),
+        "shares the batch's memory"
+    );
+    let foreign = vec![1u8, 2, 3];
+    assert!(rec.to_bytes(&foreign).is_none());
+}

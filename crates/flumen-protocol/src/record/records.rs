@@ -413,9 +413,13 @@ impl<'a> RecordRef<'a> {
         self.value.map(|v| self.parent.slice_ref(v))
     }
 
-    /// Turns any slice borrowed from this record into an owned `Bytes` without copying.
-    pub fn to_bytes(&self, part: &'a [u8]) -> Bytes {
-        self.parent.slice_ref(part)
+    /// Turns a slice borrowed from this record (a header key or value, say) into an owned
+    /// `Bytes` without copying; `None` if `part` does not come from this record's buffer.
+    pub fn to_bytes(&self, part: &'a [u8]) -> Option<Bytes> {
+        let base = self.parent.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        let inside = at >= base && at + part.len() <= base + self.parent.len();
+        inside.then(|| self.parent.slice_ref(part))
     }
 
     /// Number of headers.
