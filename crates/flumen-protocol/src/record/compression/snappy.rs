@@ -15,18 +15,18 @@ const XERIAL_HEADER_LEN: usize = 16;
 /// snappy-java's default block size; the Java client uses it.
 const XERIAL_BLOCK: usize = 32 * 1024;
 
-/// Decompresses into `out`, replacing its contents (used as scratch space, not zeroed again).
+/// Decompresses into the front of `out` and returns the length. `out`'s old bytes are scratch
+/// space, overwritten rather than zeroed again; it is never shortened.
 pub(super) fn decompress(
     input: &[u8],
     out: &mut BytesMut,
     limit: usize,
-) -> Result<(), CodecFailure> {
+) -> Result<usize, CodecFailure> {
     let mut written = 0;
     let mut decoder = snap::raw::Decoder::new();
     if input.len() < XERIAL_HEADER_LEN || &input[..XERIAL_MAGIC.len()] != XERIAL_MAGIC {
         raw_block(&mut decoder, input, out, &mut written, limit)?;
-        out.truncate(written);
-        return Ok(());
+        return Ok(written);
     }
     let mut pos = XERIAL_HEADER_LEN;
     while pos < input.len() {
@@ -45,8 +45,7 @@ pub(super) fn decompress(
         raw_block(&mut decoder, block, out, &mut written, limit)?;
         pos += len;
     }
-    out.truncate(written);
-    Ok(())
+    Ok(written)
 }
 
 fn raw_block(

@@ -20,7 +20,7 @@ impl ZstdState {
         input: &[u8],
         out: &mut BytesMut,
         limit: usize,
-    ) -> Result<(), CodecFailure> {
+    ) -> Result<usize, CodecFailure> {
         let decoder = match &mut self.decoder {
             Some(d) => {
                 d.reinit()?;
@@ -60,14 +60,13 @@ impl ZstdState {
                 }
             }
         }
-        out.truncate(filled);
         if filled > limit {
             return Err(CodecFailure::TooLarge);
         }
         if !frame_done {
             return Err(CodecFailure::Corrupt("zstd frame truncated".into()));
         }
-        Ok(())
+        Ok(filled)
     }
 }
 
