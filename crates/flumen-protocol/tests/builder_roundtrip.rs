@@ -200,3 +200,45 @@ fn header_values_become_owned_bytes_without_copy_and_foreign_slices_are_refused(
     let foreign = vec![1u8, 2, 3];
     assert!(rec.to_bytes(&foreign).is_none());
 }
+
+/// An owned value from a compressed batch stays intact while the decompressor moves on: the
+/// buffer is only reused once nothing else holds it.
+#[test]
+fn owned_values_survive_the_next_decompression() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let batch_of = |fill: u8| {
+            let mut b = BatchBuilder::new(codec);
+            for _ in 0..20 {
+                b.append(0, None, Some(&[fill; 300]), &[]).unwrap();
+            }
+            RecordBatch::new(b.seal().unwrap()).unwrap()
+        };
+        let (first, second) = (batch_of(1), batch_of(2));
+        let mut scratch = Decompressor::new();
+        let kept = first
+            .records(&mut scratch)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .value_bytes()
+            .unwrap();
+        let n = second
+            .records(&mut scratch)
+            .unwrap()
+            .map(|r| r.unwrap().value().unwrap()[0])
+            .filter(|&b| b == 2)
+            .count();
+        assert_eq!(n, 20, "{codec:?}");
+        assert_eq!(
+            &kept[..],
+            &[1u8; 300][..],
+            "{codec:?}: kept value unchanged"
+        );
+    }
+}
