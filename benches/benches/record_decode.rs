@@ -88,10 +88,19 @@ fn record_decode(c: &mut Criterion) {
     g.finish();
 }
 
-/// The codec libraries alone, on the same batch payloads, into a reused buffer.
+/// The codec libraries alone, on the same batch payloads, into a reused buffer (plus gzip,
+/// flumen and flate2 side by side, to choose flate2's backend).
 fn codec_decompress(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec_decompress");
-    for (case, blob) in cases() {
+    let mut all = cases();
+    let gzip = blob(&samples(100, TOTAL), Compression::Gzip);
+    g.throughput(Throughput::Bytes(gzip.len() as u64));
+    let mut scratch = Decompressor::new();
+    g.bench_with_input(BenchmarkId::new("flumen", "100B_gzip"), &gzip, |b, blob| {
+        b.iter(|| flumen_decode(black_box(blob), &mut scratch))
+    });
+    all.push(("100B_gzip", gzip));
+    for (case, blob) in all {
         let batches: Vec<RecordBatch> = RecordBatches::new(blob.clone())
             .collect::<Result<_, _>>()
             .expect("batches");
@@ -119,6 +128,19 @@ fn codec_decompress(c: &mut Criterion) {
                             out.clear();
                             dctx.decompress_to_buffer(batch.payload(), &mut out)
                                 .expect("zstd");
+                            black_box(&out);
+                        }
+                    })
+                });
+            }
+            Compression::Gzip => {
+                g.bench_function(BenchmarkId::new("flate2", case), |b| {
+                    b.iter(|| {
+                        for batch in &batches {
+                            out.clear();
+                            flate2::bufread::MultiGzDecoder::new(batch.payload())
+                                .read_to_end(&mut out)
+                                .expect("gzip");
                             black_box(&out);
                         }
                     })

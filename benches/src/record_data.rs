@@ -26,15 +26,30 @@ pub fn samples(value_len: usize, total_bytes: usize) -> Vec<Sample> {
         state ^= state << 17;
         state
     };
-    let alphabet = b"etaoinshrdlucmfw \"{}:,0123456789";
+    // JSON-ish: repeated field names, a few status words, random digits. Compresses ~2-4x
+    // like typical event payloads (random letters would not compress at all).
+    let words: [&[u8]; 8] = [
+        b"{\"user\":",
+        b",\"event\":\"click\"",
+        b",\"page\":\"/home\"",
+        b",\"ms\":",
+        b",\"status\":\"ok\"",
+        b",\"event\":\"view\"",
+        b",\"region\":\"eu-west\"",
+        b"}",
+    ];
     let mut out = Vec::new();
     let mut size = 0;
     let mut i = 0i64;
     while size < total_bytes {
         let key = format!("key-{i}").into_bytes();
-        let value: Vec<u8> = (0..value_len)
-            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-            .collect();
+        let mut value = Vec::with_capacity(value_len + 32);
+        while value.len() < value_len {
+            let r = next();
+            value.extend_from_slice(words[(r % 8) as usize]);
+            value.extend_from_slice(format!("{}", (r >> 8) % 100_000).as_bytes());
+        }
+        value.truncate(value_len);
         size += key.len() + value.len() + 12;
         out.push(Sample {
             timestamp: 1_700_000_000_000 + i,

@@ -144,3 +144,101 @@ proptest! {
         }
     }
 }
+
+/// The decompression buffer keeps its old bytes as scratch space; a smaller batch after a
+/// larger one must not see any of them.
+#[test]
+fn reused_decompressor_forgets_the_previous_batch() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut scratch = Decompressor::new();
+        for (count, fill) in [(500usize, 1u8), (3, 2), (40, 3), (1, 4)] {
+            let mut b = BatchBuilder::new(codec);
+            for i in 0..count {
+                b.append(i as i64, None, Some(&vec![fill; 100 + i % 50]), &[])
+                    .unwrap();
+            }
+            let batch = RecordBatch::new(b.seal().unwrap()).unwrap();
+            let records: Vec<_> = batch
+                .records(&mut scratch)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{codec:?} batch of {count}: {e}"));
+            assert_eq!(records.len(), count, "{codec:?}");
+            for (i, r) in records.iter().enumerate() {
+                assert_eq!(r.value(), Some(&vec![fill; 100 + i % 50][..]), "{codec:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn header_values_become_owned_bytes_without_copy_and_foreign_slices_are_refused() {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(1, Some(b"k"), Some(b"v"), &[(b"trace", Some(b"abc"))])
+        .unwrap();
+    let batch = RecordBatch::new(b.seal().unwrap()).unwrap();
+    let mut scratch = Decompressor::new();
+    let rec = batch
+        .records(&mut scratch)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, value) = rec.headers().next().unwrap();
+    let owned = rec.to_bytes(value.unwrap()).unwrap();
+    assert_eq!(&owned[..], b"abc");
+    assert_eq!(
+        owned.as_ptr(),
+        value.unwrap().as_ptr(),
+        "shares the batch's memory"
+    );
+    let foreign = vec![1u8, 2, 3];
+    assert!(rec.to_bytes(&foreign).is_none());
+}
+
+/// An owned value from a compressed batch stays intact while the decompressor moves on: the
+/// buffer is only reused once nothing else holds it.
+#[test]
+fn owned_values_survive_the_next_decompression() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let batch_of = |fill: u8| {
+            let mut b = BatchBuilder::new(codec);
+            for _ in 0..20 {
+                b.append(0, None, Some(&[fill; 300]), &[]).unwrap();
+            }
+            RecordBatch::new(b.seal().unwrap()).unwrap()
+        };
+        let (first, second) = (batch_of(1), batch_of(2));
+        let mut scratch = Decompressor::new();
+        let kept = first
+            .records(&mut scratch)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .value_bytes()
+            .unwrap();
+        let n = second
+            .records(&mut scratch)
+            .unwrap()
+            .map(|r| r.unwrap().value().unwrap()[0])
+            .filter(|&b| b == 2)
+            .count();
+        assert_eq!(n, 20, "{codec:?}");
+        assert_eq!(
+            &kept[..],
+            &[1u8; 300][..],
+            "{codec:?}: kept value unchanged"
+        );
+    }
+}

@@ -12,7 +12,9 @@ use super::batch::{
     TIMESTAMP_TYPE_BIT, TRANSACTIONAL_BIT, TimestampType,
 };
 use super::error::{RecordError, Result};
-use super::varint::{put_varlong, varlong_len};
+use std::mem::MaybeUninit;
+
+use super::varint::{varlong_len, zigzag64};
 
 /// A record header to encode: key and nullable value.
 pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
@@ -217,42 +219,31 @@ impl BatchBuilder {
         }
         let ts_delta = timestamp.wrapping_sub(self.first_timestamp);
         let delta = self.count;
-        self.buf.reserve(varlong_len(body as i64) + body);
-
-        // Fixed-width prefix: length, attributes, timestamp delta, offset delta, key length.
-        let mut head = [0u8; 5 + 1 + 10 + 5 + 5];
-        let mut n = put_varlong(&mut head, body as i64);
-        head[n] = 0;
-        n += 1;
-        n += put_varlong(&mut head[n..], ts_delta);
-        n += put_varlong(&mut head[n..], i64::from(delta));
-        n += put_varlong(&mut head[n..], key.map_or(-1, |k| k.len() as i64));
-        self.buf.extend_from_slice(&head[..n]);
-        if let Some(k) = key {
-            self.buf.extend_from_slice(k);
-        }
-        self.put_var(value.map_or(-1, |v| v.len() as i64));
-        if let Some(v) = value {
-            self.buf.extend_from_slice(v);
-        }
-        self.put_var(headers.len() as i64);
+        let total = varlong_len(body as i64) + body;
+        self.buf.reserve(total);
+        let len = self.buf.len();
+        let mut w = SpareWriter {
+            dst: &mut self.buf.spare_capacity_mut()[..total],
+            pos: 0,
+        };
+        w.varint(body as i64);
+        w.byte(0);
+        w.varint(ts_delta);
+        w.varint(i64::from(delta));
+        w.nullable(key);
+        w.nullable(value);
+        w.varint(headers.len() as i64);
         for (k, v) in headers {
-            self.put_var(k.len() as i64);
-            self.buf.extend_from_slice(k);
-            self.put_var(v.map_or(-1, |v| v.len() as i64));
-            if let Some(v) = v {
-                self.buf.extend_from_slice(v);
-            }
+            w.nullable(Some(k));
+            w.nullable(*v);
         }
+        let written = w.pos;
+        debug_assert_eq!(written, total, "record size computed exactly");
+        // SAFETY: the writer initialised `dst[..written]` contiguously, and `dst` is the spare
+        // capacity right after `len`.
+        unsafe { self.buf.set_len(len + written) };
         self.count += 1;
         Ok(delta)
-    }
-
-    #[inline(always)]
-    fn put_var(&mut self, v: i64) {
-        let mut tmp = [0u8; 10];
-        let n = put_varlong(&mut tmp, v);
-        self.buf.extend_from_slice(&tmp[..n]);
     }
 
     /// Finishes the batch: compresses the records, writes the header, lengths and CRC.
@@ -301,5 +292,52 @@ impl BatchBuilder {
         let crc = super::crc::crc32c(&out[ATTRIBUTES_OFFSET..]);
         out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(out.freeze())
+    }
+}
+
+/// Writes a record into reserved, uninitialised capacity. Every write is bounds-checked against
+/// the reservation (sized by `body_len`, so the checks never fail).
+struct SpareWriter<'a> {
+    dst: &'a mut [MaybeUninit<u8>],
+    pos: usize,
+}
+
+impl SpareWriter<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.dst[self.pos].write(b);
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, v: i64) {
+        let mut z = zigzag64(v);
+        while z >= 0x80 {
+            self.byte(z as u8 | 0x80);
+            z >>= 7;
+        }
+        self.byte(z as u8);
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, src: &[u8]) {
+        let dst = &mut self.dst[self.pos..self.pos + src.len()];
+        // SAFETY: `dst` and `src` have the same length, `MaybeUninit<u8>` has `u8`'s layout, and
+        // `src` (caller memory) cannot overlap our spare capacity, which we borrow mutably.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len())
+        };
+        self.pos += src.len();
+    }
+
+    #[inline(always)]
+    fn nullable(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => {
+                self.varint(b.len() as i64);
+                self.bytes(b);
+            }
+            None => self.byte(1), // zigzag(-1)
+        }
     }
 }

@@ -10,7 +10,7 @@ pub(super) fn decompress(
     input: &[u8],
     out: &mut BytesMut,
     limit: usize,
-) -> Result<(), CodecFailure> {
+) -> Result<usize, CodecFailure> {
     let decoder = flate2::bufread::MultiGzDecoder::new(input);
     read_capped(decoder, out, limit, input.len().saturating_mul(4))
 }

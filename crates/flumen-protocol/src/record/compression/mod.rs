@@ -42,7 +42,11 @@ impl From<std::io::Error> for CodecFailure {
 ///
 /// [`RecordRef::key_bytes`]: super::RecordRef::key_bytes
 pub struct Decompressor {
-    out: Bytes,
+    /// The whole buffer, initialised up to its length; reclaimed when `view` and every slice
+    /// handed out are gone.
+    buf: Bytes,
+    /// The current batch's decompressed bytes: a prefix of `buf`.
+    view: Bytes,
     limit: usize,
     zstd: Option<zstd::ZstdState>,
 }
@@ -70,7 +74,8 @@ impl Decompressor {
     /// A decompressor refusing any batch that decompresses to more than `limit` bytes.
     pub fn with_limit(limit: usize) -> Self {
         Self {
-            out: Bytes::new(),
+            buf: Bytes::new(),
+            view: Bytes::new(),
             limit,
             zstd: None,
         }
@@ -89,22 +94,23 @@ impl Decompressor {
         input: &[u8],
         payload_offset: usize,
     ) -> Result<&Bytes> {
-        // Take the previous output back if nobody else holds a slice of it.
-        let mut out = match std::mem::take(&mut self.out).try_into_mut() {
-            Ok(mut m) => {
-                m.clear();
-                m
-            }
+        // Take the previous buffer back if nobody else holds a slice of it. Its old contents
+        // stay in place as scratch space: codecs overwrite them instead of zeroing the buffer
+        // again, and the buffer is never shortened (its length is what is initialised).
+        self.view = Bytes::new();
+        let mut out = match std::mem::take(&mut self.buf).try_into_mut() {
+            Ok(m) => m,
             Err(_) => BytesMut::new(),
         };
         let limit = self.limit;
         let res = match codec {
             Compression::None => {
+                out.clear();
                 if input.len() > limit {
                     Err(CodecFailure::TooLarge)
                 } else {
                     out.extend_from_slice(input);
-                    Ok(())
+                    Ok(input.len())
                 }
             }
             Compression::Gzip => gzip::decompress(input, &mut out, limit),
@@ -115,9 +121,12 @@ impl Decompressor {
                 .get_or_insert_with(zstd::ZstdState::default)
                 .decompress(input, &mut out, limit),
         };
-        self.out = out.freeze();
+        self.buf = out.freeze();
         match res {
-            Ok(()) => Ok(&self.out),
+            Ok(len) => {
+                self.view = self.buf.slice(..len);
+                Ok(&self.view)
+            }
             Err(CodecFailure::TooLarge) => Err(RecordError::DecompressedTooLarge {
                 offset: payload_offset,
                 codec,
@@ -149,20 +158,20 @@ pub(crate) fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) -> 
     })
 }
 
-/// Reads `reader` to its end into `out`, failing as soon as more than `limit` bytes come out.
-/// `hint` is the first growth step (a guess at the output size).
+/// Reads `reader` to its end into the front of `out` and returns the length (`out`'s old bytes
+/// are scratch space; it is never shortened), failing as soon as more than `limit` bytes come out. `hint` is the first growth
+/// step (a guess at the output size).
 pub(crate) fn read_capped<R: std::io::Read>(
     mut reader: R,
     out: &mut BytesMut,
     limit: usize,
     hint: usize,
-) -> Result<(), CodecFailure> {
-    let start = out.len();
-    let mut filled = start;
+) -> Result<usize, CodecFailure> {
+    let mut filled = 0;
     let mut step = hint.clamp(4096, 1 << 20);
     loop {
         if filled == out.len() {
-            let written = filled - start;
+            let written = filled;
             if written > limit {
                 return Err(CodecFailure::TooLarge);
             }
@@ -175,15 +184,11 @@ pub(crate) fn read_capped<R: std::io::Read>(
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                out.truncate(filled);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
-    out.truncate(filled);
-    if filled - start > limit {
+    if filled > limit {
         return Err(CodecFailure::TooLarge);
     }
-    Ok(())
+    Ok(filled)
 }

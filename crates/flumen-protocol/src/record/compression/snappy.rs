@@ -15,15 +15,18 @@ const XERIAL_HEADER_LEN: usize = 16;
 /// snappy-java's default block size; the Java client uses it.
 const XERIAL_BLOCK: usize = 32 * 1024;
 
+/// Decompresses into the front of `out` and returns the length. `out`'s old bytes are scratch
+/// space, overwritten rather than zeroed again; it is never shortened.
 pub(super) fn decompress(
     input: &[u8],
     out: &mut BytesMut,
     limit: usize,
-) -> Result<(), CodecFailure> {
-    let start = out.len();
+) -> Result<usize, CodecFailure> {
+    let mut written = 0;
     let mut decoder = snap::raw::Decoder::new();
     if input.len() < XERIAL_HEADER_LEN || &input[..XERIAL_MAGIC.len()] != XERIAL_MAGIC {
-        return raw_block(&mut decoder, input, out, start, limit);
+        raw_block(&mut decoder, input, out, &mut written, limit)?;
+        return Ok(written);
     }
     let mut pos = XERIAL_HEADER_LEN;
     while pos < input.len() {
@@ -39,29 +42,34 @@ pub(super) fn decompress(
                 "xerial block of {len} bytes at {pos} runs past the payload"
             )));
         };
-        raw_block(&mut decoder, block, out, start, limit)?;
+        raw_block(&mut decoder, block, out, &mut written, limit)?;
         pos += len;
     }
-    Ok(())
+    Ok(written)
 }
 
 fn raw_block(
     decoder: &mut snap::raw::Decoder,
     block: &[u8],
     out: &mut BytesMut,
-    start: usize,
+    written: &mut usize,
     limit: usize,
 ) -> Result<(), CodecFailure> {
     let n = snap::raw::decompress_len(block).map_err(|e| CodecFailure::Corrupt(e.to_string()))?;
-    let at = out.len();
-    if (at - start).saturating_add(n) > limit {
+    let at = *written;
+    if at.saturating_add(n) > limit {
         return Err(CodecFailure::TooLarge);
     }
-    out.resize(at + n, 0);
-    match decoder.decompress(block, &mut out[at..]) {
-        Ok(written) if written == n => Ok(()),
-        Ok(written) => Err(CodecFailure::Corrupt(format!(
-            "snappy block declared {n} bytes but produced {written}"
+    if out.len() < at + n {
+        out.resize(at + n, 0);
+    }
+    match decoder.decompress(block, &mut out[at..at + n]) {
+        Ok(got) if got == n => {
+            *written = at + n;
+            Ok(())
+        }
+        Ok(got) => Err(CodecFailure::Corrupt(format!(
+            "snappy block declared {n} bytes but produced {got}"
         ))),
         Err(e) => Err(CodecFailure::Corrupt(e.to_string())),
     }

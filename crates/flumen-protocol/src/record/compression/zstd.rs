@@ -20,7 +20,7 @@ impl ZstdState {
         input: &[u8],
         out: &mut BytesMut,
         limit: usize,
-    ) -> Result<(), CodecFailure> {
+    ) -> Result<usize, CodecFailure> {
         let decoder = match &mut self.decoder {
             Some(d) => {
                 d.reinit()?;
@@ -28,17 +28,17 @@ impl ZstdState {
             }
             None => self.decoder.insert(Decoder::new()?),
         };
-        let start = out.len();
+        // `out`'s old contents are scratch space, overwritten rather than zeroed again.
         let mut src = InBuffer::around(input);
-        let mut filled = start;
+        let mut filled = 0;
         let mut step = input.len().saturating_mul(4).clamp(4096, 1 << 20);
         let mut frame_done;
         loop {
             if filled == out.len() {
-                if filled - start > limit {
+                if filled > limit {
                     return Err(CodecFailure::TooLarge);
                 }
-                let grow = step.min(limit + 1 - (filled - start));
+                let grow = step.min(limit + 1 - filled);
                 out.resize(filled + grow, 0);
                 step = step.saturating_mul(2).min(8 << 20);
             }
@@ -60,14 +60,13 @@ impl ZstdState {
                 }
             }
         }
-        out.truncate(filled);
-        if filled - start > limit {
+        if filled > limit {
             return Err(CodecFailure::TooLarge);
         }
         if !frame_done {
             return Err(CodecFailure::Corrupt("zstd frame truncated".into()));
         }
-        Ok(())
+        Ok(filled)
     }
 }
 
