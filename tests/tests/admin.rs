@@ -59,6 +59,38 @@ fn produce(topic: &str, values: &[&str]) {
     );
 }
 
+/// Describes `resource` until its `retention.ms` entry satisfies `done`: an
+/// IncrementalAlterConfigs answer means the controller committed the change, which the broker
+/// serving DescribeConfigs applies a moment later.
+async fn wait_for_retention(
+    admin: &Admin,
+    resource: &ConfigResource,
+    done: impl Fn(&flumen_client::admin::ConfigEntry) -> bool,
+) -> flumen_client::admin::ConfigEntry {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = admin
+            .describe_configs(std::slice::from_ref(resource))
+            .await
+            .expect("describe");
+        let entry = described[resource]
+            .as_ref()
+            .expect("configs")
+            .iter()
+            .find(|e| e.name == "retention.ms")
+            .cloned()
+            .expect("retention.ms listed");
+        if done(&entry) {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention.ms never reached the expected state: {entry:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until every broker-side view shows `topic` with `partitions` partitions, each with
 /// a leader: CreateTopics and CreatePartitions return once the controller has committed the
 /// change, slightly before the broker serving metadata has applied it.
@@ -308,13 +340,11 @@ async fn topic_configs_are_described_altered_and_reset() {
         .await
         .expect("alter");
     altered[&resource].as_ref().expect("altered");
-    let after = admin
-        .describe_configs(std::slice::from_ref(&resource))
-        .await
-        .expect("describe");
-    let entry = retention(after[&resource].as_ref().expect("configs"));
+    let entry = wait_for_retention(&admin, &resource, |e| {
+        e.source == ConfigSource::DynamicTopic
+    })
+    .await;
     assert_eq!(entry.value.as_deref(), Some("123456"));
-    assert_eq!(entry.source, ConfigSource::DynamicTopic);
 
     admin
         .incremental_alter_configs(
@@ -328,14 +358,8 @@ async fn topic_configs_are_described_altered_and_reset() {
         .expect("reset")[&resource]
         .as_ref()
         .expect("reset ok");
-    let reset = admin
-        .describe_configs(std::slice::from_ref(&resource))
-        .await
-        .expect("describe");
-    assert_eq!(
-        retention(reset[&resource].as_ref().expect("configs")).source,
-        ConfigSource::Default
-    );
+    let reset = wait_for_retention(&admin, &resource, |e| e.source == ConfigSource::Default).await;
+    assert_eq!(reset.value, before.value);
 
     // A bad value fails for that resource, with the broker's reason.
     let bad = admin
