@@ -6,12 +6,14 @@
 //! - [`retry`]: exponential backoff with jitter, bounded by a deadline.
 //! - [`cluster`]: [`Cluster`] (alias [`Client`]): bootstrap, metadata, connection pool, coordinators.
 //! - [`admin`]: [`Admin`]: topics, configs, offsets, records, groups.
+//! - [`consumer`]: [`Consumer`]: assign / subscribe, poll borrowed records, commit, groups.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod consumer;
 pub mod error;
 pub mod retry;
 mod sasl;
@@ -23,4 +25,5 @@ pub use config::ClientConfig;
 pub use connection::{
     Connection, ConnectionConfig, SaslConfig, SaslMechanism, Security, TlsConfig,
 };
+pub use consumer::{Consumer, ConsumerConfig};
 pub use error::{Error, Result};
