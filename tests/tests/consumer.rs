@@ -234,3 +234,96 @@ async fn stream_yields_record_batches() {
     }
     assert_eq!(total, 10);
 }
+
+/// Offsets read per partition across members; panics on a record read twice.
+fn record_once(
+    all: &mut BTreeMap<TopicPartition, std::collections::BTreeSet<i64>>,
+    who: &str,
+    records: &[(TopicPartition, i64)],
+) {
+    for (tp, offset) in records {
+        assert!(
+            all.entry(tp.clone()).or_default().insert(*offset),
+            "{tp}@{offset} consumed twice (second time by {who})"
+        );
+    }
+}
+
+fn complete(
+    all: &BTreeMap<TopicPartition, std::collections::BTreeSet<i64>>,
+    topic: &str,
+    partitions: i32,
+    per_partition: i64,
+) -> bool {
+    (0..partitions).all(|p| {
+        all.get(&TopicPartition::new(topic, p))
+            .is_some_and(|s| s.len() as i64 == per_partition && s.last() == Some(&(per_partition - 1)))
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_members_split_partitions_read_each_record_once_and_lose_nothing_when_one_leaves() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-group", 4, 1).await;
+    let group = format!("{topic}-g");
+    let props = [
+        ("group.id", group.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("partition.assignment.strategy", "range"),
+        ("heartbeat.interval.ms", "500"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let mut c1 = consumer(kafka, &props).await;
+    c1.subscribe(&[&topic]).expect("subscribe");
+    let mut c2 = consumer(kafka, &props).await;
+    c2.subscribe(&[&topic]).expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop1_tx, stop1) = tokio::sync::watch::channel(false);
+    let (stop2_tx, stop2) = tokio::sync::watch::channel(false);
+    let h1 = spawn_member("flumen-1", c1, tx.clone(), stop1);
+    let h2 = spawn_member("flumen-2", c2, tx.clone(), stop2);
+
+    // Both members end up with two partitions each, disjoint.
+    let mut latest: BTreeMap<&str, Vec<TopicPartition>> = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        latest.insert(r.member, r.assignment);
+        latest.len() == 2 && latest.values().all(|a| a.len() == 2) && {
+            let mut all: Vec<_> = latest.values().flatten().collect();
+            all.sort();
+            all.dedup();
+            all.len() == 4
+        }
+    })
+    .await;
+
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("g{p}"), 40));
+    }
+    let mut all = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        record_once(&mut all, r.member, &r.records);
+        complete(&all, &topic, 4, 40)
+    })
+    .await;
+
+    // Member 2 leaves; member 1 takes over everything and reads what comes next.
+    stop2_tx.send(true).expect("stop");
+    let c2 = h2.await.expect("member 2 task");
+    c2.close().await.expect("close");
+    while let Ok(r) = rx.try_recv() {
+        record_once(&mut all, r.member, &r.records);
+    }
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("h{p}"), 20));
+    }
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        record_once(&mut all, r.member, &r.records);
+        complete(&all, &topic, 4, 60)
+    })
+    .await;
+    stop1_tx.send(true).expect("stop");
+    let c1 = h1.await.expect("member 1 task");
+    assert_eq!(c1.assignment().len(), 4);
+    c1.close().await.expect("close");
+}

@@ -143,3 +143,65 @@ pub async fn drain_for(consumer: &mut Consumer, period: Duration, seen: &mut See
     }
     n
 }
+
+/// What a member task reports after each poll.
+#[derive(Debug)]
+pub struct Report {
+    pub member: &'static str,
+    pub assignment: Vec<TopicPartition>,
+    pub generation: i32,
+    pub records: Vec<(TopicPartition, i64)>,
+}
+
+/// Runs `consumer` on its own task: poll, commit what was read, report; until `stop` is set.
+/// Returns the consumer (for `close`) when stopped.
+pub fn spawn_member(
+    member: &'static str,
+    mut consumer: Consumer,
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Consumer> {
+    tokio::spawn(async move {
+        while !*stop.borrow() {
+            let mut records = consumer
+                .poll(Duration::from_millis(100))
+                .await
+                .expect("member poll");
+            let mut got = Vec::new();
+            for r in records.iter() {
+                let r = r.expect("record");
+                got.push((TopicPartition::new(r.topic(), r.partition()), r.offset()));
+            }
+            drop(records);
+            if !got.is_empty() {
+                consumer.commit_sync().await.expect("commit");
+            }
+            let generation = consumer.group_metadata().map_or(-1, |m| m.generation_id);
+            let _ = tx.send(Report {
+                member,
+                assignment: consumer.assignment(),
+                generation,
+                records: got,
+            });
+        }
+        consumer
+    })
+}
+
+/// Waits for reports until `done` says so (failing after `timeout`), feeding each to `seen`.
+pub async fn until_reports(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Report>,
+    timeout: Duration,
+    mut step: impl FnMut(Report) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let report = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("condition not reached within {timeout:?}"))
+            .expect("members running");
+        if step(report) {
+            return;
+        }
+    }
+}

@@ -90,7 +90,8 @@ pub struct Consumer {
     fetchers: HashMap<i32, Fetcher>,
     subscription: Subscription,
     group: Option<GroupMember>,
-    listener: Box<dyn RebalanceListener>,
+    /// Behind a mutex only so `Consumer` is `Sync` (futures holding `&Consumer` stay `Send`).
+    listener: std::sync::Mutex<Box<dyn RebalanceListener>>,
     next_auto_commit: Instant,
     /// When a failed lookup (leader, offsets) may be tried again.
     retry_at: Option<Instant>,
@@ -147,7 +148,7 @@ impl Consumer {
             fetchers: HashMap::new(),
             subscription: Subscription::None,
             group: None,
-            listener: Box::new(NoopListener),
+            listener: std::sync::Mutex::new(Box::new(NoopListener)),
             retry_at: None,
             backoff,
         }
@@ -255,7 +256,13 @@ impl Consumer {
 
     /// Sets the listener called when the group moves partitions.
     pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
-        self.listener = Box::new(listener);
+        self.listener = std::sync::Mutex::new(Box::new(listener));
+    }
+
+    fn listener(&self) -> std::sync::MutexGuard<'_, Box<dyn RebalanceListener>> {
+        self.listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The partitions currently assigned, sorted.
@@ -669,7 +676,7 @@ impl Consumer {
             if self.config.group_instance_id.is_none() {
                 let owned = self.assignment();
                 if !owned.is_empty() {
-                    self.listener.on_partitions_revoked(&owned);
+                    self.listener().on_partitions_revoked(&owned);
                 }
                 g.leave().await;
             } else {

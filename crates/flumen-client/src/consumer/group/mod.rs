@@ -167,7 +167,7 @@ impl Consumer {
                     }
                     if !added.is_empty() {
                         self.add_partitions(added.iter().cloned());
-                        self.listener.on_partitions_assigned(&added);
+                        self.listener().on_partitions_assigned(&added);
                     }
                     if revoked.is_empty() {
                         return Ok(());
@@ -219,7 +219,7 @@ impl Consumer {
                 }
                 if !added.is_empty() {
                     self.add_partitions(added.iter().cloned());
-                    self.listener.on_partitions_assigned(&added);
+                    self.listener().on_partitions_assigned(&added);
                 }
                 let now = self.assignment();
                 if let Some(GroupMember::Consumer(m)) = self.group.as_ref() {
@@ -232,7 +232,7 @@ impl Consumer {
 
     /// Revokes `tps`: listener, then (auto-commit) a commit of their positions, then drop.
     pub(crate) async fn revoke(&mut self, tps: &[TopicPartition], commit: bool) {
-        self.listener.on_partitions_revoked(tps);
+        self.listener().on_partitions_revoked(tps);
         if commit && self.config.enable_auto_commit && self.config.group_id.is_some() {
             let positions = self.positions();
             let offsets: BTreeMap<_, _> = positions
@@ -251,7 +251,7 @@ impl Consumer {
         tracing::warn!(reason, "group membership lost");
         let owned = self.assignment();
         if !owned.is_empty() {
-            self.listener.on_partitions_lost(&owned);
+            self.listener().on_partitions_lost(&owned);
             self.remove_partitions(&owned);
         }
     }
