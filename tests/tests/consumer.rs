@@ -256,8 +256,9 @@ fn complete(
     per_partition: i64,
 ) -> bool {
     (0..partitions).all(|p| {
-        all.get(&TopicPartition::new(topic, p))
-            .is_some_and(|s| s.len() as i64 == per_partition && s.last() == Some(&(per_partition - 1)))
+        all.get(&TopicPartition::new(topic, p)).is_some_and(|s| {
+            s.len() as i64 == per_partition && s.last() == Some(&(per_partition - 1))
+        })
     })
 }
 
@@ -326,4 +327,71 @@ async fn two_members_split_partitions_read_each_record_once_and_lose_nothing_whe
     let c1 = h1.await.expect("member 1 task");
     assert_eq!(c1.assignment().len(), 4);
     c1.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn mixed_group_with_the_java_consumer_splits_partitions_and_loses_nothing_when_java_leaves() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-mixed", 4, 1).await;
+    let group = format!("{topic}-g");
+    let mut flumen = consumer(
+        kafka,
+        &[
+            ("group.id", group.as_str()),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+            ("partition.assignment.strategy", "range"),
+            ("heartbeat.interval.ms", "500"),
+            ("session.timeout.ms", "10000"),
+        ],
+    )
+    .await;
+    flumen.subscribe(&[&topic]).expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let handle = spawn_member("flumen", flumen, tx.clone(), stop);
+    let java = JavaMember::start(kafka, &topic, &group, "range", tx.clone());
+
+    let mut latest: BTreeMap<&str, Vec<TopicPartition>> = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(90), |r| {
+        latest.insert(r.member, r.assignment);
+        latest.len() == 2 && latest.values().all(|a| a.len() == 2) && {
+            let mut all: Vec<_> = latest.values().flatten().collect();
+            all.sort();
+            all.dedup();
+            all.len() == 4
+        }
+    })
+    .await;
+
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("m{p}"), 30));
+    }
+    let mut all = BTreeMap::new();
+    let mut by_member: BTreeMap<&str, usize> = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        *by_member.entry(r.member).or_default() += r.records.len();
+        record_once(&mut all, r.member, &r.records);
+        complete(&all, &topic, 4, 30)
+    })
+    .await;
+    assert_eq!(by_member.get("java"), Some(&60), "{by_member:?}");
+    assert_eq!(by_member.get("flumen"), Some(&60), "{by_member:?}");
+
+    // The Java member leaves: Flumen takes over its partitions from the committed offsets.
+    tokio::task::spawn_blocking(move || java.stop())
+        .await
+        .expect("java stopped");
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("n{p}"), 10));
+    }
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        record_once(&mut all, r.member, &r.records);
+        complete(&all, &topic, 4, 40)
+    })
+    .await;
+    stop_tx.send(true).expect("stop");
+    let flumen = handle.await.expect("flumen task");
+    assert_eq!(flumen.assignment().len(), 4);
+    flumen.close().await.expect("close");
 }

@@ -205,3 +205,111 @@ pub async fn until_reports(
         }
     }
 }
+
+/// A Kafka Java consumer in the group (tests/java/JavaGroupMember.java), reporting through
+/// the same channel as the Flumen members (`member: "java"`).
+pub struct JavaMember {
+    child: std::process::Child,
+    stop_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JavaMember {
+    pub fn start(
+        kafka: &KafkaCluster,
+        topic: &str,
+        group: &str,
+        assignor: &str,
+        tx: tokio::sync::mpsc::UnboundedSender<Report>,
+    ) -> JavaMember {
+        let classpath = kafka
+            .kafka_classpath()
+            .expect("the broker harness knows the Kafka classpath");
+        let source =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JavaGroupMember.java");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stop_file = dir.path().join("stop");
+        let mut child = Command::new("java")
+            .arg("-cp")
+            .arg(classpath)
+            .arg(&source)
+            .args([&kafka.bootstrap(), topic, group])
+            .arg(&stop_file)
+            .arg(assignor)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run java: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let topic = topic.to_owned();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut assignment = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut records = Vec::new();
+                if let Some(list) = line.strip_prefix("ASSIGNED ") {
+                    assignment = list
+                        .split(',')
+                        .filter_map(|s| s.rsplit_once(':'))
+                        .filter_map(|(t, p)| Some(TopicPartition::new(t, p.parse().ok()?)))
+                        .collect();
+                } else if line.starts_with("ASSIGNED") {
+                    assignment.clear();
+                } else if let Some(rest) = line.strip_prefix("RECORD ") {
+                    let parts: Vec<&str> = rest.split(' ').collect();
+                    if let [t, p, o] = parts[..]
+                        && t == topic
+                    {
+                        records.push((
+                            TopicPartition::new(t, p.parse().expect("partition")),
+                            o.parse().expect("offset"),
+                        ));
+                    }
+                } else if line == "CLOSED" {
+                    assignment.clear();
+                }
+                let _ = tx.send(Report {
+                    member: "java",
+                    assignment: assignment.clone(),
+                    generation: -1,
+                    records,
+                });
+            }
+        });
+        JavaMember {
+            child,
+            stop_file,
+            _dir: dir,
+            reader: Some(reader),
+        }
+    }
+
+    /// Asks the Java member to close (leaving the group) and waits for it to exit.
+    pub fn stop(mut self) {
+        std::fs::write(&self.stop_file, b"stop").expect("stop file");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "java member failed: {status}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "java member did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for JavaMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
