@@ -395,3 +395,212 @@ async fn mixed_group_with_the_java_consumer_splits_partitions_and_loses_nothing_
     assert_eq!(flumen.assignment().len(), 4);
     flumen.close().await.expect("close");
 }
+
+/// Records every listener call as `("revoked" | "assigned" | "lost", partitions)`.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<TopicPartition>)>>>);
+
+impl flumen_client::consumer::RebalanceListener for Recorder {
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("revoked", partitions.to_vec()));
+    }
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("assigned", partitions.to_vec()));
+    }
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().unwrap().push(("lost", partitions.to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cooperative_rebalance_revokes_only_the_partitions_that_move() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-coop", 4, 1).await;
+    let group = format!("{topic}-g");
+    let props = [
+        ("group.id", group.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("heartbeat.interval.ms", "500"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder::default();
+    let mut c1 = consumer(kafka, &props).await;
+    c1.set_rebalance_listener(recorder.clone());
+    c1.subscribe(&[&topic]).expect("subscribe");
+    let (stop1_tx, stop1) = tokio::sync::watch::channel(false);
+    let h1 = spawn_member("flumen-1", c1, tx.clone(), stop1);
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        r.assignment.len() == 4
+    })
+    .await;
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values("x", 10));
+    }
+
+    let mut c2 = consumer(kafka, &props).await;
+    c2.subscribe(&[&topic]).expect("subscribe");
+    let (stop2_tx, stop2) = tokio::sync::watch::channel(false);
+    let h2 = spawn_member("flumen-2", c2, tx.clone(), stop2);
+    let mut latest: BTreeMap<&str, Vec<TopicPartition>> = BTreeMap::new();
+    let mut all = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        record_once(&mut all, r.member, &r.records);
+        latest.insert(r.member, r.assignment);
+        latest.len() == 2 && latest.values().all(|a| a.len() == 2)
+    })
+    .await;
+    let calls = recorder.0.lock().unwrap().clone();
+    let revoked: Vec<TopicPartition> = calls
+        .iter()
+        .filter(|(k, _)| *k == "revoked")
+        .flat_map(|(_, v)| v.clone())
+        .collect();
+    let mut revoked_sorted = revoked.clone();
+    revoked_sorted.sort();
+    assert_eq!(
+        revoked_sorted, latest["flumen-2"],
+        "only moved partitions are revoked: {calls:?}"
+    );
+    assert!(
+        latest["flumen-1"].iter().all(|tp| !revoked.contains(tp)),
+        "kept partitions were never revoked: {calls:?}"
+    );
+    assert!(calls.iter().all(|(k, _)| *k != "lost"), "{calls:?}");
+    stop1_tx.send(true).expect("stop");
+    stop2_tx.send(true).expect("stop");
+    h1.await.expect("task").close().await.expect("close");
+    h2.await.expect("task").close().await.expect("close");
+}
+
+async fn static_member(
+    kafka: &KafkaCluster,
+    topic: &str,
+    group: &str,
+    instance: &str,
+) -> flumen_client::Consumer {
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", group),
+            ("group.instance.id", instance),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+            ("partition.assignment.strategy", "range"),
+            ("heartbeat.interval.ms", "500"),
+            ("session.timeout.ms", "20000"),
+        ],
+    )
+    .await;
+    c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn static_member_restarting_within_the_session_timeout_causes_no_rebalance() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-static", 4, 1).await;
+    let group = format!("{topic}-g");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_a_tx, stop_a) = tokio::sync::watch::channel(false);
+    let (stop_b_tx, stop_b) = tokio::sync::watch::channel(false);
+    let ha = spawn_member(
+        "a",
+        static_member(kafka, &topic, &group, "a").await,
+        tx.clone(),
+        stop_a,
+    );
+    let hb = spawn_member(
+        "b",
+        static_member(kafka, &topic, &group, "b").await,
+        tx.clone(),
+        stop_b,
+    );
+    let mut latest: BTreeMap<&str, (Vec<TopicPartition>, i32)> = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        latest.insert(r.member, (r.assignment, r.generation));
+        latest.len() == 2
+            && latest.values().all(|(a, _)| a.len() == 2)
+            && latest["a"].1 == latest["b"].1
+    })
+    .await;
+    let (a_parts, generation) = latest["a"].clone();
+    let b_parts = latest["b"].0.clone();
+
+    // Member a stops (a static member does not leave) and comes back with the same id.
+    stop_a_tx.send(true).expect("stop");
+    ha.await.expect("task").close().await.expect("close");
+    let (stop_a2_tx, stop_a2) = tokio::sync::watch::channel(false);
+    let ha2 = spawn_member(
+        "a2",
+        static_member(kafka, &topic, &group, "a").await,
+        tx.clone(),
+        stop_a2,
+    );
+    until_reports(&mut rx, Duration::from_secs(60), |r| {
+        if r.member == "b" {
+            assert_eq!(r.assignment, b_parts, "b's assignment never changes");
+            assert_eq!(r.generation, generation, "no new generation for b");
+        }
+        r.member == "a2" && !r.assignment.is_empty()
+    })
+    .await;
+    until_reports(&mut rx, Duration::from_secs(10), |r| r.member == "a2").await;
+    stop_a2_tx.send(true).expect("stop");
+    stop_b_tx.send(true).expect("stop");
+    let a2 = ha2.await.expect("task");
+    assert_eq!(
+        a2.assignment(),
+        a_parts,
+        "the restarted member gets its partitions back"
+    );
+    assert_eq!(
+        a2.group_metadata().expect("group").generation_id,
+        generation,
+        "the generation is unchanged"
+    );
+    a2.close().await.expect("close");
+    hb.await.expect("task").close().await.expect("close");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kip848_member_joins_and_gets_every_partition() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-848", 3, 1).await;
+    for p in 0..3 {
+        produce(kafka, &topic, p, &values("k", 5));
+    }
+    let group = format!("{topic}-g");
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", group.as_str()),
+            ("group.protocol", "consumer"),
+            ("auto.offset.reset", "earliest"),
+        ],
+    )
+    .await;
+    c.subscribe(&[&topic]).expect("subscribe");
+    let seen = read_n(&mut c, 15, Duration::from_secs(60)).await;
+    assert_eq!(seen.len(), 3);
+    assert_eq!(c.assignment().len(), 3);
+    assert!(
+        c.group_metadata().expect("group").generation_id > 0,
+        "member epoch"
+    );
+    c.commit_sync().await.expect("commit with the member epoch");
+    let tp = TopicPartition::new(&topic, 0);
+    assert_eq!(
+        c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset,
+        5
+    );
+    c.close().await.expect("close");
+}
