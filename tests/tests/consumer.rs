@@ -604,3 +604,63 @@ async fn kip848_member_joins_and_gets_every_partition() {
     );
     c.close().await.expect("close");
 }
+
+/// Runs tests/java/JavaTxnProducer.java: committed "c1-*", aborted "a-*", committed "c2-*".
+fn produce_transactions(kafka: &KafkaCluster, topic: &str) {
+    let classpath = kafka.kafka_classpath().expect("Kafka classpath");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JavaTxnProducer.java");
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(classpath)
+        .arg(source)
+        .args([&kafka.bootstrap(), topic, &format!("{topic}-txn")])
+        .output()
+        .expect("run java");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("DONE"),
+        "transactional producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn read_committed_skips_aborted_transactions_and_read_uncommitted_sees_them() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-txn", 1, 1).await;
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || produce_transactions(KafkaCluster::shared(), &t))
+        .await
+        .expect("producer ran");
+    let tp = TopicPartition::new(&topic, 0);
+    let read = |isolation: &'static str, want: usize| {
+        let tp = tp.clone();
+        async move {
+            let mut c = consumer(
+                kafka,
+                &[("auto.offset.reset", "earliest"), ("isolation.level", isolation)],
+            )
+            .await;
+            c.assign([tp.clone()]).expect("assign");
+            let mut seen = read_n(&mut c, want, Duration::from_secs(30)).await;
+            // Nothing more arrives (control records never reach the application).
+            drain_for(&mut c, Duration::from_millis(500), &mut seen).await;
+            seen.remove(&tp).unwrap_or_default()
+        }
+    };
+    let committed = read("read_committed", 10).await;
+    let values: Vec<&str> = committed.iter().map(|(_, v)| v.as_str()).collect();
+    let expected: Vec<String> = values_of(&["c1", "c2"]);
+    assert_eq!(values, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let uncommitted = read("read_uncommitted", 15).await;
+    let values: Vec<&str> = uncommitted.iter().map(|(_, v)| v.as_str()).collect();
+    let expected: Vec<String> = values_of(&["c1", "a", "c2"]);
+    assert_eq!(values, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    // Offsets skip the commit/abort markers: 5 records, a marker, 5, a marker, 5, a marker.
+    let offsets: Vec<i64> = uncommitted.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets[5], 6);
+    assert_eq!(offsets[10], 12);
+}
+
+fn values_of(prefixes: &[&str]) -> Vec<String> {
+    prefixes.iter().flat_map(|p| values(p, 5)).collect()
+}
