@@ -637,7 +637,10 @@ async fn read_committed_skips_aborted_transactions_and_read_uncommitted_sees_the
         async move {
             let mut c = consumer(
                 kafka,
-                &[("auto.offset.reset", "earliest"), ("isolation.level", isolation)],
+                &[
+                    ("auto.offset.reset", "earliest"),
+                    ("isolation.level", isolation),
+                ],
             )
             .await;
             c.assign([tp.clone()]).expect("assign");
@@ -650,11 +653,17 @@ async fn read_committed_skips_aborted_transactions_and_read_uncommitted_sees_the
     let committed = read("read_committed", 10).await;
     let values: Vec<&str> = committed.iter().map(|(_, v)| v.as_str()).collect();
     let expected: Vec<String> = values_of(&["c1", "c2"]);
-    assert_eq!(values, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        values,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     let uncommitted = read("read_uncommitted", 15).await;
     let values: Vec<&str> = uncommitted.iter().map(|(_, v)| v.as_str()).collect();
     let expected: Vec<String> = values_of(&["c1", "a", "c2"]);
-    assert_eq!(values, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        values,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     // Offsets skip the commit/abort markers: 5 records, a marker, 5, a marker, 5, a marker.
     let offsets: Vec<i64> = uncommitted.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets[5], 6);

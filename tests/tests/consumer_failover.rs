@@ -71,7 +71,10 @@ async fn killing_the_leader_mid_consumption_skips_and_repeats_nothing() {
         assert_eq!(value, &expected);
     }
     c.commit_sync().await.expect("commit after the kill");
-    assert_eq!(c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset, 400);
+    assert_eq!(
+        c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset,
+        400
+    );
 }
 
 async fn read_n_more(

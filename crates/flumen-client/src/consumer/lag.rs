@@ -21,6 +21,12 @@ impl Consumer {
         }
     }
 
+    /// Fetched bytes waiting for `poll` (bounded by `prefetch.max.bytes`, plus at most one
+    /// batch larger than the room left, which Kafka always returns whole).
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.lock().buffered_bytes
+    }
+
     /// The lag of every assigned partition for which it is known.
     pub fn lags(&self) -> BTreeMap<TopicPartition, i64> {
         let tps: Vec<TopicPartition> = self.shared.lock().parts.keys().cloned().collect();
