@@ -7,6 +7,7 @@
 //! - [`cluster`]: [`Cluster`] (alias [`Client`]): bootstrap, metadata, connection pool, coordinators.
 //! - [`admin`]: [`Admin`]: topics, configs, offsets, records, groups.
 //! - [`consumer`]: [`Consumer`]: assign / subscribe, poll borrowed records, commit, groups.
+//! - [`producer`]: [`Producer`]: batching, idempotent, transactional producer.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod producer;
 pub mod retry;
 mod sasl;
 mod tls;
@@ -27,3 +29,4 @@ pub use connection::{
 };
 pub use consumer::{Consumer, ConsumerConfig};
 pub use error::{Error, Result};
+pub use producer::{Producer, ProducerConfig, ProducerRecord};
