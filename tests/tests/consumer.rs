@@ -673,3 +673,64 @@ async fn read_committed_skips_aborted_transactions_and_read_uncommitted_sees_the
 fn values_of(prefixes: &[&str]) -> Vec<String> {
     prefixes.iter().flat_map(|p| values(p, 5)).collect()
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn paused_partitions_stay_paused_across_rebalances_and_resume_works() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-pause-group", 2, 1).await;
+    let group = format!("{topic}-g");
+    let props = [
+        ("group.id", group.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("partition.assignment.strategy", "range"),
+        ("heartbeat.interval.ms", "500"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let mut c1 = consumer(kafka, &props).await;
+    c1.subscribe(&[&topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Seen::new();
+    while c1.assignment().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never assigned");
+        poll_into(&mut c1, &mut seen).await;
+    }
+    let both = c1.assignment();
+    c1.pause(&both);
+
+    // A second member comes and goes: c1 loses a partition, then gets it back (eager
+    // rebalances revoke and re-add everything).
+    let mut c2 = consumer(kafka, &props).await;
+    c2.subscribe(&[&topic]).expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let h2 = spawn_member("flumen-2", c2, tx, stop);
+    let mut c2_parts = 0;
+    while !(c1.assignment().len() == 1 && c2_parts == 1) {
+        assert!(tokio::time::Instant::now() < deadline, "never split");
+        poll_into(&mut c1, &mut seen).await;
+        while let Ok(r) = rx.try_recv() {
+            c2_parts = r.assignment.len();
+        }
+    }
+    stop_tx.send(true).expect("stop");
+    h2.await.expect("task").close().await.expect("close");
+    while c1.assignment().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got both back"
+        );
+        poll_into(&mut c1, &mut seen).await;
+    }
+    assert_eq!(c1.paused(), both, "both partitions are still paused");
+    produce(kafka, &topic, 0, &values("q0", 10));
+    produce(kafka, &topic, 1, &values("q1", 10));
+    assert_eq!(
+        drain_for(&mut c1, Duration::from_millis(800), &mut seen).await,
+        0
+    );
+    c1.resume(&both);
+    let seen = read_n(&mut c1, 20, Duration::from_secs(30)).await;
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), 20);
+    c1.close().await.expect("close");
+}
