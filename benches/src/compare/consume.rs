@@ -19,7 +19,9 @@ use flumen_client::TopicPartition;
 use flumen_client::consumer::{Consumer, ConsumerConfig};
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 
-use super::{Broker, ClientKind, ClientResult, ConsumeArgs, RoundResult, Tally, cpu_time, new_histogram};
+use super::{
+    Broker, ClientKind, ClientResult, ConsumeArgs, RoundResult, Tally, cpu_time, new_histogram,
+};
 
 /// Set in a child process: the topic to read (the child reads it with one client and prints
 /// one JSON result line).
@@ -53,7 +55,8 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
             let client = args.clients[i];
             let child = run_child(args, broker, &topic, client)
                 .map_err(|e| format!("{client} round {round}: {e}"))?;
-            let elapsed = Duration::from_secs_f64(args.records as f64 / child.records_per_s.max(1e-9));
+            let elapsed =
+                Duration::from_secs_f64(args.records as f64 / child.records_per_s.max(1e-9));
             let cpu = Duration::from_secs_f64(child.cpu_s_per_million * args.records as f64 / 1e6);
             eprintln!(
                 "round {round} {client}: {:.0} records/s, cpu {:.2}s, peak RSS {:.1} MiB",
@@ -88,7 +91,14 @@ async fn fill(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<(), St
         ("bootstrap.servers", broker.bootstrap.as_str()),
         ("acks", "1"),
         ("linger.ms", "5"),
-        ("compression.type", if args.compression.is_empty() { "none" } else { &args.compression }),
+        (
+            "compression.type",
+            if args.compression.is_empty() {
+                "none"
+            } else {
+                &args.compression
+            },
+        ),
     ])
     .map_err(|e| e.to_string())?;
     let producer = Producer::connect(config).await.map_err(|e| e.to_string())?;
@@ -109,12 +119,20 @@ async fn fill(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<(), St
     while let Some(d) = pending.pop_front() {
         d.await.map_err(|e| e.to_string())?;
     }
-    producer.close(Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
+    producer
+        .close(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// Runs this binary as a child for one client and parses its JSON result line.
-fn run_child(args: &ConsumeArgs, broker: &Broker, topic: &str, client: ClientKind) -> Result<ClientResult, String> {
+fn run_child(
+    args: &ConsumeArgs,
+    broker: &Broker,
+    topic: &str,
+    client: ClientKind,
+) -> Result<ClientResult, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = Command::new(exe)
         .args([
@@ -150,7 +168,11 @@ fn run_child(args: &ConsumeArgs, broker: &Broker, topic: &str, client: ClientKin
         .find(|l| l.starts_with('{'))
         .ok_or_else(|| format!("child printed no result: {stdout}"))?;
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
     let mut r = Tally::new(client).result();
     r.records_per_s = num("records_per_s");
     r.mb_per_s = num("mb_per_s");
