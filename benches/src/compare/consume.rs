@@ -204,7 +204,21 @@ fn child(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<Vec<ClientR
     }?;
     let mut tally = Tally::new(client);
     tally.add(&result);
-    Ok(vec![tally.result()])
+    let mut r = tally.result();
+    // `ru_maxrss` survives the spawn (the child starts on the parent's address space), so
+    // the child's own peak comes from its memory map's high-water mark.
+    if let Some(hwm) = vm_hwm_mib() {
+        r.peak_rss_mib = hwm;
+    }
+    Ok(vec![r])
+}
+
+/// `VmHWM` of this process (peak RSS of its current memory map), MiB.
+fn vm_hwm_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 async fn flumen(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<RoundResult, String> {
