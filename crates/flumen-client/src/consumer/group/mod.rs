@@ -24,11 +24,11 @@ use std::sync::Arc;
 use self::coordinator::{ClassicMember, Status};
 use self::kip848::Kip848Member;
 pub use self::listener::RebalanceListener;
-pub use crate::producer::ConsumerGroupMetadata;
 use super::error::Result;
 use super::state::Shared;
 use super::{Consumer, ConsumerConfig, GroupProtocol, Subscription};
 use crate::cluster::{Cluster, TopicPartition};
+pub use crate::producer::ConsumerGroupMetadata;
 
 /// This consumer's membership in its group.
 #[derive(Debug)]
