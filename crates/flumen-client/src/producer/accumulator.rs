@@ -32,8 +32,9 @@ pub(crate) struct Accumulator {
     pub(crate) in_flight: HashMap<i32, usize>,
     /// Callers of `flush` (or `close`) waiting: send everything without lingering.
     pub(crate) flushing: usize,
-    /// Rotates the partition the drain starts at, so no partition is always served last.
-    pub(crate) drain_start: usize,
+    /// A request failed in a way that means the leaders may have moved: the sender
+    /// refreshes the metadata before it drains again.
+    pub(crate) metadata_stale: bool,
 }
 
 /// The partitions of one topic.

@@ -86,6 +86,16 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
         }
 
+        let stale = std::mem::take(&mut inner.state().acc.metadata_stale);
+        if stale {
+            // Leaders moved (or a broker died): look again before sending anything, or the
+            // retries would keep going to the old leader.
+            inner.cluster.invalidate_metadata();
+            if let Err(e) = inner.cluster.refresh_metadata().await {
+                tracing::debug!(error = %e, "metadata refresh failed");
+                inner.state().acc.metadata_stale = true;
+            }
+        }
         let metadata = inner.cluster.metadata();
         let now = Instant::now();
         let drained = drain(&inner, &metadata, now);
@@ -240,7 +250,6 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
         *s.acc.in_flight.entry(broker).or_insert(0) += 1;
         out.requests.push((broker, batches));
     }
-    s.acc.drain_start = s.acc.drain_start.wrapping_add(1);
     let idle = s.acc.unfinished == 0;
     drop(guard);
     let timeout = config.delivery_timeout;
@@ -552,6 +561,7 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                 Outcome::Retry(e) => match retry(e, &batch) {
                     Some(e) => completed.push((batch, Err(e))),
                     None => {
+                        s.acc.metadata_stale = true;
                         batch.retry_at = Some(now + config.client.retry_backoff);
                         q.requeue(batch);
                     }
