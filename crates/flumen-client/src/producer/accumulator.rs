@@ -59,6 +59,10 @@ pub(crate) struct PartitionQueue {
     /// A batch failed retriably and waits at the head: send one batch at a time until it
     /// is through, so order holds.
     pub(crate) retrying: bool,
+    /// Idempotence: the broker acknowledged a batch of this producer epoch here. Until then
+    /// one batch at a time: a broker with no state for the producer accepts any first
+    /// sequence, so a second batch overtaking a failed first one would be written first.
+    pub(crate) confirmed: bool,
 }
 
 /// The batch currently being filled.

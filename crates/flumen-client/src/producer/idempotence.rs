@@ -138,6 +138,7 @@ pub(crate) async fn init_producer_id(inner: &Inner) -> Result<(), ProduceError> 
             q.next_sequence = 0;
             q.acked_sequence = 0;
             q.retrying = false;
+            q.confirmed = false;
             // Queued batches are re-stamped from sequence 0 when drained.
             for b in &mut q.ready {
                 b.base_sequence = -1;

@@ -205,7 +205,7 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                 out.next_deadline = Some(out.next_deadline.map_or(at, |d| d.min(at)));
                 continue;
             }
-            if q.retrying && q.in_flight > 0 {
+            if (q.retrying || (idempotent && !q.confirmed)) && q.in_flight > 0 {
                 continue;
             }
             if !idempotent && config.max_in_flight == 1 && q.in_flight > 0 {
@@ -381,6 +381,9 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
     .await;
     let outcomes: Vec<Outcome> = match result {
         Err(e) => {
+            if std::env::var_os("FLUMEN_DEBUG").is_some() {
+                eprintln!("DEBUG request to {broker} failed: {e}");
+            }
             inner.cluster.note_error(&e);
             let retriable = e.is_retriable();
             let e = ProduceError::from(e);
@@ -468,6 +471,9 @@ fn classify(
     log_append_time: i64,
     message: Option<String>,
 ) -> Outcome {
+    if code != ErrorCode::None && std::env::var_os("FLUMEN_DEBUG").is_some() {
+        eprintln!("DEBUG {}-{} seq {} acked {} attempts {} -> {code:?} {message:?}", batch.completion.topic(), batch.completion.partition(), batch.base_sequence, acked_sequence, batch.attempts);
+    }
     let topic = batch.completion.topic();
     let partition = batch.completion.partition();
     let error = || {
@@ -492,7 +498,9 @@ fn classify(
             base_offset: -1,
             log_append_time: -1,
         }),
-        ErrorCode::OutOfOrderSequenceNumber if batch.base_sequence != acked_sequence => {
+        ErrorCode::OutOfOrderSequenceNumber
+            if batch.base_sequence != acked_sequence && !sequence_passed(batch, acked_sequence) =>
+        {
             // An earlier batch of this partition failed and is being retried: retry behind it.
             Outcome::Retry(error())
         }
@@ -513,6 +521,14 @@ fn classify(
         c if c.is_retriable() => Outcome::Retry(error()),
         _ => Outcome::Fail(error()),
     }
+}
+
+/// Whether later batches of the partition were acknowledged already: then this one can
+/// never be written in order.
+fn sequence_passed(batch: &ClosedBatch, acked_sequence: i32) -> bool {
+    // Sequences wrap at i32::MAX; a distance over half the range means "behind".
+    let distance = acked_sequence.wrapping_sub(batch.base_sequence);
+    distance > 0 && distance < i32::MAX / 2
 }
 
 /// Applies the outcomes: completes, re-queues or fails each batch.
@@ -556,6 +572,7 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                         q.acked_sequence = increment_sequence(batch.base_sequence, batch.records);
                     }
                     q.retrying = false;
+                    q.confirmed = true;
                     completed.push((batch, Ok(ack)));
                 }
                 Outcome::Retry(e) => match retry(e, &batch) {
