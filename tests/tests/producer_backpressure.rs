@@ -14,7 +14,11 @@ const MAX_BLOCK: Duration = Duration::from_millis(1500);
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: usize = statm.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("resident pages");
+    let pages: usize = statm
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("resident pages");
     pages * 4096
 }
 
@@ -57,7 +61,10 @@ async fn send_blocks_then_fails_after_max_block_against_a_paused_broker_without_
     let mut sent = 0usize;
     let (blocked_for, err) = loop {
         let started = Instant::now();
-        match producer.send(ProducerRecord::new(&topic).value(&value)).await {
+        match producer
+            .send(ProducerRecord::new(&topic).value(&value))
+            .await
+        {
             Ok(f) => {
                 pending.push(f);
                 sent += 1;
@@ -66,12 +73,28 @@ async fn send_blocks_then_fails_after_max_block_against_a_paused_broker_without_
             Err(e) => break (started.elapsed(), e),
         }
     };
-    assert!(matches!(err, ProduceError::BufferExhausted { .. }), "{err:?}");
+    assert!(
+        matches!(err, ProduceError::BufferExhausted { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("max.block.ms"), "{err}");
-    assert!(blocked_for >= MAX_BLOCK - Duration::from_millis(50), "gave up after {blocked_for:?}");
-    assert!(blocked_for < MAX_BLOCK + Duration::from_secs(2), "blocked {blocked_for:?}");
-    assert!(producer.buffered_bytes() <= BUFFER, "{} buffered", producer.buffered_bytes());
-    assert!(sent * value.len() >= BUFFER / 2, "only {sent} records fit in the buffer");
+    assert!(
+        blocked_for >= MAX_BLOCK - Duration::from_millis(50),
+        "gave up after {blocked_for:?}"
+    );
+    assert!(
+        blocked_for < MAX_BLOCK + Duration::from_secs(2),
+        "blocked {blocked_for:?}"
+    );
+    assert!(
+        producer.buffered_bytes() <= BUFFER,
+        "{} buffered",
+        producer.buffered_bytes()
+    );
+    assert!(
+        sent * value.len() >= BUFFER / 2,
+        "only {sent} records fit in the buffer"
+    );
 
     let rss_before = rss_bytes();
     for _ in 0..3 {
@@ -79,7 +102,10 @@ async fn send_blocks_then_fails_after_max_block_against_a_paused_broker_without_
             .send(ProducerRecord::new(&topic).value(&value))
             .await
             .expect_err("still full");
-        assert!(matches!(err, ProduceError::BufferExhausted { .. }), "{err:?}");
+        assert!(
+            matches!(err, ProduceError::BufferExhausted { .. }),
+            "{err:?}"
+        );
         assert!(producer.buffered_bytes() <= BUFFER);
     }
     let grown = rss_bytes().saturating_sub(rss_before);

@@ -61,14 +61,23 @@ async fn killing_the_partition_leader_mid_stream_loses_and_duplicates_nothing() 
         if i == N / 3 {
             // Let what is buffered reach the broker first, so the kill hits requests in flight.
             let index = usize::try_from(leader).expect("broker ids are small");
-            kafka.kill_broker(index).expect("kill the leader of partition 0");
-            eprintln!("killed broker {leader} after {i} records, {:?}", started.elapsed());
+            kafka
+                .kill_broker(index)
+                .expect("kill the leader of partition 0");
+            eprintln!(
+                "killed broker {leader} after {i} records, {:?}",
+                started.elapsed()
+            );
         }
         let key = format!("k{}", i % 1000);
         let value = format!("{i}");
         futures.push(
             producer
-                .send(ProducerRecord::new(&topic).key(key.as_bytes()).value(value.as_bytes()))
+                .send(
+                    ProducerRecord::new(&topic)
+                        .key(key.as_bytes())
+                        .value(value.as_bytes()),
+                )
                 .await
                 .expect("send"),
         );
@@ -78,13 +87,30 @@ async fn killing_the_partition_leader_mid_stream_loses_and_duplicates_nothing() 
         f.await.unwrap_or_else(|e| panic!("record {i} failed: {e}"));
     }
     eprintln!("all {N} acknowledged after {:?}", started.elapsed());
-    producer.close(Duration::from_secs(10)).await.expect("close");
+    producer
+        .close(Duration::from_secs(10))
+        .await
+        .expect("close");
 
     let out = Command::new("kcat")
-        .args(["-C", "-b", &kafka.bootstrap(), "-t", &topic, "-e", "-q", "-f", "%p %s\n"])
+        .args([
+            "-C",
+            "-b",
+            &kafka.bootstrap(),
+            "-t",
+            &topic,
+            "-e",
+            "-q",
+            "-f",
+            "%p %s\n",
+        ])
         .output()
         .expect("kcat");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let mut seen = vec![false; N];
     let mut last: HashMap<i32, usize> = HashMap::new();

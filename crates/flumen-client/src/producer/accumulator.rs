@@ -201,7 +201,8 @@ impl PartitionQueue {
             created: Instant::now(),
             reservation,
         };
-        let (index, full) = Self::push(&mut open, timestamp, key, value, headers, params.batch_size)?;
+        let (index, full) =
+            Self::push(&mut open, timestamp, key, value, headers, params.batch_size)?;
         if full {
             self.ready.push_back(open.close());
         } else {

@@ -20,7 +20,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use flumen_protocol::ErrorCode;
 use flumen_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use flumen_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, StrBytes, TopicName, TransactionalId};
+use flumen_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, StrBytes, TopicName, TransactionalId,
+};
 use tokio::time::Instant;
 
 use super::accumulator::{ClosedBatch, Payload};
@@ -191,7 +193,9 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                     break;
                 }
             }
-            let Some(front) = q.ready.front() else { continue };
+            let Some(front) = q.ready.front() else {
+                continue;
+            };
             if !txn_ready {
                 out.txn_blocked = true;
                 continue;
@@ -227,13 +231,16 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             if !entry.1.is_empty() && entry.0 + size > config.max_request_size {
                 continue;
             }
-            let Some(mut batch) = q.ready.pop_front() else { continue };
+            let Some(mut batch) = q.ready.pop_front() else {
+                continue;
+            };
             if idempotent && batch.base_sequence < 0 {
                 batch.base_sequence = q.next_sequence;
                 batch.epoch = epoch;
                 q.next_sequence = increment_sequence(q.next_sequence, batch.records);
                 if let Payload::Sealed(bytes) = &batch.payload {
-                    batch.payload = Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
+                    batch.payload =
+                        Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
                 }
             }
             batch.attempts += 1;
@@ -316,6 +323,9 @@ fn release_broker(inner: &Inner, broker: i32) {
     }
 }
 
+/// A partition's answer in a ProduceResponse: code, base offset, log-append time, message.
+type PartitionAnswer = (ErrorCode, i64, i64, Option<String>);
+
 /// What became of one batch.
 enum Outcome {
     Done(BatchAck),
@@ -381,9 +391,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
     .await;
     let outcomes: Vec<Outcome> = match result {
         Err(e) => {
-            if std::env::var_os("FLUMEN_DEBUG").is_some() {
-                eprintln!("DEBUG request to {broker} failed: {e}");
-            }
+            tracing::debug!(broker, error = %e, "produce request failed");
             inner.cluster.note_error(&e);
             let retriable = e.is_retriable();
             let e = ProduceError::from(e);
@@ -408,8 +416,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
             })
             .collect(),
         Ok(Some(response)) => {
-            let mut by_partition: HashMap<(&str, i32), (ErrorCode, i64, i64, Option<String>)> =
-                HashMap::new();
+            let mut by_partition: HashMap<(&str, i32), PartitionAnswer> = HashMap::new();
             for t in &response.responses {
                 for p in &t.partition_responses {
                     by_partition.insert(
@@ -471,8 +478,17 @@ fn classify(
     log_append_time: i64,
     message: Option<String>,
 ) -> Outcome {
-    if code != ErrorCode::None && std::env::var_os("FLUMEN_DEBUG").is_some() {
-        eprintln!("DEBUG {}-{} seq {} acked {} attempts {} -> {code:?} {message:?}", batch.completion.topic(), batch.completion.partition(), batch.base_sequence, acked_sequence, batch.attempts);
+    if code != ErrorCode::None {
+        tracing::debug!(
+            topic = batch.completion.topic(),
+            partition = batch.completion.partition(),
+            sequence = batch.base_sequence,
+            acked_sequence,
+            attempts = batch.attempts,
+            ?code,
+            ?message,
+            "produce error"
+        );
     }
     let topic = batch.completion.topic();
     let partition = batch.completion.partition();
@@ -515,7 +531,9 @@ fn classify(
             }
         }
         ErrorCode::UnknownProducerId if !inner.transactional() => Outcome::RetryAfterBump(error()),
-        ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionalIdAuthorizationFailed => {
+        ErrorCode::ProducerFenced
+        | ErrorCode::InvalidProducerEpoch
+        | ErrorCode::TransactionalIdAuthorizationFailed => {
             Outcome::Fail(ProduceError::Fenced(error().to_string()))
         }
         c if c.is_retriable() => Outcome::Retry(error()),
@@ -643,4 +661,3 @@ pub(crate) fn fail_all(inner: &Inner, error: ProduceError) {
     }
     inner.idle.notify_waiters();
 }
-
