@@ -2,9 +2,13 @@
 //! (`tests/java/Murmur2Vectors.java`, output committed in `tests/data/murmur2_vectors.txt`):
 //! the same hash, and the same partition for every partition count tried.
 
-use flumen_client::producer::partitioner::{DefaultPartitioner, Partitioner, murmur2, partition_for_key};
+use flumen_client::producer::partitioner::{
+    DefaultPartitioner, Partitioner, murmur2, partition_for_key,
+};
 
-const COUNTS: [i32; 18] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 100, 997];
+const COUNTS: [i32; 18] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 100, 997,
+];
 
 fn hex(s: &str) -> Vec<u8> {
     if s == "-" {
@@ -28,7 +32,11 @@ fn murmur2_and_partition_choice_match_the_java_client_for_every_vector() {
         assert_eq!(murmur2(&key), java_hash, "murmur2 of {:02x?}", key);
         for (count, expected) in COUNTS.iter().zip(&fields[2..]) {
             let expected: i32 = expected.parse().expect("partition");
-            assert_eq!(partition_for_key(&key, *count), expected, "key {key:02x?}, {count} partitions");
+            assert_eq!(
+                partition_for_key(&key, *count),
+                expected,
+                "key {key:02x?}, {count} partitions"
+            );
             assert_eq!(
                 DefaultPartitioner::default().partition("t", Some(&key), *count),
                 Some(expected)
