@@ -6,13 +6,17 @@
 //! - [`retry`]: exponential backoff with jitter, bounded by a deadline.
 //! - [`cluster`]: [`Cluster`] (alias [`Client`]): bootstrap, metadata, connection pool, coordinators.
 //! - [`admin`]: [`Admin`]: topics, configs, offsets, records, groups.
+//! - [`consumer`]: [`Consumer`]: assign / subscribe, poll borrowed records, commit, groups.
+//! - [`producer`]: [`Producer`]: batching, idempotent, transactional producer.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod producer;
 pub mod retry;
 mod sasl;
 mod tls;
@@ -23,4 +27,6 @@ pub use config::ClientConfig;
 pub use connection::{
     Connection, ConnectionConfig, SaslConfig, SaslMechanism, Security, TlsConfig,
 };
+pub use consumer::{Consumer, ConsumerConfig};
 pub use error::{Error, Result};
+pub use producer::{Producer, ProducerConfig, ProducerRecord};
