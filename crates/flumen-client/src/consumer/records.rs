@@ -344,6 +344,14 @@ impl<'a> ConsumerRecord<'a> {
     pub fn record(&self) -> &RecordRef<'a> {
         &self.record
     }
+    /// A header key or value as `Bytes` sharing the fetched buffer. Header slices always lie
+    /// inside the record's buffer; the copy is only a fallback that keeps this total.
+    fn share(&self, part: &'a [u8]) -> Bytes {
+        self.record
+            .to_bytes(part)
+            .unwrap_or_else(|| Bytes::copy_from_slice(part))
+    }
+
     /// An owned copy of the record's metadata; key, value and headers share the fetched
     /// buffer (no byte is copied).
     pub fn to_owned(&self) -> OwnedRecord {
@@ -356,7 +364,7 @@ impl<'a> ConsumerRecord<'a> {
             value: self.record.value_bytes(),
             headers: self
                 .headers()
-                .map(|(k, v)| (self.record.to_bytes(k), v.map(|v| self.record.to_bytes(v))))
+                .map(|(k, v)| (self.share(k), v.map(|v| self.share(v))))
                 .collect(),
         }
     }
