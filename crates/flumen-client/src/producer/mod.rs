@@ -449,10 +449,13 @@ impl Producer {
             batch_size: inner.config.batch_size,
             compression: inner.config.compression,
         };
-        let name = topic.name.clone();
-        let queue = &mut topic.partitions[partition as usize];
+        // Split borrows: the name is only cloned when a new batch needs it.
+        let TopicQueues {
+            name, partitions, ..
+        } = topic;
+        let queue = &mut partitions[partition as usize];
         let appended = queue.append(
-            &name,
+            name,
             partition,
             &params,
             timestamp,
@@ -469,6 +472,7 @@ impl Producer {
                 wake,
             } => {
                 if inner.transactional() {
+                    let name = name.clone();
                     state.txn.note_partition(&name, partition);
                 }
                 drop(guard);
