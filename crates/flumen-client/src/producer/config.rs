@@ -49,6 +49,13 @@ pub struct ProducerConfig {
     /// `linger.ms`: how long a partition's batch may wait for more records before it is sent.
     pub linger: Duration,
     /// `batch.size`: a batch is sent once its uncompressed size would exceed this.
+    ///
+    /// The Java default (16384) is kept although larger batches measured better for big
+    /// records (`compare produce`, 1 KiB records, 12 partitions, one broker: 131072 gave
+    /// 8–20 % more records/s and about 35 % less CPU per record): every open batch reserves
+    /// `batch.size` of `buffer.memory`, as in the Java client, so a larger default would
+    /// make `send` block sooner when many partitions are written at once. Raise it for
+    /// large records on few partitions.
     pub batch_size: usize,
     /// `buffer.memory`: bytes of unsent and unacknowledged batches; `send` waits beyond it.
     pub buffer_memory: usize,
