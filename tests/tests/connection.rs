@@ -485,14 +485,23 @@ async fn record_batches_are_produced_with_and_without_acks() {
     let version = conn
         .api_version(ApiKey::Produce)
         .expect("Produce supported");
-
     // 200 KiB: large enough to be written by reference rather than copied into the frame.
     let first = batch(200, 1024);
     assert!(first.len() > 200 * 1024);
-    let response = conn
-        .send(produce(-1, created, version, first))
-        .await
-        .expect("Produce acks=all");
+    // CreateTopics answers once the controller committed the topic; the broker takes up
+    // leadership a moment later and answers NOT_LEADER_OR_FOLLOWER (retriable) until then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        let response = conn
+            .send(produce(-1, created, version, first.clone()))
+            .await
+            .expect("Produce acks=all");
+        let code = ErrorCode::from_code(response.responses[0].partition_responses[0].error_code);
+        if !code.is_retriable() || Instant::now() >= deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let partition = &response.responses[0].partition_responses[0];
     assert_eq!(
         ErrorCode::from_code(partition.error_code),
