@@ -1,0 +1,18 @@
+//! `flumen bench produce`.
+
+use std::process::ExitCode;
+
+use super::BenchArgs;
+use crate::config::Settings;
+use crate::error::{CliError, Result};
+
+/// Runs `bench produce`.
+pub async fn run(args: BenchArgs, settings: Settings) -> Result<ExitCode> {
+    let _ = args;
+    let mut settings = settings;
+    let _client = settings.take_client()?;
+    Err(CliError::NotAvailable {
+        command: "bench produce",
+        missing: "the Producer and Consumer APIs are not merged yet",
+    })
+}

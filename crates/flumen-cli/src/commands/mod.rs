@@ -1,0 +1,41 @@
+//! One module per command; [`run`] dispatches.
+
+// The record-moving commands parse their arguments and hold their helpers (formats,
+// report, data generator) ahead of the producer and consumer they will run on.
+#[allow(dead_code)]
+pub mod bench;
+#[allow(dead_code)]
+pub mod consume;
+#[allow(dead_code)]
+pub mod demo;
+pub mod groups;
+#[allow(dead_code)]
+pub mod produce;
+pub mod topics;
+
+use std::process::ExitCode;
+
+use flumen_client::Admin;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::error::{CliError, Result};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let settings = Settings::load(&cli.global)?;
+    match cli.command {
+        Command::Topics(cmd) => topics::run(cmd, settings).await,
+        Command::Groups(cmd) => groups::run(cmd, settings).await,
+        Command::Produce(args) => produce::run(args, settings).await,
+        Command::Consume(args) => consume::run(args, settings).await,
+        Command::Bench(cmd) => bench::run(cmd, settings).await,
+        Command::Demo(args) => demo::run(args, settings).await,
+    }
+}
+
+/// An admin client from the settings; every key must be a client key.
+pub async fn admin(settings: Settings) -> Result<Admin> {
+    let config = settings.client_only()?;
+    Admin::connect(config).await.map_err(CliError::client)
+}
