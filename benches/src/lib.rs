@@ -2,3 +2,4 @@
 //! comparison harness against other Kafka clients.
 
 pub mod record_data;
+pub mod compare;

@@ -6,6 +6,7 @@
 //! - [`retry`]: exponential backoff with jitter, bounded by a deadline.
 //! - [`cluster`]: [`Cluster`] (alias [`Client`]): bootstrap, metadata, connection pool, coordinators.
 //! - [`admin`]: [`Admin`]: topics, configs, offsets, records, groups.
+//! - [`producer`]: [`Producer`]: batching, idempotent, transactional producer.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod producer;
 pub mod retry;
 mod sasl;
 mod tls;
@@ -24,3 +26,4 @@ pub use connection::{
     Connection, ConnectionConfig, SaslConfig, SaslMechanism, Security, TlsConfig,
 };
 pub use error::{Error, Result};
+pub use producer::{Producer, ProducerConfig, ProducerRecord};

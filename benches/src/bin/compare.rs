@@ -1,0 +1,43 @@
+//! `compare`: the same produce or consume workload through Flumen, rust-rdkafka and rskafka.
+//!
+//! `cargo run --release -p flumen-benches --bin compare -- produce --records N --record-size S --partitions P`
+
+use clap::{Parser, Subcommand};
+use flumen_benches::compare::{self, Broker, ConsumeArgs, ProduceArgs};
+
+#[derive(Parser)]
+#[command(about = "Compare Kafka clients on the same broker and workload")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Produce N records of S bytes over P partitions with each client (acks=all, linger 5 ms).
+    Produce(ProduceArgs),
+    /// Consume N records of S bytes from P partitions with each client.
+    Consume(ConsumeArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let broker = match Broker::get() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("no broker: {e}");
+            std::process::exit(2);
+        }
+    };
+    let (results, json) = match &cli.command {
+        Command::Produce(args) => (compare::produce::run(args, &broker), args.json),
+        Command::Consume(args) => (compare::consume::run(args, &broker), args.json),
+    };
+    match results {
+        Ok(results) => compare::print_results(&results, json),
+        Err(e) => {
+            eprintln!("compare failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The side-by-side comparison harness: the same workload through several Kafka clients on one broker.
+//!
+//! Shared by the `produce` and `consume` subcommands of the `compare` binary: the command-line
+//! arguments, the client list, the cluster (`FLUMEN_KAFKA_BOOTSTRAP` or a local broker started
+//! by `flumen-testcontainers`), topic creation, alternating rounds, CPU time and peak RSS
+//! measurement, latency percentiles and the result lines (text or JSON).
+//!
+//! Rounds alternate between clients (A B C, A B C, ...) so that a slow phase of the broker
+//! (log roll, page cache) does not land on one client only. Each round uses a fresh topic.
+
+pub mod consume;
+pub mod produce;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use flumen_client::admin::NewTopic;
+use flumen_client::{Admin, ClientConfig};
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// A client under comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// This project's client.
+    Flumen,
+    /// rust-rdkafka (librdkafka, vendored and built with cmake).
+    Rdkafka,
+    /// rskafka (pure Rust, minimal).
+    Rskafka,
+}
+
+impl ClientKind {
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Flumen => "flumen",
+            ClientKind::Rdkafka => "rdkafka",
+            ClientKind::Rskafka => "rskafka",
+        }
+    }
+}
+
+impl FromStr for ClientKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "flumen" => Ok(ClientKind::Flumen),
+            "rdkafka" => Ok(ClientKind::Rdkafka),
+            "rskafka" => Ok(ClientKind::Rskafka),
+            other => Err(format!(
+                "unknown client {other:?} (expected flumen, rdkafka or rskafka)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The flags shared by `produce` and `consume`.
+#[derive(Args, Clone, Debug)]
+pub struct WorkloadArgs {
+    /// Records per round and client.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Value size in bytes (records are keyless: the value is the whole record).
+    #[arg(long, default_value_t = 100)]
+    pub record_size: usize,
+    /// Partitions of each round's topic.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Comma-separated clients to compare.
+    #[arg(long, value_delimiter = ',', default_value = "flumen,rdkafka,rskafka")]
+    pub clients: Vec<ClientKind>,
+    /// Rounds per client (alternating between clients).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Compression codec (none, gzip, snappy, lz4, zstd).
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Print one JSON object per client instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `compare produce`.
+pub type ProduceArgs = WorkloadArgs;
+/// Arguments of `compare consume` (the same flags as `produce`).
+pub type ConsumeArgs = WorkloadArgs;
+
+/// What one client achieved over all its rounds (throughput from the summed time, latency
+/// percentiles from the merged histogram).
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientResult {
+    /// Client name.
+    pub client: String,
+    /// Records per second.
+    pub records_per_s: f64,
+    /// Megabytes (10^6 bytes of record values) per second.
+    pub mb_per_s: f64,
+    /// Client CPU seconds (user + system) per million records.
+    pub cpu_s_per_million: f64,
+    /// Median delivery latency (produce: send to acknowledgement), milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile delivery latency, milliseconds.
+    pub p99_ms: f64,
+    /// Peak resident set size of the whole process at the end of this client's rounds, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// One round's raw figures.
+#[derive(Debug)]
+pub struct RoundResult {
+    /// Records moved.
+    pub records: u64,
+    /// Value bytes moved.
+    pub bytes: u64,
+    /// Wall time of the round.
+    pub elapsed: Duration,
+    /// CPU time (user + system) of the round.
+    pub cpu: Duration,
+    /// Latencies in microseconds (empty when the workload has none).
+    pub latency_us: Histogram<u64>,
+}
+
+/// Accumulates rounds of one client into a [`ClientResult`].
+#[derive(Debug)]
+pub struct Tally {
+    client: ClientKind,
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    cpu: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Tally {
+    /// An empty tally for `client`.
+    pub fn new(client: ClientKind) -> Self {
+        Tally {
+            client,
+            records: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            cpu: Duration::ZERO,
+            latency_us: new_histogram(),
+        }
+    }
+
+    /// Adds one round.
+    pub fn add(&mut self, round: &RoundResult) {
+        self.records += round.records;
+        self.bytes += round.bytes;
+        self.elapsed += round.elapsed;
+        self.cpu += round.cpu;
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latency_us.add(&round.latency_us);
+    }
+
+    /// The summary.
+    pub fn result(&self) -> ClientResult {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let q = |q: f64| {
+            if self.latency_us.is_empty() {
+                f64::NAN
+            } else {
+                self.latency_us.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        ClientResult {
+            client: self.client.name().to_owned(),
+            records_per_s: self.records as f64 / secs,
+            mb_per_s: self.bytes as f64 / 1e6 / secs,
+            cpu_s_per_million: self.cpu.as_secs_f64() / (self.records.max(1) as f64 / 1e6),
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            peak_rss_mib: peak_rss_mib(),
+        }
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 10 min, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // Fixed, valid bounds: cannot fail.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The process's CPU time so far (user + system), from `getrusage(RUSAGE_SELF)`.
+///
+/// Process-wide on purpose: librdkafka does its work on its own threads, and a fair
+/// comparison counts them.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Peak resident set size of the process, MiB (`ru_maxrss` is in KiB on Linux).
+pub fn peak_rss_mib() -> f64 {
+    // SAFETY: as above.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Where the broker is: an external cluster or one we started (kept alive by this value).
+pub struct Broker {
+    /// `host:port` list.
+    pub bootstrap: String,
+    _local: Option<KafkaCluster>,
+}
+
+impl Broker {
+    /// `FLUMEN_KAFKA_BOOTSTRAP` if set, else a local 1-broker cluster.
+    pub fn get() -> Result<Broker, String> {
+        if let Ok(bootstrap) = std::env::var("FLUMEN_KAFKA_BOOTSTRAP") {
+            return Ok(Broker {
+                bootstrap,
+                _local: None,
+            });
+        }
+        eprintln!("starting a local 1-broker Kafka cluster ...");
+        let cluster = KafkaCluster::start(ClusterSpec::single()).map_err(|e| e.to_string())?;
+        Ok(Broker {
+            bootstrap: cluster.bootstrap(),
+            _local: Some(cluster),
+        })
+    }
+
+    /// Creates a fresh topic with `partitions` partitions (replication factor 1) for one round.
+    pub async fn create_topic(&self, prefix: &str, partitions: i32) -> Result<String, String> {
+        let name = KafkaCluster::unique_topic(prefix);
+        let config = ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
+            .map_err(|e| e.to_string())?;
+        let admin = Admin::connect(config).await.map_err(|e| e.to_string())?;
+        admin
+            .create_topic(NewTopic::new(&name).partitions(partitions).replication_factor(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(name)
+    }
+}
+
+/// The payload every client sends: `size` bytes, not all zero (so compression has some work).
+pub fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b"flumen-compare-"[i % 15]).collect()
+}
+
+/// Prints the results, as a table or one JSON object per line.
+pub fn print_results(results: &[ClientResult], json: bool) {
+    if json {
+        for r in results {
+            // A struct of numbers and a string: serialisation cannot fail.
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        return;
+    }
+    println!(
+        "{:<10} {:>14} {:>10} {:>14} {:>9} {:>9} {:>10}",
+        "client", "records/s", "MB/s", "CPU s/M rec", "p50 ms", "p99 ms", "peak MiB"
+    );
+    for r in results {
+        println!(
+            "{:<10} {:>14.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10.1}",
+            r.client, r.records_per_s, r.mb_per_s, r.cpu_s_per_million, r.p50_ms, r.p99_ms, r.peak_rss_mib
+        );
+    }
+    if let Some(base) = results.iter().find(|r| r.client == "rdkafka") {
+        for r in results.iter().filter(|r| r.client != "rdkafka") {
+            println!(
+                "{} vs rdkafka: {:.2}x records/s, {:.2}x CPU per record",
+                r.client,
+                r.records_per_s / base.records_per_s,
+                r.cpu_s_per_million / base.cpu_s_per_million
+            );
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The accumulator: per partition, one open batch that records are encoded into, and a queue of closed ones.
+//!
+//! Invariants:
+//! - The state lock (`std::sync::Mutex`) is held only for synchronous work: appending one
+//!   record, moving batches between queues. It is never held across an await, and batches
+//!   are sealed (compressed, checksummed) outside it.
+//! - Within a partition, `ready` is in send order; with idempotence, the batches that
+//!   already carry a sequence number come first, in sequence order (a retried batch goes
+//!   back to its place at the head).
+//! - Every batch holds a [`Reservation`] of `buffer.memory` until it is acknowledged or
+//!   failed, so the bytes held never exceed the budget.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flumen_protocol::record::{BatchBuilder, Compression, HeaderRef};
+use tokio::time::Instant;
+
+use super::ProduceError;
+use super::delivery::BatchCompletion;
+use super::memory::Reservation;
+use super::partitioner::StickyPartition;
+
+/// The producer's queues, behind the producer's state lock.
+#[derive(Default)]
+pub(crate) struct Accumulator {
+    pub(crate) topics: HashMap<Arc<str>, TopicQueues>,
+    /// Batches not yet finished (open, queued or in flight), for `flush`.
+    pub(crate) unfinished: usize,
+    /// Produce requests in flight per broker id.
+    pub(crate) in_flight: HashMap<i32, usize>,
+    /// Callers of `flush` (or `close`) waiting: send everything without lingering.
+    pub(crate) flushing: usize,
+    /// Rotates the partition the drain starts at, so no partition is always served last.
+    pub(crate) drain_start: usize,
+}
+
+/// The partitions of one topic.
+pub(crate) struct TopicQueues {
+    pub(crate) name: Arc<str>,
+    pub(crate) partitions: Vec<PartitionQueue>,
+    pub(crate) sticky: StickyPartition,
+}
+
+/// One partition's batches.
+#[derive(Default)]
+pub(crate) struct PartitionQueue {
+    pub(crate) open: Option<OpenBatch>,
+    pub(crate) ready: VecDeque<ClosedBatch>,
+    /// Batches of this partition in flight.
+    pub(crate) in_flight: usize,
+    /// Idempotence: the sequence number the next new batch gets.
+    pub(crate) next_sequence: i32,
+    /// Idempotence: the sequence the broker expects next (last acknowledged + 1), so an
+    /// OUT_OF_ORDER_SEQUENCE answer can be told apart from "an earlier batch is being retried".
+    pub(crate) acked_sequence: i32,
+    /// A batch failed retriably and waits at the head: send one batch at a time until it
+    /// is through, so order holds.
+    pub(crate) retrying: bool,
+}
+
+/// The batch currently being filled.
+pub(crate) struct OpenBatch {
+    pub(crate) builder: BatchBuilder,
+    pub(crate) completion: Arc<BatchCompletion>,
+    pub(crate) created: Instant,
+    pub(crate) reservation: Reservation,
+}
+
+/// The payload of a closed batch: still a builder until first sent, sealed bytes after.
+pub(crate) enum Payload {
+    Builder(BatchBuilder),
+    Sealed(Bytes),
+}
+
+/// A batch that takes no more records.
+pub(crate) struct ClosedBatch {
+    pub(crate) payload: Payload,
+    pub(crate) records: i32,
+    pub(crate) completion: Arc<BatchCompletion>,
+    pub(crate) created: Instant,
+    /// Held, not read: dropping the batch gives its buffer memory back.
+    pub(crate) _reservation: Reservation,
+    /// Attempts made so far.
+    pub(crate) attempts: u32,
+    /// Idempotence: assigned when first drained (-1 before).
+    pub(crate) base_sequence: i32,
+    /// Idempotence: the producer epoch the batch was stamped with.
+    pub(crate) epoch: i16,
+    /// Idempotence: the producer id the batch was stamped with.
+    pub(crate) producer_id: i64,
+    /// Not before this instant (retry backoff).
+    pub(crate) retry_at: Option<Instant>,
+}
+
+impl OpenBatch {
+    pub(crate) fn close(self) -> ClosedBatch {
+        ClosedBatch {
+            records: self.builder.len() as i32,
+            payload: Payload::Builder(self.builder),
+            completion: self.completion,
+            created: self.created,
+            _reservation: self.reservation,
+            attempts: 0,
+            base_sequence: -1,
+            epoch: -1,
+            producer_id: -1,
+            retry_at: None,
+        }
+    }
+}
+
+impl ClosedBatch {
+    /// Bytes the batch takes in a request (uncompressed size until sealed).
+    pub(crate) fn size(&self) -> usize {
+        match &self.payload {
+            Payload::Builder(b) => b.size_in_bytes(),
+            Payload::Sealed(b) => b.len(),
+        }
+    }
+
+    /// Fails every record of the batch.
+    pub(crate) fn fail(self, error: ProduceError) {
+        self.completion.complete(Err(error));
+    }
+}
+
+/// What `append` did.
+pub(crate) enum Appended {
+    /// The record is in a batch: its index there, and whether the sender should look now
+    /// (a batch filled up or a new one started its linger clock).
+    Done {
+        completion: Arc<BatchCompletion>,
+        index: i32,
+        wake: bool,
+    },
+    /// A new batch is needed and no reservation was given: reserve `bytes` and call again.
+    NeedMemory(usize),
+}
+
+/// Everything `append` needs to know about the producer.
+pub(crate) struct AppendParams {
+    pub(crate) batch_size: usize,
+    pub(crate) compression: Compression,
+}
+
+impl PartitionQueue {
+    /// Encodes one record into the partition's open batch, opening one (with `reservation`)
+    /// when there is none or the record does not fit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        params: &AppendParams,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        reservation: &mut Option<Reservation>,
+        unfinished: &mut usize,
+    ) -> Result<Appended, ProduceError> {
+        if let Some(open) = &mut self.open {
+            let size = open.builder.record_size(timestamp, key, value, headers);
+            if open.builder.size_in_bytes() + size <= params.batch_size {
+                let completion = open.completion.clone();
+                let (index, full) =
+                    Self::push(open, timestamp, key, value, headers, params.batch_size)?;
+                if full {
+                    self.close_open();
+                }
+                return Ok(Appended::Done {
+                    completion,
+                    index,
+                    wake: full,
+                });
+            }
+            // Does not fit: close it; the record opens the next batch.
+            self.close_open();
+        }
+        let Some(reservation) = reservation.take() else {
+            let probe = BatchBuilder::new(params.compression);
+            let size = flumen_protocol::record::HEADER_LEN
+                + probe.record_size(timestamp, key, value, headers);
+            return Ok(Appended::NeedMemory(size.max(params.batch_size)));
+        };
+        let size = flumen_protocol::record::HEADER_LEN
+            + BatchBuilder::new(Compression::None).record_size(timestamp, key, value, headers);
+        let builder = BatchBuilder::with_capacity(params.compression, size.max(params.batch_size));
+        let completion = Arc::new(BatchCompletion::new(topic.clone(), partition));
+        *unfinished += 1;
+        let mut open = OpenBatch {
+            builder,
+            completion: completion.clone(),
+            created: Instant::now(),
+            reservation,
+        };
+        let (index, full) = Self::push(&mut open, timestamp, key, value, headers, params.batch_size)?;
+        if full {
+            self.ready.push_back(open.close());
+        } else {
+            self.open = Some(open);
+        }
+        Ok(Appended::Done {
+            completion,
+            index,
+            // A new batch starts its linger clock: the sender must learn its deadline.
+            wake: true,
+        })
+    }
+
+    #[inline]
+    fn push(
+        open: &mut OpenBatch,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        batch_size: usize,
+    ) -> Result<(i32, bool), ProduceError> {
+        let index = open
+            .builder
+            .append(timestamp, key, value, headers)
+            .map_err(|e| ProduceError::Encode(e.to_string()))?;
+        Ok((index, open.builder.size_in_bytes() >= batch_size))
+    }
+
+    /// Closes the open batch, if any, so it can be drained.
+    pub(crate) fn close_open(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.ready.push_back(open.close());
+        }
+    }
+
+    /// Puts a batch that failed retriably back at the head, keeping sequence order.
+    pub(crate) fn requeue(&mut self, batch: ClosedBatch) {
+        let at = if batch.base_sequence < 0 {
+            0
+        } else {
+            self.ready
+                .iter()
+                .position(|b| b.base_sequence < 0 || b.base_sequence > batch.base_sequence)
+                .unwrap_or(self.ready.len())
+        };
+        self.ready.insert(at, batch);
+        self.retrying = true;
+    }
+}

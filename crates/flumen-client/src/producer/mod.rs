@@ -1,0 +1,590 @@
+//! The producer: records are encoded straight into per-partition batches and sent, per broker, in one request.
+//!
+//! - [`config`]: [`ProducerConfig`] (typed builder and Kafka property names).
+//! - [`partitioner`]: Java-compatible murmur2, uniform sticky for keyless records, the [`Partitioner`] trait.
+//! - `accumulator`: one open batch per partition, the queue of closed ones, the drain order.
+//! - `memory`: the `buffer.memory` budget (`send` waits up to `max.block.ms`).
+//! - `sender`: the background task that drains ready batches into one ProduceRequest per broker,
+//!   with up to `max.in.flight.requests.per.connection` in flight, and handles the answers.
+//! - `idempotence`: producer id and epoch, sequence numbers, KIP-360 epoch bumps.
+//! - [`transaction`]: transactions (begin, send offsets, commit, abort) and [`ConsumerGroupMetadata`].
+//! - `delivery`: [`DeliveryFuture`] and [`RecordMetadata`], one shared completion per batch.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), flumen_client::producer::ProduceError> {
+//! use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
+//! let producer = Producer::connect(ProducerConfig::from_properties([
+//!     ("bootstrap.servers", "localhost:9092"),
+//! ])?)
+//! .await?;
+//! let delivery = producer
+//!     .send(ProducerRecord::new("orders").key(b"id-1").value(b"{...}"))
+//!     .await?;
+//! let metadata = delivery.await?;
+//! println!("written at {}-{}@{}", metadata.topic, metadata.partition, metadata.offset);
+//! producer.close(std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The hot path (`send` with metadata known and buffer memory free) takes the state lock
+//! once, encodes the record into the open batch and returns: no allocation, no syscall, no
+//! await that pends. Everything is driven by tokio tasks, so the producer runs on a
+//! current-thread runtime.
+
+pub mod config;
+mod delivery;
+mod accumulator;
+mod idempotence;
+mod memory;
+pub mod partitioner;
+mod sender;
+pub mod transaction;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use flumen_protocol::record::HeaderRef;
+use tokio::sync::Notify;
+
+pub use self::config::{Acks, ProducerConfig, ProducerConfigBuilder};
+pub use self::delivery::{DeliveryFuture, RecordMetadata};
+pub use self::partitioner::{DefaultPartitioner, Partitioner};
+pub use self::transaction::ConsumerGroupMetadata;
+use self::accumulator::{Accumulator, AppendParams, Appended, TopicQueues};
+use self::idempotence::IdempotenceState;
+use self::memory::MemoryBudget;
+use self::partitioner::StickyPartition;
+use self::transaction::TxnState;
+use crate::cluster::Cluster;
+use crate::error::Error;
+
+/// A record to send. Borrowed: the producer encodes it into a batch before `send` returns,
+/// so nothing is copied or allocated on its way.
+#[derive(Clone, Copy, Debug)]
+pub struct ProducerRecord<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// An explicit partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    /// The key (also what the default partitioner hashes).
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Headers: name and nullable value.
+    pub headers: &'a [HeaderRef<'a>],
+    /// Create time in milliseconds since the epoch; `None`: now.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    /// A record for `topic` with no key, value or headers yet.
+    pub fn new(topic: &'a str) -> Self {
+        ProducerRecord {
+            topic,
+            partition: None,
+            key: None,
+            value: None,
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: &'a [u8]) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    /// Sends to this partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the headers.
+    pub fn headers(mut self, headers: &'a [HeaderRef<'a>]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the create timestamp (ms since the epoch).
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Why a record (or a producer operation) failed. Cheap to clone: every record of a failed
+/// batch gets the same error.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProduceError {
+    /// The cluster or a broker failed (includes broker error codes, with topic and partition).
+    #[error(transparent)]
+    Client(Arc<Error>),
+    /// `buffer.memory` stayed full for `max.block.ms`.
+    #[error("buffer.memory ({buffer_memory} bytes) stayed full for max.block.ms ({waited:?})")]
+    BufferExhausted {
+        /// The configured budget.
+        buffer_memory: usize,
+        /// How long `send` waited.
+        waited: Duration,
+    },
+    /// The topic's metadata could not be had within `max.block.ms`.
+    #[error("no metadata for topic {topic} within max.block.ms ({waited:?}): {reason}")]
+    MetadataTimeout {
+        /// The topic.
+        topic: String,
+        /// How long `send` waited.
+        waited: Duration,
+        /// The last error seen.
+        reason: String,
+    },
+    /// The record is larger than `max.request.size`.
+    #[error("a record of {size} bytes exceeds max.request.size ({max} bytes)")]
+    RecordTooLarge {
+        /// Encoded size of the record.
+        size: usize,
+        /// `max.request.size`.
+        max: usize,
+    },
+    /// The record names a partition the topic does not have.
+    #[error("topic {topic} has {count} partitions; partition {partition} does not exist")]
+    InvalidPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// The topic's partition count.
+        count: i32,
+    },
+    /// The record was not acknowledged within `delivery.timeout.ms` (or its retries ran out).
+    #[error("record not delivered within delivery.timeout.ms ({0:?})")]
+    DeliveryTimeout(Duration),
+    /// The record could not be encoded.
+    #[error("record encoding failed: {0}")]
+    Encode(String),
+    /// The producer was closed (or dropped) before the record could be sent.
+    #[error("the producer is closed")]
+    Closed,
+    /// Another producer with the same `transactional.id` (or a newer epoch) took over: this
+    /// one can do nothing more; close it.
+    #[error("producer fenced: {0}")]
+    Fenced(String),
+    /// The transaction timed out on the coordinator (`transaction.timeout.ms`) and was aborted.
+    #[error("transaction timed out on the coordinator and was aborted: {0}")]
+    TransactionTimedOut(String),
+    /// A transactional call made in the wrong state (e.g. `commit` with no transaction open).
+    #[error("invalid transaction state: {0}")]
+    TransactionState(String),
+    /// The transaction hit an error; only `abort_transaction` is possible now.
+    #[error("transaction must be aborted: {0}")]
+    AbortableTransaction(String),
+    /// A batch was rejected by an unrecoverable sequence error (the producer bumped its
+    /// epoch and goes on; later records are not affected).
+    #[error("out-of-order sequence for {topic}-{partition}: the broker lost track of earlier records")]
+    OutOfOrderSequence {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+}
+
+impl From<Error> for ProduceError {
+    fn from(e: Error) -> Self {
+        ProduceError::Client(Arc::new(e))
+    }
+}
+
+impl ProduceError {
+    /// The broker error code, if the broker said no.
+    pub fn code(&self) -> Option<flumen_protocol::ErrorCode> {
+        match self {
+            ProduceError::Client(e) => e.code(),
+            _ => None,
+        }
+    }
+}
+
+/// An asynchronous, batching, idempotent Kafka producer. Cheap to clone; the last clone
+/// dropped (or [`close`](Producer::close)) sends what is buffered and stops the sender task.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+    _close_on_drop: Arc<CloseOnDrop>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("transactional_id", &self.inner.config.transactional_id)
+            .field("buffered_bytes", &self.inner.memory.used())
+            .finish_non_exhaustive()
+    }
+}
+
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) cluster: Cluster,
+    pub(crate) config: ProducerConfig,
+    pub(crate) partitioner: Arc<dyn Partitioner>,
+    pub(crate) memory: MemoryBudget,
+    pub(crate) state: Mutex<State>,
+    /// Wakes the sender: a batch filled up or started, a request finished, a flush began.
+    pub(crate) wake: Notify,
+    /// Signalled when no batch is left unfinished (for flush and close).
+    pub(crate) idle: Notify,
+    /// No new records; the sender sends what is left and stops.
+    pub(crate) closing: AtomicBool,
+}
+
+pub(crate) struct State {
+    pub(crate) acc: Accumulator,
+    pub(crate) idem: IdempotenceState,
+    pub(crate) txn: TxnState,
+    /// An error that stops the producer (fenced, authorization): every send fails with it.
+    pub(crate) fatal: Option<ProduceError>,
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn transactional(&self) -> bool {
+        self.config.transactional_id.is_some()
+    }
+}
+
+enum Attempt {
+    Done(DeliveryFuture),
+    NeedTopic,
+    NeedMemory(usize),
+}
+
+impl Producer {
+    /// Connects to the cluster; an idempotent (non-transactional) producer also gets its
+    /// producer id now, so a misconfigured cluster shows at once.
+    pub async fn connect(config: ProducerConfig) -> Result<Producer, ProduceError> {
+        let partitioner = Arc::new(DefaultPartitioner {
+            ignore_keys: config.partitioner_ignore_keys,
+        });
+        Self::connect_with_partitioner(config, partitioner).await
+    }
+
+    /// Like [`connect`](Self::connect), with a custom partitioner for records that name no partition.
+    pub async fn connect_with_partitioner(
+        config: ProducerConfig,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Producer, ProduceError> {
+        let cluster = Cluster::connect(config.client.clone()).await?;
+        Self::with_cluster(cluster, config, partitioner).await
+    }
+
+    /// A producer on an existing cluster handle (sharing its connections and metadata).
+    pub async fn with_cluster(
+        cluster: Cluster,
+        config: ProducerConfig,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Producer, ProduceError> {
+        let inner = Arc::new(Inner {
+            memory: MemoryBudget::new(config.buffer_memory),
+            cluster,
+            partitioner,
+            state: Mutex::new(State {
+                acc: Accumulator::default(),
+                idem: IdempotenceState::default(),
+                txn: TxnState::default(),
+                fatal: None,
+            }),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            closing: AtomicBool::new(false),
+            config,
+        });
+        if inner.config.idempotence && !inner.transactional() {
+            idempotence::init_producer_id(&inner).await?;
+        }
+        tokio::spawn(sender::run(inner.clone()));
+        Ok(Producer {
+            _close_on_drop: Arc::new(CloseOnDrop(inner.clone())),
+            inner,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// The cluster handle (metadata, connections) this producer uses.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// The number of partitions of `topic`, loading its metadata if needed.
+    pub async fn partitions_for(&self, topic: &str) -> Result<i32, ProduceError> {
+        self.load_topic(topic).await
+    }
+
+    /// Bytes of `buffer.memory` currently held by unsent or unacknowledged batches.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.memory.used()
+    }
+
+    /// Adds `record` to its partition's batch. Returns once it is buffered — waiting only
+    /// for topic metadata or buffer memory, at most `max.block.ms` — with a future that
+    /// resolves when the broker acknowledged it.
+    pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture, ProduceError> {
+        let mut reservation = None;
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.try_send(&record, &mut reservation)? {
+                Attempt::Done(future) => return Ok(future),
+                Attempt::NeedTopic => {
+                    self.load_topic(record.topic).await?;
+                }
+                Attempt::NeedMemory(bytes) => {
+                    let max = self.inner.config.max_block;
+                    let left = max.saturating_sub(started.elapsed());
+                    // Let the sender know: it stops lingering while someone waits for memory.
+                    self.inner.wake.notify_one();
+                    match self.inner.memory.reserve(bytes, left).await {
+                        Some(r) => reservation = Some(r),
+                        None => {
+                            return Err(ProduceError::BufferExhausted {
+                                buffer_memory: self.inner.config.buffer_memory,
+                                waited: max,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends several records; returns their futures in order. Stops at the first record that
+    /// cannot be buffered (the ones before it are sent).
+    pub async fn send_batch<'a, I>(&self, records: I) -> Result<Vec<DeliveryFuture>, ProduceError>
+    where
+        I: IntoIterator<Item = ProducerRecord<'a>>,
+    {
+        let records = records.into_iter();
+        let mut futures = Vec::with_capacity(records.size_hint().0);
+        for record in records {
+            futures.push(self.send(record).await?);
+        }
+        Ok(futures)
+    }
+
+    fn try_send(
+        &self,
+        record: &ProducerRecord<'_>,
+        reservation: &mut Option<memory::Reservation>,
+    ) -> Result<Attempt, ProduceError> {
+        let inner = &*self.inner;
+        if inner.closing.load(Ordering::Relaxed) {
+            return Err(ProduceError::Closed);
+        }
+        let timestamp = match record.timestamp {
+            Some(t) => t,
+            None => now_millis(),
+        };
+        let mut guard = inner.state();
+        let state = &mut *guard;
+        if let Some(e) = &state.fatal {
+            return Err(e.clone());
+        }
+        if inner.transactional() {
+            state.txn.check_can_send()?;
+        }
+        let Some(topic) = state.acc.topics.get_mut(record.topic) else {
+            return Ok(Attempt::NeedTopic);
+        };
+        let count = topic.partitions.len() as i32;
+        let partition = match record.partition {
+            Some(p) if p < 0 || p >= count => {
+                return Err(ProduceError::InvalidPartition {
+                    topic: record.topic.to_owned(),
+                    partition: p,
+                    count,
+                });
+            }
+            Some(p) => p,
+            None => match inner.partitioner.partition(record.topic, record.key, count) {
+                Some(p) if (0..count).contains(&p) => p,
+                Some(p) => {
+                    return Err(ProduceError::InvalidPartition {
+                        topic: record.topic.to_owned(),
+                        partition: p,
+                        count,
+                    });
+                }
+                None => {
+                    let size = record.key.map_or(0, <[u8]>::len)
+                        + record.value.map_or(0, <[u8]>::len);
+                    topic.sticky.next(count, size, inner.config.batch_size)
+                }
+            },
+        };
+        let params = AppendParams {
+            batch_size: inner.config.batch_size,
+            compression: inner.config.compression,
+        };
+        let name = topic.name.clone();
+        let queue = &mut topic.partitions[partition as usize];
+        let appended = queue.append(
+            &name,
+            partition,
+            &params,
+            timestamp,
+            record.key,
+            record.value,
+            record.headers,
+            reservation,
+            &mut state.acc.unfinished,
+        );
+        let appended = match appended {
+            Ok(a) => a,
+            Err(e) => return Err(e),
+        };
+        match appended {
+            Appended::Done {
+                completion,
+                index,
+                wake,
+            } => {
+                if inner.transactional() {
+                    state.txn.note_partition(&name, partition);
+                }
+                drop(guard);
+                if wake {
+                    inner.wake.notify_one();
+                }
+                Ok(Attempt::Done(DeliveryFuture::new(completion, index, timestamp)))
+            }
+            Appended::NeedMemory(bytes) => {
+                if bytes > inner.config.max_request_size {
+                    return Err(ProduceError::RecordTooLarge {
+                        size: bytes,
+                        max: inner.config.max_request_size,
+                    });
+                }
+                drop(guard);
+                match inner.memory.try_reserve(bytes) {
+                    Some(r) => {
+                        *reservation = Some(r);
+                        self.try_send(record, reservation)
+                    }
+                    None => Ok(Attempt::NeedMemory(bytes)),
+                }
+            }
+        }
+    }
+
+    /// Loads `topic`'s metadata (waiting up to `max.block.ms`) and sets up its queues.
+    async fn load_topic(&self, topic: &str) -> Result<i32, ProduceError> {
+        if let Some(t) = self.inner.state().acc.topics.get(topic) {
+            return Ok(t.partitions.len() as i32);
+        }
+        let max = self.inner.config.max_block;
+        let deadline = tokio::time::Instant::now() + max;
+        let cluster = &self.inner.cluster;
+        let meta = match tokio::time::timeout_at(
+            deadline,
+            cluster.retry(deadline, || cluster.topic(topic)),
+        )
+        .await
+        {
+            Ok(Ok(meta)) => meta,
+            Ok(Err(e)) if !e.is_retriable() => return Err(e.into()),
+            Ok(Err(e)) => {
+                return Err(ProduceError::MetadataTimeout {
+                    topic: topic.to_owned(),
+                    waited: max,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ProduceError::MetadataTimeout {
+                    topic: topic.to_owned(),
+                    waited: max,
+                    reason: "timed out".to_owned(),
+                });
+            }
+        };
+        let count = meta.partitions.len();
+        let mut state = self.inner.state();
+        let entry = state
+            .acc
+            .topics
+            .entry(Arc::from(topic))
+            .or_insert_with_key(|name| TopicQueues {
+                name: name.clone(),
+                partitions: (0..count).map(|_| Default::default()).collect(),
+                sticky: StickyPartition::new(),
+            });
+        Ok(entry.partitions.len() as i32)
+    }
+
+    /// Sends everything buffered now (no lingering) and waits until every record sent
+    /// before this call is acknowledged or has failed (their futures tell which).
+    pub async fn flush(&self) -> Result<(), ProduceError> {
+        self.inner.state().acc.flushing += 1;
+        self.inner.wake.notify_one();
+        let result = self.wait_idle().await;
+        self.inner.state().acc.flushing -= 1;
+        result
+    }
+
+    async fn wait_idle(&self) -> Result<(), ProduceError> {
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let state = self.inner.state();
+                if state.acc.unfinished == 0 {
+                    return Ok(());
+                }
+            }
+            idle.await;
+        }
+    }
+
+    /// Stops taking records, sends what is buffered and waits up to `timeout` for the
+    /// answers; records still unanswered then fail with [`ProduceError::Closed`].
+    pub async fn close(&self, timeout: Duration) -> Result<(), ProduceError> {
+        self.inner.state().acc.flushing += 1;
+        self.inner.closing.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+        let result = tokio::time::timeout(timeout, self.wait_idle()).await;
+        if result.is_err() {
+            sender::fail_all(&self.inner, ProduceError::Closed);
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

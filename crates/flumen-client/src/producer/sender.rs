@@ -1,0 +1,619 @@
+//! The sender: drains ready batches into one ProduceRequest per broker and handles the answers.
+//!
+//! One background task per producer loops: drain what is ready (full batches, batches past
+//! `linger.ms`, everything while flushing or while `send` waits for memory), group it by
+//! partition leader, seal the batches outside the state lock, and spawn one task per
+//! request. A broker gets at most `max.in.flight.requests.per.connection` requests at once;
+//! each request carries at most one batch per partition (the broker's de-duplication
+//! window is per batch) and up to `max.request.size` bytes.
+//!
+//! Ordering: a partition's batches leave in queue order. A batch that fails retriably goes
+//! back to the head of its queue in sequence order and the partition then sends one batch
+//! at a time until it is through; with idempotence, later batches already in flight are
+//! rejected with OUT_OF_ORDER_SEQUENCE_NUMBER, recognised as "an earlier one is being
+//! retried" and re-queued behind it, so the log keeps the order of `send`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use flumen_protocol::ErrorCode;
+use flumen_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use flumen_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, StrBytes, TopicName, TransactionalId};
+use tokio::time::Instant;
+
+use super::accumulator::{ClosedBatch, Payload};
+use super::config::Acks;
+use super::delivery::BatchAck;
+use super::idempotence::{increment_sequence, restamp};
+use super::{Inner, ProduceError};
+use crate::cluster::ConnectionKind;
+use crate::error::Error;
+
+/// The highest Produce version we send: v13 identifies topics by id only.
+const MAX_PRODUCE_VERSION: i16 = 12;
+/// For transactional producers: v12 would announce transaction protocol v2 (KIP-890), whose
+/// implicit partition registration we do not use; v11 keeps the classic AddPartitionsToTxn flow.
+const MAX_TXN_PRODUCE_VERSION: i16 = 11;
+
+/// One batch on its way, with where it goes.
+pub(crate) struct InFlight {
+    pub(crate) batch: ClosedBatch,
+    pub(crate) bytes: Bytes,
+}
+
+/// The sender task.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let retry_backoff = inner.config.client.retry_backoff;
+    loop {
+        let woken = inner.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+
+        let closing = inner.closing.load(Ordering::Acquire);
+        let (bump, in_flight_total) = {
+            let s = inner.state();
+            (s.idem.bump_needed, s.acc.in_flight.values().sum::<usize>())
+        };
+        if closing && inner.state().acc.unfinished == 0 {
+            inner.idle.notify_waiters();
+            // The last handle is gone and nothing is left: stop. With handles left, a
+            // closed producer still answers `flush` (trivially), so staying is harmless.
+            if Arc::strong_count(&inner) <= 2 {
+                break;
+            }
+        }
+        if bump && in_flight_total == 0 {
+            if let Err(e) = super::idempotence::init_producer_id(&inner).await {
+                tracing::warn!(error = %e, "producer epoch bump failed");
+                if matches!(e, ProduceError::Fenced(_)) {
+                    fail_all(&inner, e.clone());
+                    inner.state().fatal = Some(e);
+                }
+                tokio::time::sleep(retry_backoff).await;
+            }
+            continue;
+        }
+        if inner.transactional() {
+            match super::transaction::add_pending_partitions(&inner).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "AddPartitionsToTxn failed");
+                    tokio::time::sleep(retry_backoff).await;
+                    continue;
+                }
+            }
+        }
+
+        let metadata = inner.cluster.metadata();
+        let now = Instant::now();
+        let drained = drain(&inner, &metadata, now);
+        if drained.missing_leader {
+            inner.cluster.invalidate_metadata();
+            if let Err(e) = inner.cluster.refresh_metadata().await {
+                tracing::debug!(error = %e, "metadata refresh failed");
+                tokio::time::sleep(retry_backoff).await;
+            }
+        }
+        let progress = !drained.requests.is_empty();
+        for (broker, batches) in drained.requests {
+            let requests = seal(&inner, batches);
+            if requests.is_empty() {
+                release_broker(&inner, broker);
+                continue;
+            }
+            tokio::spawn(send_request(inner.clone(), broker, requests));
+        }
+        if drained.missing_leader || progress {
+            // Maybe more is ready for brokers that still have room; the yield lets the
+            // request tasks start writing first.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if drained.txn_blocked && inner.state().txn.can_drain() {
+            continue;
+        }
+        match drained.next_deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            None => woken.await,
+        }
+    }
+}
+
+struct Drained {
+    requests: Vec<(i32, Vec<ClosedBatch>)>,
+    /// Partitions wait for AddPartitionsToTxn: go round again at once.
+    txn_blocked: bool,
+    next_deadline: Option<Instant>,
+    missing_leader: bool,
+}
+
+/// Moves what is ready out of the queues, grouped per leader, under the state lock.
+fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Drained {
+    let config = &inner.config;
+    let mut guard = inner.state();
+    let s = &mut *guard;
+    let mut out = Drained {
+        requests: Vec::new(),
+        next_deadline: None,
+        missing_leader: false,
+        txn_blocked: false,
+    };
+    if s.idem.bump_needed {
+        return out;
+    }
+    let hurry = s.acc.flushing > 0
+        || inner.closing.load(Ordering::Relaxed)
+        || inner.memory.exhausted()
+        || s.txn.committing();
+    let idempotent = config.idempotence;
+    let (pid, epoch) = (s.idem.producer_id, s.idem.epoch);
+    let txn_ready = !inner.transactional() || s.txn.can_drain();
+    let mut per_broker: HashMap<i32, (usize, Vec<ClosedBatch>)> = HashMap::new();
+    let mut expired = Vec::new();
+    let unfinished = &mut s.acc.unfinished;
+    for topic in s.acc.topics.values_mut() {
+        let topic_meta = metadata.topic(&topic.name);
+        for (p, q) in topic.partitions.iter_mut().enumerate() {
+            if let Some(open) = &q.open {
+                let due = open.created + config.linger;
+                if hurry || due <= now {
+                    q.close_open();
+                } else {
+                    out.next_deadline = Some(out.next_deadline.map_or(due, |d| d.min(due)));
+                }
+            }
+            // Batches that waited longer than delivery.timeout.ms fail without being sent
+            // (only unsent ones: a sent one may be written, and idempotence keeps order).
+            while let Some(front) = q.ready.front() {
+                if front.base_sequence < 0 && front.created + config.delivery_timeout <= now {
+                    if let Some(b) = q.ready.pop_front() {
+                        expired.push(b);
+                        *unfinished -= 1;
+                    }
+                } else {
+                    break;
+                }
+            }
+            let Some(front) = q.ready.front() else { continue };
+            if !txn_ready {
+                out.txn_blocked = true;
+                continue;
+            }
+            if idempotent && pid < 0 {
+                continue;
+            }
+            if let Some(at) = front.retry_at
+                && at > now
+            {
+                out.next_deadline = Some(out.next_deadline.map_or(at, |d| d.min(at)));
+                continue;
+            }
+            if q.retrying && q.in_flight > 0 {
+                continue;
+            }
+            if !idempotent && config.max_in_flight == 1 && q.in_flight > 0 {
+                continue;
+            }
+            let leader = topic_meta
+                .and_then(|t| t.partition(p as i32))
+                .and_then(|pm| pm.leader);
+            let Some(leader) = leader else {
+                out.missing_leader = true;
+                continue;
+            };
+            let in_flight = s.acc.in_flight.get(&leader).copied().unwrap_or(0);
+            let entry = per_broker.entry(leader).or_insert((0, Vec::new()));
+            if entry.1.is_empty() && in_flight >= config.max_in_flight {
+                continue;
+            }
+            let size = front.size();
+            if !entry.1.is_empty() && entry.0 + size > config.max_request_size {
+                continue;
+            }
+            let Some(mut batch) = q.ready.pop_front() else { continue };
+            if idempotent && batch.base_sequence < 0 {
+                batch.base_sequence = q.next_sequence;
+                batch.epoch = epoch;
+                q.next_sequence = increment_sequence(q.next_sequence, batch.records);
+                if let Payload::Sealed(bytes) = &batch.payload {
+                    batch.payload = Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
+                }
+            }
+            batch.attempts += 1;
+            batch.producer_id = pid;
+            q.in_flight += 1;
+            entry.0 += size;
+            entry.1.push(batch);
+        }
+    }
+    for (broker, (_, batches)) in per_broker {
+        if batches.is_empty() {
+            continue;
+        }
+        *s.acc.in_flight.entry(broker).or_insert(0) += 1;
+        out.requests.push((broker, batches));
+    }
+    s.acc.drain_start = s.acc.drain_start.wrapping_add(1);
+    let idle = s.acc.unfinished == 0;
+    drop(guard);
+    let timeout = config.delivery_timeout;
+    for b in expired {
+        b.fail(ProduceError::DeliveryTimeout(timeout));
+    }
+    if idle {
+        inner.idle.notify_waiters();
+    }
+    out
+}
+
+/// Seals (compresses, checksums) freshly drained batches, outside the state lock.
+fn seal(inner: &Inner, batches: Vec<ClosedBatch>) -> Vec<InFlight> {
+    let transactional = inner.transactional();
+    let mut out = Vec::with_capacity(batches.len());
+    let mut failed = Vec::new();
+    for mut batch in batches {
+        let payload = std::mem::replace(&mut batch.payload, Payload::Sealed(Bytes::new()));
+        let bytes = match payload {
+            Payload::Sealed(b) => Ok(b),
+            Payload::Builder(builder) => {
+                let builder = if inner.config.idempotence {
+                    builder.producer(batch.producer_id, batch.epoch, batch.base_sequence)
+                } else {
+                    builder
+                };
+                builder.transactional(transactional).seal()
+            }
+        };
+        match bytes {
+            Ok(bytes) => {
+                batch.payload = Payload::Sealed(bytes.clone());
+                out.push(InFlight { batch, bytes });
+            }
+            Err(e) => failed.push((batch, ProduceError::Encode(e.to_string()))),
+        }
+    }
+    if !failed.is_empty() {
+        let mut s = inner.state();
+        for (batch, _) in &failed {
+            if let Some(q) = s
+                .acc
+                .topics
+                .get_mut(batch.completion.topic())
+                .and_then(|t| t.partitions.get_mut(batch.completion.partition() as usize))
+            {
+                q.in_flight = q.in_flight.saturating_sub(1);
+            }
+            s.acc.unfinished -= 1;
+        }
+        drop(s);
+        for (batch, e) in failed {
+            batch.fail(e);
+        }
+    }
+    out
+}
+
+fn release_broker(inner: &Inner, broker: i32) {
+    let mut s = inner.state();
+    if let Some(n) = s.acc.in_flight.get_mut(&broker) {
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// What became of one batch.
+enum Outcome {
+    Done(BatchAck),
+    Retry(ProduceError),
+    Fail(ProduceError),
+    /// Failed for a reason that needs a new epoch (KIP-360).
+    FailAndBump(ProduceError),
+    /// Needs a new epoch, then a retry.
+    RetryAfterBump(ProduceError),
+}
+
+async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
+    let config = &inner.config;
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for b in &batches {
+        let name = b.batch.completion.topic();
+        let data = PartitionProduceData::default()
+            .with_index(b.batch.completion.partition())
+            .with_records(Some(b.bytes.clone()));
+        match topics.iter_mut().find(|t| &*t.name.0 == name) {
+            Some(t) => t.partition_data.push(data),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+                    .with_partition_data(vec![data]),
+            ),
+        }
+    }
+    let timeout_ms = i32::try_from(config.client.request_timeout.as_millis()).unwrap_or(i32::MAX);
+    let request = ProduceRequest::default()
+        .with_transactional_id(
+            config
+                .transactional_id
+                .as_ref()
+                .map(|id| TransactionalId(StrBytes::from_string(id.clone()))),
+        )
+        .with_acks(config.acks.wire())
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(topics);
+    let result: Result<Option<ProduceResponse>, Error> = async {
+        let conn = inner
+            .cluster
+            .broker_connection(broker, ConnectionKind::Produce)
+            .await?;
+        if config.acks == Acks::None {
+            conn.send_no_response(request).await?;
+            return Ok(None);
+        }
+        let cap = if inner.transactional() {
+            MAX_TXN_PRODUCE_VERSION
+        } else {
+            MAX_PRODUCE_VERSION
+        };
+        let version = conn
+            .api_version(ApiKey::Produce)
+            .map(|v| v.min(cap))
+            .ok_or_else(|| Error::UnsupportedVersion {
+                addr: conn.addr().to_owned(),
+                api: "Produce",
+            })?;
+        conn.send_version(request, version).await.map(Some)
+    }
+    .await;
+    let outcomes: Vec<Outcome> = match result {
+        Err(e) => {
+            inner.cluster.note_error(&e);
+            let retriable = e.is_retriable();
+            let e = ProduceError::from(e);
+            batches
+                .iter()
+                .map(|_| {
+                    if retriable {
+                        Outcome::Retry(e.clone())
+                    } else {
+                        Outcome::Fail(e.clone())
+                    }
+                })
+                .collect()
+        }
+        Ok(None) => batches
+            .iter()
+            .map(|_| {
+                Outcome::Done(BatchAck {
+                    base_offset: -1,
+                    log_append_time: -1,
+                })
+            })
+            .collect(),
+        Ok(Some(response)) => {
+            let mut by_partition: HashMap<(&str, i32), (ErrorCode, i64, i64, Option<String>)> =
+                HashMap::new();
+            for t in &response.responses {
+                for p in &t.partition_responses {
+                    by_partition.insert(
+                        (&*t.name.0, p.index),
+                        (
+                            ErrorCode::from_code(p.error_code),
+                            p.base_offset,
+                            p.log_append_time_ms,
+                            p.error_message.as_ref().map(|m| m.to_string()),
+                        ),
+                    );
+                }
+            }
+            let s = inner.state();
+            let out = batches
+                .iter()
+                .map(|b| {
+                    let topic = b.batch.completion.topic();
+                    let partition = b.batch.completion.partition();
+                    let acked = s
+                        .acc
+                        .topics
+                        .get(topic)
+                        .and_then(|t| t.partitions.get(partition as usize))
+                        .map_or(-1, |q| q.acked_sequence);
+                    match by_partition.get(&(topic, partition)) {
+                        None => Outcome::Retry(ProduceError::from(Error::Broker {
+                            code: ErrorCode::UnknownServerError,
+                            api: "Produce",
+                            topic: Some(topic.to_owned()),
+                            partition: Some(partition),
+                            message: Some("no answer for this partition".to_owned()),
+                        })),
+                        Some((code, base, append, message)) => classify(
+                            &inner,
+                            &b.batch,
+                            acked,
+                            *code,
+                            *base,
+                            *append,
+                            message.clone(),
+                        ),
+                    }
+                })
+                .collect();
+            drop(s);
+            out
+        }
+    };
+    finish(&inner, broker, batches, outcomes);
+}
+
+fn classify(
+    inner: &Inner,
+    batch: &ClosedBatch,
+    acked_sequence: i32,
+    code: ErrorCode,
+    base_offset: i64,
+    log_append_time: i64,
+    message: Option<String>,
+) -> Outcome {
+    let topic = batch.completion.topic();
+    let partition = batch.completion.partition();
+    let error = || {
+        let e = Error::Broker {
+            code,
+            api: "Produce",
+            topic: Some(topic.to_owned()),
+            partition: Some(partition),
+            message: message.clone(),
+        };
+        inner.cluster.note_error(&e);
+        ProduceError::from(e)
+    };
+    match code {
+        ErrorCode::None => Outcome::Done(BatchAck {
+            base_offset,
+            log_append_time,
+        }),
+        // Written before (a retry of a batch whose first answer was lost): success; the
+        // broker no longer remembers its offset.
+        ErrorCode::DuplicateSequenceNumber => Outcome::Done(BatchAck {
+            base_offset: -1,
+            log_append_time: -1,
+        }),
+        ErrorCode::OutOfOrderSequenceNumber if batch.base_sequence != acked_sequence => {
+            // An earlier batch of this partition failed and is being retried: retry behind it.
+            Outcome::Retry(error())
+        }
+        ErrorCode::OutOfOrderSequenceNumber => {
+            if inner.transactional() {
+                Outcome::Fail(ProduceError::AbortableTransaction(error().to_string()))
+            } else {
+                Outcome::FailAndBump(ProduceError::OutOfOrderSequence {
+                    topic: topic.to_owned(),
+                    partition,
+                })
+            }
+        }
+        ErrorCode::UnknownProducerId if !inner.transactional() => Outcome::RetryAfterBump(error()),
+        ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionalIdAuthorizationFailed => {
+            Outcome::Fail(ProduceError::Fenced(error().to_string()))
+        }
+        c if c.is_retriable() => Outcome::Retry(error()),
+        _ => Outcome::Fail(error()),
+    }
+}
+
+/// Applies the outcomes: completes, re-queues or fails each batch.
+fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outcome>) {
+    let config = &inner.config;
+    let now = Instant::now();
+    let mut completed: Vec<(ClosedBatch, Result<BatchAck, ProduceError>)> = Vec::new();
+    let mut fatal = None;
+    {
+        let mut guard = inner.state();
+        let s = &mut *guard;
+        if let Some(n) = s.acc.in_flight.get_mut(&broker) {
+            *n = n.saturating_sub(1);
+        }
+        for (InFlight { mut batch, .. }, outcome) in batches.into_iter().zip(outcomes) {
+            let Some(q) = s
+                .acc
+                .topics
+                .get_mut(batch.completion.topic())
+                .and_then(|t| t.partitions.get_mut(batch.completion.partition() as usize))
+            else {
+                completed.push((batch, Err(ProduceError::Closed)));
+                continue;
+            };
+            q.in_flight = q.in_flight.saturating_sub(1);
+            let retry = |e: ProduceError, batch: &ClosedBatch| -> Option<ProduceError> {
+                let expired = batch.created + config.delivery_timeout <= now;
+                if expired || batch.attempts > config.retries {
+                    Some(if expired {
+                        ProduceError::DeliveryTimeout(config.delivery_timeout)
+                    } else {
+                        e
+                    })
+                } else {
+                    None
+                }
+            };
+            match outcome {
+                Outcome::Done(ack) => {
+                    if batch.base_sequence >= 0 {
+                        q.acked_sequence = increment_sequence(batch.base_sequence, batch.records);
+                    }
+                    q.retrying = false;
+                    completed.push((batch, Ok(ack)));
+                }
+                Outcome::Retry(e) => match retry(e, &batch) {
+                    Some(e) => completed.push((batch, Err(e))),
+                    None => {
+                        batch.retry_at = Some(now + config.client.retry_backoff);
+                        q.requeue(batch);
+                    }
+                },
+                Outcome::RetryAfterBump(e) => match retry(e, &batch) {
+                    Some(e) => completed.push((batch, Err(e))),
+                    None => {
+                        s.idem.bump_needed = true;
+                        q.requeue(batch);
+                    }
+                },
+                Outcome::FailAndBump(e) => {
+                    s.idem.bump_needed = true;
+                    completed.push((batch, Err(e)));
+                }
+                Outcome::Fail(e) => {
+                    if matches!(e, ProduceError::Fenced(_)) {
+                        fatal = Some(e.clone());
+                    }
+                    if let ProduceError::AbortableTransaction(_) = &e {
+                        s.txn.set_abortable(e.to_string());
+                    } else if inner.transactional() {
+                        s.txn.set_abortable(e.to_string());
+                    }
+                    completed.push((batch, Err(e)));
+                }
+            }
+        }
+        s.acc.unfinished -= completed.len();
+        if let Some(e) = &fatal {
+            s.fatal = Some(e.clone());
+        }
+    }
+    for (batch, result) in completed {
+        // The reservation is dropped with the batch: memory goes back to `send`.
+        batch.completion.complete(result);
+    }
+    if let Some(e) = fatal {
+        fail_all(inner, e);
+    }
+    if inner.state().acc.unfinished == 0 {
+        inner.idle.notify_waiters();
+    }
+    inner.wake.notify_one();
+}
+
+/// Fails every batch not yet sent (open and queued) with `error`.
+pub(crate) fn fail_all(inner: &Inner, error: ProduceError) {
+    let mut failed = Vec::new();
+    {
+        let mut s = inner.state();
+        for topic in s.acc.topics.values_mut() {
+            for q in &mut topic.partitions {
+                q.close_open();
+                failed.extend(q.ready.drain(..));
+            }
+        }
+        s.acc.unfinished -= failed.len();
+    }
+    for b in failed {
+        b.fail(error.clone());
+    }
+    inner.idle.notify_waiters();
+}
+

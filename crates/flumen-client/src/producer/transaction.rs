@@ -1,0 +1,486 @@
+//! Transactions: `init_transactions`, `begin`, `send_offsets_to_transaction`, `commit`, `abort`.
+//!
+//! The classic protocol (KIP-98): before the first batch of a transaction reaches a
+//! partition, the sender registers the partition with AddPartitionsToTxn; offsets join
+//! through AddOffsetsToTxn then TxnOffsetCommit to the group coordinator; EndTxn commits or
+//! aborts. Produce requests of a transactional producer stay at v11 so the broker does not
+//! expect the KIP-890 (transaction protocol v2) flow.
+//!
+//! Errors: PRODUCER_FENCED / INVALID_PRODUCER_EPOCH mean another producer with the same
+//! `transactional.id` took over ([`ProduceError::Fenced`]) — unless the transaction had been
+//! open longer than `transaction.timeout.ms`, in which case the coordinator aborted it and
+//! bumped the epoch itself ([`ProduceError::TransactionTimedOut`]). A failed batch makes
+//! the transaction abortable ([`ProduceError::AbortableTransaction`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use flumen_protocol::ErrorCode;
+use flumen_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use flumen_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use flumen_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, EndTxnRequest, GroupId, ProducerId,
+    StrBytes, TopicName, TransactionalId, TxnOffsetCommitRequest,
+};
+use tokio::time::Instant;
+
+use super::{Inner, ProduceError, Producer};
+use crate::cluster::{CoordinatorType, TopicPartition};
+use crate::error::Error;
+
+/// What the group coordinator needs to accept offsets from a transactional producer: the
+/// consumer's group membership at the time (the consumer returns it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerGroupMetadata {
+    /// `group.id`.
+    pub group_id: String,
+    /// The generation the consumer is in (-1 when unknown: the coordinator then checks less).
+    pub generation_id: i32,
+    /// The consumer's member id (empty when unknown).
+    pub member_id: String,
+    /// `group.instance.id` of a static member.
+    pub group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// Metadata naming only the group (generation -1, no member id), as Java's
+    /// `new ConsumerGroupMetadata(groupId)`.
+    pub fn new(group_id: impl Into<String>) -> Self {
+        ConsumerGroupMetadata {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+
+    /// Metadata with every field.
+    pub fn with_member(
+        group_id: impl Into<String>,
+        generation_id: i32,
+        member_id: impl Into<String>,
+        group_instance_id: Option<String>,
+    ) -> Self {
+        ConsumerGroupMetadata {
+            group_id: group_id.into(),
+            generation_id,
+            member_id: member_id.into(),
+            group_instance_id,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Uninitialized,
+    Ready,
+    InTransaction,
+    Committing,
+    Aborting,
+    Abortable(String),
+}
+
+/// The transaction's state, behind the producer's state lock.
+#[derive(Debug, Default)]
+pub(crate) struct TxnState {
+    phase: Phase,
+    /// Partitions written in this transaction and not yet registered with the coordinator.
+    pending: Vec<(Arc<str>, i32)>,
+    /// Partitions registered in this transaction.
+    added: HashSet<(Arc<str>, i32)>,
+    started: Option<Instant>,
+}
+
+impl TxnState {
+    pub(crate) fn check_can_send(&self) -> Result<(), ProduceError> {
+        match &self.phase {
+            Phase::InTransaction => Ok(()),
+            Phase::Abortable(e) => Err(ProduceError::AbortableTransaction(e.clone())),
+            other => Err(ProduceError::TransactionState(format!(
+                "send needs an open transaction (call begin_transaction); state is {other:?}"
+            ))),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn note_partition(&mut self, topic: &Arc<str>, partition: i32) {
+        let key = (topic.clone(), partition);
+        if !self.added.contains(&key) && !self.pending.contains(&key) {
+            self.pending.push(key);
+        }
+    }
+
+    /// Whether batches may be sent: every partition written is registered.
+    pub(crate) fn can_drain(&self) -> bool {
+        self.pending.is_empty() && !matches!(self.phase, Phase::Abortable(_) | Phase::Aborting)
+    }
+
+    pub(crate) fn committing(&self) -> bool {
+        self.phase == Phase::Committing
+    }
+
+    pub(crate) fn set_abortable(&mut self, reason: String) {
+        if matches!(self.phase, Phase::InTransaction | Phase::Committing) {
+            self.phase = Phase::Abortable(reason);
+        }
+    }
+}
+
+fn txn_id(inner: &Inner) -> Result<String, ProduceError> {
+    inner.config.transactional_id.clone().ok_or_else(|| {
+        ProduceError::TransactionState("transactional.id is not set".to_owned())
+    })
+}
+
+/// Maps a coordinator's error for a transactional call.
+fn txn_error(inner: &Inner, api: &'static str, code: ErrorCode) -> ProduceError {
+    let e = Error::Broker {
+        code,
+        api,
+        topic: None,
+        partition: None,
+        message: None,
+    };
+    match code {
+        ErrorCode::ProducerFenced
+        | ErrorCode::InvalidProducerEpoch
+        | ErrorCode::TransactionalIdAuthorizationFailed => {
+            let started = inner.state().txn.started;
+            if started.is_some_and(|s| s.elapsed() >= inner.config.transaction_timeout) {
+                ProduceError::TransactionTimedOut(e.to_string())
+            } else {
+                ProduceError::Fenced(e.to_string())
+            }
+        }
+        ErrorCode::TransactionAbortable => ProduceError::AbortableTransaction(e.to_string()),
+        _ => ProduceError::from(e),
+    }
+}
+
+/// Whether a coordinator error means "ask again" (possibly after finding it anew).
+fn coordinator_retriable(code: ErrorCode) -> bool {
+    code.is_retriable()
+        || matches!(
+            code,
+            ErrorCode::ConcurrentTransactions
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorNotAvailable
+        )
+}
+
+/// Runs one coordinator request (built by `op` from a connection) until it succeeds, fails
+/// for good, or `max.block.ms` passes.
+async fn with_coordinator<T, F, Fut>(
+    inner: &Inner,
+    kind: CoordinatorType,
+    key: &str,
+    api: &'static str,
+    mut op: F,
+) -> Result<T, ProduceError>
+where
+    F: FnMut(crate::connection::Connection) -> Fut,
+    Fut: Future<Output = Result<(ErrorCode, T), Error>>,
+{
+    let deadline = Instant::now() + inner.config.max_block;
+    let mut backoff = inner.config.client.retry_backoff;
+    loop {
+        let attempt = async {
+            let conn = inner.cluster.coordinator_connection(kind, key).await?;
+            op(conn).await
+        }
+        .await;
+        let retry_err = match attempt {
+            Ok((ErrorCode::None, value)) => return Ok(value),
+            Ok((code, _)) if coordinator_retriable(code) => {
+                if matches!(code, ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable) {
+                    inner.cluster.invalidate_coordinator(kind, key);
+                }
+                txn_error(inner, api, code)
+            }
+            Ok((code, _)) => return Err(txn_error(inner, api, code)),
+            Err(e) if e.is_retriable() => {
+                inner.cluster.note_coordinator_error(kind, key, &e);
+                ProduceError::from(e)
+            }
+            Err(e) => return Err(ProduceError::from(e)),
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(retry_err);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.config.client.retry_backoff_max);
+    }
+}
+
+/// Registers the partitions written since the last call (called by the sender before it drains).
+pub(crate) async fn add_pending_partitions(inner: &Inner) -> Result<(), ProduceError> {
+    let (pending, pid, epoch) = {
+        let s = inner.state();
+        if s.txn.pending.is_empty() || !matches!(s.txn.phase, Phase::InTransaction | Phase::Committing) {
+            return Ok(());
+        }
+        (s.txn.pending.clone(), s.idem.producer_id, s.idem.epoch)
+    };
+    let id = txn_id(inner)?;
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in &pending {
+        topics.entry(t).or_default().push(*p);
+    }
+    let request_topics: Vec<AddPartitionsToTxnTopic> = topics
+        .iter()
+        .map(|(t, ps)| {
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string((*t).to_owned())))
+                .with_partitions(ps.clone())
+        })
+        .collect();
+    let result = with_coordinator(inner, CoordinatorType::Transaction, &id, "AddPartitionsToTxn", |conn| {
+        let request = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(request_topics.clone());
+        async move {
+            let version = conn.api_version(ApiKey::AddPartitionsToTxn).unwrap_or(0).min(3);
+            let response = conn.send_version(request, version).await?;
+            let mut worst = ErrorCode::from_code(response.error_code);
+            for t in &response.results_by_topic_v3_and_below {
+                for p in &t.results_by_partition {
+                    let code = ErrorCode::from_code(p.partition_error_code);
+                    // OPERATION_NOT_ATTEMPTED accompanies another partition's real error.
+                    if code != ErrorCode::None && code != ErrorCode::OperationNotAttempted {
+                        worst = code;
+                    }
+                }
+            }
+            Ok((worst, ()))
+        }
+    })
+    .await;
+    let mut s = inner.state();
+    match result {
+        Ok(()) => {
+            for key in pending {
+                s.txn.pending.retain(|k| k != &key);
+                s.txn.added.insert(key);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if !matches!(e, ProduceError::Client(_)) || !e_is_retriable(&e) {
+                s.txn.set_abortable(e.to_string());
+            }
+            Err(e)
+        }
+    }
+}
+
+fn e_is_retriable(e: &ProduceError) -> bool {
+    match e {
+        ProduceError::Client(e) => e.is_retriable(),
+        _ => false,
+    }
+}
+
+impl Producer {
+    /// Registers the `transactional.id` with its coordinator (fencing older producers with
+    /// the same id, and completing their open transaction). Call once before the first
+    /// transaction.
+    pub async fn init_transactions(&self) -> Result<(), ProduceError> {
+        txn_id(&self.inner)?;
+        super::idempotence::init_producer_id(&self.inner).await?;
+        self.inner.state().txn.phase = Phase::Ready;
+        Ok(())
+    }
+
+    /// Starts a transaction: records sent from now on are committed or aborted together.
+    pub async fn begin_transaction(&self) -> Result<(), ProduceError> {
+        let mut s = self.inner.state();
+        if let Some(e) = &s.fatal {
+            return Err(e.clone());
+        }
+        match &s.txn.phase {
+            Phase::Ready => {
+                s.txn.phase = Phase::InTransaction;
+                s.txn.added.clear();
+                s.txn.pending.clear();
+                s.txn.started = Some(Instant::now());
+                Ok(())
+            }
+            other => Err(ProduceError::TransactionState(format!(
+                "begin_transaction needs a finished previous transaction (and init_transactions); state is {other:?}"
+            ))),
+        }
+    }
+
+    /// Adds consumed offsets to the transaction: they are committed for `group` if and
+    /// only if the transaction commits. `offsets` are the next offsets to read.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), ProduceError> {
+        let inner = &*self.inner;
+        let id = txn_id(inner)?;
+        let (pid, epoch) = {
+            let s = inner.state();
+            s.txn.check_can_send()?;
+            (s.idem.producer_id, s.idem.epoch)
+        };
+        let group_id = group.group_id.clone();
+        with_coordinator(inner, CoordinatorType::Transaction, &id, "AddOffsetsToTxn", |conn| {
+            let request = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
+            async move {
+                let response = conn.send(request).await?;
+                Ok((ErrorCode::from_code(response.error_code), ()))
+            }
+        })
+        .await
+        .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))?;
+
+        let mut topics: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
+        for (tp, offset) in offsets {
+            topics.entry(&tp.topic).or_default().push(
+                TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_committed_offset(*offset)
+                    .with_committed_leader_epoch(-1),
+            );
+        }
+        let topics: Vec<TxnOffsetCommitRequestTopic> = topics
+            .into_iter()
+            .map(|(t, ps)| {
+                TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(t.to_owned())))
+                    .with_partitions(ps)
+            })
+            .collect();
+        with_coordinator(inner, CoordinatorType::Group, &group.group_id, "TxnOffsetCommit", |conn| {
+            let request = TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+                .with_group_id(GroupId(StrBytes::from_string(group.group_id.clone())))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_generation_id(group.generation_id)
+                .with_member_id(StrBytes::from_string(group.member_id.clone()))
+                .with_group_instance_id(group.group_instance_id.clone().map(StrBytes::from_string))
+                .with_topics(topics.clone());
+            async move {
+                let response = conn.send(request).await?;
+                let mut worst = ErrorCode::None;
+                for t in &response.topics {
+                    for p in &t.partitions {
+                        let code = ErrorCode::from_code(p.error_code);
+                        if code != ErrorCode::None {
+                            worst = code;
+                        }
+                    }
+                }
+                Ok((worst, ()))
+            }
+        })
+        .await
+        .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))
+    }
+
+    /// Sends what is buffered, waits for it, and commits the transaction.
+    pub async fn commit_transaction(&self) -> Result<(), ProduceError> {
+        {
+            let mut s = self.inner.state();
+            match &s.txn.phase {
+                Phase::InTransaction => s.txn.phase = Phase::Committing,
+                Phase::Abortable(e) => return Err(ProduceError::AbortableTransaction(e.clone())),
+                other => {
+                    return Err(ProduceError::TransactionState(format!(
+                        "commit_transaction needs an open transaction; state is {other:?}"
+                    )));
+                }
+            }
+        }
+        self.flush().await?;
+        if let Phase::Abortable(e) = &self.inner.state().txn.phase {
+            return Err(ProduceError::AbortableTransaction(e.clone()));
+        }
+        self.end_transaction(true).await
+    }
+
+    /// Drops what is not yet sent, waits for what is in flight, and aborts the transaction:
+    /// its records stay invisible to `read_committed` consumers.
+    pub async fn abort_transaction(&self) -> Result<(), ProduceError> {
+        {
+            let mut s = self.inner.state();
+            match &s.txn.phase {
+                Phase::InTransaction | Phase::Committing | Phase::Abortable(_) => {
+                    s.txn.phase = Phase::Aborting;
+                }
+                other => {
+                    return Err(ProduceError::TransactionState(format!(
+                        "abort_transaction needs an open transaction; state is {other:?}"
+                    )));
+                }
+            }
+        }
+        super::sender::fail_all(
+            &self.inner,
+            ProduceError::AbortableTransaction("the transaction was aborted".to_owned()),
+        );
+        self.flush().await?;
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<(), ProduceError> {
+        let inner = &*self.inner;
+        let id = txn_id(inner)?;
+        let (pid, epoch, anything) = {
+            let s = inner.state();
+            (s.idem.producer_id, s.idem.epoch, !s.txn.added.is_empty() || s.txn.started.is_some())
+        };
+        let result = if anything {
+            with_coordinator(inner, CoordinatorType::Transaction, &id, "EndTxn", |conn| {
+                let request = EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_committed(commit);
+                async move {
+                    // v5 belongs to transaction protocol v2 (epoch bump per transaction).
+                    let version = conn.api_version(ApiKey::EndTxn).unwrap_or(0).min(4);
+                    let response = conn.send_version(request, version).await?;
+                    let code = ErrorCode::from_code(response.error_code);
+                    // Nothing was written in this transaction: the coordinator has no
+                    // transaction to end, which is fine.
+                    let code = if code == ErrorCode::InvalidTxnState && !commit { ErrorCode::None } else { code };
+                    Ok((code, ()))
+                }
+            })
+            .await
+        } else {
+            Ok(())
+        };
+        let mut s = inner.state();
+        match &result {
+            Ok(()) => {
+                s.txn.phase = Phase::Ready;
+                s.txn.added.clear();
+                s.txn.pending.clear();
+                s.txn.started = None;
+            }
+            Err(ProduceError::Fenced(_)) | Err(ProduceError::TransactionTimedOut(_)) => {
+                if let Err(e) = &result {
+                    s.fatal = Some(e.clone());
+                }
+            }
+            Err(e) => s.txn.phase = Phase::Abortable(e.to_string()),
+        }
+        result
+    }
+}
