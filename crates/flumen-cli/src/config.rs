@@ -120,7 +120,6 @@ impl Settings {
     }
 
     /// Gives a producer or consumer config builder the property bag.
-    #[allow(dead_code)]
     pub fn props_mut(&mut self) -> &mut Properties {
         &mut self.props
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use flumen_client::Error as ClientError;
+use flumen_client::producer::ProduceError;
 use flumen_protocol::ErrorCode;
 
 use crate::config::Origin;
@@ -98,6 +99,11 @@ pub type Result<T, E = CliError> = std::result::Result<T, E>;
 impl CliError {
     /// Classifies a client error into what the user should look at.
     pub fn client(e: ClientError) -> CliError {
+        CliError::client_ref(&e)
+    }
+
+    /// [`CliError::client`] for an error shared behind an `Arc` (producer errors).
+    pub fn client_ref(e: &ClientError) -> CliError {
         match e {
             ClientError::NoBrokerAvailable { .. }
             | ClientError::Connect { .. }
@@ -110,12 +116,20 @@ impl CliError {
             ClientError::Tls { .. } | ClientError::TlsMismatch { .. } => {
                 CliError::Tls(e.to_string())
             }
-            ClientError::UnknownTopic(topic) => CliError::UnknownTopic(topic),
+            ClientError::UnknownTopic(topic) => CliError::UnknownTopic(topic.clone()),
             ClientError::Broker {
                 code: ErrorCode::UnknownTopicOrPartition,
                 topic: Some(topic),
                 ..
-            } => CliError::UnknownTopic(topic),
+            } => CliError::UnknownTopic(topic.clone()),
+            other => CliError::Client(one_line(&other.to_string())),
+        }
+    }
+
+    /// Classifies a producer error.
+    pub fn produce(e: &ProduceError) -> CliError {
+        match e {
+            ProduceError::Client(inner) => CliError::client_ref(inner),
             other => CliError::Client(one_line(&other.to_string())),
         }
     }

@@ -9,13 +9,13 @@ pub mod consume;
 #[allow(dead_code)]
 pub mod demo;
 pub mod groups;
-#[allow(dead_code)]
 pub mod produce;
 pub mod topics;
 
 use std::process::ExitCode;
 
 use flumen_client::Admin;
+use flumen_client::producer::{Producer, ProducerConfig};
 
 use crate::cli::{Cli, Command};
 use crate::config::Settings;
@@ -38,4 +38,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 pub async fn admin(settings: Settings) -> Result<Admin> {
     let config = settings.client_only()?;
     Admin::connect(config).await.map_err(CliError::client)
+}
+
+/// A producer from the settings; every key must be a client or producer key.
+pub async fn producer(mut settings: Settings) -> Result<Producer> {
+    if !settings.has_bootstrap() {
+        return Err(CliError::NoBootstrap);
+    }
+    let config =
+        ProducerConfig::take_from(settings.props_mut()).map_err(|e| settings.config_error(e))?;
+    settings.finish()?;
+    Producer::connect(config)
+        .await
+        .map_err(|e| CliError::produce(&e))
 }

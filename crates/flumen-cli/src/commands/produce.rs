@@ -2,8 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use flumen_client::producer::{ProduceError, Producer, ProducerRecord, RecordMetadata};
+use flumen_protocol::record::HeaderRef;
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::config::Settings;
 use crate::error::{CliError, Result};
@@ -74,16 +80,147 @@ pub fn parse_headers(raw: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
+/// Failures reported one by one before only counting them.
+const REPORTED_FAILURES: u64 = 10;
+/// Deliveries awaited together; beyond this `produce` waits for the oldest.
+const MAX_PENDING: usize = 50_000;
+
 /// Runs `produce`.
 pub async fn run(args: ProduceArgs, settings: Settings) -> Result<ExitCode> {
-    let _headers = parse_headers(&args.headers)?;
-    // Fail on configuration before saying what is missing.
-    let mut settings = settings;
-    let _client = settings.take_client()?;
-    Err(CliError::NotAvailable {
-        command: "produce",
-        missing: "the Producer API (crates/flumen-client/src/producer) is not merged yet",
-    })
+    let headers = parse_headers(&args.headers)?;
+    let header_refs: Vec<HeaderRef<'_>> = headers
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), Some(v.as_slice())))
+        .collect();
+    let producer = super::producer(settings).await?;
+    check_topic(&producer, &args.topic, args.partition).await?;
+
+    let input: Box<dyn AsyncRead + Unpin> = match &args.file {
+        Some(path) => {
+            Box::new(
+                tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| CliError::Io {
+                        context: format!("opening {}", path.display()),
+                        source,
+                    })?,
+            )
+        }
+        None => Box::new(tokio::io::stdin()),
+    };
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let separator = args.key_separator.as_deref().map(str::as_bytes);
+
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut pending = FuturesUnordered::new();
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|source| CliError::Io {
+                context: "reading records".to_owned(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let Line { key, value } = split_line(trim_newline(&line), separator);
+        let mut record = ProducerRecord::new(&args.topic)
+            .value(value)
+            .headers(&header_refs);
+        record.key = key;
+        record.partition = args.partition;
+        match producer.send(record).await {
+            Ok(delivery) => {
+                pending.push(async move { (number, delivery.await) });
+            }
+            Err(e) => tally.failed(number, &e),
+        }
+        while pending.len() >= MAX_PENDING {
+            if let Some((n, result)) = pending.next().await {
+                tally.record(n, result);
+            }
+        }
+        // Collect what has already completed without waiting.
+        while let Some(Some((n, result))) = pending.next().now_or_never() {
+            tally.record(n, result);
+        }
+    }
+    let flushed = producer.flush().await;
+    while let Some((n, result)) = pending.next().await {
+        tally.record(n, result);
+    }
+    let _ = producer.close(Duration::from_secs(5)).await;
+    if let Err(e) = flushed
+        && tally.failed == 0
+    {
+        return Err(CliError::produce(&e));
+    }
+    eprintln!(
+        "Produced {} record(s) to {} in {:.2} s{}",
+        tally.delivered,
+        args.topic,
+        started.elapsed().as_secs_f64(),
+        if tally.failed > 0 {
+            format!("; {} failed", tally.failed)
+        } else {
+            String::new()
+        }
+    );
+    if tally.failed > 0 {
+        return Err(CliError::Partial(format!(
+            "{} of {number} record(s) were not delivered",
+            tally.failed
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fails early, with a clear line, on an unknown topic or partition.
+pub async fn check_topic(producer: &Producer, topic: &str, partition: Option<i32>) -> Result<i32> {
+    let metadata = producer.cluster().topic(topic).await?;
+    let count = i32::try_from(metadata.partitions.len()).unwrap_or(i32::MAX);
+    if let Some(p) = partition
+        && !(0..count).contains(&p)
+    {
+        return Err(CliError::Usage(format!(
+            "topic {topic} has {count} partition(s); there is no partition {p}"
+        )));
+    }
+    Ok(count)
+}
+
+/// Delivered and failed records.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn record(&mut self, number: u64, result: std::result::Result<RecordMetadata, ProduceError>) {
+        match result {
+            Ok(_) => self.delivered += 1,
+            Err(e) => self.failed(number, &e),
+        }
+    }
+
+    fn failed(&mut self, number: u64, e: &ProduceError) {
+        self.failed += 1;
+        if self.failed <= REPORTED_FAILURES {
+            eprintln!(
+                "flumen: record {number} not delivered: {}",
+                CliError::produce(e)
+            );
+        } else if self.failed == REPORTED_FAILURES + 1 {
+            eprintln!("flumen: more records failed; counting them in the summary only");
+        }
+    }
 }
 
 #[cfg(test)]
