@@ -1,8 +1,10 @@
 //! `flumen topics`: list, describe, create, delete and alter-config on the Admin API.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+use flumen_client::Admin;
 use flumen_client::admin::{AlterConfigOp, ConfigResource, ConfigSource, NewTopic};
 
 use super::admin;
@@ -190,6 +192,7 @@ async fn create(settings: Settings, topic: NewTopic, if_not_exists: bool) -> Res
     let name = topic.name.clone();
     match admin.create_topic(topic).await {
         Ok(created) => {
+            wait_for(&admin, &name, true).await?;
             eprintln!(
                 "Created topic {name} ({} partitions, replication factor {}).",
                 created.num_partitions, created.replication_factor
@@ -207,6 +210,36 @@ async fn create(settings: Settings, topic: NewTopic, if_not_exists: bool) -> Res
     }
 }
 
+/// How long `create` and `delete` wait for the change to show in metadata.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until `name` exists with a leader for every partition (`present`) or is gone, so
+/// that a command run right after `topics create` finds the topic.
+async fn wait_for(admin: &Admin, name: &str, present: bool) -> Result<()> {
+    let deadline = Instant::now() + PROPAGATION_TIMEOUT;
+    let mut wait = Duration::from_millis(20);
+    loop {
+        let done = match admin.describe_topic(name).await {
+            Ok(t) => present && t.partitions.iter().all(|p| p.leader.is_some()),
+            Err(flumen_client::Error::UnknownTopic(_)) => !present,
+            Err(e) if e.is_retriable() => false,
+            Err(e) => return Err(CliError::client(e)),
+        };
+        if done {
+            return Ok(());
+        }
+        if Instant::now() + wait > deadline {
+            return Err(CliError::Client(format!(
+                "topic {name} was {} but the metadata did not show it within {} s",
+                if present { "created" } else { "deleted" },
+                PROPAGATION_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(500));
+    }
+}
+
 async fn delete(settings: Settings, names: &[String]) -> Result<ExitCode> {
     let admin = admin(settings).await?;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -214,7 +247,10 @@ async fn delete(settings: Settings, names: &[String]) -> Result<ExitCode> {
     let mut failed = 0;
     for (name, result) in results {
         match result {
-            Ok(()) => eprintln!("Deleted topic {name}."),
+            Ok(()) => {
+                wait_for(&admin, &name, false).await?;
+                eprintln!("Deleted topic {name}.");
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!(
