@@ -19,6 +19,8 @@ use crate::{docker, tls};
 
 /// How long a broker may take to answer on every listener and join the cluster.
 const READY_DEADLINE: Duration = Duration::from_secs(90);
+/// How long an external cluster may take to answer.
+const EXTERNAL_DEADLINE: Duration = Duration::from_secs(30);
 /// How long `stop_broker` waits for a clean shutdown before killing.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of broker log put into a readiness error.
@@ -76,27 +78,37 @@ impl KafkaCluster {
     /// cluster instead (whatever `spec` asks).
     pub fn start(spec: ClusterSpec) -> Result<KafkaCluster> {
         if let Some(external) = External::from_env() {
+            let external = external?;
+            check_external(&external)?;
             return Ok(KafkaCluster {
-                inner: Inner::External(external?),
+                inner: Inner::External(external),
             });
         }
         let provider = std::env::var(ENV_PROVIDER).unwrap_or_default();
-        let use_docker = match provider.as_str() {
-            "docker" => true,
-            "jvm" => false,
-            "" => docker::available(),
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "{ENV_PROVIDER}={other}: expected `jvm` or `docker`"
-                )));
-            }
-        };
-        let jvm = if use_docker {
-            None
-        } else {
-            Some(Jvm::locate()?)
-        };
-        // One more try with fresh ports if another process grabbed one of ours meanwhile.
+        match provider.as_str() {
+            "docker" => Self::start_with_retries(spec, None),
+            "jvm" => Self::start_with_retries(spec, Some(Jvm::locate()?)),
+            "" if docker::available() => match Self::start_with_retries(spec, None) {
+                Ok(cluster) => Ok(cluster),
+                // A Docker engine that cannot run the image (no registry access, no host
+                // networking, ...) should not stop the tests when a JDK could.
+                Err(docker_err) => {
+                    eprintln!(
+                        "flumen-testcontainers: Docker failed ({docker_err}); trying a local JVM broker"
+                    );
+                    Self::start_with_retries(spec, Some(Jvm::locate()?))
+                }
+            },
+            "" => Self::start_with_retries(spec, Some(Jvm::locate()?)),
+            other => Err(Error::InvalidArgument(format!(
+                "{ENV_PROVIDER}={other}: expected `jvm` or `docker`"
+            ))),
+        }
+    }
+
+    /// Starts with fresh ports up to three times while the failure is a port that another
+    /// process took between our choosing it and the broker binding it.
+    fn start_with_retries(spec: ClusterSpec, jvm: Option<Jvm>) -> Result<KafkaCluster> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -460,6 +472,33 @@ impl Managed {
             ));
         }
         tail
+    }
+}
+
+/// Waits until one address of the external bootstrap list answers ApiVersions.
+fn check_external(external: &External) -> Result<()> {
+    let deadline = Instant::now() + EXTERNAL_DEADLINE;
+    let addrs: Vec<&str> = external
+        .bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut last = String::from("the bootstrap list is empty");
+    loop {
+        for addr in &addrs {
+            match readiness::api_versions(addr, &Transport::Plain) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        if Instant::now() >= deadline || addrs.is_empty() {
+            return Err(Error::ExternalUnreachable {
+                bootstrap: external.bootstrap.clone(),
+                reason: last,
+            });
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 

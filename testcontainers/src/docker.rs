@@ -7,7 +7,8 @@
 //! Host networking needs a Linux Docker engine.
 //!
 //! Orphans: a container does not die with the test process. Each one is labelled with the
-//! owning pid, and every new Docker cluster first removes containers whose owner is gone.
+//! owning host name and pid, and every new Docker cluster first removes the containers of
+//! this host whose owner is gone (containers of other hosts sharing the engine are left alone).
 
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::process::pid_alive;
 
-const OWNER_LABEL: &str = "flumen.owner.pid";
+const OWNER_LABEL: &str = "flumen.owner";
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// True when a Docker engine answers `docker info` within a few seconds.
@@ -86,7 +87,26 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// This machine's host name (labels tell our containers from those of other hosts that
+/// share the Docker engine, whose pids mean nothing here).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown-host".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The owner label value of this process: `host:pid`.
+fn owner() -> String {
+    format!("{}:{}", host_name(), std::process::id())
+}
+
 fn remove_orphans() {
+    let host = host_name();
     let mut cmd = Command::new("docker");
     cmd.args([
         "ps",
@@ -101,13 +121,16 @@ fn remove_orphans() {
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut parts = line.split_whitespace();
-        let (Some(id), Some(pid)) = (
-            parts.next(),
-            parts.next().and_then(|p| p.parse::<u32>().ok()),
-        ) else {
+        let (Some(id), Some(label)) = (parts.next(), parts.next()) else {
             continue;
         };
-        if !pid_alive(pid) {
+        let Some((label_host, pid)) = label.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if label_host == host && !pid_alive(pid) {
             let mut rm = Command::new("docker");
             rm.args(["rm", "-f", id]);
             let _ = command::run(rm, None, Duration::from_secs(60), "docker rm");
@@ -157,7 +180,7 @@ impl BrokerProcesses for DockerBrokers {
         let root = layout.root.display().to_string();
         // SAFETY: getuid/getgid cannot fail.
         let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
-        let label = format!("{OWNER_LABEL}={}", std::process::id());
+        let label = format!("{OWNER_LABEL}={}", owner());
         let volume = format!("{root}:{root}");
         let log_dir = format!("LOG_DIR={}", layout.broker_dir(n).join("logs").display());
         let log4j = format!(

@@ -34,7 +34,7 @@ pub enum Error {
     },
 
     /// `mvn dependency:copy-dependencies` ran but failed.
-    #[error("resolving the Kafka jars with Maven failed (exit {status}):\n{output}")]
+    #[error("resolving the Kafka jars with Maven failed ({status}):\n{output}")]
     MavenFailed {
         /// Exit status as text.
         status: String,
@@ -53,7 +53,7 @@ pub enum Error {
     },
 
     /// A helper command (storage format, docker, ...) exited with an error.
-    #[error("`{command}` failed (exit {status}):\n{output}")]
+    #[error("`{command}` failed ({status}):\n{output}")]
     CommandFailed {
         /// The command line, shortened.
         command: String,
@@ -74,6 +74,17 @@ pub enum Error {
         log: PathBuf,
         /// The last lines of that log.
         log_tail: String,
+    },
+
+    /// `FLUMEN_KAFKA_BOOTSTRAP` names a cluster that does not answer.
+    #[error(
+        "the external Kafka cluster FLUMEN_KAFKA_BOOTSTRAP={bootstrap} does not answer: {reason}"
+    )]
+    ExternalUnreachable {
+        /// The bootstrap list.
+        bootstrap: String,
+        /// What the last probe saw.
+        reason: String,
     },
 
     /// Generating the TLS material failed.

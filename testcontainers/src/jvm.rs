@@ -190,7 +190,7 @@ fn resolve_into(staging: &Path) -> Result<()> {
         .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"));
     if !has_kafka {
         return Err(Error::MavenFailed {
-            status: "0".to_owned(),
+            status: "exit status: 0".to_owned(),
             output: format!("no kafka_2.13 jar in {}", libs.display()),
         });
     }

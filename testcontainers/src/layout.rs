@@ -110,6 +110,11 @@ impl Layout {
         self.broker_dir(n).join("log4j2.properties")
     }
 
+    /// The log4j2 configuration of the short-lived Java tools (warnings to stderr).
+    pub(crate) fn tools_log4j_path(&self) -> PathBuf {
+        self.root.join("tools-log4j2.properties")
+    }
+
     /// The `--add-scram` arguments for the storage format of every node.
     pub(crate) fn scram_args(&self) -> Vec<String> {
         self.users
@@ -126,6 +131,7 @@ impl Layout {
 
     /// Writes config and log4j2 files of every broker.
     pub(crate) fn write_files(&self) -> Result<()> {
+        write(&self.tools_log4j_path(), TOOLS_LOG4J)?;
         for n in 0..self.ports.len() {
             let dir = self.broker_dir(n);
             std::fs::create_dir_all(dir.join("data"))
@@ -232,6 +238,16 @@ impl Layout {
         s
     }
 }
+
+/// Tools log warnings to stderr only, so their stdout is just their output.
+const TOOLS_LOG4J: &str = "status=warn\n\
+appender.err.type=Console\n\
+appender.err.name=STDERR\n\
+appender.err.target=SYSTEM_ERR\n\
+appender.err.layout.type=PatternLayout\n\
+appender.err.layout.pattern=[%d] %p %m (%c)%n\n\
+rootLogger.level=WARN\n\
+rootLogger.appenderRef.err.ref=STDERR\n";
 
 fn log4j2_properties(log: &Path) -> String {
     format!(

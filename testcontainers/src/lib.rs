@@ -11,6 +11,26 @@
 //! (a CA generated per cluster) on request. A cluster is returned only once every listener
 //! answers a real Kafka request and every broker has joined.
 //!
+//! # Environment
+//! - `FLUMEN_KAFKA_BOOTSTRAP` (+ optional `FLUMEN_KAFKA_SASL_BOOTSTRAP`,
+//!   `FLUMEN_KAFKA_SSL_BOOTSTRAP`, `FLUMEN_KAFKA_CA`, `FLUMEN_KAFKA_SASL_USERS`, exactly as
+//!   the `up` binary prints them): use that cluster; fault control is then unavailable.
+//! - `FLUMEN_KAFKA_PROVIDER=jvm|docker`: skip the Docker detection.
+//! - `FLUMEN_KAFKA_JVM_OPTS`: replaces the broker JVM options (default: 512 MiB heap,
+//!   serial GC, C1 compiler only — fast start, lower peak throughput).
+//! - `FLUMEN_KAFKA_IMAGE`: the Docker image (default `apache/kafka:<pinned version>`).
+//! - `XDG_CACHE_HOME`: where the Kafka jars are cached (default `~/.cache`).
+//!
+//! # Invariants
+//! - No orphans: broker JVMs are forked by one thread that lives as long as the process,
+//!   with `PR_SET_PDEATHSIG=SIGKILL`, so they die with the process however it ends. Dropping
+//!   a cluster kills its brokers and removes its temp dir; the shared clusters (statics,
+//!   never dropped) are torn down by an `atexit` hook; temp dirs of processes that died
+//!   without cleaning up are swept by the next cluster start.
+//! - Readiness is a real Kafka request on every listener (ApiVersions, over TLS for SSL)
+//!   plus a Metadata that lists every running broker — never a fixed sleep.
+//! - Ports are chosen once per cluster and survive broker restarts.
+//!
 //! ```no_run
 //! use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 //!

@@ -13,15 +13,23 @@ use crate::jvm::Jvm;
 use crate::layout::Layout;
 use crate::process;
 
-/// JVM options of a broker: a small heap and a collector that suits it. Overridable with
-/// `FLUMEN_KAFKA_JVM_OPTS` (whitespace-separated).
+/// JVM options of a broker: a small heap, a collector that suits it, and the C1 compiler
+/// only, which starts a broker in roughly 60 % of the time on a busy 2-core machine (the
+/// C2 compiler threads compete with the broker's own start-up for the CPU). Peak broker
+/// throughput is lower with C1 only: benchmarks that need the broker's best should set
+/// `FLUMEN_KAFKA_JVM_OPTS` (whitespace-separated; replaces these options), e.g. to
+/// `-Xmx1g -XX:+UseG1GC`.
 const BROKER_JVM_OPTS: &[&str] = &[
     "-Xms128m",
     "-Xmx512m",
     "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
     "-XX:-UsePerfData",
     "-Djava.awt.headless=true",
 ];
+
+/// Replaces [`BROKER_JVM_OPTS`] when set.
+pub(crate) const ENV_JVM_OPTS: &str = "FLUMEN_KAFKA_JVM_OPTS";
 
 /// JVM options of short-lived tools (storage format, console tools): start fast.
 const TOOL_JVM_OPTS: &[&str] = &[
@@ -54,14 +62,20 @@ impl JvmBrokers {
         Ok(slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    fn java(&self, opts: &[&str], log4j: &std::path::Path) -> Command {
+    /// `java <options> -Dlog4j2... -cp <jars>`; a broker's options give way to
+    /// `FLUMEN_KAFKA_JVM_OPTS`.
+    fn java(&self, broker: bool, log4j: &std::path::Path) -> Command {
         let mut cmd = Command::new(&self.jvm.java);
-        match std::env::var("FLUMEN_KAFKA_JVM_OPTS") {
-            Ok(custom) if opts == BROKER_JVM_OPTS && !custom.trim().is_empty() => {
+        match std::env::var(ENV_JVM_OPTS) {
+            Ok(custom) if broker && !custom.trim().is_empty() => {
                 cmd.args(custom.split_whitespace());
             }
             _ => {
-                cmd.args(opts);
+                cmd.args(if broker {
+                    BROKER_JVM_OPTS
+                } else {
+                    TOOL_JVM_OPTS
+                });
             }
         }
         cmd.arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
@@ -81,7 +95,7 @@ impl BrokerProcesses for JvmBrokers {
         let scram = layout.scram_args();
         let handles: Vec<_> = (0..layout.ports.len())
             .map(|n| {
-                let mut cmd = self.java(TOOL_JVM_OPTS, &layout.log4j_path(n));
+                let mut cmd = self.java(false, &layout.tools_log4j_path());
                 cmd.args(["kafka.tools.StorageTool", "format", "--config"])
                     .arg(layout.config_path(n))
                     .args(["--cluster-id", &layout.cluster_id]);
@@ -98,8 +112,12 @@ impl BrokerProcesses for JvmBrokers {
             })
             .collect();
         for h in handles {
-            h.join()
-                .map_err(|_| Error::InvalidArgument("storage format thread panicked".into()))??;
+            h.join().map_err(|_| {
+                Error::io(
+                    "formatting storage",
+                    std::io::Error::other("format thread panicked"),
+                )
+            })??;
         }
         Ok(())
     }
@@ -122,7 +140,7 @@ impl BrokerProcesses for JvmBrokers {
         let err = out
             .try_clone()
             .map_err(|e| Error::io("duplicating a log handle", e))?;
-        let mut cmd = self.java(BROKER_JVM_OPTS, &layout.log4j_path(n));
+        let mut cmd = self.java(true, &layout.log4j_path(n));
         cmd.arg("kafka.Kafka")
             .arg(layout.config_path(n))
             .current_dir(layout.broker_dir(n))
@@ -236,23 +254,8 @@ impl BrokerProcesses for JvmBrokers {
         args: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<Output> {
-        let log4j = layout.root.join("tools-log4j2.properties");
-        if !log4j.exists() {
-            std::fs::write(&log4j, TOOLS_LOG4J)
-                .map_err(|e| Error::io(format!("writing {}", log4j.display()), e))?;
-        }
-        let mut cmd = self.java(TOOL_JVM_OPTS, &log4j);
+        let mut cmd = self.java(false, &layout.tools_log4j_path());
         cmd.arg(main_class).args(args);
         command::run(cmd, stdin, Duration::from_secs(180), main_class)
     }
 }
-
-/// Tools log warnings to stderr only, so their stdout is just their output.
-const TOOLS_LOG4J: &str = "status=warn\n\
-appender.err.type=Console\n\
-appender.err.name=STDERR\n\
-appender.err.target=SYSTEM_ERR\n\
-appender.err.layout.type=PatternLayout\n\
-appender.err.layout.pattern=[%d] %p %m (%c)%n\n\
-rootLogger.level=WARN\n\
-rootLogger.appenderRef.err.ref=STDERR\n";

@@ -60,20 +60,27 @@ fn install_death_signal(cmd: &mut Command) {
     // sigemptyset, sigprocmask, _exit); nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
+            // Only Linux has a parent-death signal; elsewhere the exit hook, `Drop` and the
+            // temp-dir sweep are all there is.
+            #[cfg(target_os = "linux")]
             {
-                return Err(io::Error::last_os_error());
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect: then nobody will signal us.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
             }
-            // The parent may have died before prctl took effect: then nobody will signal us.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = parent;
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

@@ -2,11 +2,11 @@
 //!
 //! A listener is ready when it answers ApiVersions without error (over TLS for an SSL
 //! listener; before authentication for a SASL listener, as Kafka allows), and a broker has
-//! joined when the cluster's Metadata lists every broker. Probes never sleep a fixed time
-//! in total: they poll with a short interval until a deadline.
+//! joined when the cluster's Metadata lists every broker. There is no fixed sleep: callers
+//! poll with a short interval until a deadline.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,8 +70,10 @@ fn exchange<R: Encodable>(
     request: &R,
 ) -> Result<Bytes, String> {
     let sock_addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))?;
     let tcp = TcpStream::connect_timeout(&sock_addr, IO_TIMEOUT)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))

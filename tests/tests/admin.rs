@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flumen_client::admin::{
     AlterConfigOp, ConfigResource, ConfigSource, IsolationLevel, NewTopic, OffsetAndMetadata,
-    OffsetSpec,
+    OffsetSpec, TopicDescription,
 };
 use flumen_client::{Admin, ClientConfig, Error, TopicPartition};
 use flumen_protocol::ErrorCode;
@@ -59,6 +59,27 @@ fn produce(topic: &str, values: &[&str]) {
     );
 }
 
+/// Waits until every broker-side view shows `topic` with `partitions` partitions, each with
+/// a leader: CreateTopics and CreatePartitions return once the controller has committed the
+/// change, slightly before the broker serving metadata has applied it.
+async fn wait_for_partitions(admin: &Admin, topic: &str, partitions: usize) -> TopicDescription {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = admin.describe_topic(topic).await;
+        if let Ok(d) = &described
+            && d.partitions.len() == partitions
+            && d.partitions.iter().all(|p| p.leader.is_some())
+        {
+            return d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never showed {partitions} partitions with leaders: {described:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn now_ms() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -83,7 +104,7 @@ async fn topics_are_created_described_grown_listed_and_deleted() {
     assert_eq!(created.replication_factor, 1);
     assert!(!created.topic_id.is_nil());
 
-    let described = admin.describe_topic(&topic).await.expect("describe");
+    let described = wait_for_partitions(&admin, &topic, 3).await;
     assert_eq!(described.name, topic);
     assert_eq!(described.topic_id, created.topic_id);
     assert_eq!(
@@ -105,15 +126,7 @@ async fn topics_are_created_described_grown_listed_and_deleted() {
         .await
         .expect("create partitions");
     grown[&topic].as_ref().expect("grow to 5");
-    assert_eq!(
-        admin
-            .describe_topic(&topic)
-            .await
-            .expect("describe")
-            .partitions
-            .len(),
-        5
-    );
+    wait_for_partitions(&admin, &topic, 5).await;
     // Shrinking is refused, for that topic.
     let shrink = admin
         .create_partitions(&[(&topic, 2)], false)
@@ -247,6 +260,7 @@ async fn topic_configs_are_described_altered_and_reset() {
         .create_topic(NewTopic::new(&topic))
         .await
         .expect("create");
+    wait_for_partitions(&admin, &topic, 1).await;
     let resource = ConfigResource::Topic(topic.clone());
 
     let retention = |entries: &[flumen_client::admin::ConfigEntry]| {
@@ -374,6 +388,7 @@ async fn offsets_are_listed_by_spec_and_records_deleted() {
         .create_topic(NewTopic::new(&topic).partitions(1))
         .await
         .expect("create");
+    wait_for_partitions(&admin, &topic, 1).await;
     let before_produce = now_ms() - 1;
     produce(&topic, &["a", "b", "c", "d"]);
     let tp = TopicPartition::new(&topic, 0);
@@ -424,18 +439,30 @@ async fn offsets_are_listed_by_spec_and_records_deleted() {
 
     // A partition that does not exist fails alone.
     let bad = TopicPartition::new(&topic, 7);
+    let started = Instant::now();
     let results = admin
         .delete_records(&[(tp.clone(), -1), (bad.clone(), 0)])
         .await
         .expect("answered");
     assert_eq!(*results[&tp].as_ref().expect("to the high watermark"), 4);
     let err = results[&bad].as_ref().expect_err("no partition 7");
-    assert_eq!(
-        err.code(),
-        Some(ErrorCode::UnknownTopicOrPartition),
-        "{err}"
+    assert!(
+        matches!(
+            err,
+            Error::UnknownPartition {
+                partition: 7,
+                partitions: 1,
+                ..
+            }
+        ),
+        "{err:?}"
     );
     assert!(err.to_string().contains(&format!("{topic}-7")), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a missing partition must not be retried until the deadline ({:?})",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -446,6 +473,7 @@ async fn group_offsets_are_altered_listed_deleted_and_the_group_removed() {
         .create_topic(NewTopic::new(&topic).partitions(2))
         .await
         .expect("create");
+    wait_for_partitions(&admin, &topic, 2).await;
     produce(&topic, &["x", "y", "z"]);
     let group = KafkaCluster::unique_topic("admin-group");
     let (p0, p1) = (
@@ -528,6 +556,7 @@ async fn active_group_members_are_described_with_their_assignment() {
         .create_topic(NewTopic::new(&topic).partitions(2))
         .await
         .expect("create");
+    wait_for_partitions(&admin, &topic, 2).await;
     let group = KafkaCluster::unique_topic("admin-members");
     // A real consumer group member: kcat's balanced consumer (librdkafka).
     let mut consumer = Command::new("kcat")

@@ -1,6 +1,6 @@
 //! Smoke tests of the Kafka harness: every listener kind answers and really authenticates,
-//! a 3-broker cluster survives losing a broker, brokers can be paused, and a dropped
-//! cluster leaves nothing behind.
+//! a 3-broker cluster survives losing a broker, brokers can be stopped, restarted, paused
+//! and resumed, Java tools get their stdin, and a dropped cluster leaves nothing behind.
 //!
 //! The clients here are ones nobody on the project wrote: `kcat` (librdkafka) and Kafka's
 //! own Java tools from the broker's jars. Debian 12's kcat links librdkafka 2.0.2, whose
@@ -168,6 +168,45 @@ fn plaintext_listener_serves_metadata_to_kcat_and_java_tools() {
 }
 
 #[test]
+fn java_console_producer_reads_stdin_and_kcat_consumes_it() {
+    let cluster = KafkaCluster::shared();
+    let topic = KafkaCluster::unique_topic("stdin");
+    let produced = cluster
+        .run_java_tool(
+            "org.apache.kafka.tools.ConsoleProducer",
+            &[
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--topic",
+                &topic,
+            ],
+            Some(b"first\nsecond\nthird\n"),
+        )
+        .expect("run kafka-console-producer");
+    assert!(produced.status.success(), "{}", text(&produced));
+
+    let consumed = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &cluster.bootstrap(),
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .expect("run kcat -C");
+    assert!(consumed.status.success(), "{}", text(&consumed));
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout),
+        "first\nsecond\nthird\n"
+    );
+}
+
+#[test]
 fn sasl_plain_right_password_works_and_wrong_is_refused() {
     let cluster = KafkaCluster::shared();
     let bootstrap = cluster
@@ -269,23 +308,28 @@ fn ssl_listener_is_trusted_with_the_harness_ca_only() {
     );
     assert!(text(&ok).contains("1 brokers:"), "{}", text(&ok));
 
-    // The system's public CAs did not sign our broker certificate.
-    let system_cas = "/etc/ssl/certs/ca-certificates.crt";
-    assert!(
-        std::path::Path::new(system_cas).exists(),
-        "{system_cas} missing (apt-get install -y ca-certificates)"
-    );
+    // A CA of our own making, but not the one that signed the broker's certificate.
+    let stranger = rcgen::KeyPair::generate().expect("key pair");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let stranger_ca = params.self_signed(&stranger).expect("self-signed CA");
+    let dir = cluster
+        .work_dir()
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let stranger_pem = dir.join(format!("{}.pem", KafkaCluster::unique_topic("stranger-ca")));
+    std::fs::write(&stranger_pem, stranger_ca.pem()).expect("write the stranger CA");
     let bad = kcat_metadata(
         &bootstrap,
         &[
             "security.protocol=SSL".to_owned(),
-            format!("ssl.ca.location={system_cas}"),
+            format!("ssl.ca.location={}", stranger_pem.display()),
         ],
         5,
     );
     assert!(
         !bad.status.success(),
-        "SSL accepted a certificate the CA list does not vouch for:\n{}",
+        "SSL accepted a certificate its CA list does not vouch for:\n{}",
         text(&bad)
     );
     assert!(
@@ -387,7 +431,51 @@ fn paused_broker_stops_answering_until_resumed() {
             "resumed broker does not answer:\n{}",
             text(&out)
         );
+        // A poll interval, not a wait for time to pass.
+        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn stopped_broker_restarts_on_the_same_address_with_its_topics() {
+    let cluster = KafkaCluster::start(ClusterSpec::single()).expect("start a private cluster");
+    let address = cluster.broker_address(0);
+    let topic = KafkaCluster::unique_topic("survives-restart");
+    let created = cluster
+        .run_java_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            &[
+                "--bootstrap-server",
+                &address,
+                "--create",
+                "--topic",
+                &topic,
+                "--partitions",
+                "3",
+            ],
+            None,
+        )
+        .expect("run kafka-topics --create");
+    assert!(created.status.success(), "{}", text(&created));
+
+    cluster.stop_broker(0).expect("stop broker 0 cleanly");
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "stopped broker still listens on {address}"
+    );
+    let log = cluster.broker_log_tail(0, 400);
+    assert!(
+        log.contains("shut down completed") || log.contains("shutdown completed"),
+        "no clean shutdown in the log:\n{log}"
+    );
+
+    cluster.start_broker(0).expect("start broker 0 again");
+    let out = kcat_metadata(&address, &[], 10);
+    assert!(
+        text(&out).contains(&format!("topic \"{topic}\" with 3 partitions")),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -429,3 +429,125 @@ async fn metadata_refresh_finds_the_new_leader_after_the_leader_is_killed() {
         "dead broker still listed"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn cached_metadata_is_refreshed_once_older_than_metadata_max_age() {
+    let kafka = KafkaCluster::shared();
+    let admin = Admin::connect(plaintext_config(&kafka.bootstrap()))
+        .await
+        .expect("admin");
+    let topic = KafkaCluster::unique_topic("max-age");
+    admin
+        .create_topic(NewTopic::new(&topic).partitions(1))
+        .await
+        .expect("create");
+
+    let connect = |max_age: &str| {
+        ClientConfig::from_properties([
+            ("bootstrap.servers", kafka.bootstrap().as_str()),
+            ("metadata.max.age.ms", max_age),
+        ])
+        .expect("config")
+    };
+    let fresh = Cluster::connect(connect("500"))
+        .await
+        .expect("short max age");
+    let cached = Cluster::connect(connect("300000"))
+        .await
+        .expect("default max age");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for cluster in [&fresh, &cached] {
+        loop {
+            match cluster.topic(&topic).await {
+                Ok(t) if t.partitions.len() == 1 => break,
+                other => assert!(Instant::now() < deadline, "topic never visible: {other:?}"),
+            }
+            cluster.invalidate_metadata();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    admin
+        .create_partitions(&[(&topic, 3)], false)
+        .await
+        .expect("answered")[&topic]
+        .as_ref()
+        .expect("grown to 3");
+
+    // The short-lived cache notices by itself; nothing tells it the topic changed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let partitions = fresh.topic(&topic).await.expect("topic").partitions.len();
+        if partitions == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {partitions} partitions after the max age"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The long-lived cache still serves the old view: the refresh above was due to age.
+    assert_eq!(
+        cached.topic(&topic).await.expect("topic").partitions.len(),
+        1
+    );
+    cached.invalidate_metadata();
+    assert_eq!(
+        cached.topic(&topic).await.expect("topic").partitions.len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reconnecting_to_a_dead_broker_waits_for_the_reconnect_backoff() {
+    let kafka = KafkaCluster::shared();
+    let config = ClientConfig::from_properties([
+        ("bootstrap.servers", kafka.bootstrap().as_str()),
+        ("reconnect.backoff.ms", "400"),
+        ("reconnect.backoff.max.ms", "400"),
+    ])
+    .expect("config");
+    let cluster = Cluster::connect(config).await.expect("bootstrap");
+    let dead = closed_port();
+    let (host, port) = dead.rsplit_once(':').expect("host:port");
+    let broker = flumen_client::cluster::BrokerInfo {
+        id: 99,
+        host: host.to_owned(),
+        port: port.parse().expect("port"),
+        rack: None,
+    };
+    let first = Instant::now();
+    let err = cluster
+        .connection(&broker, ConnectionKind::Fetch)
+        .await
+        .expect_err("nothing listens");
+    assert!(err.to_string().contains(&dead), "{err}");
+    let first = first.elapsed();
+    let second = Instant::now();
+    cluster
+        .connection(&broker, ConnectionKind::Fetch)
+        .await
+        .expect_err("still nothing");
+    let second = second.elapsed();
+    // 400 ms ± 20% jitter; the first attempt had no reason to wait.
+    assert!(
+        second >= Duration::from_millis(300),
+        "second attempt after {second:?}"
+    );
+    assert!(
+        first < Duration::from_millis(300),
+        "first attempt took {first:?}"
+    );
+    // Another purpose has its own backoff.
+    let other = Instant::now();
+    cluster
+        .connection(&broker, ConnectionKind::Group)
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        other.elapsed() < Duration::from_millis(300),
+        "group connection waited {:?}",
+        other.elapsed()
+    );
+}

@@ -197,6 +197,43 @@ async fn garbage_body_is_a_decode_error() {
     assert!(!conn.is_closed());
 }
 
+/// A well-framed response whose array count claims 2^31 - 1 elements in a 14-byte body.
+/// Reserving for the count before checking it aborts the process (kafka-protocol 0.18; see
+/// vendor/kafka-protocol/PATCHED.md); it must be a decode error instead.
+#[tokio::test(flavor = "current_thread")]
+async fn huge_array_count_in_response_is_an_error_not_an_abort() {
+    let addr = misbehaving_peer(|mut stream, request| async move {
+        let version = request.header.request_api_version;
+        assert!(
+            version >= 9,
+            "the fake broker offers flexible Metadata versions"
+        );
+        let mut payload = request.header.correlation_id.to_be_bytes().to_vec();
+        payload.push(0); // response header v1: no tagged fields
+        payload.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
+        payload.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x08]); // brokers: 2^31 - 1 entries
+        write_frame(&mut stream, &payload).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let conn = Connection::connect(&addr, &config())
+        .await
+        .expect("connect");
+    let err = conn
+        .send(metadata())
+        .await
+        .expect_err("a lying array count");
+    assert!(
+        matches!(err, Error::Protocol(flumen_protocol::Error::Decode { .. })),
+        "{err}"
+    );
+    let largest = LARGEST_ALLOCATION.load(Ordering::Relaxed);
+    assert!(
+        largest < ALLOCATION_BOUND,
+        "largest allocation {largest} bytes"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn wrong_correlation_id_is_a_typed_error() {
     let addr = misbehaving_peer(|mut stream, mut request| async move {

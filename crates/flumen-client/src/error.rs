@@ -119,6 +119,16 @@ pub enum Error {
     /// The topic does not exist.
     #[error("unknown topic `{0}`")]
     UnknownTopic(String),
+    /// The topic exists but has no partition with this index.
+    #[error("partition {topic}-{partition} does not exist ({topic} has {partitions} partitions)")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// How many partitions the topic has.
+        partitions: usize,
+    },
     /// No broker answered: every address tried, each with its failure.
     #[error("no broker answered: {}", .attempts.join("; "))]
     NoBrokerAvailable {

@@ -7,12 +7,14 @@
 //! - [`cluster`]: [`Cluster`] (alias [`Client`]): bootstrap, metadata, connection pool, coordinators.
 //! - [`admin`]: [`Admin`]: topics, configs, offsets, records, groups.
 //! - [`producer`]: [`Producer`]: batching, idempotent, transactional producer.
+//! - [`consumer`]: [`Consumer`]: assign / subscribe, poll borrowed records, commit, groups.
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod consumer;
 pub mod error;
 pub mod producer;
 pub mod retry;
@@ -25,5 +27,6 @@ pub use config::ClientConfig;
 pub use connection::{
     Connection, ConnectionConfig, SaslConfig, SaslMechanism, Security, TlsConfig,
 };
+pub use consumer::{Consumer, ConsumerConfig};
 pub use error::{Error, Result};
 pub use producer::{Producer, ProducerConfig, ProducerRecord};

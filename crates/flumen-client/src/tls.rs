@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -25,11 +25,11 @@ use crate::connection::TlsConfig;
 use crate::error::{Error, Result};
 
 /// Runs the TLS handshake over `tcp` for the broker at `addr` (`host:port`).
-pub(crate) async fn handshake(
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     addr: &str,
-    tcp: TcpStream,
+    tcp: S,
     config: &TlsConfig,
-) -> Result<TlsStream<TcpStream>> {
+) -> Result<TlsStream<S>> {
     let client_config = client_config(config)?;
     let server_name = server_name(addr)?;
     TlsConnector::from(Arc::new(client_config))
@@ -164,6 +164,22 @@ fn classify_handshake_error(addr: &str, e: std::io::Error) -> Error {
                     "the peer does not speak TLS ({tls}); it is probably a PLAINTEXT or SASL_PLAINTEXT listener"
                 ),
             },
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => Error::Tls {
+                addr: addr.to_owned(),
+                message: format!(
+                    "{tls}; connect by a name the certificate lists, or turn off host-name verification"
+                ),
+            },
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            ) => Error::Tls {
+                addr: addr.to_owned(),
+                message: format!(
+                    "{tls}: the broker's certificate is not signed by the configured CA"
+                ),
+            },
             other => Error::Tls {
                 addr: addr.to_owned(),
                 message: other.to_string(),
@@ -278,6 +294,173 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::server::ServerConfig;
+
+    /// A CA, and a server certificate it signed for `names`; the CA PEM is written to a file.
+    struct Pki {
+        _dir: tempfile::TempDir,
+        ca_path: std::path::PathBuf,
+        server: ServerConfig,
+        /// Like `server`, but requires a client certificate signed by the same CA.
+        mutual: ServerConfig,
+        client_cert_path: std::path::PathBuf,
+        client_key_path: std::path::PathBuf,
+    }
+
+    fn pki(names: &[&str]) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let mutual = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .signed_by(&client_key, &ca, &ca_key)
+            .unwrap();
+        let client_cert_path = dir.path().join("client.pem");
+        let client_key_path = dir.path().join("client.key");
+        std::fs::write(&client_cert_path, client.pem()).unwrap();
+        std::fs::write(&client_key_path, client_key.serialize_pem()).unwrap();
+        Pki {
+            _dir: dir,
+            ca_path,
+            server,
+            mutual,
+            client_cert_path,
+            client_key_path,
+        }
+    }
+
+    /// Runs our client handshake against an in-memory server presenting `pki`'s certificate.
+    async fn handshake_with(pki: &Pki, addr: &str, config: &TlsConfig) -> Result<()> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server.clone()));
+        let server_side = tokio::spawn(async move { acceptor.accept(server).await.map(drop) });
+        let result = handshake(addr, client, config).await.map(drop);
+        drop(server_side);
+        result
+    }
+
+    /// Runs a handshake against a server that requires a client certificate; returns whether
+    /// the *server* accepted us (with TLS 1.3 the client finishes before the server decides).
+    async fn mutual_handshake(pki: &Pki, config: &TlsConfig) -> bool {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.mutual.clone()));
+        let server_side = tokio::spawn(async move { acceptor.accept(server).await.map(drop) });
+        let client_side = handshake("127.0.0.1:9093", client, config).await;
+        let accepted = tokio::time::timeout(std::time::Duration::from_secs(5), server_side)
+            .await
+            .expect("server handshake finishes")
+            .expect("server task")
+            .is_ok();
+        drop(client_side);
+        accepted
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn client_certificate_is_presented_when_configured() {
+        let pki = pki(&["127.0.0.1"]);
+        let with_cert = TlsConfig {
+            client_cert_pem: Some(pki.client_cert_path.clone()),
+            client_key_pem: Some(pki.client_key_path.clone()),
+            ..TlsConfig::with_ca(&pki.ca_path)
+        };
+        assert!(mutual_handshake(&pki, &with_cert).await);
+        assert!(!mutual_handshake(&pki, &TlsConfig::with_ca(&pki.ca_path)).await);
+    }
+
+    #[test]
+    fn client_certificate_without_key_is_a_config_error() {
+        let pki = pki(&["127.0.0.1"]);
+        let config = TlsConfig {
+            client_cert_pem: Some(pki.client_cert_path.clone()),
+            ..TlsConfig::with_ca(&pki.ca_path)
+        };
+        let err = client_config(&config).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { key, .. } if key == "ssl.key.location"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn certificate_for_another_host_is_refused() {
+        let pki = pki(&["kafka.example"]);
+        let err = handshake_with(&pki, "127.0.0.1:9093", &TlsConfig::with_ca(&pki.ca_path))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { message, .. } if message.contains("not valid for name")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hostname_check_can_be_turned_off_but_the_chain_is_still_checked() {
+        let pki = pki(&["kafka.example"]);
+        let config = TlsConfig {
+            verify_hostname: false,
+            ..TlsConfig::with_ca(&pki.ca_path)
+        };
+        handshake_with(&pki, "127.0.0.1:9093", &config)
+            .await
+            .unwrap();
+        let stranger = self::pki(&["kafka.example"]);
+        let err = handshake_with(&stranger, "127.0.0.1:9093", &config)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { message, .. } if message.contains("invalid peer certificate")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn ip_and_dns_names_are_matched_against_the_sans() {
+        let pki = pki(&["127.0.0.1", "kafka.example"]);
+        let config = TlsConfig::with_ca(&pki.ca_path);
+        handshake_with(&pki, "127.0.0.1:9093", &config)
+            .await
+            .unwrap();
+        handshake_with(&pki, "kafka.example:9093", &config)
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn server_names_accept_hosts_and_ip_literals() {

@@ -260,6 +260,35 @@ mod tests {
     }
 
     #[test]
+    fn fetched_records_are_slices_of_the_frame() {
+        use crate::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use crate::messages::{FetchRequest, FetchResponse};
+
+        let records = Bytes::from(vec![0xab; 4096]);
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_partitions(vec![
+                PartitionData::default().with_records(Some(records.clone())),
+            ]),
+        ]);
+        let version = 12;
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .encode(
+                &mut buf,
+                <FetchResponse as HeaderVersion>::header_version(version),
+            )
+            .unwrap();
+        response.encode(&mut buf, version).unwrap();
+        let frame = buf.freeze();
+        let range = frame.as_ptr_range();
+        let (_, decoded) = decode_response::<FetchRequest>(frame.clone(), version).unwrap();
+        let got = decoded.responses[0].partitions[0].records.as_ref().unwrap();
+        assert_eq!(got, &records);
+        // Zero-copy: the decoded bytes point into the received frame.
+        assert!(range.contains(&got.as_ptr()));
+    }
+
+    #[test]
     fn unsupported_version_is_refused() {
         let err = encode_request(&ApiVersionsRequest::default(), 99, 1, None).unwrap_err();
         assert!(matches!(

@@ -2,6 +2,7 @@
 //!
 //! - [`frame`]: 4-byte length-prefixed frames with a hard size cap checked before allocating.
 //! - [`header`]: request/response header versions chosen by API key and version.
+//! - [`request_frame`]: request frames that link record payloads instead of copying them.
 //! - [`error`]: codec errors; [`error_code`]: the broker error-code table.
 //! - [`record`]: `RecordBatch` v2 as a zero-copy view, and the `BatchBuilder`.
 //! - [`messages`]: request/response structs, re-exported from the `kafka-protocol` crate.
@@ -12,6 +13,7 @@ pub mod error_code;
 pub mod frame;
 pub mod header;
 pub mod record;
+pub mod request_frame;
 
 pub use error::{Error, ErrorCode};
 pub use frame::FrameDecoder;

@@ -7,6 +7,8 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 
@@ -46,8 +48,8 @@ fn parse(args: &[String]) -> Result<ClusterSpec, String> {
     Ok(spec)
 }
 
-/// Blocks SIGINT and SIGTERM in every thread (call before any thread starts) and returns
-/// the set, to be collected with `sigwait`.
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts later (so call it
+/// first) and returns the set, to be collected with `sigwait` by [`SignalThread`].
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain signal-mask calls on a zeroed, then initialised, set.
     unsafe {
@@ -57,6 +59,46 @@ fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
+    }
+}
+
+/// Waits for SIGINT/SIGTERM on its own thread. A signal that arrives while the cluster is
+/// still starting ends the process at once (the brokers die with it through their
+/// parent-death signal; the next run sweeps the temp dir); after start-up it is handed to
+/// `main`, which stops the cluster cleanly.
+struct SignalThread {
+    ready: Arc<AtomicBool>,
+    signals: mpsc::Receiver<libc::c_int>,
+}
+
+impl SignalThread {
+    fn start(set: libc::sigset_t) -> SignalThread {
+        let ready = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let thread_ready = Arc::clone(&ready);
+        std::thread::spawn(move || {
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is an initialised signal set; sigwait only writes `sig`.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                if !thread_ready.load(Ordering::SeqCst) {
+                    eprintln!("up: signal {sig} during start-up, giving up");
+                    std::process::exit(130);
+                }
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        });
+        SignalThread { ready, signals: rx }
+    }
+
+    /// Marks start-up as done and waits for the signal that asks to stop.
+    fn recv_after_ready(&self) -> Option<libc::c_int> {
+        self.ready.store(true, Ordering::SeqCst);
+        self.signals.recv().ok()
     }
 }
 
@@ -70,6 +112,7 @@ fn main() -> ExitCode {
         }
     };
     let signals = block_signals();
+    let stop_requests = SignalThread::start(signals);
     eprintln!(
         "up: starting Kafka {} ({spec:?}) ...",
         flumen_testcontainers::kafka_version()
@@ -114,10 +157,8 @@ fn main() -> ExitCode {
     let _ = out.flush();
     drop(out);
 
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `signals` is an initialised set; sigwait only writes the signal number.
-    let rc = unsafe { libc::sigwait(&signals, &mut sig) };
-    if rc == 0 {
+    // Tell the signal thread that from now on a signal means "stop the cluster cleanly".
+    if let Some(sig) = stop_requests.recv_after_ready() {
         eprintln!("up: signal {sig}, stopping the cluster");
     }
     drop(cluster);

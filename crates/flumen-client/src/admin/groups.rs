@@ -8,7 +8,7 @@ use flumen_protocol::messages::{
     ListGroupsRequest, StrBytes,
 };
 
-use super::{Admin, check, duplicate, missing_answer};
+use super::{Admin, check, duplicate};
 use crate::cluster::{BrokerInfo, ConnectionKind, CoordinatorType, TopicPartition};
 use crate::error::{Error, Result};
 
@@ -82,6 +82,17 @@ fn decode_assignment(bytes: &Bytes) -> Vec<TopicPartition> {
     }
 }
 
+/// A group the broker's response did not mention.
+fn group_missing(api: &'static str, group: &str) -> Error {
+    crate::cluster::broker_error(
+        flumen_protocol::ErrorCode::UnknownServerError,
+        api,
+        None,
+        None,
+        Some(format!("the response did not mention group {group}")),
+    )
+}
+
 impl Admin {
     /// Every group on every broker.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
@@ -139,36 +150,41 @@ impl Admin {
                         .groups
                         .iter()
                         .find(|d| d.group_id.0.as_str() == g.as_str());
-                    let result =
-                        match answer {
-                            None => Err(missing_answer("DescribeGroups", None, None)),
-                            Some(d) => check(d.error_code, "DescribeGroups", None, None, Some(g))
-                                .map(|()| GroupDescription {
-                                    group_id: g.clone(),
-                                    state: d.group_state.to_string(),
-                                    protocol_type: d.protocol_type.to_string(),
-                                    protocol: d.protocol_data.to_string(),
-                                    members: d
-                                        .members
-                                        .iter()
-                                        .map(|m| MemberDescription {
-                                            member_id: m.member_id.to_string(),
-                                            group_instance_id: m
-                                                .group_instance_id
-                                                .as_ref()
-                                                .map(|s| s.to_string()),
-                                            client_id: m.client_id.to_string(),
-                                            client_host: m.client_host.to_string(),
-                                            assignment: if d.protocol_type.as_str() == "consumer" {
-                                                decode_assignment(&m.member_assignment)
-                                            } else {
-                                                Vec::new()
-                                            },
-                                        })
-                                        .collect(),
-                                    coordinator: broker.clone(),
-                                }),
-                        };
+                    let result = match answer {
+                        None => Err(group_missing("DescribeGroups", g)),
+                        Some(d) => check(
+                            d.error_code,
+                            "DescribeGroups",
+                            None,
+                            None,
+                            Some(&format!("group {g}")),
+                        )
+                        .map(|()| GroupDescription {
+                            group_id: g.clone(),
+                            state: d.group_state.to_string(),
+                            protocol_type: d.protocol_type.to_string(),
+                            protocol: d.protocol_data.to_string(),
+                            members: d
+                                .members
+                                .iter()
+                                .map(|m| MemberDescription {
+                                    member_id: m.member_id.to_string(),
+                                    group_instance_id: m
+                                        .group_instance_id
+                                        .as_ref()
+                                        .map(|s| s.to_string()),
+                                    client_id: m.client_id.to_string(),
+                                    client_host: m.client_host.to_string(),
+                                    assignment: if d.protocol_type.as_str() == "consumer" {
+                                        decode_assignment(&m.member_assignment)
+                                    } else {
+                                        Vec::new()
+                                    },
+                                })
+                                .collect(),
+                            coordinator: broker.clone(),
+                        }),
+                    };
                     (g.clone(), result)
                 })
                 .collect())
@@ -197,8 +213,14 @@ impl Admin {
                         .iter()
                         .find(|r| r.group_id.0.as_str() == g.as_str());
                     let result = match answer {
-                        None => Err(missing_answer("DeleteGroups", None, None)),
-                        Some(r) => check(r.error_code, "DeleteGroups", None, None, Some(g)),
+                        None => Err(group_missing("DeleteGroups", g)),
+                        Some(r) => check(
+                            r.error_code,
+                            "DeleteGroups",
+                            None,
+                            None,
+                            Some(&format!("group {g}")),
+                        ),
                     };
                     (g.clone(), result)
                 })
@@ -241,7 +263,7 @@ impl Admin {
                         done.insert(g, Err(duplicate(e)));
                     }
                     None => {
-                        let e = missing_answer("FindCoordinator", None, None);
+                        let e = group_missing("FindCoordinator", &g);
                         done.insert(g, Err(e));
                     }
                 }

@@ -25,6 +25,7 @@ pub use self::configs::{AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource
 pub use self::groups::{GroupDescription, GroupListing, MemberDescription};
 pub use self::offsets::{IsolationLevel, ListedOffset, OffsetAndMetadata, OffsetSpec};
 pub use self::topics::{CreatedTopic, NewTopic, PartitionInfo, TopicDescription};
+pub(crate) use crate::cluster::duplicate;
 use crate::cluster::{BrokerInfo, Cluster, ConnectionKind, CoordinatorType, TopicPartition};
 use crate::config::ClientConfig;
 use crate::connection::Connection;
@@ -188,63 +189,6 @@ fn negotiated(conn: &Connection, key: ApiKey, api: &'static str) -> Result<i16> 
         })
 }
 
-/// Errors are not `Clone`; a failure shared by many items is repeated for each, keeping
-/// its kind (and so its retriability) where it can.
-fn duplicate(e: &Error) -> Error {
-    match e {
-        Error::Broker {
-            code,
-            api,
-            topic,
-            partition,
-            message,
-        } => Error::Broker {
-            code: *code,
-            api,
-            topic: topic.clone(),
-            partition: *partition,
-            message: message.clone(),
-        },
-        Error::UnknownTopic(t) => Error::UnknownTopic(t.clone()),
-        Error::UnsupportedVersion { addr, api } => Error::UnsupportedVersion {
-            addr: addr.clone(),
-            api,
-        },
-        Error::Connect { addr, source } => Error::Connect {
-            addr: addr.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::ConnectTimeout {
-            addr,
-            timeout,
-            stage,
-        } => Error::ConnectTimeout {
-            addr: addr.clone(),
-            timeout: *timeout,
-            stage,
-        },
-        Error::RequestTimeout { addr, api, timeout } => Error::RequestTimeout {
-            addr: addr.clone(),
-            api,
-            timeout: *timeout,
-        },
-        Error::Authentication {
-            addr,
-            mechanism,
-            message,
-        } => Error::Authentication {
-            addr: addr.clone(),
-            mechanism,
-            message: message.clone(),
-        },
-        other if other.is_retriable() => Error::ConnectionClosed {
-            addr: String::new(),
-            reason: other.to_string(),
-        },
-        other => Error::Io(std::io::Error::other(other.to_string())),
-    }
-}
-
 /// A topic-level or partition-level error code from a response, as a result with context.
 fn check(
     code: i16,
@@ -275,4 +219,53 @@ fn missing_answer(api: &'static str, topic: Option<&str>, partition: Option<i32>
         partition,
         Some("the broker's response did not mention this item".to_owned()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>() {}
+    fn is_send<T: Send>(_: &T) {}
+
+    /// Compiles only if the handles and the futures of their calls can move between
+    /// threads, so that users on a multi-thread runtime can `tokio::spawn` them.
+    #[allow(dead_code)]
+    fn futures_are_send(admin: &Admin, cluster: &Cluster) {
+        is_send(&admin.list_offsets(&[], IsolationLevel::ReadCommitted));
+        is_send(&admin.create_topics(&[], false));
+        is_send(&admin.describe_groups(&[]));
+        is_send(&admin.list_group_offsets("g", None));
+        is_send(&admin.describe_configs(&[]));
+        is_send(&cluster.leader("t", 0));
+        is_send(&cluster.coordinator(CoordinatorType::Group, "g"));
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        is_send_sync::<Admin>();
+        is_send_sync::<Cluster>();
+    }
+
+    #[test]
+    fn duplicated_errors_keep_kind_and_retriability() {
+        let broker = crate::cluster::broker_error(
+            flumen_protocol::ErrorCode::NotLeaderOrFollower,
+            "ListOffsets",
+            Some("t"),
+            Some(1),
+            None,
+        );
+        let copy = duplicate(&broker);
+        assert_eq!(copy.to_string(), broker.to_string());
+        assert!(copy.is_retriable());
+        let unknown = duplicate(&Error::UnknownTopic("t".into()));
+        assert!(matches!(unknown, Error::UnknownTopic(ref t) if t == "t"));
+        let auth = duplicate(&Error::Authentication {
+            addr: "a:1".into(),
+            mechanism: "PLAIN",
+            message: "no".into(),
+        });
+        assert!(!auth.is_retriable());
+    }
 }

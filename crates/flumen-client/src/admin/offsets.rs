@@ -191,7 +191,7 @@ pub(super) fn list_offsets_results(
 
 impl Admin {
     /// Looks up offsets by [`OffsetSpec`] on each partition's leader, one result per
-    /// partition; a partition of a topic that does not exist gets [`Error::UnknownTopic`].
+    /// partition; a partition of a topic that does not exist gets [`Error::UnknownTopic`](crate::Error::UnknownTopic).
     pub async fn list_offsets(
         &self,
         partitions: &[(TopicPartition, OffsetSpec)],
@@ -239,7 +239,13 @@ impl Admin {
                     request.groups = vec![g];
                     let response = conn.send_version(request, version).await?;
                     for g in response.groups {
-                        check(g.error_code, "OffsetFetch", None, None, Some(group))?;
+                        check(
+                            g.error_code,
+                            "OffsetFetch",
+                            None,
+                            None,
+                            Some(&format!("group {group}")),
+                        )?;
                         for t in g.topics {
                             for p in t.partitions {
                                 rows.push((
@@ -266,7 +272,13 @@ impl Admin {
                             .collect()
                     });
                     let response = conn.send_version(request, version).await?;
-                    check(response.error_code, "OffsetFetch", None, None, Some(group))?;
+                    check(
+                        response.error_code,
+                        "OffsetFetch",
+                        None,
+                        None,
+                        Some(&format!("group {group}")),
+                    )?;
                     for t in response.topics {
                         for p in t.partitions {
                             rows.push((
@@ -361,7 +373,13 @@ impl Admin {
                         Some(p) => {
                             if is_coordinator_error(ErrorCode::from_code(p.error_code)) {
                                 // The whole request went to the wrong broker: retry it.
-                                check(p.error_code, "OffsetCommit", None, None, Some(group))?;
+                                check(
+                                    p.error_code,
+                                    "OffsetCommit",
+                                    None,
+                                    None,
+                                    Some(&format!("group {group}")),
+                                )?;
                             }
                             check(
                                 p.error_code,
@@ -415,8 +433,13 @@ impl Admin {
                     })
                     .collect();
                 let response = conn.send(request).await?;
-                let group_level =
-                    check(response.error_code, "OffsetDelete", None, None, Some(group));
+                let group_level = check(
+                    response.error_code,
+                    "OffsetDelete",
+                    None,
+                    None,
+                    Some(&format!("group {group}")),
+                );
                 if let Err(e) = &group_level
                     && e.is_retriable()
                 {

@@ -197,34 +197,38 @@ impl Cluster {
         }
         let mut backoff = self.config().retry_policy().start();
         while !pending.is_empty() {
-            let found = match self.find_coordinators(kind, &pending).await {
-                Ok(found) => found,
-                Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                    self.note_error(&e);
-                    tokio::time::sleep(backoff.next_backoff()).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            pending.clear();
-            for (key, result) in found {
-                match result {
-                    Err(e) if e.is_retriable() && Instant::now() < deadline => pending.push(key),
-                    other => {
-                        done.insert(key, other);
+            let mut failed: Vec<(String, Error)> = Vec::new();
+            match self.find_coordinators(kind, &pending).await {
+                Ok(found) => {
+                    for (key, result) in found {
+                        match result {
+                            Err(e) if e.is_retriable() => failed.push((key, e)),
+                            other => {
+                                done.insert(key, other);
+                            }
+                        }
                     }
                 }
-            }
-            if !pending.is_empty() {
-                let wait = backoff.next_backoff();
-                if Instant::now() + wait >= deadline {
-                    // One last round trip would not fit: report what is still failing.
-                    let last = self.find_coordinators(kind, &pending).await?;
-                    done.extend(last);
-                    break;
+                Err(e) if e.is_retriable() => {
+                    self.note_error(&e);
+                    for key in &pending {
+                        failed.push((key.clone(), super::duplicate(&e)));
+                    }
                 }
-                tokio::time::sleep(wait).await;
+                Err(e) => return Err(e),
             }
+            if failed.is_empty() {
+                break;
+            }
+            let wait = backoff.next_backoff();
+            if Instant::now() + wait >= deadline {
+                for (key, e) in failed {
+                    done.insert(key, Err(e));
+                }
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            pending = failed.into_iter().map(|(key, _)| key).collect();
         }
         Ok(done)
     }

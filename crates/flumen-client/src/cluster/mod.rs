@@ -242,17 +242,23 @@ impl Cluster {
     }
 
     /// The leader of `topic`/`partition`; refreshes the metadata when it has none.
+    ///
+    /// A partition index the topic does not have is [`Error::UnknownPartition`], after a
+    /// refresh has confirmed it (partitions may have been added since the last one).
     pub async fn leader(&self, topic: &str, partition: i32) -> Result<BrokerInfo> {
-        let t = self.topic(topic).await?;
+        let asked_at = Instant::now();
+        let mut t = self.topic(topic).await?;
+        if t.partition(partition).is_none() && self.metadata().fetched_at <= asked_at {
+            let refreshed = self.refresh(&[topic], asked_at).await?;
+            t = topic_from(&refreshed, topic)?;
+        }
         let metadata = self.metadata();
         match t.partition(partition) {
-            None => Err(broker_error(
-                ErrorCode::UnknownTopicOrPartition,
-                "Metadata",
-                Some(topic),
-                Some(partition),
-                Some(format!("{topic} has {} partitions", t.partitions.len())),
-            )),
+            None => Err(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: t.partitions.len(),
+            }),
             Some(p) => match p.leader.and_then(|id| metadata.broker(id)) {
                 Some(b) => Ok(b.clone()),
                 None => {
@@ -406,6 +412,63 @@ pub(crate) fn broker_error(
         topic: topic.map(str::to_owned),
         partition,
         message,
+    }
+}
+
+/// Errors are not `Clone`; a failure shared by many items is repeated for each, keeping
+/// its kind (and so its retriability) where it can.
+pub(crate) fn duplicate(e: &Error) -> Error {
+    match e {
+        Error::Broker {
+            code,
+            api,
+            topic,
+            partition,
+            message,
+        } => Error::Broker {
+            code: *code,
+            api,
+            topic: topic.clone(),
+            partition: *partition,
+            message: message.clone(),
+        },
+        Error::UnknownTopic(t) => Error::UnknownTopic(t.clone()),
+        Error::UnsupportedVersion { addr, api } => Error::UnsupportedVersion {
+            addr: addr.clone(),
+            api,
+        },
+        Error::Connect { addr, source } => Error::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::ConnectTimeout {
+            addr,
+            timeout,
+            stage,
+        } => Error::ConnectTimeout {
+            addr: addr.clone(),
+            timeout: *timeout,
+            stage,
+        },
+        Error::RequestTimeout { addr, api, timeout } => Error::RequestTimeout {
+            addr: addr.clone(),
+            api,
+            timeout: *timeout,
+        },
+        Error::Authentication {
+            addr,
+            mechanism,
+            message,
+        } => Error::Authentication {
+            addr: addr.clone(),
+            mechanism,
+            message: message.clone(),
+        },
+        other if other.is_retriable() => Error::ConnectionClosed {
+            addr: String::new(),
+            reason: other.to_string(),
+        },
+        other => Error::Io(std::io::Error::other(other.to_string())),
     }
 }
 

@@ -6,6 +6,28 @@
 //! Producer and consumer configs reuse the same [`Properties`] bag: each takes its keys
 //! with [`ClientConfig::take_from`] and friends, then [`Properties::finish`] reports
 //! whatever is left as unknown. Defaults follow the Java client.
+//!
+//! | Property | Default | Notes |
+//! |---|---|---|
+//! | `bootstrap.servers` | required | comma-separated `host:port` |
+//! | `client.id` | `flumen` | |
+//! | `client.rack` | none | |
+//! | `security.protocol` | derived | `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`; when absent, derived from the SASL/SSL keys given |
+//! | `sasl.mechanism` (librdkafka: `sasl.mechanisms`) | `PLAIN` | `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` |
+//! | `sasl.username`, `sasl.password` | | librdkafka style |
+//! | `sasl.jaas.config` | | Java style: `PlainLoginModule` or `ScramLoginModule` with `username`/`password` |
+//! | `ssl.ca.location` / `ssl.truststore.location` + `ssl.truststore.type=PEM` | required for SSL | PEM only (unless certificate verification is off) |
+//! | `ssl.certificate.location` + `ssl.key.location` / `ssl.keystore.location` + `ssl.keystore.type=PEM` | none | client certificate |
+//! | `ssl.endpoint.identification.algorithm` | `https` | empty or `none` turns host name checks off |
+//! | `enable.ssl.certificate.verification` | `true` | |
+//! | `request.timeout.ms` | 30000 | |
+//! | `socket.connection.setup.timeout.ms` | 10000 | TCP + TLS + ApiVersions + SASL |
+//! | `metadata.max.age.ms` | 300000 | |
+//! | `retry.backoff.ms`, `retry.backoff.max.ms` | 100, 1000 | doubling, ±20% jitter |
+//! | `reconnect.backoff.ms`, `reconnect.backoff.max.ms` | 50, 1000 | doubling, ±20% jitter |
+//! | `connections.max.idle.ms` | 540000 | carried; idle connections are closed by the broker and replaced on next use |
+//! | `default.api.timeout.ms` | 60000 | overall deadline of admin and metadata operations |
+//! | `receive.message.max.bytes` | 100000000 | largest response frame |
 
 mod jaas;
 mod properties;
@@ -650,6 +672,18 @@ impl ClientConfigBuilder {
                 verify_certificate: self.ssl_verify_certificate.unwrap_or(true),
             }
         });
+        if let Some(tls) = &tls
+            && tls.verify_certificate
+            && tls.ca_pem.is_none()
+        {
+            return Err(config_error(
+                "ssl.ca.location",
+                format!(
+                    "security.protocol {} needs the brokers' CA as a PEM file (ssl.ca.location or ssl.truststore.location)",
+                    protocol.as_str()
+                ),
+            ));
+        }
         let sasl = if protocol.uses_sasl() {
             Some(sasl_config(
                 self.sasl_mechanism,

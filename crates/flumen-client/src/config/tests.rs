@@ -159,7 +159,7 @@ fn security_protocol_names_parse_in_any_case() {
             .security,
         Security::Plaintext
     ));
-    let ssl = parse(&[("security.protocol", "SSL")]).unwrap();
+    let ssl = parse(&[("security.protocol", "SSL"), ("ssl.ca.location", "/ca.pem")]).unwrap();
     assert_eq!(ssl.security_protocol(), SecurityProtocol::Ssl);
     match ssl.security {
         Security::Ssl(tls) => {
@@ -167,7 +167,10 @@ fn security_protocol_names_parse_in_any_case() {
                 tls.verify_hostname,
                 "hostname verification is on by default"
             );
-            assert_eq!(tls.ca_pem, None);
+            assert!(
+                tls.verify_certificate,
+                "certificate verification is on by default"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -230,7 +233,10 @@ fn sasl_needs_username_and_password() {
         "sasl.username"
     );
     assert_eq!(
-        failing_key(&[("security.protocol", "SASL_SSL"), ("sasl.username", "u")]),
+        failing_key(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.username", "u")
+        ]),
         "sasl.password"
     );
 }
@@ -260,6 +266,7 @@ const SCRAM_JAAS: &str = r#"org.apache.kafka.common.security.scram.ScramLoginMod
 fn java_jaas_config_supplies_credentials() {
     let c = parse(&[
         ("security.protocol", "SASL_SSL"),
+        ("ssl.ca.location", "/ca.pem"),
         ("sasl.mechanism", "PLAIN"),
         ("sasl.jaas.config", PLAIN_JAAS),
     ])
@@ -408,6 +415,35 @@ fn ssl_pem_stores_from_java_names() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn ssl_without_a_ca_is_refused_unless_verification_is_off() {
+    assert_eq!(
+        failing_key(&[("security.protocol", "SSL")]),
+        "ssl.ca.location"
+    );
+    assert_eq!(
+        failing_key(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p")
+        ]),
+        "ssl.ca.location"
+    );
+    let c = parse(&[
+        ("security.protocol", "SSL"),
+        ("enable.ssl.certificate.verification", "false"),
+    ])
+    .unwrap();
+    assert!(matches!(
+        c.security,
+        Security::Ssl(TlsConfig {
+            verify_certificate: false,
+            ca_pem: None,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -612,4 +648,18 @@ fn file_errors_name_the_key() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("request.timeout.ms"), "{err}");
+}
+
+#[test]
+fn debug_output_never_shows_passwords() {
+    let c = parse(&[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-256"),
+        ("sasl.username", "alice"),
+        ("sasl.password", "very-secret-pw"),
+    ])
+    .unwrap();
+    let shown = format!("{c:?} {:?}", c.connection_config());
+    assert!(shown.contains("alice"), "{shown}");
+    assert!(!shown.contains("very-secret-pw"), "{shown}");
 }

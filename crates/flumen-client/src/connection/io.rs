@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Bytes, BytesMut};
 use flumen_protocol::frame::FrameDecoder;
 use flumen_protocol::header::response_correlation_id;
+use flumen_protocol::request_frame::RequestFrame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -32,6 +33,8 @@ pub(crate) type BoxStream = Box<dyn Stream>;
 
 /// Stop writing more in one batch once this many bytes are queued.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long a closing connection may spend saying goodbye (TLS close_notify).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -40,7 +43,7 @@ pub(crate) type Responder = oneshot::Sender<Result<Bytes>>;
 
 /// One encoded request on its way to the writer.
 pub(crate) struct Outgoing {
-    pub(crate) frame: Bytes,
+    pub(crate) frame: RequestFrame,
     pub(crate) correlation_id: i32,
     /// `None` for requests the broker does not answer (acks=0 produce).
     pub(crate) responder: Option<Responder>,
@@ -140,7 +143,8 @@ async fn writer(
     // Requests still queued are dropped here; their callers see the close reason.
     lane.close();
     while lane.try_recv().is_ok() {}
-    let _ = half.shutdown().await;
+    // A TLS close_notify can block on a peer that stopped reading; do not wait for it long.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, half.shutdown()).await;
 }
 
 async fn write_loop(
@@ -199,7 +203,9 @@ async fn write_loop(
                     responder,
                 });
             }
-            batch.push(o.frame);
+            for segment in o.frame.into_segments() {
+                batch.push(segment);
+            }
         }
         tokio::select! {
             biased;
@@ -339,6 +345,93 @@ pub(crate) fn looks_like_tls_record(buf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+
+    /// A stream that counts write calls and accepts every vectored write whole.
+    struct CountingStream {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingStream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            Pin::new(&mut self.inner).poll_write(cx, &joined)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn queued_requests_are_coalesced_into_few_writes() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let stream = CountingStream {
+            inner: ours,
+            writes: writes.clone(),
+        };
+        let (lane, _state) = spawn("test:0", Box::new(stream), 1 << 20);
+        // Queue 100 requests before the writer task first runs (current-thread runtime).
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let frame = Bytes::from(vec![0, 0, 0, 1, i]);
+            expected.extend_from_slice(&frame);
+            let sent = lane.send(Command::Request(Outgoing {
+                frame: RequestFrame::contiguous(frame),
+                correlation_id: i32::from(i),
+                responder: None,
+            }));
+            assert!(sent.is_ok());
+        }
+        let mut received = vec![0u8; expected.len()];
+        peer.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, expected);
+        // tokio hands at most 64 slices to one vectored write.
+        assert!(
+            writes.load(Ordering::Relaxed) <= 2,
+            "{} writes",
+            writes.load(Ordering::Relaxed)
+        );
+    }
 
     #[test]
     fn tls_alert_is_recognised() {

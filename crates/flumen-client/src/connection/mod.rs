@@ -12,13 +12,15 @@ mod buf_list;
 mod config;
 mod io;
 
+use std::any::Any;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use flumen_protocol::header::{api_name, decode_response, encode_request};
-use flumen_protocol::messages::{ApiKey, Request, StrBytes};
+use flumen_protocol::messages::{ApiKey, ProduceRequest, Request, StrBytes};
+use flumen_protocol::request_frame::{MIN_LINKED_PAYLOAD, RequestFrame, encode_request_chained};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
@@ -29,6 +31,18 @@ use self::io::{BoxStream, Command, Outgoing, State};
 use crate::error::{Error, Result};
 
 /// A cheap-to-clone handle to one broker connection; requests are pipelined.
+///
+/// ```no_run
+/// use flumen_client::{Connection, ConnectionConfig};
+/// use flumen_protocol::messages::MetadataRequest;
+///
+/// # async fn run() -> flumen_client::Result<()> {
+/// let conn = Connection::connect("127.0.0.1:9092", &ConnectionConfig::default()).await?;
+/// let metadata = conn.send(MetadataRequest::default()).await?;
+/// println!("{} brokers", metadata.brokers.len());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -100,7 +114,7 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Wraps an established stream (used by `connect`, and by tests with in-memory peers).
+    /// Starts the reader and writer tasks over an established stream.
     fn start(addr: &str, stream: BoxStream, config: &ConnectionConfig) -> Connection {
         let (lane, state) = io::spawn(addr, stream, config.max_frame_bytes);
         Connection {
@@ -117,18 +131,22 @@ impl Connection {
     }
 
     /// Sends at the highest version both sides support and waits for the response.
-    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
+    pub async fn send<R: Request + 'static>(&self, request: R) -> Result<R::Response> {
         let version = self.version_for::<R>()?;
         self.send_on(Lane::Main, &request, version).await
     }
 
     /// Sends at an explicit version and waits for the response.
-    pub async fn send_version<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
+    pub async fn send_version<R: Request + 'static>(
+        &self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response> {
         self.send_on(Lane::Main, &request, version).await
     }
 
     /// Sends a request the broker does not answer (acks=0 produce); returns once it is queued.
-    pub async fn send_no_response<R: Request>(&self, request: R) -> Result<()> {
+    pub async fn send_no_response<R: Request + 'static>(&self, request: R) -> Result<()> {
         let version = self.version_for::<R>()?;
         let (frame, correlation_id) = self.encode(&request, version)?;
         self.enqueue(
@@ -185,18 +203,25 @@ impl Connection {
             })
     }
 
-    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(Bytes, i32)> {
+    fn encode<R: Request + 'static>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<(RequestFrame, i32)> {
         let correlation_id = self
             .inner
             .next_correlation_id
             .fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(
-            request,
-            version,
-            correlation_id,
-            Some(&self.inner.client_id),
-        )?;
-        Ok((frame.freeze(), correlation_id))
+        let client_id = Some(&self.inner.client_id);
+        let payloads = record_payloads(request);
+        let frame = if payloads.is_empty() {
+            RequestFrame::contiguous(
+                encode_request(request, version, correlation_id, client_id)?.freeze(),
+            )
+        } else {
+            encode_request_chained(request, version, correlation_id, client_id, &payloads)?
+        };
+        Ok((frame, correlation_id))
     }
 
     fn enqueue(&self, lane: Lane<'_>, outgoing: Outgoing) -> Result<()> {
@@ -215,12 +240,20 @@ impl Connection {
     }
 
     /// Sends `request` and returns the raw response frame (header included).
-    pub(crate) async fn round_trip<R: Request>(
+    pub(crate) async fn round_trip<R: Request + 'static>(
         &self,
         lane: Lane<'_>,
         request: &R,
         version: i16,
     ) -> Result<Bytes> {
+        if is_unanswered(request) {
+            return Err(Error::Config {
+                key: "acks".to_owned(),
+                message:
+                    "a produce request with acks=0 gets no response; send it with send_no_response"
+                        .to_owned(),
+            });
+        }
         let (frame, correlation_id) = self.encode(request, version)?;
         let (tx, rx) = oneshot::channel();
         self.enqueue(
@@ -250,7 +283,7 @@ impl Connection {
     }
 
     /// Sends `request` at `version` through `lane` and decodes the response.
-    pub(crate) async fn send_on<R: Request>(
+    pub(crate) async fn send_on<R: Request + 'static>(
         &self,
         lane: Lane<'_>,
         request: &R,
@@ -285,6 +318,27 @@ impl WeakConnection {
     pub(crate) fn upgrade(&self) -> Option<Connection> {
         self.0.upgrade().map(|inner| Connection { inner })
     }
+}
+
+/// Whether the broker will not answer `request` (a produce request with acks=0).
+fn is_unanswered<R: 'static>(request: &R) -> bool {
+    (request as &dyn Any)
+        .downcast_ref::<ProduceRequest>()
+        .is_some_and(|produce| produce.acks == 0)
+}
+
+/// The record batches of a produce request, which are written by reference, not copied.
+fn record_payloads<R: 'static>(request: &R) -> Vec<Bytes> {
+    let Some(produce) = (request as &dyn Any).downcast_ref::<ProduceRequest>() else {
+        return Vec::new();
+    };
+    produce
+        .topic_data
+        .iter()
+        .flat_map(|topic| &topic.partition_data)
+        .filter_map(|partition| partition.records.clone())
+        .filter(|records| records.len() >= MIN_LINKED_PAYLOAD)
+        .collect()
 }
 
 async fn tcp_connect(addr: &str) -> Result<TcpStream> {

@@ -1,0 +1,302 @@
+//! Client-side partition assignors of the classic protocol, and the standard
+//! ConsumerProtocol subscription / assignment encoding, so Java members interoperate.
+//!
+//! A member's JoinGroup metadata is `version i16` followed by `ConsumerProtocolSubscription`
+//! at that version; the leader's SyncGroup assignment is `version i16` followed by
+//! `ConsumerProtocolAssignment`. Versions newer than we know are read as the newest we know
+//! (fields are only ever appended), as the Java client does.
+//!
+//! Every assignor is deterministic: members and partitions are sorted before dealing.
+
+mod cooperative_sticky;
+mod range;
+mod round_robin;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{Bytes, BytesMut};
+use flumen_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+use flumen_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedTopic;
+use flumen_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, Decodable, Encodable, StrBytes,
+    TopicName,
+};
+
+use crate::cluster::TopicPartition;
+use crate::consumer::AssignmentStrategy;
+use crate::error::Error;
+
+/// The subscription version we write (3: with rack id).
+const SUBSCRIPTION_VERSION: i16 = 3;
+/// The assignment version we write.
+const ASSIGNMENT_VERSION: i16 = 3;
+
+/// One member's subscription, as the leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MemberSubscription {
+    pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) topics: BTreeSet<String>,
+    pub(crate) owned: Vec<TopicPartition>,
+    /// The generation in which `owned` was assigned (-1: unknown).
+    pub(crate) generation: i32,
+}
+
+/// Member id -> assigned partitions.
+pub(crate) type Assignment = BTreeMap<String, Vec<TopicPartition>>;
+
+/// Runs `strategy` over `members`, with `partitions` giving each topic's partition count.
+pub(crate) fn assign(
+    strategy: AssignmentStrategy,
+    members: &[MemberSubscription],
+    partitions: &BTreeMap<String, i32>,
+) -> Assignment {
+    let mut out: Assignment = members
+        .iter()
+        .map(|m| (m.member_id.clone(), Vec::new()))
+        .collect();
+    let assigned = match strategy {
+        AssignmentStrategy::Range => range::assign(members, partitions),
+        AssignmentStrategy::RoundRobin => round_robin::assign(members, partitions),
+        AssignmentStrategy::CooperativeSticky => cooperative_sticky::assign(members, partitions),
+    };
+    for (member, mut tps) in assigned {
+        tps.sort();
+        out.insert(member, tps);
+    }
+    out
+}
+
+/// Members sorted the way the Java client sorts them: static members by instance id
+/// first, then dynamic members by member id.
+pub(crate) fn sorted_members(members: &[MemberSubscription]) -> Vec<&MemberSubscription> {
+    let mut v: Vec<&MemberSubscription> = members.iter().collect();
+    v.sort_by(|a, b| match (&a.instance_id, &b.instance_id) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.member_id.cmp(&b.member_id),
+    });
+    v
+}
+
+fn protocol_error(message: String) -> Error {
+    Error::Protocol(flumen_protocol::Error::Decode {
+        api: "ConsumerProtocol",
+        version: 0,
+        message,
+    })
+}
+
+/// Encodes our JoinGroup metadata.
+pub(crate) fn encode_subscription(
+    topics: &BTreeSet<String>,
+    owned: &[TopicPartition],
+    generation: i32,
+    rack: Option<&str>,
+) -> Result<Bytes, Error> {
+    let mut s = ConsumerProtocolSubscription::default();
+    s.topics = topics
+        .iter()
+        .map(|t| StrBytes::from_string(t.clone()))
+        .collect();
+    s.owned_partitions = by_topic(owned)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = OwnedTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    s.generation_id = generation;
+    s.rack_id = rack.map(|r| StrBytes::from_string(r.to_owned()));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&SUBSCRIPTION_VERSION.to_be_bytes());
+    s.encode(&mut buf, SUBSCRIPTION_VERSION)
+        .map_err(|e| protocol_error(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
+/// Decodes a member's JoinGroup metadata.
+pub(crate) fn decode_subscription(
+    member_id: String,
+    instance_id: Option<String>,
+    mut metadata: Bytes,
+) -> Result<MemberSubscription, Error> {
+    let version = read_version(&mut metadata)?.min(SUBSCRIPTION_VERSION);
+    let s = ConsumerProtocolSubscription::decode(&mut metadata, version)
+        .map_err(|e| protocol_error(format!("subscription of {member_id}: {e}")))?;
+    let mut owned = Vec::new();
+    for t in s.owned_partitions {
+        for p in t.partitions {
+            owned.push(TopicPartition::new(t.topic.0.to_string(), p));
+        }
+    }
+    Ok(MemberSubscription {
+        member_id,
+        instance_id,
+        topics: s.topics.into_iter().map(|t| t.to_string()).collect(),
+        owned,
+        generation: if version >= 2 { s.generation_id } else { -1 },
+    })
+}
+
+/// Encodes one member's SyncGroup assignment.
+pub(crate) fn encode_assignment(partitions: &[TopicPartition]) -> Result<Bytes, Error> {
+    let mut a = ConsumerProtocolAssignment::default();
+    a.assigned_partitions = by_topic(partitions)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut t = AssignedTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&ASSIGNMENT_VERSION.to_be_bytes());
+    a.encode(&mut buf, ASSIGNMENT_VERSION)
+        .map_err(|e| protocol_error(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
+/// Decodes our SyncGroup assignment (empty bytes: nothing assigned).
+pub(crate) fn decode_assignment(mut bytes: Bytes) -> Result<Vec<TopicPartition>, Error> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let version = read_version(&mut bytes)?.min(ASSIGNMENT_VERSION);
+    let a = ConsumerProtocolAssignment::decode(&mut bytes, version)
+        .map_err(|e| protocol_error(format!("assignment: {e}")))?;
+    let mut out = Vec::new();
+    for t in a.assigned_partitions {
+        for p in t.partitions {
+            out.push(TopicPartition::new(t.topic.0.to_string(), p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_version(bytes: &mut Bytes) -> Result<i16, Error> {
+    if bytes.len() < 2 {
+        return Err(protocol_error("missing version".to_owned()));
+    }
+    let v = i16::from_be_bytes([bytes[0], bytes[1]]);
+    if v < 0 {
+        return Err(protocol_error(format!("negative version {v}")));
+    }
+    let _ = bytes.split_to(2);
+    Ok(v)
+}
+
+fn by_topic(tps: &[TopicPartition]) -> BTreeMap<String, Vec<i32>> {
+    let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for tp in tps {
+        out.entry(tp.topic.clone()).or_default().push(tp.partition);
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
+    out
+}
+
+/// Every partition of the topics in `partitions`, sorted by topic then index.
+pub(crate) fn all_partitions(partitions: &BTreeMap<String, i32>) -> Vec<TopicPartition> {
+    partitions
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t.clone(), p)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn member(id: &str, topics: &[&str], owned: &[(&str, i32)]) -> MemberSubscription {
+        MemberSubscription {
+            member_id: id.to_owned(),
+            instance_id: None,
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            owned: owned
+                .iter()
+                .map(|(t, p)| TopicPartition::new(*t, *p))
+                .collect(),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn subscription_and_assignment_round_trip() {
+        let topics: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let owned = [TopicPartition::new("a", 1), TopicPartition::new("a", 0)];
+        let bytes = encode_subscription(&topics, &owned, 7, Some("r1")).unwrap();
+        let s = decode_subscription("m".into(), None, bytes).unwrap();
+        assert_eq!(s.topics, topics);
+        assert_eq!(s.generation, 7);
+        let mut got = s.owned.clone();
+        got.sort();
+        assert_eq!(
+            got,
+            [TopicPartition::new("a", 0), TopicPartition::new("a", 1)]
+        );
+
+        let bytes = encode_assignment(&owned).unwrap();
+        assert_eq!(
+            decode_assignment(bytes).unwrap(),
+            [TopicPartition::new("a", 0), TopicPartition::new("a", 1)]
+        );
+        assert!(decode_assignment(Bytes::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn version_zero_subscription_from_an_old_member_decodes() {
+        let mut s = ConsumerProtocolSubscription::default();
+        s.topics = vec![StrBytes::from_static_str("t")];
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&0i16.to_be_bytes());
+        s.encode(&mut buf, 0).unwrap();
+        let got = decode_subscription("m".into(), None, buf.freeze()).unwrap();
+        assert_eq!(got.topics.len(), 1);
+        assert_eq!(got.generation, -1);
+    }
+
+    #[test]
+    fn garbage_metadata_is_an_error_not_a_panic() {
+        assert!(decode_subscription("m".into(), None, Bytes::from_static(&[0])).is_err());
+        assert!(
+            decode_subscription(
+                "m".into(),
+                None,
+                Bytes::from_static(&[0, 1, 0xff, 0xff, 0xff, 0x7f])
+            )
+            .is_err()
+        );
+        assert!(decode_assignment(Bytes::from_static(&[0xff, 0xff])).is_err());
+    }
+
+    #[test]
+    fn every_strategy_assigns_each_partition_exactly_once() {
+        let members = [
+            member("m1", &["a", "b"], &[]),
+            member("m2", &["a", "b"], &[]),
+            member("m3", &["a"], &[]),
+        ];
+        let partitions: BTreeMap<String, i32> = [("a".to_owned(), 5), ("b".to_owned(), 3)].into();
+        for s in [
+            AssignmentStrategy::Range,
+            AssignmentStrategy::RoundRobin,
+            AssignmentStrategy::CooperativeSticky,
+        ] {
+            let a = assign(s, &members, &partitions);
+            let mut all: Vec<TopicPartition> = a.values().flatten().cloned().collect();
+            all.sort();
+            assert_eq!(all, all_partitions(&partitions), "{s:?}");
+            assert!(
+                a["m3"].iter().all(|tp| tp.topic == "a"),
+                "{s:?}: m3 only reads a"
+            );
+        }
+    }
+}

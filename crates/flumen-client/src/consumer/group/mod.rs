@@ -1,0 +1,258 @@
+//! Consumer groups: membership (classic or KIP-848), assignors, the rebalance listener and
+//! how assignment changes reach the consumer's partitions.
+//!
+//! - `coordinator.rs`: the classic protocol (JoinGroup / SyncGroup / Heartbeat / LeaveGroup).
+//! - `assignor/`: range, round-robin, cooperative-sticky and the ConsumerProtocol encoding.
+//! - `kip848.rs`: the KIP-848 protocol (ConsumerGroupHeartbeat), opt-in.
+//! - `listener.rs`: [`RebalanceListener`].
+//! - `metadata.rs`: [`ConsumerGroupMetadata`].
+//!
+//! Assignment changes are applied inside `poll`, in this order: the listener hears about
+//! revocations while the partitions are still assigned, auto-commit commits their
+//! positions, then they are dropped; added partitions are set up and then announced. The
+//! paused set is never touched by a rebalance (see `state.rs`).
+
+mod assignor;
+mod coordinator;
+mod kip848;
+pub(crate) mod listener;
+mod metadata;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use self::coordinator::{ClassicMember, Status};
+use self::kip848::Kip848Member;
+pub use self::listener::RebalanceListener;
+pub use self::metadata::ConsumerGroupMetadata;
+use super::error::Result;
+use super::state::Shared;
+use super::{Consumer, ConsumerConfig, GroupProtocol, Subscription};
+use crate::cluster::{Cluster, TopicPartition};
+
+/// This consumer's membership in its group.
+#[derive(Debug)]
+pub(crate) enum GroupMember {
+    Classic(ClassicMember),
+    Consumer(Kip848Member),
+}
+
+impl GroupMember {
+    pub(crate) fn new(cluster: Cluster, config: Arc<ConsumerConfig>, shared: Arc<Shared>) -> Self {
+        match config.group_protocol {
+            GroupProtocol::Consumer => {
+                GroupMember::Consumer(Kip848Member::new(cluster, config, shared))
+            }
+            _ => GroupMember::Classic(ClassicMember::new(cluster, config, shared)),
+        }
+    }
+
+    pub(crate) fn note_poll(&self) {
+        match self {
+            GroupMember::Classic(m) => m.shared.note_poll(),
+            GroupMember::Consumer(m) => m.note_poll(),
+        }
+    }
+
+    /// `(generation or member epoch, member id)`.
+    pub(crate) fn generation(&self) -> (i32, String) {
+        match self {
+            GroupMember::Classic(m) => {
+                let s = m.shared.lock();
+                (s.generation, s.member_id.clone())
+            }
+            GroupMember::Consumer(m) => m.generation(),
+        }
+    }
+
+    pub(crate) fn request_rejoin(&mut self) {
+        if let GroupMember::Classic(m) = self {
+            let mut s = m.shared.lock();
+            if s.status == Status::Stable {
+                s.status = Status::NeedsJoin;
+            }
+        }
+    }
+
+    pub(crate) fn stop(&mut self) {
+        match self {
+            GroupMember::Classic(m) => m.stop(),
+            GroupMember::Consumer(m) => m.stop(),
+        }
+    }
+
+    pub(crate) async fn leave(&mut self) {
+        match self {
+            GroupMember::Classic(m) => m.leave().await,
+            GroupMember::Consumer(m) => m.leave(false).await,
+        }
+    }
+}
+
+impl Consumer {
+    /// The topics the subscription names now.
+    async fn subscribed_topics(&self) -> Result<BTreeSet<String>> {
+        match &self.subscription {
+            Subscription::Topics(t) => Ok(t.clone()),
+            Subscription::Pattern(re) => {
+                let metadata = self.cluster.metadata();
+                let metadata = if metadata.fetched_at.elapsed()
+                    >= self.cluster.config().metadata_max_age
+                    || metadata.topics.is_empty()
+                {
+                    self.cluster.all_topics().await?
+                } else {
+                    metadata
+                };
+                Ok(metadata
+                    .topics
+                    .values()
+                    .filter(|t| !t.is_internal && re.is_match(&t.name))
+                    .map(|t| t.name.clone())
+                    .collect())
+            }
+            _ => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Brings the assignment up to date with the group (called from `poll`).
+    pub(crate) async fn group_step(&mut self) -> Result<()> {
+        let topics = self.subscribed_topics().await?;
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        match group {
+            GroupMember::Classic(m) => {
+                let status = m.shared.lock().status.clone();
+                if let Status::Lost(reason) = status {
+                    self.lose(&reason);
+                    if let Some(GroupMember::Classic(m)) = self.group.as_mut() {
+                        m.shared.lock().status = Status::NeedsJoin;
+                    }
+                }
+                loop {
+                    let Some(GroupMember::Classic(m)) = self.group.as_mut() else {
+                        return Ok(());
+                    };
+                    if m.shared.lock().status == Status::Stable
+                        && m.joined_topics() == Some(&topics)
+                    {
+                        return Ok(());
+                    }
+                    let cooperative = m.is_cooperative();
+                    let owned = self.assignment();
+                    if !cooperative && !owned.is_empty() {
+                        self.revoke(&owned, true).await;
+                    }
+                    let owned = self.assignment();
+                    let Some(GroupMember::Classic(m)) = self.group.as_mut() else {
+                        return Ok(());
+                    };
+                    let assigned = m.join(&topics, &owned).await?;
+                    m.set_joined_topics(topics.clone());
+                    let assigned_set: BTreeSet<&TopicPartition> = assigned.iter().collect();
+                    let owned_set: BTreeSet<&TopicPartition> = owned.iter().collect();
+                    let revoked: Vec<TopicPartition> = owned
+                        .iter()
+                        .filter(|tp| !assigned_set.contains(tp))
+                        .cloned()
+                        .collect();
+                    let added: Vec<TopicPartition> = assigned
+                        .iter()
+                        .filter(|tp| !owned_set.contains(tp))
+                        .cloned()
+                        .collect();
+                    if !revoked.is_empty() {
+                        self.revoke(&revoked, true).await;
+                    }
+                    if !added.is_empty() {
+                        self.add_partitions(added.iter().cloned());
+                        self.listener().on_partitions_assigned(&added);
+                    }
+                    if revoked.is_empty() {
+                        return Ok(());
+                    }
+                    // KIP-429: after giving partitions up, rejoin so they can be handed out.
+                    if let Some(g) = self.group.as_mut() {
+                        g.request_rejoin();
+                    }
+                }
+            }
+            GroupMember::Consumer(m) => {
+                m.subscribe(topics);
+                let lost = m.lock().lost.take();
+                if let Some(reason) = lost {
+                    self.lose(&reason);
+                    if let Some(GroupMember::Consumer(m)) = self.group.as_ref() {
+                        m.set_owned(BTreeMap::new());
+                    }
+                }
+                let Some(GroupMember::Consumer(m)) = self.group.as_ref() else {
+                    return Ok(());
+                };
+                let Some(target) = m.lock().target.take() else {
+                    return Ok(());
+                };
+                let assigned = match m.resolve(&target).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Try again on the next poll.
+                        if let Some(GroupMember::Consumer(m)) = self.group.as_ref() {
+                            m.lock().target.get_or_insert(target);
+                        }
+                        return Err(e.into());
+                    }
+                };
+                let owned = self.assignment();
+                let revoked: Vec<TopicPartition> = owned
+                    .iter()
+                    .filter(|tp| !assigned.contains(tp))
+                    .cloned()
+                    .collect();
+                let added: Vec<TopicPartition> = assigned
+                    .iter()
+                    .filter(|tp| !owned.contains(tp))
+                    .cloned()
+                    .collect();
+                if !revoked.is_empty() {
+                    self.revoke(&revoked, true).await;
+                }
+                if !added.is_empty() {
+                    self.add_partitions(added.iter().cloned());
+                    self.listener().on_partitions_assigned(&added);
+                }
+                let now = self.assignment();
+                if let Some(GroupMember::Consumer(m)) = self.group.as_ref() {
+                    m.set_owned(m.ids_of(&now));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Revokes `tps`: listener, then (auto-commit) a commit of their positions, then drop.
+    pub(crate) async fn revoke(&mut self, tps: &[TopicPartition], commit: bool) {
+        self.listener().on_partitions_revoked(tps);
+        if commit && self.config.enable_auto_commit && self.config.group_id.is_some() {
+            let positions = self.positions();
+            let offsets: BTreeMap<_, _> = positions
+                .into_iter()
+                .filter(|(tp, _)| tps.contains(tp))
+                .collect();
+            if let Err(e) = self.commit_offsets_sync(offsets).await {
+                tracing::warn!(error = %e, "commit before revocation failed");
+            }
+        }
+        self.remove_partitions(tps);
+    }
+
+    /// The member was thrown out: every partition is lost (no commit: others may own them).
+    fn lose(&mut self, reason: &str) {
+        tracing::warn!(reason, "group membership lost");
+        let owned = self.assignment();
+        if !owned.is_empty() {
+            self.listener().on_partitions_lost(&owned);
+            self.remove_partitions(&owned);
+        }
+    }
+}

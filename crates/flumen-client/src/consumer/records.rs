@@ -1,0 +1,383 @@
+//! The records handed to the application: borrowed views over the fetched buffers.
+//!
+//! A [`ConsumerRecords`] owns the fetched `Bytes` (slices of the response frames, never
+//! copied) split into [`RecordBatch`] views. Iterating yields [`ConsumerRecord`]s that borrow
+//! from them: no allocation, copy or lock per record. Compressed batches decompress, when
+//! reached, into a buffer owned by that batch, so every yielded record stays valid for as long
+//! as the `ConsumerRecords` is borrowed. [`ConsumerRecord::to_owned`] makes a record that
+//! outlives it (sharing the buffer, still without copying the key or value).
+//!
+//! Preparation (at `poll`) drops what the application must never see: control batches
+//! (transaction markers), batches wholly before the position, and, under read_committed,
+//! batches of aborted transactions, using the fetch response's aborted-transactions list as
+//! the Java client does: a transactional batch of producer P is aborted when an aborted
+//! transaction of P starts at or before it and P's abort marker has not been passed yet.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use flumen_protocol::record::{
+    ControlRecord, ControlRecordType, Decompressor, Headers, RecordBatch, RecordBatches, RecordRef,
+    Records,
+};
+
+use super::error::{ConsumerError, Result};
+use super::state::Fetched;
+use crate::cluster::TopicPartition;
+
+struct BatchSlot {
+    batch: RecordBatch,
+    /// Decompression buffer of this batch alone (allocates nothing for uncompressed batches).
+    scratch: Decompressor,
+}
+
+/// The records of one partition from one `poll`.
+pub struct PartitionRecords {
+    tp: TopicPartition,
+    batches: Vec<BatchSlot>,
+    /// Records below this offset (the position when fetched) are skipped.
+    start: i64,
+    next_offset: i64,
+    high_watermark: i64,
+    last_epoch: Option<i32>,
+}
+
+impl std::fmt::Debug for PartitionRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionRecords")
+            .field("tp", &self.tp)
+            .field("batches", &self.batches.len())
+            .field("start", &self.start)
+            .field("next_offset", &self.next_offset)
+            .finish()
+    }
+}
+
+impl PartitionRecords {
+    /// Turns one fetched chunk into batches the application may see.
+    pub(crate) fn prepare(
+        fetched: Fetched,
+        read_committed: bool,
+        check_crcs: bool,
+    ) -> Result<PartitionRecords> {
+        let Fetched {
+            tp,
+            fetch_offset,
+            next_offset,
+            records,
+            aborted,
+            high_watermark,
+            ..
+        } = fetched;
+        let corrupt = |tp: &TopicPartition, source| ConsumerError::Corrupt {
+            tp: tp.clone(),
+            source,
+        };
+        let mut batches = Vec::new();
+        let mut aborted = aborted.into_iter().peekable();
+        let mut aborting: HashSet<i64> = HashSet::new();
+        let mut last_epoch = None;
+        for batch in RecordBatches::new(records) {
+            let batch = batch.map_err(|e| corrupt(&tp, e))?;
+            if check_crcs {
+                batch.verify_crc().map_err(|e| corrupt(&tp, e))?;
+            }
+            last_epoch = Some(batch.partition_leader_epoch());
+            if read_committed {
+                while let Some(&(pid, _)) = aborted
+                    .peek()
+                    .filter(|&&(_, first)| first <= batch.last_offset())
+                {
+                    aborting.insert(pid);
+                    aborted.next();
+                }
+            }
+            if batch.is_control() {
+                if read_committed && aborting.contains(&batch.producer_id()) {
+                    let mut scratch = Decompressor::new();
+                    let is_abort = batch
+                        .records(&mut scratch)
+                        .map_err(|e| corrupt(&tp, e))?
+                        .filter_map(|r| r.ok())
+                        .filter_map(|r| ControlRecord::parse(&r).ok())
+                        .any(|c| c.kind == ControlRecordType::Abort);
+                    if is_abort {
+                        aborting.remove(&batch.producer_id());
+                    }
+                }
+                continue;
+            }
+            if batch.next_offset() <= fetch_offset {
+                continue;
+            }
+            if read_committed && batch.is_transactional() && aborting.contains(&batch.producer_id())
+            {
+                continue;
+            }
+            batches.push(BatchSlot {
+                batch,
+                scratch: Decompressor::new(),
+            });
+        }
+        Ok(PartitionRecords {
+            tp,
+            batches,
+            start: fetch_offset,
+            next_offset,
+            high_watermark,
+            last_epoch,
+        })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.tp.topic
+    }
+
+    /// The partition index.
+    pub fn partition(&self) -> i32 {
+        self.tp.partition
+    }
+
+    /// The topic and partition.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    /// The partition's position after these records (the offset to commit once they are processed).
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// The high watermark when these records were fetched.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// The leader epoch of the last batch (committed along with the offset).
+    pub fn last_leader_epoch(&self) -> Option<i32> {
+        self.last_epoch
+    }
+
+    /// Number of record batches (each holds one or more records).
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Whether there is no record batch to read.
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// The records, in offset order, borrowed from the fetched buffers.
+    pub fn iter(&mut self) -> PartitionIter<'_> {
+        PartitionIter {
+            tp: &self.tp,
+            start: self.start,
+            slots: self.batches.iter_mut(),
+            current: None,
+        }
+    }
+}
+
+/// Iterator over one partition's records; see [`PartitionRecords::iter`].
+pub struct PartitionIter<'a> {
+    tp: &'a TopicPartition,
+    start: i64,
+    slots: std::slice::IterMut<'a, BatchSlot>,
+    current: Option<Records<'a>>,
+}
+
+impl std::fmt::Debug for PartitionIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionIter")
+            .field("tp", self.tp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Iterator for PartitionIter<'a> {
+    type Item = Result<ConsumerRecord<'a>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(records) = &mut self.current {
+                match records.next() {
+                    Some(Ok(record)) => {
+                        if record.offset() < self.start {
+                            continue;
+                        }
+                        return Some(Ok(ConsumerRecord {
+                            tp: self.tp,
+                            record,
+                        }));
+                    }
+                    Some(Err(source)) => {
+                        self.current = None;
+                        return Some(Err(ConsumerError::Corrupt {
+                            tp: self.tp.clone(),
+                            source,
+                        }));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let BatchSlot { batch, scratch } = self.slots.next()?;
+            match batch.records(scratch) {
+                Ok(records) => self.current = Some(records),
+                Err(source) => {
+                    return Some(Err(ConsumerError::Corrupt {
+                        tp: self.tp.clone(),
+                        source,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// The records returned by one `poll`, grouped by partition.
+#[derive(Debug, Default)]
+pub struct ConsumerRecords {
+    parts: Vec<PartitionRecords>,
+}
+
+impl ConsumerRecords {
+    pub(crate) fn new(parts: Vec<PartitionRecords>) -> Self {
+        ConsumerRecords { parts }
+    }
+
+    /// Whether no record batch was returned.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(PartitionRecords::is_empty)
+    }
+
+    /// The partitions with records.
+    pub fn partitions(&self) -> impl Iterator<Item = &PartitionRecords> {
+        self.parts.iter()
+    }
+
+    /// The partitions with records, to iterate each.
+    pub fn partitions_mut(&mut self) -> impl Iterator<Item = &mut PartitionRecords> {
+        self.parts.iter_mut()
+    }
+
+    /// Every record, partition by partition, in offset order within a partition.
+    pub fn iter(&mut self) -> Iter<'_> {
+        Iter {
+            parts: self.parts.iter_mut(),
+            current: None,
+        }
+    }
+}
+
+/// Iterator over all records of a [`ConsumerRecords`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    parts: std::slice::IterMut<'a, PartitionRecords>,
+    current: Option<PartitionIter<'a>>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<ConsumerRecord<'a>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(it) = &mut self.current {
+                if let Some(r) = it.next() {
+                    return Some(r);
+                }
+                self.current = None;
+            }
+            self.current = Some(self.parts.next()?.iter());
+        }
+    }
+}
+
+/// One record, borrowed from the fetched data.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumerRecord<'a> {
+    tp: &'a TopicPartition,
+    record: RecordRef<'a>,
+}
+
+impl<'a> ConsumerRecord<'a> {
+    /// The topic.
+    #[inline]
+    pub fn topic(&self) -> &'a str {
+        &self.tp.topic
+    }
+    /// The partition index.
+    #[inline]
+    pub fn partition(&self) -> i32 {
+        self.tp.partition
+    }
+    /// The offset.
+    #[inline]
+    pub fn offset(&self) -> i64 {
+        self.record.offset()
+    }
+    /// The timestamp (ms since the epoch).
+    #[inline]
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp()
+    }
+    /// The key (`None` when null).
+    #[inline]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.record.key()
+    }
+    /// The value (`None` for a tombstone).
+    #[inline]
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.record.value()
+    }
+    /// The headers in wire order.
+    #[inline]
+    pub fn headers(&self) -> Headers<'a> {
+        self.record.headers()
+    }
+    /// The underlying record view.
+    #[inline]
+    pub fn record(&self) -> &RecordRef<'a> {
+        &self.record
+    }
+    /// An owned copy of the record's metadata; key, value and headers share the fetched
+    /// buffer (no byte is copied).
+    pub fn to_owned(&self) -> OwnedRecord {
+        OwnedRecord {
+            topic: self.tp.topic.clone(),
+            partition: self.tp.partition,
+            offset: self.offset(),
+            timestamp: self.timestamp(),
+            key: self.record.key_bytes(),
+            value: self.record.value_bytes(),
+            headers: self
+                .headers()
+                .map(|(k, v)| (self.record.to_bytes(k), v.map(|v| self.record.to_bytes(v))))
+                .collect(),
+        }
+    }
+}
+
+/// A record that owns its data (sharing the fetched buffer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnedRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition index.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// The key.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Option<Bytes>,
+    /// The headers in wire order.
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+}
