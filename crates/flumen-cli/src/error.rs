@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use flumen_client::Error as ClientError;
+use flumen_client::consumer::ConsumerError;
 use flumen_client::producer::ProduceError;
 use flumen_protocol::ErrorCode;
 
@@ -122,6 +123,14 @@ impl CliError {
                 topic: Some(topic),
                 ..
             } => CliError::UnknownTopic(topic.clone()),
+            other => CliError::Client(one_line(&other.to_string())),
+        }
+    }
+
+    /// Classifies a consumer error.
+    pub fn consume(e: ConsumerError) -> CliError {
+        match e {
+            ConsumerError::Client(inner) => CliError::client(inner),
             other => CliError::Client(one_line(&other.to_string())),
         }
     }

@@ -1,10 +1,16 @@
 //! `flumen consume`: read topics and print records in a kcat-style format.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
+use flumen_client::admin::{IsolationLevel, OffsetSpec};
+use flumen_client::consumer::Consumer;
+use flumen_client::{Admin, TopicPartition};
 
-use crate::config::Settings;
+use crate::config::{Origin, Settings};
 use crate::error::{CliError, Result};
 
 /// `flumen consume TOPIC...`
@@ -45,9 +51,10 @@ pub struct ConsumeArgs {
     /// Output format for each record.
     #[arg(short = 'f', long, default_value = "%v\\n")]
     pub format: String,
-    /// Whether records of open or aborted transactions are shown.
-    #[arg(long, value_enum, default_value_t = Isolation::ReadUncommitted)]
-    pub isolation: Isolation,
+    /// Whether records of open or aborted transactions are shown (default read_uncommitted,
+    /// or -X isolation.level).
+    #[arg(long, value_enum)]
+    pub isolation: Option<Isolation>,
     /// Exit once every partition has been read to its end.
     #[arg(short = 'e', long)]
     pub exit_at_end: bool,
@@ -210,7 +217,7 @@ impl Format {
         &self,
         out: &mut Vec<u8>,
         r: &RecordFields<'_>,
-        headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)> + Clone,
+        headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)> + Clone,
     ) {
         use std::io::Write;
         for piece in &self.pieces {
@@ -230,7 +237,7 @@ impl Format {
                         if i > 0 {
                             out.push(b',');
                         }
-                        out.extend_from_slice(k.as_bytes());
+                        out.extend_from_slice(k);
                         out.push(b'=');
                         out.extend_from_slice(v.unwrap_or_default());
                     }
@@ -242,21 +249,224 @@ impl Format {
 }
 
 /// Runs `consume`.
-pub async fn run(args: ConsumeArgs, settings: Settings) -> Result<ExitCode> {
-    let _format = Format::parse(&args.format)?;
-    let mut settings = settings;
-    let _client = settings.take_client()?;
-    Err(CliError::NotAvailable {
-        command: "consume",
-        missing: "the Consumer API (crates/flumen-client/src/consumer) is not merged yet",
-    })
+pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> {
+    let format = Format::parse(&args.format)?;
+    if args.group.is_some() && (args.offset.is_some() || args.from_time.is_some()) {
+        return Err(CliError::Usage(
+            "--offset and --from-time pick partitions' positions; with --group use \
+             `flumen groups reset-offsets` first"
+                .into(),
+        ));
+    }
+    if args.group.is_some() && !args.partitions.is_empty() {
+        return Err(CliError::Usage(
+            "--partition cannot be combined with --group (the group assigns partitions)".into(),
+        ));
+    }
+    if let Some(group) = &args.group {
+        settings.set("group.id", group, Origin::Command);
+        let reset = if args.from_beginning {
+            "earliest"
+        } else {
+            "latest"
+        };
+        settings.set_default("auto.offset.reset", reset);
+    }
+    if let Some(isolation) = args.isolation {
+        settings.set("isolation.level", isolation.property(), Origin::Command);
+    }
+    let mut consumer = super::consumer(settings).await?;
+    let admin = Admin::new(consumer.cluster().clone());
+    let isolation = consumer.config().isolation_level;
+
+    // Without a group the partitions are assigned here and positioned as asked.
+    let mut ends: Option<BTreeMap<TopicPartition, i64>> = None;
+    if args.group.is_none() {
+        let mut partitions = Vec::new();
+        for topic in &args.topics {
+            let count = admin.describe_topic(topic).await?.partitions.len();
+            let count = i32::try_from(count).unwrap_or(i32::MAX);
+            for p in &args.partitions {
+                if !(0..count).contains(p) {
+                    return Err(CliError::Usage(format!(
+                        "topic {topic} has {count} partition(s); there is no partition {p}"
+                    )));
+                }
+            }
+            partitions.extend(
+                (0..count)
+                    .filter(|p| args.partitions.is_empty() || args.partitions.contains(p))
+                    .map(|p| TopicPartition::new(topic, p)),
+            );
+        }
+        consumer
+            .assign(partitions.clone())
+            .map_err(CliError::consume)?;
+        let end = offsets(&admin, &partitions, OffsetSpec::Latest, isolation).await?;
+        if args.from_beginning {
+            consumer
+                .seek_to_beginning(&partitions)
+                .map_err(CliError::consume)?;
+        } else if let Some(n) = args.offset {
+            let start = offsets(&admin, &partitions, OffsetSpec::Earliest, isolation).await?;
+            for tp in &partitions {
+                let (lo, hi) = (start[tp], end[tp]);
+                let at = if n >= 0 { n } else { hi.saturating_add(n) };
+                consumer
+                    .seek(tp, at.clamp(lo, hi))
+                    .map_err(CliError::consume)?;
+            }
+        } else if let Some(t) = args.from_time {
+            let at = t.resolve(now_ms());
+            let found = offsets(&admin, &partitions, OffsetSpec::Timestamp(at), isolation).await?;
+            for tp in &partitions {
+                // -1: no record at or after that time, so start at the end.
+                let offset = if found[tp] < 0 { end[tp] } else { found[tp] };
+                consumer.seek(tp, offset).map_err(CliError::consume)?;
+            }
+        } else {
+            consumer
+                .seek_to_end(&partitions)
+                .map_err(CliError::consume)?;
+        }
+        ends = Some(end);
+    } else {
+        let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+        for topic in &topics {
+            admin.describe_topic(topic).await?;
+        }
+        consumer.subscribe(&topics).map_err(CliError::consume)?;
+    }
+
+    let started = Instant::now();
+    let mut printed = 0u64;
+    let mut out = Vec::with_capacity(1 << 16);
+    let stdout = std::io::stdout();
+    let max = args.max_messages.unwrap_or(u64::MAX);
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut broken_pipe = false;
+    'poll: while printed < max {
+        if args.exit_at_end && at_end(&mut consumer, ends.as_ref()).await? {
+            break;
+        }
+        let polled = tokio::select! {
+            r = consumer.poll(POLL_INTERVAL) => r,
+            _ = &mut interrupted => break 'poll,
+        };
+        let mut records = polled.map_err(CliError::consume)?;
+        out.clear();
+        for record in records.iter() {
+            let record = record.map_err(CliError::consume)?;
+            let fields = RecordFields {
+                topic: record.topic(),
+                partition: record.partition(),
+                offset: record.offset(),
+                timestamp: record.timestamp(),
+                key: record.key(),
+                value: record.value(),
+            };
+            format.write(&mut out, &fields, record.headers());
+            printed += 1;
+            if printed >= max {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            let mut lock = stdout.lock();
+            if let Err(e) = lock.write_all(&out).and_then(|()| lock.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    broken_pipe = true;
+                    break;
+                }
+                return Err(CliError::Io {
+                    context: "writing to stdout".into(),
+                    source: e,
+                });
+            }
+        }
+    }
+    // With a group, commit what was printed (a record cut off by --max-messages is not:
+    // commits cover whole polls, as the Java console consumer's do).
+    if args.group.is_some() {
+        consumer.commit_sync().await.map_err(CliError::consume)?;
+    }
+    consumer.close().await.map_err(CliError::consume)?;
+    if !broken_pipe {
+        eprintln!(
+            "Consumed {printed} record(s) in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long one `poll` waits before the loop checks its exit conditions again.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Whether every partition has been read up to the end seen at start (assigned), or the
+/// consumer has caught up with every assigned partition (group).
+async fn at_end(
+    consumer: &mut Consumer,
+    ends: Option<&BTreeMap<TopicPartition, i64>>,
+) -> Result<bool> {
+    match ends {
+        Some(ends) => {
+            for (tp, end) in ends {
+                if consumer.position(tp).await.map_err(CliError::consume)? < *end {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        None => {
+            let assigned = consumer.assignment();
+            Ok(!assigned.is_empty() && assigned.iter().all(|tp| consumer.lag(tp) == Some(0)))
+        }
+    }
+}
+
+/// One offset per partition, or an error naming the partition that has none.
+async fn offsets(
+    admin: &Admin,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+    isolation: IsolationLevel,
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let specs: Vec<_> = partitions.iter().map(|tp| (tp.clone(), spec)).collect();
+    let mut out = BTreeMap::new();
+    for (tp, result) in admin.list_offsets(&specs, isolation).await? {
+        let listed = result.map_err(|e| CliError::during(format!("listing offsets of {tp}"), e))?;
+        out.insert(tp, listed.offset);
+    }
+    for tp in partitions {
+        if !out.contains_key(tp) {
+            return Err(CliError::Client(format!("no offset listed for {tp}")));
+        }
+    }
+    Ok(out)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Isolation {
+    /// The `isolation.level` property value.
+    pub fn property(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted => "read_uncommitted",
+            Isolation::ReadCommitted => "read_committed",
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn render(spec: &str, headers: &[(&str, Option<&[u8]>)]) -> String {
+    fn render(spec: &str, headers: &[(&[u8], Option<&[u8]>)]) -> String {
         let f = Format::parse(spec).expect("valid format");
         let r = RecordFields {
             topic: "t",
@@ -281,7 +491,7 @@ mod tests {
 
     #[test]
     fn headers_render_as_comma_separated_pairs() {
-        assert_eq!(render("%h", &[("a", Some(b"1")), ("b", None)]), "a=1,b=");
+        assert_eq!(render("%h", &[(b"a", Some(b"1")), (b"b", None)]), "a=1,b=");
     }
 
     #[test]

@@ -4,7 +4,6 @@
 // report, data generator) ahead of the producer and consumer they will run on.
 #[allow(dead_code)]
 pub mod bench;
-#[allow(dead_code)]
 pub mod consume;
 #[allow(dead_code)]
 pub mod demo;
@@ -15,6 +14,7 @@ pub mod topics;
 use std::process::ExitCode;
 
 use flumen_client::Admin;
+use flumen_client::consumer::{Consumer, ConsumerConfig};
 use flumen_client::producer::{Producer, ProducerConfig};
 
 use crate::cli::{Cli, Command};
@@ -51,4 +51,15 @@ pub async fn producer(mut settings: Settings) -> Result<Producer> {
     Producer::connect(config)
         .await
         .map_err(|e| CliError::produce(&e))
+}
+
+/// A consumer from the settings; every key must be a client or consumer key.
+pub async fn consumer(mut settings: Settings) -> Result<Consumer> {
+    if !settings.has_bootstrap() {
+        return Err(CliError::NoBootstrap);
+    }
+    let config =
+        ConsumerConfig::take_from(settings.props_mut()).map_err(|e| settings.config_error(e))?;
+    settings.finish()?;
+    Consumer::connect(config).await.map_err(CliError::consume)
 }
