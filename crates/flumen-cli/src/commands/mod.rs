@@ -2,7 +2,6 @@
 
 // The record-moving commands parse their arguments and hold their helpers (formats,
 // report, data generator) ahead of the producer and consumer they will run on.
-#[allow(dead_code)]
 pub mod bench;
 pub mod consume;
 #[allow(dead_code)]

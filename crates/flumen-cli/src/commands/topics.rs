@@ -215,7 +215,7 @@ const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waits until `name` exists with a leader for every partition (`present`) or is gone, so
 /// that a command run right after `topics create` finds the topic.
-async fn wait_for(admin: &Admin, name: &str, present: bool) -> Result<()> {
+pub async fn wait_for(admin: &Admin, name: &str, present: bool) -> Result<()> {
     let deadline = Instant::now() + PROPAGATION_TIMEOUT;
     let mut wait = Duration::from_millis(20);
     loop {
@@ -293,4 +293,26 @@ async fn alter_config(settings: Settings, name: &str, ops: Vec<AlterConfigOp>) -
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The partition count of `name`, creating it with `partitions` partitions (and the
+/// broker's default replication factor) when it does not exist.
+pub async fn ensure_topic(admin: &Admin, name: &str, partitions: i32) -> Result<i32> {
+    match admin.describe_topic(name).await {
+        Ok(t) => return Ok(i32::try_from(t.partitions.len()).unwrap_or(i32::MAX)),
+        Err(flumen_client::Error::UnknownTopic(_)) => {}
+        Err(e) => return Err(CliError::client(e)),
+    }
+    match admin
+        .create_topic(NewTopic::new(name).partitions(partitions))
+        .await
+    {
+        Ok(_) => {}
+        // Created meanwhile by someone else: fine.
+        Err(e) if e.code() == Some(flumen_protocol::ErrorCode::TopicAlreadyExists) => {}
+        Err(e) => return Err(CliError::during(format!("creating topic {name}"), e)),
+    }
+    wait_for(admin, name, true).await?;
+    let t = admin.describe_topic(name).await?;
+    Ok(i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::config::Settings;
+use crate::config::{Origin, Settings};
 use crate::error::Result;
 
 /// `flumen bench ...`
@@ -42,12 +42,12 @@ pub struct BenchArgs {
     /// Partitions of the topic when it is created.
     #[arg(short = 'P', long, default_value_t = 6)]
     pub partitions: i32,
-    /// Producer acknowledgements.
-    #[arg(long, value_enum, default_value_t = Acks::All)]
-    pub acks: Acks,
-    /// Producer compression.
-    #[arg(long, value_enum, default_value_t = Compression::None)]
-    pub compression: Compression,
+    /// Producer acknowledgements [default: all, or -X acks].
+    #[arg(long, value_enum)]
+    pub acks: Option<Acks>,
+    /// Producer compression [default: none, or -X compression.type].
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
     /// Records per second to aim for (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
@@ -105,6 +105,56 @@ impl Compression {
             Compression::Snappy => "snappy",
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl BenchArgs {
+    /// Puts `--acks` and `--compression` into the producer settings (a flag wins over -X;
+    /// without the flag, -X wins over the benchmark's default).
+    pub fn apply_producer_options(&self, settings: &mut Settings) {
+        match self.acks {
+            Some(a) => settings.set("acks", a.property(), Origin::Command),
+            None => settings.set_default("acks", Acks::All.property()),
+        }
+        match self.compression {
+            Some(c) => settings.set("compression.type", c.property(), Origin::Command),
+            None => settings.set_default("compression.type", Compression::None.property()),
+        }
+    }
+
+    /// The value of record `i`: `record_size` bytes, varying so compression has work to do.
+    pub fn payload(&self) -> Vec<u8> {
+        (0..self.record_size)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + i / 36) % 36])
+            .collect()
+    }
+}
+
+/// Paces a loop at `rate` iterations per second (0: no pacing).
+pub struct Pacer {
+    start: std::time::Instant,
+    rate: u64,
+}
+
+impl Pacer {
+    /// A pacer starting now.
+    pub fn new(rate: u64) -> Pacer {
+        Pacer {
+            start: std::time::Instant::now(),
+            rate,
+        }
+    }
+
+    /// Waits until iteration `i` is due.
+    pub async fn wait(&self, i: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let due = self.start + std::time::Duration::from_secs_f64(i as f64 / self.rate as f64);
+        let now = std::time::Instant::now();
+        if due > now + std::time::Duration::from_millis(1) {
+            tokio::time::sleep(due - now).await;
         }
     }
 }
