@@ -72,7 +72,6 @@ impl Settings {
     }
 
     /// Sets `key` only if the user did not.
-    #[allow(dead_code)] // for the producer/consumer commands
     pub fn set_default(&mut self, key: &str, value: impl AsRef<str>) {
         if self.props.get(key).is_none() {
             self.set(key, value, Origin::Command);
@@ -87,7 +86,7 @@ impl Settings {
     }
 
     /// The value of `key`, if set.
-    #[allow(dead_code)] // for the producer/consumer commands
+    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.props.get(key)
     }

@@ -80,16 +80,7 @@ pub enum CliError {
     /// Some records of a produce or consume run failed; each was reported already.
     #[error("{0}")]
     Partial(String),
-    /// The command needs a part of the client this build does not have yet.
-    #[error("`{command}` is not available in this build: {missing}")]
-    NotAvailable {
-        /// The command.
-        command: &'static str,
-        /// What it needs.
-        missing: &'static str,
-    },
     /// The local Kafka for the demo could not be started.
-    #[allow(dead_code)] // for the demo, once it runs on the producer/consumer
     #[error("cannot start a local Kafka for the demo: {0}")]
     LocalKafka(String),
 }

@@ -3,10 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use flumen_client::admin::{IsolationLevel, OffsetSpec};
+use flumen_client::producer::ProducerRecord;
+use flumen_client::{Admin, TopicPartition};
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::config::Settings;
+use crate::commands::topics::ensure_topic;
+use crate::config::{Origin, Settings};
 use crate::error::{CliError, Result};
 
 /// `flumen demo`
@@ -103,8 +111,9 @@ impl Iterator for Visits {
 
     fn next(&mut self) -> Option<Visit> {
         let r = self.next_u64();
-        // Skewed popularity: low indexes are picked more often.
-        let url = URLS[((r % 64) as f64).sqrt() as usize % URLS.len()];
+        // Skewed popularity: the first URLs are visited most.
+        let rank = ((r % 64) as f64).sqrt() as usize % URLS.len();
+        let url = URLS[URLS.len() - 1 - rank];
         let status = match (r >> 8) % 100 {
             0..=89 => 200,
             90..=93 => 302,
@@ -195,13 +204,135 @@ impl Summary {
     }
 }
 
+/// Give up reading back when no record arrives for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs `demo`.
-pub async fn run(args: DemoArgs, settings: Settings) -> Result<ExitCode> {
-    let _ = (args, settings);
-    Err(CliError::NotAvailable {
-        command: "demo",
-        missing: "the Producer and Consumer APIs are not merged yet",
-    })
+pub async fn run(args: DemoArgs, mut settings: Settings) -> Result<ExitCode> {
+    // Kept alive until the end of the demo; dropping it stops the broker.
+    let mut _local = None;
+    if !settings.has_bootstrap() {
+        eprintln!(
+            "Starting a local Kafka {} (the first run resolves its jars with Maven)...",
+            flumen_testcontainers::kafka_version()
+        );
+        let started = Instant::now();
+        let cluster = tokio::task::spawn_blocking(|| KafkaCluster::start(ClusterSpec::single()))
+            .await
+            .map_err(|e| CliError::LocalKafka(e.to_string()))?
+            .map_err(|e| CliError::LocalKafka(crate::error::one_line(&e.to_string())))?;
+        eprintln!(
+            "Kafka is up at {} ({:.1} s).",
+            cluster.bootstrap(),
+            started.elapsed().as_secs_f64()
+        );
+        settings.set("bootstrap.servers", cluster.bootstrap(), Origin::Command);
+        _local = Some(cluster);
+    }
+
+    let producer = crate::commands::producer(settings.clone()).await?;
+    let admin = Admin::new(producer.cluster().clone());
+    let count = ensure_topic(&admin, &args.topic, args.partitions).await?;
+    let partitions: Vec<TopicPartition> = (0..count)
+        .map(|p| TopicPartition::new(&args.topic, p))
+        .collect();
+    // Read back only this run's visits, even when the topic already held some.
+    let specs: Vec<_> = partitions
+        .iter()
+        .map(|tp| (tp.clone(), OffsetSpec::Latest))
+        .collect();
+    let mut start = BTreeMap::new();
+    for (tp, r) in admin
+        .list_offsets(&specs, IsolationLevel::ReadUncommitted)
+        .await?
+    {
+        let offset = r
+            .map_err(|e| CliError::during(format!("listing offsets of {tp}"), e))?
+            .offset;
+        start.insert(tp, offset);
+    }
+
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let produce_started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut failed = 0u64;
+    for visit in
+        Visits::new(args.seed, now_ms).take(usize::try_from(args.records).unwrap_or(usize::MAX))
+    {
+        let line = visit.line();
+        let record = ProducerRecord::new(&args.topic)
+            .key(visit.user.as_bytes())
+            .value(line.as_bytes())
+            .timestamp(visit.timestamp_ms);
+        match producer.send(record).await {
+            Ok(d) => pending.push(d),
+            Err(e) => return Err(CliError::produce(&e)),
+        }
+        while let Some(Some(r)) = pending.next().now_or_never() {
+            failed += u64::from(r.is_err());
+        }
+    }
+    producer.flush().await.map_err(|e| CliError::produce(&e))?;
+    while let Some(r) = pending.next().await {
+        failed += u64::from(r.is_err());
+    }
+    let _ = producer.close(Duration::from_secs(5)).await;
+    if failed > 0 {
+        return Err(CliError::Partial(format!(
+            "{failed} visit(s) were not written"
+        )));
+    }
+    eprintln!(
+        "Wrote {} visits to {} ({} partitions) in {:.2} s; reading them back...",
+        args.records,
+        args.topic,
+        count,
+        produce_started.elapsed().as_secs_f64()
+    );
+
+    let mut consumer = crate::commands::consumer(settings).await?;
+    consumer
+        .assign(partitions.clone())
+        .map_err(CliError::consume)?;
+    for (tp, offset) in &start {
+        consumer.seek(tp, *offset).map_err(CliError::consume)?;
+    }
+    let consume_started = Instant::now();
+    let mut summary = Summary::default();
+    let mut last_progress = Instant::now();
+    while summary.records < args.records {
+        let mut polled = consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .map_err(CliError::consume)?;
+        let before = summary.records;
+        for record in polled.iter() {
+            let record = record.map_err(CliError::consume)?;
+            summary.add(&String::from_utf8_lossy(record.value().unwrap_or_default()));
+        }
+        if summary.records > before {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > STALL_TIMEOUT {
+            return Err(CliError::Client(format!(
+                "read back {} of {} visits, then nothing for {} s",
+                summary.records,
+                args.records,
+                STALL_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    let _ = consumer.close().await;
+    eprintln!(
+        "Read them back in {:.2} s.\n",
+        consume_started.elapsed().as_secs_f64()
+    );
+    print!("{}", summary.render());
+    if _local.is_some() {
+        eprintln!("\nStopping the local Kafka.");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

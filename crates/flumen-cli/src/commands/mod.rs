@@ -1,10 +1,7 @@
 //! One module per command; [`run`] dispatches.
 
-// The record-moving commands parse their arguments and hold their helpers (formats,
-// report, data generator) ahead of the producer and consumer they will run on.
 pub mod bench;
 pub mod consume;
-#[allow(dead_code)]
 pub mod demo;
 pub mod groups;
 pub mod produce;
