@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
-use flumen_client::admin::{IsolationLevel, OffsetSpec};
+use flumen_client::admin::{IsolationLevel, OffsetAndMetadata, OffsetSpec};
 use flumen_client::consumer::Consumer;
 use flumen_client::{Admin, TopicPartition};
 
@@ -271,6 +271,8 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
             "latest"
         };
         settings.set_default("auto.offset.reset", reset);
+        // Commits cover exactly the printed records, not whole polls.
+        settings.set_default("enable.auto.commit", "false");
     }
     if let Some(isolation) = args.isolation {
         settings.set("isolation.level", isolation.property(), Origin::Command);
@@ -345,6 +347,9 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
     let max = args.max_messages.unwrap_or(u64::MAX);
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut broken_pipe = false;
+    // The next offset after the last printed record, per partition: what a group commits.
+    let mut printed_upto: BTreeMap<TopicPartition, OffsetAndMetadata> = BTreeMap::new();
+    let mut last_commit = Instant::now();
     'poll: while printed < max {
         if args.exit_at_end && at_end(&mut consumer, ends.as_ref()).await? {
             break;
@@ -355,20 +360,31 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
         };
         let mut records = polled.map_err(CliError::consume)?;
         out.clear();
-        for record in records.iter() {
-            let record = record.map_err(CliError::consume)?;
-            let fields = RecordFields {
-                topic: record.topic(),
-                partition: record.partition(),
-                offset: record.offset(),
-                timestamp: record.timestamp(),
-                key: record.key(),
-                value: record.value(),
-            };
-            format.write(&mut out, &fields, record.headers());
-            printed += 1;
-            if printed >= max {
-                break;
+        'partitions: for part in records.partitions_mut() {
+            let tp = part.topic_partition().clone();
+            let mut last = None;
+            for record in part.iter() {
+                let record = record.map_err(CliError::consume)?;
+                let fields = RecordFields {
+                    topic: record.topic(),
+                    partition: record.partition(),
+                    offset: record.offset(),
+                    timestamp: record.timestamp(),
+                    key: record.key(),
+                    value: record.value(),
+                };
+                format.write(&mut out, &fields, record.headers());
+                printed += 1;
+                last = Some(record.offset());
+                if printed >= max {
+                    if let Some(offset) = last {
+                        printed_upto.insert(tp, OffsetAndMetadata::new(offset + 1));
+                    }
+                    break 'partitions;
+                }
+            }
+            if let Some(offset) = last {
+                printed_upto.insert(tp, OffsetAndMetadata::new(offset + 1));
             }
         }
         if !out.is_empty() {
@@ -384,11 +400,20 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
                 });
             }
         }
+        if args.group.is_some() && last_commit.elapsed() >= COMMIT_INTERVAL {
+            consumer
+                .commit_offsets_sync(printed_upto.clone())
+                .await
+                .map_err(CliError::consume)?;
+            last_commit = Instant::now();
+        }
     }
-    // With a group, commit what was printed (a record cut off by --max-messages is not:
-    // commits cover whole polls, as the Java console consumer's do).
-    if args.group.is_some() {
-        consumer.commit_sync().await.map_err(CliError::consume)?;
+    // With a group, commit what was printed, and nothing past it.
+    if args.group.is_some() && !printed_upto.is_empty() {
+        consumer
+            .commit_offsets_sync(printed_upto)
+            .await
+            .map_err(CliError::consume)?;
     }
     consumer.close().await.map_err(CliError::consume)?;
     if !broken_pipe {
@@ -399,6 +424,9 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How often a group consumer commits what it printed (and once more at exit).
+const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long one `poll` waits before the loop checks its exit conditions again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
