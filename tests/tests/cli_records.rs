@@ -339,3 +339,71 @@ fn demo_writes_visits_and_summarises_them() {
     assert_eq!(per_status, 3000, "{out}");
     assert!(out.contains("Top URLs") && out.contains("p99"), "{out}");
 }
+
+#[test]
+fn ctrl_c_stops_a_group_consumer_cleanly_and_commits() {
+    use std::io::{BufRead, BufReader};
+
+    let b = bootstrap();
+    let topic = new_topic("cli-ctrl-c", 1);
+    let group = KafkaCluster::unique_topic("cli-ctrl-c-group");
+    flumen_with_input(
+        &["-b", &b, "produce", &topic],
+        b"one\ntwo\nthree\n",
+        TIMEOUT,
+    )
+    .ok();
+    let mut child = Command::new(cli_support::flumen_bin())
+        .args([
+            "-b",
+            &b,
+            "consume",
+            &topic,
+            "-G",
+            &group,
+            "--from-beginning",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flumen consume");
+    let pid = child.id().to_string();
+    // A consumer that never prints its three records is killed, and the test fails below.
+    let watchdog_pid = pid.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(TIMEOUT).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match lines.next() {
+            Some(Ok(line)) => seen.push(line),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["one", "two", "three"]);
+    // The consumer is now idle in poll; SIGINT is what Ctrl-C sends.
+    let status = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let out = wait_with_timeout(child, TIMEOUT);
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Consumed 3 record(s)"), "{stderr}");
+    let described = flumen(&["-b", &b, "groups", "describe", &group])
+        .ok()
+        .stdout_text();
+    let row = described
+        .lines()
+        .find(|l| l.starts_with(&topic))
+        .unwrap_or_else(|| panic!("no committed offset for {topic}:\n{described}"));
+    assert_eq!(row.split_whitespace().nth(2), Some("3"), "{described}");
+}
