@@ -71,10 +71,11 @@ async fn seek_rereads_from_the_given_offset_and_seek_to_end_skips_the_rest() {
     let seen = read_n(&mut c, 58, Duration::from_secs(30)).await;
     assert_eq!(seen[&tp].first().map(|(o, _)| *o), Some(42));
     assert_eq!(seen[&tp].len(), 58);
-    c.seek_to_beginning(&[tp.clone()])
+    c.seek_to_beginning(std::slice::from_ref(&tp))
         .expect("seek to beginning");
     assert_eq!(c.position(&tp).await.expect("position"), 0);
-    c.seek_to_end(&[tp.clone()]).expect("seek to end");
+    c.seek_to_end(std::slice::from_ref(&tp))
+        .expect("seek to end");
     assert_eq!(c.position(&tp).await.expect("position"), 100);
     let mut seen = Seen::new();
     assert_eq!(
@@ -95,8 +96,8 @@ async fn paused_partition_yields_nothing_until_resumed_and_then_everything() {
     );
     let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
     c.assign([tp0.clone(), tp1.clone()]).expect("assign");
-    c.pause(&[tp0.clone()]);
-    assert_eq!(c.paused(), [tp0.clone()]);
+    c.pause(std::slice::from_ref(&tp0));
+    assert_eq!(c.paused(), vec![tp0.clone()]);
     let seen = read_n(&mut c, 50, Duration::from_secs(30)).await;
     assert!(
         !seen.contains_key(&tp0),
@@ -109,8 +110,8 @@ async fn paused_partition_yields_nothing_until_resumed_and_then_everything() {
     // Re-assigning keeps it paused (the pause survives assignment changes).
     c.assign([tp0.clone()]).expect("reassign");
     c.assign([tp0.clone(), tp1.clone()]).expect("reassign");
-    assert_eq!(c.paused(), [tp0.clone()]);
-    c.resume(&[tp0.clone()]);
+    assert_eq!(c.paused(), vec![tp0.clone()]);
+    c.resume(std::slice::from_ref(&tp0));
     assert!(c.paused().is_empty());
     let seen = read_n(&mut c, 50, Duration::from_secs(30)).await;
     let got = &seen[&tp0];
@@ -136,14 +137,17 @@ async fn sync_and_async_commits_are_read_back_with_the_leader_epoch() {
     .await;
     c.assign([tp.clone()]).expect("assign");
     assert!(
-        c.committed(&[tp.clone()])
+        c.committed(std::slice::from_ref(&tp))
             .await
             .expect("committed")
             .is_empty()
     );
     read_n(&mut c, 30, Duration::from_secs(30)).await;
     c.commit_sync().await.expect("commit");
-    let committed = c.committed(&[tp.clone()]).await.expect("committed");
+    let committed = c
+        .committed(std::slice::from_ref(&tp))
+        .await
+        .expect("committed");
     assert_eq!(committed[&tp].offset, 30);
     assert_eq!(
         committed[&tp].leader_epoch,
@@ -159,7 +163,10 @@ async fn sync_and_async_commits_are_read_back_with_the_leader_epoch() {
         .expect("task")
         .expect("async commit");
     assert_eq!(
-        c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset,
+        c.committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed")[&tp]
+            .offset,
         12
     );
 
@@ -397,8 +404,10 @@ async fn mixed_group_with_the_java_consumer_splits_partitions_and_loses_nothing_
 }
 
 /// Records every listener call as `("revoked" | "assigned" | "lost", partitions)`.
+type Calls = Vec<(&'static str, Vec<TopicPartition>)>;
+
 #[derive(Clone, Default)]
-struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<TopicPartition>)>>>);
+struct Recorder(std::sync::Arc<std::sync::Mutex<Calls>>);
 
 impl flumen_client::consumer::RebalanceListener for Recorder {
     fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
@@ -599,7 +608,10 @@ async fn kip848_member_joins_and_gets_every_partition() {
     c.commit_sync().await.expect("commit with the member epoch");
     let tp = TopicPartition::new(&topic, 0);
     assert_eq!(
-        c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset,
+        c.committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed")[&tp]
+            .offset,
         5
     );
     c.close().await.expect("close");
@@ -672,4 +684,65 @@ async fn read_committed_skips_aborted_transactions_and_read_uncommitted_sees_the
 
 fn values_of(prefixes: &[&str]) -> Vec<String> {
     prefixes.iter().flat_map(|p| values(p, 5)).collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn paused_partitions_stay_paused_across_rebalances_and_resume_works() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-pause-group", 2, 1).await;
+    let group = format!("{topic}-g");
+    let props = [
+        ("group.id", group.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("partition.assignment.strategy", "range"),
+        ("heartbeat.interval.ms", "500"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let mut c1 = consumer(kafka, &props).await;
+    c1.subscribe(&[&topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Seen::new();
+    while c1.assignment().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never assigned");
+        poll_into(&mut c1, &mut seen).await;
+    }
+    let both = c1.assignment();
+    c1.pause(&both);
+
+    // A second member comes and goes: c1 loses a partition, then gets it back (eager
+    // rebalances revoke and re-add everything).
+    let mut c2 = consumer(kafka, &props).await;
+    c2.subscribe(&[&topic]).expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let h2 = spawn_member("flumen-2", c2, tx, stop);
+    let mut c2_parts = 0;
+    while !(c1.assignment().len() == 1 && c2_parts == 1) {
+        assert!(tokio::time::Instant::now() < deadline, "never split");
+        poll_into(&mut c1, &mut seen).await;
+        while let Ok(r) = rx.try_recv() {
+            c2_parts = r.assignment.len();
+        }
+    }
+    stop_tx.send(true).expect("stop");
+    h2.await.expect("task").close().await.expect("close");
+    while c1.assignment().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got both back"
+        );
+        poll_into(&mut c1, &mut seen).await;
+    }
+    assert_eq!(c1.paused(), both, "both partitions are still paused");
+    produce(kafka, &topic, 0, &values("q0", 10));
+    produce(kafka, &topic, 1, &values("q1", 10));
+    assert_eq!(
+        drain_for(&mut c1, Duration::from_millis(800), &mut seen).await,
+        0
+    );
+    c1.resume(&both);
+    let seen = read_n(&mut c1, 20, Duration::from_secs(30)).await;
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), 20);
+    c1.close().await.expect("close");
 }

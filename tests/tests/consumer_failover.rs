@@ -72,7 +72,10 @@ async fn killing_the_leader_mid_consumption_skips_and_repeats_nothing() {
     }
     c.commit_sync().await.expect("commit after the kill");
     assert_eq!(
-        c.committed(&[tp.clone()]).await.expect("committed")[&tp].offset,
+        c.committed(std::slice::from_ref(&tp))
+            .await
+            .expect("committed")[&tp]
+            .offset,
         400
     );
 }

@@ -16,8 +16,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use flumen_client::admin::NewTopic;
-use flumen_client::{Admin, ClientConfig};
+use flumen_client::admin::{IsolationLevel, NewTopic, OffsetSpec};
+use flumen_client::{Admin, ClientConfig, TopicPartition};
 use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -82,6 +82,10 @@ pub struct WorkloadArgs {
     /// Rounds per client (alternating between clients).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// Batch size in bytes for every client (`batch.size`; rskafka's aggregator size);
+    /// unset: each client's own default (Flumen and Java 16384, librdkafka 1000000).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Compression codec (none, gzip, snappy, lz4, zstd).
     #[arg(long, default_value = "none")]
     pub compression: String,
@@ -245,13 +249,45 @@ impl Broker {
     /// Creates a fresh topic with `partitions` partitions (replication factor 1) for one round.
     pub async fn create_topic(&self, prefix: &str, partitions: i32) -> Result<String, String> {
         let name = KafkaCluster::unique_topic(prefix);
-        let config = ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
-            .map_err(|e| e.to_string())?;
+        let config =
+            ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
+                .map_err(|e| e.to_string())?;
         let admin = Admin::connect(config).await.map_err(|e| e.to_string())?;
         admin
-            .create_topic(NewTopic::new(&name).partitions(partitions).replication_factor(1))
+            .create_topic(
+                NewTopic::new(&name)
+                    .partitions(partitions)
+                    .replication_factor(1),
+            )
             .await
             .map_err(|e| e.to_string())?;
+        // Every partition's leader must be serving before the clock starts: a fresh
+        // partition answers NOT_LEADER for a moment, which librdkafka's idempotent
+        // producer treats as fatal.
+        let spec: Vec<(TopicPartition, OffsetSpec)> = (0..partitions)
+            .map(|p| (TopicPartition::new(&name, p), OffsetSpec::Latest))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = match admin
+                .list_offsets(&spec, IsolationLevel::ReadUncommitted)
+                .await
+            {
+                Ok(answers) => answers.len() == spec.len() && answers.values().all(Result::is_ok),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "partitions of {name} did not get a leader within 30 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // And a little longer: the leader may list offsets before it takes produce requests.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         Ok(name)
     }
 }
@@ -277,7 +313,13 @@ pub fn print_results(results: &[ClientResult], json: bool) {
     for r in results {
         println!(
             "{:<10} {:>14.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10.1}",
-            r.client, r.records_per_s, r.mb_per_s, r.cpu_s_per_million, r.p50_ms, r.p99_ms, r.peak_rss_mib
+            r.client,
+            r.records_per_s,
+            r.mb_per_s,
+            r.cpu_s_per_million,
+            r.p50_ms,
+            r.p99_ms,
+            r.peak_rss_mib
         );
     }
     if let Some(base) = results.iter().find(|r| r.client == "rdkafka") {

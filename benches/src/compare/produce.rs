@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use hdrhistogram::Histogram;
 
-use super::{Broker, ClientKind, ClientResult, ProduceArgs, RoundResult, Tally, cpu_time, new_histogram};
+use super::{
+    Broker, ClientKind, ClientResult, ProduceArgs, RoundResult, Tally, cpu_time, new_histogram,
+};
 
 /// Runs the produce comparison; one result per client.
 pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, String> {
@@ -31,7 +33,8 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
     for round in 0..args.rounds {
         for tally in &mut tallies {
             let client = tally_client(tally);
-            let topic = current.block_on(broker.create_topic(&format!("compare-{client}"), args.partitions))?;
+            let topic = current
+                .block_on(broker.create_topic(&format!("compare-{client}"), args.partitions))?;
             let result = match client {
                 ClientKind::Flumen => current.block_on(flumen(args, broker, &topic, &payload)),
                 ClientKind::Rdkafka => rdkafka(args, broker, &topic, &payload),
@@ -54,7 +57,11 @@ fn tally_client(tally: &Tally) -> ClientKind {
 }
 
 fn compression_or_none(args: &ProduceArgs) -> &str {
-    if args.compression.is_empty() { "none" } else { &args.compression }
+    if args.compression.is_empty() {
+        "none"
+    } else {
+        &args.compression
+    }
 }
 
 async fn flumen(
@@ -63,17 +70,23 @@ async fn flumen(
     topic: &str,
     payload: &[u8],
 ) -> Result<RoundResult, String> {
-    let config = ProducerConfig::from_properties([
-        ("bootstrap.servers", broker.bootstrap.as_str()),
-        ("acks", "all"),
-        ("linger.ms", "5"),
-        ("enable.idempotence", "true"),
-        ("compression.type", compression_or_none(args)),
-    ])
-    .map_err(|e| e.to_string())?;
+    let mut props = vec![
+        ("bootstrap.servers", broker.bootstrap.clone()),
+        ("acks", "all".to_owned()),
+        ("linger.ms", "5".to_owned()),
+        ("enable.idempotence", "true".to_owned()),
+        ("compression.type", compression_or_none(args).to_owned()),
+    ];
+    if let Some(size) = args.batch_size {
+        props.push(("batch.size", size.to_string()));
+    }
+    let config = ProducerConfig::from_properties(props).map_err(|e| e.to_string())?;
     let producer = Producer::connect(config).await.map_err(|e| e.to_string())?;
     // Warm the metadata outside the measured time, as the other clients do at creation.
-    producer.partitions_for(topic).await.map_err(|e| e.to_string())?;
+    producer
+        .partitions_for(topic)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut latency = new_histogram();
     let mut pending = VecDeque::new();
     let cpu0 = cpu_time();
@@ -102,7 +115,10 @@ async fn flumen(
     }
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;
-    producer.close(Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    producer
+        .close(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(RoundResult {
         records: args.records,
         bytes: args.records * payload.len() as u64,
@@ -151,7 +167,12 @@ mod rd {
     }
 }
 
-fn rdkafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8]) -> Result<RoundResult, String> {
+fn rdkafka(
+    args: &ProduceArgs,
+    broker: &Broker,
+    topic: &str,
+    payload: &[u8],
+) -> Result<RoundResult, String> {
     use rdkafka::config::ClientConfig as RdConfig;
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
@@ -161,14 +182,18 @@ fn rdkafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8]) -> 
         latency: Mutex::new(new_histogram()),
         errors: Mutex::new(None),
     };
-    let producer: ThreadedProducer<rd::Ctx> = RdConfig::new()
+    let mut config = RdConfig::new();
+    config
         .set("bootstrap.servers", &broker.bootstrap)
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
-        .set("compression.type", compression_or_none(args))
-        .create_with_context(ctx)
-        .map_err(|e| e.to_string())?;
+        .set("compression.type", compression_or_none(args));
+    if let Some(size) = args.batch_size {
+        config.set("batch.size", size.to_string());
+    }
+    let producer: ThreadedProducer<rd::Ctx> =
+        config.create_with_context(ctx).map_err(|e| e.to_string())?;
     // Metadata for the topic before the clock starts.
     producer
         .client()
@@ -178,7 +203,8 @@ fn rdkafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8]) -> 
     let start = Instant::now();
     for _ in 0..args.records {
         let sent = producer.context().start.elapsed().as_nanos() as usize;
-        let mut record: BaseRecord<'_, (), [u8], usize> = BaseRecord::with_opaque_to(topic, sent).payload(payload);
+        let mut record: BaseRecord<'_, (), [u8], usize> =
+            BaseRecord::with_opaque_to(topic, sent).payload(payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -190,13 +216,26 @@ fn rdkafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8]) -> 
             }
         }
     }
-    producer.flush(Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;
-    if let Some(e) = producer.context().errors.lock().map_err(|e| e.to_string())?.take() {
+    if let Some(e) = producer
+        .context()
+        .errors
+        .lock()
+        .map_err(|e| e.to_string())?
+        .take()
+    {
         return Err(e);
     }
-    let latency = producer.context().latency.lock().map_err(|e| e.to_string())?.clone();
+    let latency = producer
+        .context()
+        .latency
+        .lock()
+        .map_err(|e| e.to_string())?
+        .clone();
     Ok(RoundResult {
         records: args.records,
         bytes: args.records * payload.len() as u64,
@@ -206,7 +245,12 @@ fn rdkafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8]) -> 
     })
 }
 
-async fn rskafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8]) -> Result<RoundResult, String> {
+async fn rskafka(
+    args: &ProduceArgs,
+    broker: &Broker,
+    topic: &str,
+    payload: &[u8],
+) -> Result<RoundResult, String> {
     use futures::StreamExt;
     use futures::stream::FuturesUnordered;
     use rskafka::client::ClientBuilder;
@@ -217,7 +261,11 @@ async fn rskafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8
 
     let compression = match compression_or_none(args) {
         "none" => Compression::NoCompression,
-        other => return Err(format!("rskafka comparison runs without compression, not {other}")),
+        other => {
+            return Err(format!(
+                "rskafka comparison runs without compression, not {other}"
+            ));
+        }
     };
     let client = ClientBuilder::new(broker.bootstrap.split(',').map(str::to_owned).collect())
         .build()
@@ -233,7 +281,7 @@ async fn rskafka(args: &ProduceArgs, broker: &Broker, topic: &str, payload: &[u8
             BatchProducerBuilder::new(Arc::new(pc))
                 .with_linger(Duration::from_millis(5))
                 .with_compression(compression)
-                .build(RecordAggregator::new(16 * 1024)),
+                .build(RecordAggregator::new(args.batch_size.unwrap_or(16 * 1024))),
         ));
     }
     // rskafka has no buffer bound of its own: cap records in flight like the others' queues.

@@ -6,8 +6,8 @@
 //! - [`retry`]: exponential backoff with jitter, bounded by a deadline.
 //! - [`cluster`]: [`Cluster`] (alias [`Client`]): bootstrap, metadata, connection pool, coordinators.
 //! - [`admin`]: [`Admin`]: topics, configs, offsets, records, groups.
-//! - [`producer`]: [`Producer`]: batching, idempotent, transactional producer.
 //! - [`consumer`]: [`Consumer`]: assign / subscribe, poll borrowed records, commit, groups.
+//! - [`producer`]: [`Producer`]: batching, idempotent, transactional producer.
 #![warn(missing_docs)]
 
 pub mod admin;

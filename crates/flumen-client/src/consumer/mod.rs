@@ -281,12 +281,12 @@ impl Consumer {
             .as_ref()
             .map(GroupMember::generation)
             .unwrap_or((-1, String::new()));
-        Some(ConsumerGroupMetadata {
+        Some(ConsumerGroupMetadata::with_member(
             group_id,
             generation_id,
             member_id,
-            group_instance_id: self.config.group_instance_id.clone(),
-        })
+            self.config.group_instance_id.clone(),
+        ))
     }
 
     fn add_partitions(&mut self, tps: impl Iterator<Item = TopicPartition>) {

@@ -32,8 +32,9 @@ pub(crate) struct Accumulator {
     pub(crate) in_flight: HashMap<i32, usize>,
     /// Callers of `flush` (or `close`) waiting: send everything without lingering.
     pub(crate) flushing: usize,
-    /// Rotates the partition the drain starts at, so no partition is always served last.
-    pub(crate) drain_start: usize,
+    /// A request failed in a way that means the leaders may have moved: the sender
+    /// refreshes the metadata before it drains again.
+    pub(crate) metadata_stale: bool,
 }
 
 /// The partitions of one topic.
@@ -58,6 +59,10 @@ pub(crate) struct PartitionQueue {
     /// A batch failed retriably and waits at the head: send one batch at a time until it
     /// is through, so order holds.
     pub(crate) retrying: bool,
+    /// Idempotence: the broker acknowledged a batch of this producer epoch here. Until then
+    /// one batch at a time: a broker with no state for the producer accepts any first
+    /// sequence, so a second batch overtaking a failed first one would be written first.
+    pub(crate) confirmed: bool,
 }
 
 /// The batch currently being filled.
@@ -196,7 +201,8 @@ impl PartitionQueue {
             created: Instant::now(),
             reservation,
         };
-        let (index, full) = Self::push(&mut open, timestamp, key, value, headers, params.batch_size)?;
+        let (index, full) =
+            Self::push(&mut open, timestamp, key, value, headers, params.batch_size)?;
         if full {
             self.ready.push_back(open.close());
         } else {

@@ -119,7 +119,12 @@ impl ProducerConfig {
                 "0" => Acks::None,
                 "1" => Acks::Leader,
                 "all" | "-1" => Acks::All,
-                _ => return Err(config_error("acks", format!("expected 0, 1, all or -1, got {raw:?}"))),
+                _ => {
+                    return Err(config_error(
+                        "acks",
+                        format!("expected 0, 1, all or -1, got {raw:?}"),
+                    ));
+                }
             };
         }
         if let Some(v) = props.take_millis("linger.ms")? {
@@ -136,7 +141,10 @@ impl ProducerConfig {
         }
         if let Some(v) = props.take_parsed::<usize>("max.in.flight.requests.per.connection")? {
             if v == 0 {
-                return Err(config_error("max.in.flight.requests.per.connection", "must be at least 1"));
+                return Err(config_error(
+                    "max.in.flight.requests.per.connection",
+                    "must be at least 1",
+                ));
             }
             c.max_in_flight = v;
         }
@@ -147,8 +155,12 @@ impl ProducerConfig {
             c.retries = v;
         }
         if let Some(raw) = props.take("compression.type") {
-            c.compression = parse_compression(&raw)
-                .ok_or_else(|| config_error("compression.type", format!("expected none, gzip, snappy, lz4 or zstd, got {raw:?}")))?;
+            c.compression = parse_compression(&raw).ok_or_else(|| {
+                config_error(
+                    "compression.type",
+                    format!("expected none, gzip, snappy, lz4 or zstd, got {raw:?}"),
+                )
+            })?;
         }
         let idempotence_given = props.get("enable.idempotence").is_some();
         if let Some(v) = props.take_bool("enable.idempotence")? {
@@ -173,13 +185,23 @@ impl ProducerConfig {
         // user asked for it explicitly; then the combination is an error.
         if c.acks != Acks::All && c.idempotence {
             if idempotence_given {
-                return Err(config_error("enable.idempotence", "idempotence requires acks=all"));
+                return Err(config_error(
+                    "enable.idempotence",
+                    "idempotence requires acks=all",
+                ));
             }
             c.idempotence = false;
         }
         if c.transactional_id.is_some() && !c.idempotence {
-            let key = if acks_given && !idempotence_given { "acks" } else { "enable.idempotence" };
-            return Err(config_error(key, "a transactional producer must be idempotent (acks=all)"));
+            let key = if acks_given && !idempotence_given {
+                "acks"
+            } else {
+                "enable.idempotence"
+            };
+            return Err(config_error(
+                key,
+                "a transactional producer must be idempotent (acks=all)",
+            ));
         }
         c.validate()?;
         Ok(c)
@@ -230,10 +252,13 @@ fn parse_compression(raw: &str) -> Option<Compression> {
     })
 }
 
+/// One builder setting, applied to the defaults at `build`.
+type Edit = Box<dyn FnOnce(&mut ProducerConfig) + Send>;
+
 /// Typed builder for [`ProducerConfig`].
 pub struct ProducerConfigBuilder {
     client: crate::config::ClientConfigBuilder,
-    edits: Vec<Box<dyn FnOnce(&mut ProducerConfig) + Send>>,
+    edits: Vec<Edit>,
 }
 
 impl std::fmt::Debug for ProducerConfigBuilder {
@@ -306,7 +331,10 @@ impl ProducerConfigBuilder {
             edit(&mut config);
         }
         if config.acks != Acks::All && config.idempotence {
-            return Err(config_error("enable.idempotence", "idempotence requires acks=all"));
+            return Err(config_error(
+                "enable.idempotence",
+                "idempotence requires acks=all",
+            ));
         }
         if config.transactional_id.is_some() && !config.idempotence {
             return Err(config_error(

@@ -58,7 +58,8 @@ impl BatchCompletion {
     /// Sets the result (the first call wins) and wakes every waiting record future.
     pub(crate) fn complete(&self, result: Result<BatchAck, ProduceError>) {
         let _ = self.result.set(result);
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
+        let wakers =
+            std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
         for w in wakers {
             w.wake();
         }
@@ -97,7 +98,10 @@ impl DeliveryFuture {
         self.batch.result.get().map(|r| self.metadata(r))
     }
 
-    fn metadata(&self, result: &Result<BatchAck, ProduceError>) -> Result<RecordMetadata, ProduceError> {
+    fn metadata(
+        &self,
+        result: &Result<BatchAck, ProduceError>,
+    ) -> Result<RecordMetadata, ProduceError> {
         match result {
             Ok(ack) => Ok(RecordMetadata {
                 topic: self.batch.topic.clone(),
@@ -125,7 +129,11 @@ impl Future for DeliveryFuture {
         if let Some(r) = self.batch.result.get() {
             return Poll::Ready(self.metadata(r));
         }
-        let mut wakers = self.batch.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut wakers = self
+            .batch
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Checked again under the lock: `complete` sets the result before taking the wakers.
         if let Some(r) = self.batch.result.get() {
             drop(wakers);

@@ -11,9 +11,9 @@
 //! sequence at 0, re-stamping the batches still queued.
 
 use bytes::{Bytes, BytesMut};
-use flumen_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
-use flumen_protocol::messages::StrBytes;
 use flumen_protocol::ErrorCode;
+use flumen_protocol::messages::StrBytes;
+use flumen_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
 
 use super::{Inner, ProduceError};
 use crate::cluster::CoordinatorType;
@@ -65,7 +65,10 @@ pub(crate) fn restamp(batch: &Bytes, producer_id: i64, epoch: i16, base_sequence
     out[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2].copy_from_slice(&epoch.to_be_bytes());
     out[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
         .copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &out[ATTRIBUTES_OFFSET..]) as u32;
+    let crc = crc_fast::checksum(
+        crc_fast::CrcAlgorithm::Crc32Iscsi,
+        &out[ATTRIBUTES_OFFSET..],
+    ) as u32;
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     out.freeze()
 }
@@ -79,18 +82,31 @@ pub(crate) async fn init_producer_id(inner: &Inner) -> Result<(), ProduceError> 
     };
     let cluster = &inner.cluster;
     let txn_id = inner.config.transactional_id.clone();
-    let timeout_ms = i32::try_from(inner.config.transaction_timeout.as_millis()).unwrap_or(i32::MAX);
+    let timeout_ms =
+        i32::try_from(inner.config.transaction_timeout.as_millis()).unwrap_or(i32::MAX);
     let deadline = tokio::time::Instant::now() + inner.config.max_block;
     let response = cluster
         .retry(deadline, || {
             let txn_id = txn_id.clone();
             async move {
                 let conn = match &txn_id {
-                    Some(id) => cluster.coordinator_connection(CoordinatorType::Transaction, id).await?,
-                    None => cluster.any_connection(crate::cluster::ConnectionKind::Metadata).await?,
+                    Some(id) => {
+                        cluster
+                            .coordinator_connection(CoordinatorType::Transaction, id)
+                            .await?
+                    }
+                    None => {
+                        cluster
+                            .any_connection(crate::cluster::ConnectionKind::Metadata)
+                            .await?
+                    }
                 };
                 let request = InitProducerIdRequest::default()
-                    .with_transactional_id(txn_id.clone().map(|id| TransactionalId(StrBytes::from_string(id))))
+                    .with_transactional_id(
+                        txn_id
+                            .clone()
+                            .map(|id| TransactionalId(StrBytes::from_string(id))),
+                    )
                     .with_transaction_timeout_ms(timeout_ms)
                     .with_producer_id(ProducerId(current_id))
                     .with_producer_epoch(current_epoch);
@@ -138,6 +154,7 @@ pub(crate) async fn init_producer_id(inner: &Inner) -> Result<(), ProduceError> 
             q.next_sequence = 0;
             q.acked_sequence = 0;
             q.retrying = false;
+            q.confirmed = false;
             // Queued batches are re-stamped from sequence 0 when drained.
             for b in &mut q.ready {
                 b.base_sequence = -1;
@@ -167,6 +184,13 @@ mod tests {
         let sealed = b.seal().expect("seal");
         let again = RecordBatch::new(restamp(&sealed, 7, 2, 0)).expect("batch");
         again.verify_crc().expect("crc");
-        assert_eq!((again.producer_id(), again.producer_epoch(), again.base_sequence()), (7, 2, 0));
+        assert_eq!(
+            (
+                again.producer_id(),
+                again.producer_epoch(),
+                again.base_sequence()
+            ),
+            (7, 2, 0)
+        );
     }
 }

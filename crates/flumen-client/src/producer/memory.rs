@@ -30,7 +30,10 @@ impl MemoryBudget {
     }
 
     fn units(&self, bytes: usize) -> u32 {
-        bytes.div_ceil(UNIT).clamp(1, self.total).min(u32::MAX as usize) as u32
+        bytes
+            .div_ceil(UNIT)
+            .clamp(1, self.total)
+            .min(u32::MAX as usize) as u32
     }
 
     /// Reserves `bytes` now if they are free.
@@ -91,9 +94,19 @@ mod tests {
         let budget = MemoryBudget::new(64 * 1024);
         let a = budget.try_reserve(48 * 1024).expect("free");
         assert!(budget.try_reserve(32 * 1024).is_none());
-        assert!(budget.reserve(32 * 1024, Duration::from_millis(20)).await.is_none());
+        assert!(
+            budget
+                .reserve(32 * 1024, Duration::from_millis(20))
+                .await
+                .is_none()
+        );
         drop(a);
-        assert!(budget.reserve(32 * 1024, Duration::from_millis(20)).await.is_some());
+        assert!(
+            budget
+                .reserve(32 * 1024, Duration::from_millis(20))
+                .await
+                .is_some()
+        );
         assert_eq!(budget.used(), 0);
     }
 }

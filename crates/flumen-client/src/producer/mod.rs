@@ -31,9 +31,9 @@
 //! await that pends. Everything is driven by tokio tasks, so the producer runs on a
 //! current-thread runtime.
 
+mod accumulator;
 pub mod config;
 mod delivery;
-mod accumulator;
 mod idempotence;
 mod memory;
 pub mod partitioner;
@@ -47,14 +47,14 @@ use std::time::Duration;
 use flumen_protocol::record::HeaderRef;
 use tokio::sync::Notify;
 
+use self::accumulator::{Accumulator, AppendParams, Appended, TopicQueues};
 pub use self::config::{Acks, ProducerConfig, ProducerConfigBuilder};
 pub use self::delivery::{DeliveryFuture, RecordMetadata};
-pub use self::partitioner::{DefaultPartitioner, Partitioner};
-pub use self::transaction::ConsumerGroupMetadata;
-use self::accumulator::{Accumulator, AppendParams, Appended, TopicQueues};
 use self::idempotence::IdempotenceState;
 use self::memory::MemoryBudget;
 use self::partitioner::StickyPartition;
+pub use self::partitioner::{DefaultPartitioner, Partitioner};
+pub use self::transaction::ConsumerGroupMetadata;
 use self::transaction::TxnState;
 use crate::cluster::Cluster;
 use crate::error::Error;
@@ -189,7 +189,9 @@ pub enum ProduceError {
     AbortableTransaction(String),
     /// A batch was rejected by an unrecoverable sequence error (the producer bumped its
     /// epoch and goes on; later records are not affected).
-    #[error("out-of-order sequence for {topic}-{partition}: the broker lost track of earlier records")]
+    #[error(
+        "out-of-order sequence for {topic}-{partition}: the broker lost track of earlier records"
+    )]
     OutOfOrderSequence {
         /// The topic.
         topic: String,
@@ -437,8 +439,8 @@ impl Producer {
                     });
                 }
                 None => {
-                    let size = record.key.map_or(0, <[u8]>::len)
-                        + record.value.map_or(0, <[u8]>::len);
+                    let size =
+                        record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
                     topic.sticky.next(count, size, inner.config.batch_size)
                 }
             },
@@ -460,11 +462,7 @@ impl Producer {
             reservation,
             &mut state.acc.unfinished,
         );
-        let appended = match appended {
-            Ok(a) => a,
-            Err(e) => return Err(e),
-        };
-        match appended {
+        match appended? {
             Appended::Done {
                 completion,
                 index,
@@ -477,7 +475,9 @@ impl Producer {
                 if wake {
                     inner.wake.notify_one();
                 }
-                Ok(Attempt::Done(DeliveryFuture::new(completion, index, timestamp)))
+                Ok(Attempt::Done(DeliveryFuture::new(
+                    completion, index, timestamp,
+                )))
             }
             Appended::NeedMemory(bytes) => {
                 if bytes > inner.config.max_request_size {

@@ -83,7 +83,10 @@ pub(crate) struct StickyPartition {
 
 impl StickyPartition {
     pub(crate) fn new() -> Self {
-        StickyPartition { current: -1, bytes: 0 }
+        StickyPartition {
+            current: -1,
+            bytes: 0,
+        }
     }
 
     /// The partition for a keyless record of `size` bytes, with `batch_size` as the switch point.

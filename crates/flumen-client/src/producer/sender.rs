@@ -20,7 +20,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use flumen_protocol::ErrorCode;
 use flumen_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use flumen_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, StrBytes, TopicName, TransactionalId};
+use flumen_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, StrBytes, TopicName, TransactionalId,
+};
 use tokio::time::Instant;
 
 use super::accumulator::{ClosedBatch, Payload};
@@ -86,6 +88,16 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
         }
 
+        let stale = std::mem::take(&mut inner.state().acc.metadata_stale);
+        if stale {
+            // Leaders moved (or a broker died): look again before sending anything, or the
+            // retries would keep going to the old leader.
+            inner.cluster.invalidate_metadata();
+            if let Err(e) = inner.cluster.refresh_metadata().await {
+                tracing::debug!(error = %e, "metadata refresh failed");
+                inner.state().acc.metadata_stale = true;
+            }
+        }
         let metadata = inner.cluster.metadata();
         let now = Instant::now();
         let drained = drain(&inner, &metadata, now);
@@ -181,7 +193,9 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                     break;
                 }
             }
-            let Some(front) = q.ready.front() else { continue };
+            let Some(front) = q.ready.front() else {
+                continue;
+            };
             if !txn_ready {
                 out.txn_blocked = true;
                 continue;
@@ -195,7 +209,7 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                 out.next_deadline = Some(out.next_deadline.map_or(at, |d| d.min(at)));
                 continue;
             }
-            if q.retrying && q.in_flight > 0 {
+            if (q.retrying || (idempotent && !q.confirmed)) && q.in_flight > 0 {
                 continue;
             }
             if !idempotent && config.max_in_flight == 1 && q.in_flight > 0 {
@@ -217,13 +231,16 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             if !entry.1.is_empty() && entry.0 + size > config.max_request_size {
                 continue;
             }
-            let Some(mut batch) = q.ready.pop_front() else { continue };
+            let Some(mut batch) = q.ready.pop_front() else {
+                continue;
+            };
             if idempotent && batch.base_sequence < 0 {
                 batch.base_sequence = q.next_sequence;
                 batch.epoch = epoch;
                 q.next_sequence = increment_sequence(q.next_sequence, batch.records);
                 if let Payload::Sealed(bytes) = &batch.payload {
-                    batch.payload = Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
+                    batch.payload =
+                        Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
                 }
             }
             batch.attempts += 1;
@@ -240,7 +257,6 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
         *s.acc.in_flight.entry(broker).or_insert(0) += 1;
         out.requests.push((broker, batches));
     }
-    s.acc.drain_start = s.acc.drain_start.wrapping_add(1);
     let idle = s.acc.unfinished == 0;
     drop(guard);
     let timeout = config.delivery_timeout;
@@ -307,6 +323,9 @@ fn release_broker(inner: &Inner, broker: i32) {
     }
 }
 
+/// A partition's answer in a ProduceResponse: code, base offset, log-append time, message.
+type PartitionAnswer = (ErrorCode, i64, i64, Option<String>);
+
 /// What became of one batch.
 enum Outcome {
     Done(BatchAck),
@@ -372,6 +391,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
     .await;
     let outcomes: Vec<Outcome> = match result {
         Err(e) => {
+            tracing::debug!(broker, error = %e, "produce request failed");
             inner.cluster.note_error(&e);
             let retriable = e.is_retriable();
             let e = ProduceError::from(e);
@@ -396,8 +416,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
             })
             .collect(),
         Ok(Some(response)) => {
-            let mut by_partition: HashMap<(&str, i32), (ErrorCode, i64, i64, Option<String>)> =
-                HashMap::new();
+            let mut by_partition: HashMap<(&str, i32), PartitionAnswer> = HashMap::new();
             for t in &response.responses {
                 for p in &t.partition_responses {
                     by_partition.insert(
@@ -459,6 +478,18 @@ fn classify(
     log_append_time: i64,
     message: Option<String>,
 ) -> Outcome {
+    if code != ErrorCode::None {
+        tracing::debug!(
+            topic = batch.completion.topic(),
+            partition = batch.completion.partition(),
+            sequence = batch.base_sequence,
+            acked_sequence,
+            attempts = batch.attempts,
+            ?code,
+            ?message,
+            "produce error"
+        );
+    }
     let topic = batch.completion.topic();
     let partition = batch.completion.partition();
     let error = || {
@@ -483,7 +514,9 @@ fn classify(
             base_offset: -1,
             log_append_time: -1,
         }),
-        ErrorCode::OutOfOrderSequenceNumber if batch.base_sequence != acked_sequence => {
+        ErrorCode::OutOfOrderSequenceNumber
+            if batch.base_sequence != acked_sequence && !sequence_passed(batch, acked_sequence) =>
+        {
             // An earlier batch of this partition failed and is being retried: retry behind it.
             Outcome::Retry(error())
         }
@@ -498,12 +531,22 @@ fn classify(
             }
         }
         ErrorCode::UnknownProducerId if !inner.transactional() => Outcome::RetryAfterBump(error()),
-        ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionalIdAuthorizationFailed => {
+        ErrorCode::ProducerFenced
+        | ErrorCode::InvalidProducerEpoch
+        | ErrorCode::TransactionalIdAuthorizationFailed => {
             Outcome::Fail(ProduceError::Fenced(error().to_string()))
         }
         c if c.is_retriable() => Outcome::Retry(error()),
         _ => Outcome::Fail(error()),
     }
+}
+
+/// Whether later batches of the partition were acknowledged already: then this one can
+/// never be written in order.
+fn sequence_passed(batch: &ClosedBatch, acked_sequence: i32) -> bool {
+    // Sequences wrap at i32::MAX; a distance over half the range means "behind".
+    let distance = acked_sequence.wrapping_sub(batch.base_sequence);
+    distance > 0 && distance < i32::MAX / 2
 }
 
 /// Applies the outcomes: completes, re-queues or fails each batch.
@@ -547,11 +590,13 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                         q.acked_sequence = increment_sequence(batch.base_sequence, batch.records);
                     }
                     q.retrying = false;
+                    q.confirmed = true;
                     completed.push((batch, Ok(ack)));
                 }
                 Outcome::Retry(e) => match retry(e, &batch) {
                     Some(e) => completed.push((batch, Err(e))),
                     None => {
+                        s.acc.metadata_stale = true;
                         batch.retry_at = Some(now + config.client.retry_backoff);
                         q.requeue(batch);
                     }
@@ -616,4 +661,3 @@ pub(crate) fn fail_all(inner: &Inner, error: ProduceError) {
     }
     inner.idle.notify_waiters();
 }
-

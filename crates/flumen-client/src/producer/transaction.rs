@@ -131,9 +131,11 @@ impl TxnState {
 }
 
 fn txn_id(inner: &Inner) -> Result<String, ProduceError> {
-    inner.config.transactional_id.clone().ok_or_else(|| {
-        ProduceError::TransactionState("transactional.id is not set".to_owned())
-    })
+    inner
+        .config
+        .transactional_id
+        .clone()
+        .ok_or_else(|| ProduceError::TransactionState("transactional.id is not set".to_owned()))
 }
 
 /// Maps a coordinator's error for a transactional call.
@@ -197,7 +199,10 @@ where
         let retry_err = match attempt {
             Ok((ErrorCode::None, value)) => return Ok(value),
             Ok((code, _)) if coordinator_retriable(code) => {
-                if matches!(code, ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable) {
+                if matches!(
+                    code,
+                    ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable
+                ) {
                     inner.cluster.invalidate_coordinator(kind, key);
                 }
                 txn_error(inner, api, code)
@@ -221,7 +226,9 @@ where
 pub(crate) async fn add_pending_partitions(inner: &Inner) -> Result<(), ProduceError> {
     let (pending, pid, epoch) = {
         let s = inner.state();
-        if s.txn.pending.is_empty() || !matches!(s.txn.phase, Phase::InTransaction | Phase::Committing) {
+        if s.txn.pending.is_empty()
+            || !matches!(s.txn.phase, Phase::InTransaction | Phase::Committing)
+        {
             return Ok(());
         }
         (s.txn.pending.clone(), s.idem.producer_id, s.idem.epoch)
@@ -239,28 +246,39 @@ pub(crate) async fn add_pending_partitions(inner: &Inner) -> Result<(), ProduceE
                 .with_partitions(ps.clone())
         })
         .collect();
-    let result = with_coordinator(inner, CoordinatorType::Transaction, &id, "AddPartitionsToTxn", |conn| {
-        let request = AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
-            .with_v3_and_below_producer_id(ProducerId(pid))
-            .with_v3_and_below_producer_epoch(epoch)
-            .with_v3_and_below_topics(request_topics.clone());
-        async move {
-            let version = conn.api_version(ApiKey::AddPartitionsToTxn).unwrap_or(0).min(3);
-            let response = conn.send_version(request, version).await?;
-            let mut worst = ErrorCode::from_code(response.error_code);
-            for t in &response.results_by_topic_v3_and_below {
-                for p in &t.results_by_partition {
-                    let code = ErrorCode::from_code(p.partition_error_code);
-                    // OPERATION_NOT_ATTEMPTED accompanies another partition's real error.
-                    if code != ErrorCode::None && code != ErrorCode::OperationNotAttempted {
-                        worst = code;
+    let result = with_coordinator(
+        inner,
+        CoordinatorType::Transaction,
+        &id,
+        "AddPartitionsToTxn",
+        |conn| {
+            let request = AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+                    id.clone(),
+                )))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(request_topics.clone());
+            async move {
+                let version = conn
+                    .api_version(ApiKey::AddPartitionsToTxn)
+                    .unwrap_or(0)
+                    .min(3);
+                let response = conn.send_version(request, version).await?;
+                let mut worst = ErrorCode::from_code(response.error_code);
+                for t in &response.results_by_topic_v3_and_below {
+                    for p in &t.results_by_partition {
+                        let code = ErrorCode::from_code(p.partition_error_code);
+                        // OPERATION_NOT_ATTEMPTED accompanies another partition's real error.
+                        if code != ErrorCode::None && code != ErrorCode::OperationNotAttempted {
+                            worst = code;
+                        }
                     }
                 }
+                Ok((worst, ()))
             }
-            Ok((worst, ()))
-        }
-    })
+        },
+    )
     .await;
     let mut s = inner.state();
     match result {
@@ -333,17 +351,23 @@ impl Producer {
             (s.idem.producer_id, s.idem.epoch)
         };
         let group_id = group.group_id.clone();
-        with_coordinator(inner, CoordinatorType::Transaction, &id, "AddOffsetsToTxn", |conn| {
-            let request = AddOffsetsToTxnRequest::default()
-                .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
-                .with_producer_id(ProducerId(pid))
-                .with_producer_epoch(epoch)
-                .with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
-            async move {
-                let response = conn.send(request).await?;
-                Ok((ErrorCode::from_code(response.error_code), ()))
-            }
-        })
+        with_coordinator(
+            inner,
+            CoordinatorType::Transaction,
+            &id,
+            "AddOffsetsToTxn",
+            |conn| {
+                let request = AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
+                async move {
+                    let response = conn.send(request).await?;
+                    Ok((ErrorCode::from_code(response.error_code), ()))
+                }
+            },
+        )
         .await
         .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))?;
 
@@ -364,30 +388,38 @@ impl Producer {
                     .with_partitions(ps)
             })
             .collect();
-        with_coordinator(inner, CoordinatorType::Group, &group.group_id, "TxnOffsetCommit", |conn| {
-            let request = TxnOffsetCommitRequest::default()
-                .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
-                .with_group_id(GroupId(StrBytes::from_string(group.group_id.clone())))
-                .with_producer_id(ProducerId(pid))
-                .with_producer_epoch(epoch)
-                .with_generation_id(group.generation_id)
-                .with_member_id(StrBytes::from_string(group.member_id.clone()))
-                .with_group_instance_id(group.group_instance_id.clone().map(StrBytes::from_string))
-                .with_topics(topics.clone());
-            async move {
-                let response = conn.send(request).await?;
-                let mut worst = ErrorCode::None;
-                for t in &response.topics {
-                    for p in &t.partitions {
-                        let code = ErrorCode::from_code(p.error_code);
-                        if code != ErrorCode::None {
-                            worst = code;
+        with_coordinator(
+            inner,
+            CoordinatorType::Group,
+            &group.group_id,
+            "TxnOffsetCommit",
+            |conn| {
+                let request = TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+                    .with_group_id(GroupId(StrBytes::from_string(group.group_id.clone())))
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_generation_id(group.generation_id)
+                    .with_member_id(StrBytes::from_string(group.member_id.clone()))
+                    .with_group_instance_id(
+                        group.group_instance_id.clone().map(StrBytes::from_string),
+                    )
+                    .with_topics(topics.clone());
+                async move {
+                    let response = conn.send(request).await?;
+                    let mut worst = ErrorCode::None;
+                    for t in &response.topics {
+                        for p in &t.partitions {
+                            let code = ErrorCode::from_code(p.error_code);
+                            if code != ErrorCode::None {
+                                worst = code;
+                            }
                         }
                     }
+                    Ok((worst, ()))
                 }
-                Ok((worst, ()))
-            }
-        })
+            },
+        )
         .await
         .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))
     }
@@ -442,7 +474,11 @@ impl Producer {
         let id = txn_id(inner)?;
         let (pid, epoch, anything) = {
             let s = inner.state();
-            (s.idem.producer_id, s.idem.epoch, !s.txn.added.is_empty() || s.txn.started.is_some())
+            (
+                s.idem.producer_id,
+                s.idem.epoch,
+                !s.txn.added.is_empty() || s.txn.started.is_some(),
+            )
         };
         let result = if anything {
             with_coordinator(inner, CoordinatorType::Transaction, &id, "EndTxn", |conn| {
@@ -458,7 +494,11 @@ impl Producer {
                     let code = ErrorCode::from_code(response.error_code);
                     // Nothing was written in this transaction: the coordinator has no
                     // transaction to end, which is fine.
-                    let code = if code == ErrorCode::InvalidTxnState && !commit { ErrorCode::None } else { code };
+                    let code = if code == ErrorCode::InvalidTxnState && !commit {
+                        ErrorCode::None
+                    } else {
+                        code
+                    };
                     Ok((code, ()))
                 }
             })

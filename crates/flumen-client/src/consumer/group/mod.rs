@@ -5,7 +5,8 @@
 //! - `assignor/`: range, round-robin, cooperative-sticky and the ConsumerProtocol encoding.
 //! - `kip848.rs`: the KIP-848 protocol (ConsumerGroupHeartbeat), opt-in.
 //! - `listener.rs`: [`RebalanceListener`].
-//! - `metadata.rs`: [`ConsumerGroupMetadata`].
+//! - [`ConsumerGroupMetadata`] is the producer's type (`producer/transaction.rs`), returned by
+//!   [`Consumer::group_metadata`].
 //!
 //! Assignment changes are applied inside `poll`, in this order: the listener hears about
 //! revocations while the partitions are still assigned, auto-commit commits their
@@ -16,7 +17,6 @@ mod assignor;
 mod coordinator;
 mod kip848;
 pub(crate) mod listener;
-mod metadata;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,11 +24,11 @@ use std::sync::Arc;
 use self::coordinator::{ClassicMember, Status};
 use self::kip848::Kip848Member;
 pub use self::listener::RebalanceListener;
-pub use self::metadata::ConsumerGroupMetadata;
 use super::error::Result;
 use super::state::Shared;
 use super::{Consumer, ConsumerConfig, GroupProtocol, Subscription};
 use crate::cluster::{Cluster, TopicPartition};
+pub use crate::producer::ConsumerGroupMetadata;
 
 /// This consumer's membership in its group.
 #[derive(Debug)]

@@ -1,0 +1,463 @@
+//! The producer against a real broker, checked by clients nobody here wrote (kcat and
+//! Kafka's Java console consumer): a million keyed records exactly once and in order,
+//! every compression codec, transactions under read_committed, fencing, transactional
+//! offsets, and the Java partition choice for keyed records.
+//!
+//! Every test runs on a tokio current-thread runtime: the producer must not need more.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flumen_client::admin::NewTopic;
+use flumen_client::producer::partitioner::partition_for_key;
+use flumen_client::producer::{
+    ConsumerGroupMetadata, ProduceError, Producer, ProducerConfig, ProducerRecord,
+};
+use flumen_client::{Admin, ClientConfig, TopicPartition};
+use flumen_testcontainers::KafkaCluster;
+
+async fn create_topic(kafka: &KafkaCluster, prefix: &str, partitions: i32) -> String {
+    let topic = KafkaCluster::unique_topic(prefix);
+    let admin = Admin::connect(
+        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
+    )
+    .await
+    .expect("admin");
+    admin
+        .create_topic(
+            NewTopic::new(&topic)
+                .partitions(partitions)
+                .replication_factor(1),
+        )
+        .await
+        .expect("create topic");
+    topic
+}
+
+async fn producer(kafka: &KafkaCluster, extra: &[(&str, &str)]) -> Producer {
+    let mut props = vec![("bootstrap.servers".to_owned(), kafka.bootstrap())];
+    props.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Producer::connect(ProducerConfig::from_properties(props).expect("config"))
+        .await
+        .expect("producer")
+}
+
+/// One record as kcat prints it with `-f '%p %o %k %s\n'`.
+#[derive(Debug)]
+struct Consumed {
+    partition: i32,
+    offset: i64,
+    key: String,
+    value: String,
+}
+
+/// Reads the whole topic with kcat (to the end, then exit), with extra `-X` settings.
+fn kcat(kafka: &KafkaCluster, topic: &str, extra: &[&str]) -> Vec<Consumed> {
+    let mut cmd = Command::new("kcat");
+    cmd.args([
+        "-C",
+        "-b",
+        &kafka.bootstrap(),
+        "-t",
+        topic,
+        "-e",
+        "-q",
+        "-f",
+        "%p %o %k %s\n",
+    ]);
+    for x in extra {
+        cmd.args(["-X", x]);
+    }
+    let out = cmd
+        .output()
+        .expect("kcat runs (the Debian package is installed)");
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let mut f = line.splitn(4, ' ');
+            let mut next = || f.next().unwrap_or_else(|| panic!("kcat line {line:?}"));
+            Consumed {
+                partition: next().parse().expect("partition"),
+                offset: next().parse().expect("offset"),
+                key: next().to_owned(),
+                value: next().to_owned(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_million_keyed_records_arrive_exactly_once_and_in_order_per_partition() {
+    const N: usize = 1_000_000;
+    const PARTITIONS: i32 = 12;
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "million", PARTITIONS).await;
+    let producer = producer(kafka, &[("acks", "all"), ("enable.idempotence", "true")]).await;
+    let started = Instant::now();
+    let mut futures = Vec::with_capacity(N);
+    let mut key = String::new();
+    let mut value = String::new();
+    for i in 0..N {
+        use std::fmt::Write;
+        key.clear();
+        value.clear();
+        let _ = write!(key, "k{}", i % 5000);
+        let _ = write!(value, "{i}");
+        let record = ProducerRecord::new(&topic)
+            .key(key.as_bytes())
+            .value(value.as_bytes());
+        futures.push(producer.send(record).await.expect("send"));
+    }
+    producer.flush().await.expect("flush");
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        let m = f.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
+        let key = format!("k{}", i % 5000);
+        assert_eq!(m.partition, partition_for_key(key.as_bytes(), PARTITIONS));
+        let last = offsets.entry(m.partition).or_insert(-1);
+        assert!(m.offset > *last, "offsets grow per partition");
+        *last = m.offset;
+    }
+    eprintln!("produced {N} records in {:?}", started.elapsed());
+    producer
+        .close(Duration::from_secs(10))
+        .await
+        .expect("close");
+
+    let records = kcat(kafka, &topic, &[]);
+    assert_eq!(records.len(), N, "kcat read every record, no more");
+    let mut seen = vec![false; N];
+    let mut last_in_partition: HashMap<i32, usize> = HashMap::new();
+    let mut next_offset: HashMap<i32, i64> = HashMap::new();
+    for r in &records {
+        let expected = next_offset.entry(r.partition).or_insert(0);
+        assert_eq!(
+            r.offset, *expected,
+            "offsets are contiguous: nothing was written twice"
+        );
+        *expected += 1;
+        let i: usize = r.value.parse().expect("value is the sequence number");
+        assert!(!seen[i], "record {i} duplicated");
+        seen[i] = true;
+        assert_eq!(r.key, format!("k{}", i % 5000));
+        assert_eq!(r.partition, partition_for_key(r.key.as_bytes(), PARTITIONS));
+        if let Some(prev) = last_in_partition.insert(r.partition, i) {
+            assert!(prev < i, "partition {} has {prev} before {i}", r.partition);
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "every record present");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_codec_is_readable_by_kcat_and_by_the_java_console_consumer() {
+    let kafka = KafkaCluster::shared();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = create_topic(kafka, codec, 3).await;
+        let producer = producer(kafka, &[("compression.type", codec), ("linger.ms", "20")]).await;
+        let mut futures = Vec::new();
+        for i in 0..500 {
+            let value = format!("{codec}-value-{i}-{}", "x".repeat(i % 50));
+            futures.push(
+                producer
+                    .send(
+                        ProducerRecord::new(&topic)
+                            .key(format!("{i}").as_bytes())
+                            .value(value.as_bytes()),
+                    )
+                    .await
+                    .expect("send"),
+            );
+        }
+        for f in futures {
+            f.await.unwrap_or_else(|e| panic!("{codec}: {e}"));
+        }
+        producer
+            .close(Duration::from_secs(10))
+            .await
+            .expect("close");
+
+        let mut values: Vec<String> = kcat(kafka, &topic, &[])
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        values.sort();
+        let mut expected: Vec<String> = (0..500)
+            .map(|i| format!("{codec}-value-{i}-{}", "x".repeat(i % 50)))
+            .collect();
+        expected.sort();
+        assert_eq!(values, expected, "kcat reads the {codec} batches");
+
+        let out = kafka
+            .run_java_tool(
+                "org.apache.kafka.tools.consumer.ConsoleConsumer",
+                &[
+                    "--bootstrap-server",
+                    &kafka.bootstrap(),
+                    "--topic",
+                    &topic,
+                    "--from-beginning",
+                    "--max-messages",
+                    "500",
+                    "--timeout-ms",
+                    "30000",
+                ],
+                None,
+            )
+            .expect("java console consumer");
+        let mut java: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(codec))
+            .map(str::to_owned)
+            .collect();
+        java.sort();
+        assert_eq!(
+            java,
+            expected,
+            "the Java consumer reads the {codec} batches: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+async fn transactional(kafka: &KafkaCluster, id: &str) -> Producer {
+    producer(
+        kafka,
+        &[
+            ("transactional.id", id),
+            ("transaction.timeout.ms", "30000"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn aborted_records_are_invisible_to_read_committed_readers_and_committed_ones_visible() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "txn", 3).await;
+    let p = transactional(kafka, &KafkaCluster::unique_topic("txn-id")).await;
+    p.init_transactions().await.expect("init_transactions");
+
+    p.begin_transaction().await.expect("begin");
+    for i in 0..100 {
+        let _delivery = p
+            .send(
+                ProducerRecord::new(&topic)
+                    .key(b"c")
+                    .value(format!("committed-{i}").as_bytes()),
+            )
+            .await
+            .expect("send");
+    }
+    p.commit_transaction().await.expect("commit");
+
+    p.begin_transaction().await.expect("begin 2");
+    let mut aborted = Vec::new();
+    for i in 0..100 {
+        aborted.push(
+            p.send(ProducerRecord::new(&topic).value(format!("aborted-{i}").as_bytes()))
+                .await
+                .expect("send"),
+        );
+    }
+    // Make sure they reach the log before the abort, so the test shows they are filtered.
+    p.flush().await.expect("flush");
+    for f in aborted {
+        f.await.expect("written before the abort");
+    }
+    p.abort_transaction().await.expect("abort");
+
+    p.begin_transaction().await.expect("begin 3");
+    for i in 0..10 {
+        let _delivery = p
+            .send(ProducerRecord::new(&topic).value(format!("after-{i}").as_bytes()))
+            .await
+            .expect("send");
+    }
+    p.commit_transaction().await.expect("commit 3");
+
+    let committed = kcat(kafka, &topic, &["isolation.level=read_committed"]);
+    let values: Vec<&str> = committed.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(values.len(), 110, "{values:?}");
+    assert!(
+        values.iter().all(|v| !v.starts_with("aborted")),
+        "{values:?}"
+    );
+    assert_eq!(
+        values.iter().filter(|v| v.starts_with("committed")).count(),
+        100
+    );
+    let uncommitted = kcat(kafka, &topic, &["isolation.level=read_uncommitted"]);
+    assert_eq!(
+        uncommitted
+            .iter()
+            .filter(|r| r.value.starts_with("aborted"))
+            .count(),
+        100,
+        "the aborted records were written, only hidden"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_newer_producer_with_the_same_transactional_id_fences_the_older_one() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "fence", 1).await;
+    let id = KafkaCluster::unique_topic("fence-id");
+    let old = transactional(kafka, &id).await;
+    old.init_transactions().await.expect("init old");
+    old.begin_transaction().await.expect("begin old");
+    let _delivery = old
+        .send(ProducerRecord::new(&topic).value(b"old"))
+        .await
+        .expect("send old");
+    old.flush().await.expect("flush");
+
+    let new = transactional(kafka, &id).await;
+    new.init_transactions()
+        .await
+        .expect("init new (aborts the old one's transaction)");
+
+    let err = old
+        .commit_transaction()
+        .await
+        .expect_err("the old producer is fenced");
+    assert!(matches!(err, ProduceError::Fenced(_)), "{err:?}");
+    assert!(err.to_string().contains("fenced"), "{err}");
+
+    new.begin_transaction().await.expect("begin new");
+    let _delivery = new
+        .send(ProducerRecord::new(&topic).value(b"new"))
+        .await
+        .expect("send new");
+    new.commit_transaction().await.expect("commit new");
+    let values: Vec<String> = kcat(kafka, &topic, &["isolation.level=read_committed"])
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(values, ["new"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn offsets_sent_to_a_transaction_are_committed_with_it_and_not_when_it_aborts() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "txn-offsets", 2).await;
+    let group = KafkaCluster::unique_topic("txn-group");
+    let p = transactional(kafka, &KafkaCluster::unique_topic("offsets-id")).await;
+    p.init_transactions().await.expect("init");
+    let metadata = ConsumerGroupMetadata::new(&group);
+
+    p.begin_transaction().await.expect("begin");
+    let _delivery = p
+        .send(ProducerRecord::new(&topic).value(b"v"))
+        .await
+        .expect("send");
+    p.send_offsets_to_transaction(&[(TopicPartition::new(&topic, 0), 7)], &metadata)
+        .await
+        .expect("send offsets");
+    p.abort_transaction().await.expect("abort");
+
+    p.begin_transaction().await.expect("begin 2");
+    p.send_offsets_to_transaction(&[(TopicPartition::new(&topic, 1), 42)], &metadata)
+        .await
+        .expect("send offsets 2");
+    p.commit_transaction().await.expect("commit");
+
+    let admin = Admin::connect(
+        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
+    )
+    .await
+    .expect("admin");
+    let offsets = admin
+        .list_group_offsets(&group, None)
+        .await
+        .expect("group offsets");
+    let committed: Vec<(i32, i64)> = offsets
+        .iter()
+        .map(|(tp, o)| (tp.partition, o.as_ref().expect("offset").offset))
+        .collect();
+    assert_eq!(
+        committed,
+        [(1, 42)],
+        "only the committed transaction's offset"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn send_outside_a_transaction_and_commit_without_one_are_refused_clearly() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "txn-state", 1).await;
+    let p = transactional(kafka, &KafkaCluster::unique_topic("state-id")).await;
+    let err = p
+        .begin_transaction()
+        .await
+        .expect_err("init_transactions first");
+    assert!(matches!(err, ProduceError::TransactionState(_)), "{err:?}");
+    p.init_transactions().await.expect("init");
+    let err = p
+        .send(ProducerRecord::new(&topic).value(b"v"))
+        .await
+        .expect_err("no transaction open");
+    assert!(err.to_string().contains("begin_transaction"), "{err}");
+    let err = p.commit_transaction().await.expect_err("nothing to commit");
+    assert!(matches!(err, ProduceError::TransactionState(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn explicit_partitions_timestamps_and_headers_reach_the_log() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "explicit", 4).await;
+    let p = producer(kafka, &[]).await;
+    let headers: [(&[u8], Option<&[u8]>); 1] = [(b"h", Some(b"v"))];
+    let f = p
+        .send(
+            ProducerRecord::new(&topic)
+                .partition(3)
+                .key(b"k")
+                .value(b"v")
+                .timestamp(1_600_000_000_000)
+                .headers(&headers),
+        )
+        .await
+        .expect("send");
+    let m = f.await.expect("delivered");
+    assert_eq!(
+        (m.partition, m.offset, m.timestamp),
+        (3, 0, 1_600_000_000_000)
+    );
+    let err = p
+        .send(ProducerRecord::new(&topic).partition(4).value(b"v"))
+        .await
+        .expect_err("no partition 4");
+    assert!(
+        matches!(err, ProduceError::InvalidPartition { count: 4, .. }),
+        "{err:?}"
+    );
+    let out = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &kafka.bootstrap(),
+            "-t",
+            &topic,
+            "-e",
+            "-q",
+            "-f",
+            "%p %T %h %k %s\n",
+        ])
+        .output()
+        .expect("kcat");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "3 1600000000000 h=v k v\n"
+    );
+}
