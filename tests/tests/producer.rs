@@ -461,3 +461,60 @@ async fn explicit_partitions_timestamps_and_headers_reach_the_log() {
         "3 1600000000000 h=v k v\n"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn acks_zero_and_one_deliver_and_acks_zero_reports_no_offset() {
+    let kafka = KafkaCluster::shared();
+    for acks in ["0", "1"] {
+        let topic = create_topic(kafka, &format!("acks{acks}"), 2).await;
+        // A fresh partition refuses writes for a moment, and with acks=0 nobody would hear
+        // of it: warm both partitions up with acknowledged writes first.
+        let warm = producer(kafka, &[]).await;
+        for partition in 0..2 {
+            warm.send(
+                ProducerRecord::new(&topic)
+                    .partition(partition)
+                    .value(b"warm-up"),
+            )
+            .await
+            .expect("send")
+            .await
+            .expect("warm-up write");
+        }
+        let p = producer(kafka, &[("acks", acks)]).await;
+        assert!(!p.config().idempotence, "acks={acks} turns idempotence off");
+        let mut futures = Vec::new();
+        for i in 0..1000 {
+            futures.push(
+                p.send(ProducerRecord::new(&topic).value(format!("{i}").as_bytes()))
+                    .await
+                    .expect("send"),
+            );
+        }
+        for f in futures {
+            let m = f.await.expect("delivered");
+            if acks == "0" {
+                assert_eq!(m.offset, -1, "acks=0 has no offset to report");
+            } else {
+                assert!(m.offset >= 0);
+            }
+        }
+        p.close(Duration::from_secs(10)).await.expect("close");
+        // acks=0 gives no confirmation: wait for the log to catch up.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = kcat(kafka, &topic, &[])
+                .iter()
+                .filter(|r| r.value != "warm-up")
+                .count();
+            if n == 1000 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "acks={acks}: only {n} of 1000 records"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

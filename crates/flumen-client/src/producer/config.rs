@@ -95,7 +95,8 @@ impl ProducerConfig {
     /// ])
     /// .unwrap();
     /// assert_eq!(config.acks, Acks::Leader);
-    /// assert!(config.idempotence);
+    /// // As in the Java client, acks=1 turns the default idempotence off.
+    /// assert!(!config.idempotence);
     /// ```
     pub fn from_properties<I, K, V>(properties: I) -> Result<ProducerConfig>
     where
@@ -344,5 +345,93 @@ impl ProducerConfigBuilder {
         }
         config.validate()?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(extra: &[(&str, &str)]) -> Result<ProducerConfig> {
+        let mut all = vec![("bootstrap.servers", "h:9092")];
+        all.extend_from_slice(extra);
+        ProducerConfig::from_properties(all)
+    }
+
+    #[test]
+    fn defaults_follow_the_java_client() {
+        let c = props(&[]).expect("config");
+        assert_eq!(c.acks, Acks::All);
+        assert!(c.idempotence);
+        assert_eq!(c.linger, Duration::from_millis(5));
+        assert_eq!(c.batch_size, 16384);
+        assert_eq!(c.buffer_memory, 32 * 1024 * 1024);
+        assert_eq!(c.max_in_flight, 5);
+        assert_eq!(c.delivery_timeout, Duration::from_secs(120));
+        assert_eq!(c.compression, Compression::None);
+    }
+
+    #[test]
+    fn every_producer_property_is_understood() {
+        let c = props(&[
+            ("acks", "1"),
+            ("linger.ms", "20"),
+            ("batch.size", "65536"),
+            ("buffer.memory", "1048576"),
+            ("max.block.ms", "1500"),
+            ("max.in.flight.requests.per.connection", "1"),
+            ("delivery.timeout.ms", "30000"),
+            ("retries", "3"),
+            ("compression.type", "lz4"),
+            ("transaction.timeout.ms", "10000"),
+            ("partitioner.ignore.keys", "true"),
+            ("partitioner.adaptive.partitioning.enable", "false"),
+            ("max.request.size", "2097152"),
+        ])
+        .expect("config");
+        assert_eq!(c.acks, Acks::Leader);
+        // Like the Java client: acks=1 without an explicit enable.idempotence turns it off.
+        assert!(!c.idempotence);
+        assert_eq!(c.linger, Duration::from_millis(20));
+        assert_eq!(c.batch_size, 65536);
+        assert_eq!(c.max_block, Duration::from_millis(1500));
+        assert_eq!(c.retries, 3);
+        assert_eq!(c.compression, Compression::Lz4);
+        assert!(c.partitioner_ignore_keys);
+        assert_eq!(c.max_request_size, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn contradictory_or_unknown_settings_are_errors_naming_the_key() {
+        let err = props(&[("acks", "1"), ("enable.idempotence", "true")]).expect_err("conflict");
+        assert!(err.to_string().contains("enable.idempotence"), "{err}");
+        let err = props(&[("compression.type", "brotli")]).expect_err("codec");
+        assert!(err.to_string().contains("compression.type"), "{err}");
+        let err = props(&[("lingerms", "5")]).expect_err("unknown");
+        assert!(err.to_string().contains("lingerms"), "{err}");
+        let err =
+            props(&[("transactional.id", "t"), ("acks", "1")]).expect_err("txn needs acks=all");
+        assert!(err.to_string().contains("acks"), "{err}");
+        let err = props(&[("max.in.flight.requests.per.connection", "6")]).expect_err("too many");
+        assert!(err.to_string().contains("max.in.flight"), "{err}");
+    }
+
+    #[test]
+    fn the_builder_applies_its_settings_over_the_defaults() {
+        let c = ProducerConfig::builder("h:9092")
+            .linger(Duration::from_millis(50))
+            .compression(Compression::Zstd)
+            .transactional_id("tx")
+            .build()
+            .expect("config");
+        assert_eq!(c.linger, Duration::from_millis(50));
+        assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.transactional_id.as_deref(), Some("tx"));
+        assert!(
+            ProducerConfig::builder("h:9092")
+                .acks(Acks::Leader)
+                .build()
+                .is_err()
+        );
     }
 }

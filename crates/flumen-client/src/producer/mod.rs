@@ -449,10 +449,13 @@ impl Producer {
             batch_size: inner.config.batch_size,
             compression: inner.config.compression,
         };
-        let name = topic.name.clone();
-        let queue = &mut topic.partitions[partition as usize];
+        // Split borrows: the name is only cloned when a new batch needs it.
+        let TopicQueues {
+            name, partitions, ..
+        } = topic;
+        let queue = &mut partitions[partition as usize];
         let appended = queue.append(
-            &name,
+            name,
             partition,
             &params,
             timestamp,
@@ -469,6 +472,7 @@ impl Producer {
                 wake,
             } => {
                 if inner.transactional() {
+                    let name = name.clone();
                     state.txn.note_partition(&name, partition);
                 }
                 drop(guard);
@@ -506,28 +510,28 @@ impl Producer {
         let max = self.inner.config.max_block;
         let deadline = tokio::time::Instant::now() + max;
         let cluster = &self.inner.cluster;
-        let meta = match tokio::time::timeout_at(
-            deadline,
-            cluster.retry(deadline, || cluster.topic(topic)),
-        )
-        .await
-        {
-            Ok(Ok(meta)) => meta,
-            Ok(Err(e)) if !e.is_retriable() => return Err(e.into()),
-            Ok(Err(e)) => {
+        let mut backoff = self.inner.config.client.retry_backoff;
+        // Like the Java client, a topic missing from the metadata is waited for up to
+        // max.block.ms: it may have just been created (or be auto-created).
+        let meta = loop {
+            let error = match tokio::time::timeout_at(deadline, cluster.topic(topic)).await {
+                Ok(Ok(meta)) => break meta,
+                Ok(Err(e)) if matches!(e, Error::UnknownTopic(_)) || e.is_retriable() => {
+                    cluster.invalidate_metadata();
+                    e.to_string()
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => "timed out".to_owned(),
+            };
+            if tokio::time::Instant::now() + backoff >= deadline {
                 return Err(ProduceError::MetadataTimeout {
                     topic: topic.to_owned(),
                     waited: max,
-                    reason: e.to_string(),
+                    reason: error,
                 });
             }
-            Err(_) => {
-                return Err(ProduceError::MetadataTimeout {
-                    topic: topic.to_owned(),
-                    waited: max,
-                    reason: "timed out".to_owned(),
-                });
-            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.inner.config.client.retry_backoff_max);
         };
         let count = meta.partitions.len();
         let mut state = self.inner.state();

@@ -340,6 +340,9 @@ enum Outcome {
 async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
     let config = &inner.config;
     let mut topics: Vec<TopicProduceData> = Vec::new();
+    // Topic ids too: acks=0 requests go out at the highest version both sides speak
+    // (the connection picks it, as no answer is awaited), and v13 names topics by id.
+    let metadata = inner.cluster.metadata();
     for b in &batches {
         let name = b.batch.completion.topic();
         let data = PartitionProduceData::default()
@@ -350,6 +353,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
             None => topics.push(
                 TopicProduceData::default()
                     .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+                    .with_topic_id(metadata.topic(name).map(|t| t.id).unwrap_or_default())
                     .with_partition_data(vec![data]),
             ),
         }
