@@ -746,3 +746,43 @@ async fn paused_partitions_stay_paused_across_rebalances_and_resume_works() {
     assert_eq!(seen.values().map(Vec::len).sum::<usize>(), 20);
     c1.close().await.expect("close");
 }
+
+/// `close()` sends LeaveGroup, so the group empties at once instead of after the session
+/// timeout (45 s by default here): the next member does not wait for a dead one.
+#[tokio::test(flavor = "current_thread")]
+async fn closing_a_member_leaves_the_group_without_waiting_for_the_session_timeout() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-leave", 2, 1).await;
+    let group = format!("{topic}-g");
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", group.as_str()),
+            ("auto.offset.reset", "earliest"),
+        ],
+    )
+    .await;
+    c.subscribe(&[&topic]).expect("subscribe");
+    let joined = tokio::time::Instant::now() + Duration::from_secs(60);
+    while c.assignment().is_empty() {
+        assert!(tokio::time::Instant::now() < joined, "never joined");
+        c.poll(Duration::from_millis(200)).await.expect("poll");
+    }
+    c.close().await.expect("close");
+
+    let admin = admin(kafka).await;
+    let left = std::time::Instant::now();
+    loop {
+        let described = admin.describe_groups(&[&group]).await.expect("describe");
+        let description = described[&group].as_ref().expect("group described");
+        if description.members.is_empty() {
+            assert_eq!(description.state, "Empty");
+            break;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(15),
+            "the closed member is still in the group: {description:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -459,17 +459,22 @@ async fn leave_group(
             .await?;
         let mut request = LeaveGroupRequest::default();
         request.group_id = GroupId(StrBytes::from_string(group_id.to_owned()));
-        request.member_id = StrBytes::from_string(member_id.clone());
+        // Versions 3+ (all a Kafka 4 broker accepts) name the leaving members in `members`
+        // only; the top-level member id does not exist there and would fail to encode.
         let mut who = MemberIdentity::default();
         who.member_id = StrBytes::from_string(member_id);
         who.group_instance_id = instance_id.map(StrBytes::from_string);
         who.reason = Some(StrBytes::from_static_str(reason));
         request.members = vec![who];
         let response = conn.send(request).await?;
-        Error::check_code("LeaveGroup", response.error_code, None)
+        Error::check_code("LeaveGroup", response.error_code, None)?;
+        for member in &response.members {
+            Error::check_code("LeaveGroup", member.error_code, None)?;
+        }
+        Ok::<(), Error>(())
     };
     if let Err(e) = attempt.await {
-        tracing::debug!(group = group_id, error = %e, "LeaveGroup failed");
+        tracing::warn!(group = group_id, error = %e, "LeaveGroup failed");
     }
 }
 
