@@ -347,10 +347,25 @@ impl RawWriter {
     unsafe fn bytes(&mut self, src: &[u8]) {
         #[cfg(debug_assertions)]
         assert!(self.pos + src.len() <= self.end);
-        // SAFETY: in bounds per the caller; `src` (caller memory) cannot overlap the builder's
-        // spare capacity, which is borrowed mutably for the whole write.
+        let (s, d, n) = (src.as_ptr(), self.ptr.wrapping_add(self.pos), src.len());
+        // Keys are typically a few bytes: two overlapping word copies beat a `memcpy` call.
+        // SAFETY: every read is within `src[..n]` and every write within `d[..n]`, in bounds per
+        // the caller; `src` (caller memory) cannot overlap the builder's spare capacity, which
+        // is borrowed mutably for the whole write.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(self.pos), src.len());
+            if (8..=16).contains(&n) {
+                let head = s.cast::<u64>().read_unaligned();
+                let tail = s.add(n - 8).cast::<u64>().read_unaligned();
+                d.cast::<u64>().write_unaligned(head);
+                d.add(n - 8).cast::<u64>().write_unaligned(tail);
+            } else if (4..8).contains(&n) {
+                let head = s.cast::<u32>().read_unaligned();
+                let tail = s.add(n - 4).cast::<u32>().read_unaligned();
+                d.cast::<u32>().write_unaligned(head);
+                d.add(n - 4).cast::<u32>().write_unaligned(tail);
+            } else {
+                std::ptr::copy_nonoverlapping(s, d, n);
+            }
         }
         self.pos += src.len();
     }
