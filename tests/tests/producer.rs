@@ -377,14 +377,23 @@ async fn offsets_sent_to_a_transaction_are_committed_with_it_and_not_when_it_abo
     )
     .await
     .expect("admin");
-    let offsets = admin
-        .list_group_offsets(&group, None)
-        .await
-        .expect("group offsets");
-    let committed: Vec<(i32, i64)> = offsets
-        .iter()
-        .map(|(tp, o)| (tp.partition, o.as_ref().expect("offset").offset))
-        .collect();
+    // The coordinator applies transactional offsets when it writes the commit marker, just
+    // after EndTxn is answered: wait until they show.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let committed = loop {
+        let offsets = admin
+            .list_group_offsets(&group, None)
+            .await
+            .expect("group offsets");
+        let committed: Vec<(i32, i64)> = offsets
+            .iter()
+            .map(|(tp, o)| (tp.partition, o.as_ref().expect("offset").offset))
+            .collect();
+        if !committed.is_empty() || Instant::now() >= deadline {
+            break committed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         committed,
         [(1, 42)],
