@@ -82,10 +82,15 @@ pub struct WorkloadArgs {
     /// Rounds per client (alternating between clients).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
-    /// Batch size in bytes for every client (`batch.size`; rskafka's aggregator size);
-    /// unset: each client's own default (Flumen and Java 16384, librdkafka 1000000).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
+    /// Batch size in bytes, the same for every client (`batch.size`; rskafka's aggregator
+    /// size). The default is librdkafka's own default, so rdkafka runs as shipped and the
+    /// others are given the same setting (the Java client and Flumen default to 16384).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub batch_size: usize,
+    /// Produce: delivery latency is measured on every Nth record (the same records for
+    /// every client), so that the harness's own clock reads do not dominate the CPU measured.
+    #[arg(long, default_value_t = 64)]
+    pub latency_sample: u64,
     /// Compression codec (none, gzip, snappy, lz4, zstd).
     #[arg(long, default_value = "none")]
     pub compression: String,
@@ -117,6 +122,46 @@ pub struct ClientResult {
     pub p99_ms: f64,
     /// Peak resident set size of the whole process at the end of this client's rounds, MiB.
     pub peak_rss_mib: f64,
+    /// The producer settings every client ran with (produce only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<ProduceSettings>,
+}
+
+/// The settings of the produce comparison: identical for every client.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProduceSettings {
+    /// `acks`.
+    pub acks: &'static str,
+    /// `enable.idempotence`.
+    pub idempotence: bool,
+    /// `linger.ms`.
+    pub linger_ms: u64,
+    /// `batch.size` in bytes (rskafka: the aggregator's size).
+    pub batch_size: usize,
+    /// `max.in.flight.requests.per.connection` (rskafka has no such setting).
+    pub max_in_flight: u32,
+    /// `compression.type`.
+    pub compression: String,
+    /// Latency is measured on one record in this many.
+    pub latency_sample: u64,
+}
+
+impl fmt::Display for ProduceSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "acks={} enable.idempotence={} linger.ms={} batch.size={} \
+             max.in.flight.requests.per.connection={} compression.type={} \
+             latency sampled on 1 record in {}",
+            self.acks,
+            self.idempotence,
+            self.linger_ms,
+            self.batch_size,
+            self.max_in_flight,
+            self.compression,
+            self.latency_sample
+        )
+    }
 }
 
 /// One round's raw figures.
@@ -186,6 +231,7 @@ impl Tally {
             p50_ms: q(0.5),
             p99_ms: q(0.99),
             peak_rss_mib: peak_rss_mib(),
+            settings: None,
         }
     }
 }
@@ -305,6 +351,9 @@ pub fn print_results(results: &[ClientResult], json: bool) {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         }
         return;
+    }
+    if let Some(settings) = results.iter().find_map(|r| r.settings.as_ref()) {
+        println!("settings (every client): {settings}");
     }
     println!(
         "{:<10} {:>14} {:>10} {:>14} {:>9} {:>9} {:>10}",

@@ -1,8 +1,11 @@
 //! `compare produce`: the same keyless produce workload through each client, rounds alternating.
 //!
-//! Every client: acks=all, idempotence on, linger 5 ms, the chosen compression, its own
-//! default batch size. Latency is from the call that hands a record to the client to the
-//! moment the application learns it was acknowledged.
+//! Every client runs with the same settings ([`settings`]): acks=all, idempotence on,
+//! linger 5 ms, at most 5 requests in flight per connection, the chosen compression and the
+//! same batch size. Latency is from the call that hands a record to the client to the moment
+//! the application learns it was acknowledged, measured on one record in `--latency-sample`
+//! (the same records for every client) so that the harness's clock reads stay off the CPU
+//! figure.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,8 +15,32 @@ use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use hdrhistogram::Histogram;
 
 use super::{
-    Broker, ClientKind, ClientResult, ProduceArgs, RoundResult, Tally, cpu_time, new_histogram,
+    Broker, ClientKind, ClientResult, ProduceArgs, ProduceSettings, RoundResult, Tally, cpu_time,
+    new_histogram,
 };
+
+/// `max.in.flight.requests.per.connection` for every client: the most idempotence allows.
+const MAX_IN_FLIGHT: u32 = 5;
+/// `linger.ms` for every client.
+const LINGER_MS: u64 = 5;
+
+/// The settings every client runs with.
+pub fn settings(args: &ProduceArgs) -> ProduceSettings {
+    ProduceSettings {
+        acks: "all",
+        idempotence: true,
+        linger_ms: LINGER_MS,
+        batch_size: args.batch_size,
+        max_in_flight: MAX_IN_FLIGHT,
+        compression: compression_or_none(args).to_owned(),
+        latency_sample: args.latency_sample.max(1),
+    }
+}
+
+/// Whether record `i` is one whose latency is measured.
+fn sampled(args: &ProduceArgs, i: u64) -> bool {
+    i % args.latency_sample.max(1) == 0
+}
 
 /// Runs the produce comparison; one result per client.
 pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, String> {
@@ -49,7 +76,14 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
             tally.add(&result);
         }
     }
-    Ok(tallies.iter().map(Tally::result).collect())
+    let settings = settings(args);
+    Ok(tallies
+        .iter()
+        .map(|t| ClientResult {
+            settings: Some(settings.clone()),
+            ..t.result()
+        })
+        .collect())
 }
 
 fn tally_client(tally: &Tally) -> ClientKind {
@@ -70,16 +104,18 @@ async fn flumen(
     topic: &str,
     payload: &[u8],
 ) -> Result<RoundResult, String> {
-    let mut props = vec![
+    let props = [
         ("bootstrap.servers", broker.bootstrap.clone()),
         ("acks", "all".to_owned()),
-        ("linger.ms", "5".to_owned()),
+        ("linger.ms", LINGER_MS.to_string()),
         ("enable.idempotence", "true".to_owned()),
         ("compression.type", compression_or_none(args).to_owned()),
+        ("batch.size", args.batch_size.to_string()),
+        (
+            "max.in.flight.requests.per.connection",
+            MAX_IN_FLIGHT.to_string(),
+        ),
     ];
-    if let Some(size) = args.batch_size {
-        props.push(("batch.size", size.to_string()));
-    }
     let config = ProducerConfig::from_properties(props).map_err(|e| e.to_string())?;
     let producer = Producer::connect(config).await.map_err(|e| e.to_string())?;
     // Warm the metadata outside the measured time, as the other clients do at creation.
@@ -91,8 +127,8 @@ async fn flumen(
     let mut pending = VecDeque::new();
     let cpu0 = cpu_time();
     let start = Instant::now();
-    for _ in 0..args.records {
-        let sent = Instant::now();
+    for i in 0..args.records {
+        let sent = sampled(args, i).then(Instant::now);
         let delivery = producer
             .send(ProducerRecord::new(topic).value(payload))
             .await
@@ -103,7 +139,9 @@ async fn flumen(
                 None => break,
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(_)) => {
-                    record(&mut latency, sent.elapsed());
+                    if let Some(sent) = sent {
+                        record(&mut latency, sent.elapsed());
+                    }
                     pending.pop_front();
                 }
             }
@@ -111,7 +149,9 @@ async fn flumen(
     }
     while let Some((sent, delivery)) = pending.pop_front() {
         delivery.await.map_err(|e| e.to_string())?;
-        record(&mut latency, sent.elapsed());
+        if let Some(sent) = sent {
+            record(&mut latency, sent.elapsed());
+        }
     }
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;
@@ -133,7 +173,8 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
 }
 
 mod rd {
-    //! The rdkafka delivery callback: latency from the enqueue time carried as the opaque.
+    //! The rdkafka delivery callback: latency from the enqueue time carried as the opaque
+    //! (0 for the records whose latency is not sampled).
     use super::*;
     use rdkafka::ClientContext;
     use rdkafka::producer::{DeliveryResult, ProducerContext};
@@ -149,9 +190,10 @@ mod rd {
     impl ProducerContext for Ctx {
         type DeliveryOpaque = usize;
         fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
-            let now = self.start.elapsed().as_nanos() as u64;
             match result {
+                Ok(_) if sent_ns == 0 => {}
                 Ok(_) => {
+                    let now = self.start.elapsed().as_nanos() as u64;
                     let us = now.saturating_sub(sent_ns as u64) / 1000;
                     if let Ok(mut h) = self.latency.lock() {
                         let _ = h.record(us.max(1));
@@ -186,12 +228,14 @@ fn rdkafka(
     config
         .set("bootstrap.servers", &broker.bootstrap)
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", LINGER_MS.to_string())
         .set("enable.idempotence", "true")
-        .set("compression.type", compression_or_none(args));
-    if let Some(size) = args.batch_size {
-        config.set("batch.size", size.to_string());
-    }
+        .set("compression.type", compression_or_none(args))
+        .set("batch.size", args.batch_size.to_string())
+        .set(
+            "max.in.flight.requests.per.connection",
+            MAX_IN_FLIGHT.to_string(),
+        );
     let producer: ThreadedProducer<rd::Ctx> =
         config.create_with_context(ctx).map_err(|e| e.to_string())?;
     // Metadata for the topic before the clock starts.
@@ -201,8 +245,13 @@ fn rdkafka(
         .map_err(|e| e.to_string())?;
     let cpu0 = cpu_time();
     let start = Instant::now();
-    for _ in 0..args.records {
-        let sent = producer.context().start.elapsed().as_nanos() as usize;
+    for i in 0..args.records {
+        // Never 0 for a sampled record: 0 means "not sampled".
+        let sent = if sampled(args, i) {
+            producer.context().start.elapsed().as_nanos() as usize + 1
+        } else {
+            0
+        };
         let mut record: BaseRecord<'_, (), [u8], usize> =
             BaseRecord::with_opaque_to(topic, sent).payload(payload);
         loop {
@@ -279,9 +328,9 @@ async fn rskafka(
             .map_err(|e| e.to_string())?;
         producers.push(Arc::new(
             BatchProducerBuilder::new(Arc::new(pc))
-                .with_linger(Duration::from_millis(5))
+                .with_linger(Duration::from_millis(LINGER_MS))
                 .with_compression(compression)
-                .build(RecordAggregator::new(args.batch_size.unwrap_or(16 * 1024))),
+                .build(RecordAggregator::new(args.batch_size)),
         ));
     }
     // rskafka has no buffer bound of its own: cap records in flight like the others' queues.
@@ -293,7 +342,8 @@ async fn rskafka(
     for i in 0..args.records {
         if in_flight.len() >= WINDOW {
             match in_flight.next().await {
-                Some(Ok(d)) => record(&mut latency, d),
+                Some(Ok(Some(d))) => record(&mut latency, d),
+                Some(Ok(None)) => {}
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
@@ -305,14 +355,16 @@ async fn rskafka(
             headers: Default::default(),
             timestamp: chrono::Utc::now(),
         };
-        let sent = Instant::now();
+        let sent = sampled(args, i).then(Instant::now);
         in_flight.push(async move {
             producer.produce(rec).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(sent.elapsed())
+            Ok::<_, String>(sent.map(|s| s.elapsed()))
         });
     }
     while let Some(r) = in_flight.next().await {
-        record(&mut latency, r?);
+        if let Some(d) = r? {
+            record(&mut latency, d);
+        }
     }
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;

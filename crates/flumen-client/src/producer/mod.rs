@@ -354,21 +354,44 @@ impl Producer {
     /// for topic metadata or buffer memory, at most `max.block.ms` — with a future that
     /// resolves when the broker acknowledged it.
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture, ProduceError> {
+        let mut now = None;
+        self.send_at(record, &mut now).await
+    }
+
+    /// [`send`](Self::send), with the time (ms since the epoch) that stamps a record without
+    /// a timestamp read from the clock only if `now` is empty, and `now` emptied again when
+    /// the call had to wait (so a batch of records shares one clock read unless it blocks).
+    async fn send_at(
+        &self,
+        record: ProducerRecord<'_>,
+        now: &mut Option<i64>,
+    ) -> Result<DeliveryFuture, ProduceError> {
         let mut reservation = None;
-        let started = tokio::time::Instant::now();
+        // Read only when the call has to wait: one clock read less per record.
+        let mut started = None;
         loop {
-            match self.try_send(&record, &mut reservation)? {
+            let timestamp = match record.timestamp {
+                Some(t) => t,
+                None => *now.get_or_insert_with(now_millis),
+            };
+            match self.try_send(&record, timestamp, &mut reservation)? {
                 Attempt::Done(future) => return Ok(future),
                 Attempt::NeedTopic => {
+                    started.get_or_insert_with(tokio::time::Instant::now);
                     self.load_topic(record.topic).await?;
+                    *now = None;
                 }
                 Attempt::NeedMemory(bytes) => {
+                    let since = *started.get_or_insert_with(tokio::time::Instant::now);
                     let max = self.inner.config.max_block;
-                    let left = max.saturating_sub(started.elapsed());
+                    let left = max.saturating_sub(since.elapsed());
                     // Let the sender know: it stops lingering while someone waits for memory.
                     self.inner.wake.notify_one();
                     match self.inner.memory.reserve(bytes, left).await {
-                        Some(r) => reservation = Some(r),
+                        Some(r) => {
+                            reservation = Some(r);
+                            *now = None;
+                        }
                         None => {
                             return Err(ProduceError::BufferExhausted {
                                 buffer_memory: self.inner.config.buffer_memory,
@@ -389,8 +412,10 @@ impl Producer {
     {
         let records = records.into_iter();
         let mut futures = Vec::with_capacity(records.size_hint().0);
+        // One clock read for the records without a timestamp, unless a send has to wait.
+        let mut now = None;
         for record in records {
-            futures.push(self.send(record).await?);
+            futures.push(self.send_at(record, &mut now).await?);
         }
         Ok(futures)
     }
@@ -398,16 +423,13 @@ impl Producer {
     fn try_send(
         &self,
         record: &ProducerRecord<'_>,
+        timestamp: i64,
         reservation: &mut Option<memory::Reservation>,
     ) -> Result<Attempt, ProduceError> {
         let inner = &*self.inner;
         if inner.closing.load(Ordering::Relaxed) {
             return Err(ProduceError::Closed);
         }
-        let timestamp = match record.timestamp {
-            Some(t) => t,
-            None => now_millis(),
-        };
         let mut guard = inner.state();
         let state = &mut *guard;
         if let Some(e) = &state.fatal {
@@ -494,7 +516,7 @@ impl Producer {
                 match inner.memory.try_reserve(bytes) {
                     Some(r) => {
                         *reservation = Some(r);
-                        self.try_send(record, reservation)
+                        self.try_send(record, timestamp, reservation)
                     }
                     None => Ok(Attempt::NeedMemory(bytes)),
                 }
