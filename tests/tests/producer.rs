@@ -527,3 +527,33 @@ async fn acks_zero_and_one_deliver_and_acks_zero_reports_no_offset() {
         }
     }
 }
+
+/// `max.request.size` below `batch.size` limits records, not batch reservations: small
+/// records are delivered, and only a record whose own batch exceeds the limit is refused.
+#[tokio::test(flavor = "current_thread")]
+async fn max_request_size_below_batch_size_refuses_only_records_over_it() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "max-request", 1).await;
+    let p = producer(
+        kafka,
+        &[("max.request.size", "4096"), ("batch.size", "16384")],
+    )
+    .await;
+    let small = p
+        .send(ProducerRecord::new(&topic).value(b"small"))
+        .await
+        .expect("a small record is accepted")
+        .await
+        .expect("delivered");
+    assert_eq!(small.offset, 0);
+    let big = vec![b'x'; 8192];
+    let err = match p.send(ProducerRecord::new(&topic).value(&big)).await {
+        Ok(_) => panic!("an 8 KiB record passed a 4 KiB max.request.size"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, ProduceError::RecordTooLarge { max: 4096, size } if size > 8192),
+        "{err}"
+    );
+    p.close(Duration::from_secs(10)).await.expect("close");
+}

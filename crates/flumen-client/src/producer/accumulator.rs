@@ -165,8 +165,10 @@ pub(crate) enum Appended {
         index: i32,
         wake: bool,
     },
-    /// A new batch is needed and no reservation was given: reserve `bytes` and call again.
-    NeedMemory(usize),
+    /// A new batch is needed and no reservation was given: reserve `reserve` bytes (the
+    /// larger of `batch.size` and the record's own batch) and call again. `record` is the
+    /// size of a batch holding only this record, for the `max.request.size` check.
+    NeedMemory { reserve: usize, record: usize },
 }
 
 /// Everything `append` needs to know about the producer.
@@ -213,7 +215,10 @@ impl PartitionQueue {
             let probe = BatchBuilder::new(params.compression);
             let size = flumen_protocol::record::HEADER_LEN
                 + probe.record_size(timestamp, key, value, headers);
-            return Ok(Appended::NeedMemory(size.max(params.batch_size)));
+            return Ok(Appended::NeedMemory {
+                reserve: size.max(params.batch_size),
+                record: size,
+            });
         };
         let size = flumen_protocol::record::HEADER_LEN
             + BatchBuilder::new(Compression::None).record_size(timestamp, key, value, headers);

@@ -505,10 +505,13 @@ impl Producer {
                     completion, index, timestamp,
                 )))
             }
-            Appended::NeedMemory(bytes) => {
-                if bytes > inner.config.max_request_size {
+            Appended::NeedMemory {
+                reserve: bytes,
+                record: record_size,
+            } => {
+                if record_size > inner.config.max_request_size {
                     return Err(ProduceError::RecordTooLarge {
-                        size: bytes,
+                        size: record_size,
                         max: inner.config.max_request_size,
                     });
                 }
