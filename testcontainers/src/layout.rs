@@ -18,6 +18,10 @@ use crate::ports::free_ports;
 use crate::spec::{ClusterSpec, SaslMechanism, SaslUser, random_token};
 use crate::tls::{self, TlsMaterial};
 
+/// Session lifetime of SCRAM-SHA-512 connections on the SASL listener (KIP-368), short so
+/// that tests see re-authentication happen.
+pub const SCRAM_SHA_512_SESSION_MS: u64 = 3000;
+
 /// The listener ports of one broker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BrokerPorts {
@@ -225,6 +229,14 @@ impl Layout {
                      org.apache.kafka.common.security.scram.ScramLoginModule required;"
                 );
             }
+            // SCRAM-SHA-512 sessions expire after 3 s (KIP-368): clients must re-authenticate
+            // on the same connection or the broker closes it. One mechanism only, so clients
+            // without re-authentication (Debian's kcat) still work over the others.
+            let _ = writeln!(
+                s,
+                "listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms={}",
+                SCRAM_SHA_512_SESSION_MS
+            );
         }
         if let Some(tls) = &self.tls {
             let _ = writeln!(s, "listener.name.ssl.ssl.keystore.type=PEM");

@@ -169,6 +169,34 @@ async fn scram_sha_512_authenticates() {
     assert_usable(&conn).await;
 }
 
+/// The harness gives SCRAM-SHA-512 sessions a 3 s lifetime (KIP-368); a broker closes a
+/// connection whose session expired without re-authentication. Requests spread over three
+/// lifetimes on one connection all succeed only if the client re-authenticated in between.
+#[tokio::test(flavor = "current_thread")]
+async fn scram_session_is_reauthenticated_before_the_broker_expires_it() {
+    let lifetime = Duration::from_millis(flumen_testcontainers::SCRAM_SHA_512_SESSION_MS);
+    let conn = Connection::connect(
+        &sasl_addr(),
+        &config(Security::SaslPlaintext(sasl(
+            SaslMechanism::ScramSha512,
+            None,
+        ))),
+    )
+    .await
+    .expect("SCRAM-SHA-512");
+    let until = Instant::now() + lifetime * 3;
+    let mut requests = 0;
+    while Instant::now() < until {
+        conn.send(topics_request(&[]))
+            .await
+            .unwrap_or_else(|e| panic!("request {requests} failed: {e}"));
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!conn.is_closed(), "{:?}", conn.close_reason());
+    assert!(requests > 20);
+}
+
 async fn assert_wrong_password_refused(mechanism: SaslMechanism) {
     let err = Connection::connect(
         &sasl_addr(),
