@@ -211,6 +211,26 @@ fn check(
 }
 
 /// Items the broker did not answer for: each gets an error saying so.
+/// The result for one asked partition: an error if the response left it out or carries
+/// its error code, else `value` of its answer.
+fn partition_result<P, T>(
+    api: &'static str,
+    tp: &crate::TopicPartition,
+    answer: Option<&P>,
+    error_code: impl Fn(&P) -> i16,
+    value: impl FnOnce(&P) -> T,
+) -> Result<T> {
+    let p = answer.ok_or_else(|| missing_answer(api, Some(&tp.topic), Some(tp.partition)))?;
+    check(
+        error_code(p),
+        api,
+        Some(&tp.topic),
+        Some(tp.partition),
+        None,
+    )?;
+    Ok(value(p))
+}
+
 fn missing_answer(api: &'static str, topic: Option<&str>, partition: Option<i32>) -> Error {
     crate::cluster::broker_error(
         flumen_protocol::ErrorCode::UnknownServerError,

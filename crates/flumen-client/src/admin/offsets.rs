@@ -19,7 +19,7 @@ use flumen_protocol::messages::{
 };
 use tokio::time::Instant;
 
-use super::{Admin, check, duplicate, missing_answer, negotiated};
+use super::{Admin, check, duplicate, missing_answer, negotiated, partition_result};
 use crate::cluster::{Cluster, TopicPartition};
 use crate::error::Result;
 
@@ -165,25 +165,17 @@ pub(super) fn list_offsets_results(
                 .filter(|t| t.name.0.as_str() == tp.topic)
                 .flat_map(|t| t.partitions.iter())
                 .find(|p| p.partition_index == tp.partition);
-            let result = match answer {
-                None => Err(missing_answer(
-                    "ListOffsets",
-                    Some(&tp.topic),
-                    Some(tp.partition),
-                )),
-                Some(p) => check(
-                    p.error_code,
-                    "ListOffsets",
-                    Some(&tp.topic),
-                    Some(tp.partition),
-                    None,
-                )
-                .map(|()| ListedOffset {
+            let result = partition_result(
+                "ListOffsets",
+                tp,
+                answer,
+                |p| p.error_code,
+                |p| ListedOffset {
                     offset: p.offset,
                     timestamp: p.timestamp,
                     leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
-                }),
-            };
+                },
+            );
             (tp.clone(), result)
         })
         .collect()
@@ -456,20 +448,7 @@ impl Admin {
                                 .filter(|t| t.name.0.as_str() == tp.topic)
                                 .flat_map(|t| t.partitions.iter())
                                 .find(|p| p.partition_index == tp.partition);
-                            match answer {
-                                None => Err(missing_answer(
-                                    "OffsetDelete",
-                                    Some(&tp.topic),
-                                    Some(tp.partition),
-                                )),
-                                Some(p) => check(
-                                    p.error_code,
-                                    "OffsetDelete",
-                                    Some(&tp.topic),
-                                    Some(tp.partition),
-                                    None,
-                                ),
-                            }
+                            partition_result("OffsetDelete", tp, answer, |p| p.error_code, |_| ())
                         }
                     };
                     out.insert(tp.clone(), result);

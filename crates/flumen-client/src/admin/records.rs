@@ -7,7 +7,7 @@ use flumen_protocol::messages::delete_records_request::{
 };
 use flumen_protocol::messages::{DeleteRecordsRequest, StrBytes, TopicName};
 
-use super::{Admin, check, missing_answer};
+use super::{Admin, partition_result};
 use crate::cluster::{Cluster, TopicPartition};
 use crate::error::Result;
 
@@ -48,21 +48,13 @@ impl Admin {
                         .filter(|t| t.name.0.as_str() == tp.topic)
                         .flat_map(|t| t.partitions.iter())
                         .find(|p| p.partition_index == tp.partition);
-                    let result = match answer {
-                        None => Err(missing_answer(
-                            "DeleteRecords",
-                            Some(&tp.topic),
-                            Some(tp.partition),
-                        )),
-                        Some(p) => check(
-                            p.error_code,
-                            "DeleteRecords",
-                            Some(&tp.topic),
-                            Some(tp.partition),
-                            None,
-                        )
-                        .map(|()| p.low_watermark),
-                    };
+                    let result = partition_result(
+                        "DeleteRecords",
+                        tp,
+                        answer,
+                        |p| p.error_code,
+                        |p| p.low_watermark,
+                    );
                     (tp.clone(), result)
                 })
                 .collect())
