@@ -1,5 +1,5 @@
-//! A slow consumer keeps its memory bounded: with a large backlog and no `poll`, fetchers
-//! stop at `prefetch.max.bytes` and the process RSS stays flat.
+//! A slow consumer keeps its memory bounded: with a large backlog and no `poll`, the fetcher
+//! stops after one answer (which `prefetch.max.bytes` caps), and the process RSS stays flat.
 //!
 //! Its own test binary, so no other test's allocations show in this process's RSS.
 
@@ -51,14 +51,14 @@ async fn slow_consumer_memory_stays_within_the_prefetch_bound() {
     .await
     .expect("backlog written");
 
+    // Four partitions could return 4 x 4 MiB in one answer; the prefetch bound caps it at 8.
     let bound = 8 * MIB;
     let mut c = consumer(
         kafka,
         &[
             ("auto.offset.reset", "earliest"),
             ("prefetch.max.bytes", &bound.to_string()),
-            ("fetch.max.bytes", &(4 * MIB).to_string()),
-            ("max.partition.fetch.bytes", &MIB.to_string()),
+            ("max.partition.fetch.bytes", &(4 * MIB).to_string()),
         ],
     )
     .await;
@@ -68,24 +68,29 @@ async fn slow_consumer_memory_stays_within_the_prefetch_bound() {
     // One short poll starts the fetchers; the records it returns are dropped at once.
     drop(c.poll(Duration::from_millis(1)).await.expect("poll"));
 
-    // The application now stops polling: fetchers fill the buffer up to the bound and stop.
+    // The application now stops polling: one answer arrives, and then nothing more is fetched.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while c.buffered_bytes() < bound - 2 * MIB {
+    while c.buffered_bytes() < 2 * MIB {
         assert!(
             Instant::now() < deadline,
-            "prefetch never filled: {}",
+            "no answer buffered: {}",
             c.buffered_bytes()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let buffered = c.buffered_bytes();
+    assert!(
+        buffered <= bound + MIB,
+        "one answer of {buffered} bytes exceeds the {bound}-byte prefetch bound"
+    );
     let mut peak = 0;
     let hold = Instant::now() + Duration::from_secs(2);
     while Instant::now() < hold {
         peak = peak.max(rss_bytes());
-        assert!(
-            c.buffered_bytes() <= bound + MIB,
-            "buffered {}",
-            c.buffered_bytes()
+        assert_eq!(
+            c.buffered_bytes(),
+            buffered,
+            "the fetcher went on fetching while an answer waited for poll"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -151,6 +151,38 @@ async fn truncated_frame_then_close_is_a_typed_error() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn large_frame_cut_short_is_the_same_typed_error() {
+    // Large answers (fetches) are read into a buffer of their own: a peer that closes in the
+    // middle of one gets the same error as in the middle of a small one.
+    const LEN: usize = 3 * 1024 * 1024;
+    const SENT: usize = 1024 * 1024 + 17;
+    let addr = misbehaving_peer(|mut stream, request| async move {
+        let mut partial = Vec::with_capacity(4 + SENT);
+        partial.extend_from_slice(&(LEN as i32).to_be_bytes());
+        partial.extend_from_slice(&request.header.correlation_id.to_be_bytes());
+        partial.resize(4 + SENT, 0);
+        let _ = stream.write_all(&partial).await;
+    })
+    .await;
+    let conn = Connection::connect(&addr, &config())
+        .await
+        .expect("connect");
+    let err = conn.send(metadata()).await.expect_err("truncated frame");
+    assert!(
+        matches!(
+            err,
+            Error::Protocol(flumen_protocol::Error::Truncated {
+                needed,
+                available,
+                ..
+            }) if needed == 4 + LEN && available == 4 + SENT
+        ),
+        "{err}"
+    );
+    assert_closed_and_failing(&conn).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn garbage_text_is_refused_as_an_oversized_frame() {
     let addr = misbehaving_peer(|mut stream, _request| async move {
         let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;

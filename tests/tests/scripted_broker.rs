@@ -1,5 +1,6 @@
 //! Behaviour that needs a broker configured in ways the test cluster is not: scripted fake
-//! brokers on 127.0.0.1 for KIP-368 re-authentication and the ApiVersions fallback.
+//! brokers on 127.0.0.1 for KIP-368 re-authentication, the ApiVersions fallback, and answers
+//! that arrive in pieces.
 
 mod support;
 
@@ -257,4 +258,64 @@ async fn acks_zero_produce_through_send_is_refused_instead_of_hanging() {
         matches!(&err, Error::Config { key, .. } if key == "acks"),
         "{err}"
     );
+}
+
+/// Answers of a megabyte and more are read into a buffer of their own: one that arrives in
+/// odd-sized pieces, with the start of the next answer in the same write, comes out whole
+/// and in order.
+#[tokio::test(flavor = "current_thread")]
+async fn large_answer_in_pieces_is_delivered_whole_and_in_order() {
+    const TOPICS: usize = 12_000;
+    let name = |i: usize| format!("topic-{i:05}-{}", "x".repeat(100));
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let request = read_request(&mut stream).await.expect("ApiVersions");
+        respond(&mut stream, &request, &api_versions()).await;
+        let big_request = read_request(&mut stream).await.expect("first metadata");
+        let small_request = read_request(&mut stream).await.expect("second metadata");
+        let topics = (0..TOPICS)
+            .map(|i| {
+                flumen_protocol::messages::metadata_response::MetadataResponseTopic::default()
+                    .with_name(Some(StrBytes::from_string(name(i)).into()))
+            })
+            .collect();
+        let big = MetadataResponse::default().with_topics(topics);
+        let small =
+            MetadataResponse::default().with_cluster_id(Some(StrBytes::from_static_str("small")));
+        // Both answers into one byte string, then written in pieces of 7, 4096 and 65,537
+        // bytes in turn, so frame boundaries fall anywhere.
+        let mut wire = Vec::new();
+        for (request, body) in [(&big_request, &big), (&small_request, &small)] {
+            let mut one = support::encode_response(request, body);
+            wire.append(&mut one);
+        }
+        assert!(wire.len() > 1024 * 1024, "the first answer must be large");
+        let sizes = [7usize, 4096, 65_537];
+        let (mut at, mut i) = (0, 0);
+        while at < wire.len() {
+            let end = (at + sizes[i % sizes.len()]).min(wire.len());
+            stream.write_all(&wire[at..end]).await.expect("write");
+            stream.flush().await.expect("flush");
+            tokio::task::yield_now().await;
+            at = end;
+            i += 1;
+        }
+        std::future::pending::<()>().await;
+    });
+    let conn = Connection::connect(&addr, &ConnectionConfig::default())
+        .await
+        .expect("connect");
+    let (big, small) = tokio::join!(
+        conn.send(MetadataRequest::default()),
+        conn.send(MetadataRequest::default())
+    );
+    let big = big.expect("large answer");
+    assert_eq!(big.topics.len(), TOPICS);
+    for (i, t) in big.topics.iter().enumerate() {
+        assert_eq!(t.name.as_ref().map(|n| n.as_str()), Some(name(i).as_str()));
+    }
+    let small = small.expect("small answer after it");
+    assert_eq!(small.cluster_id.as_ref().map(|c| c.as_str()), Some("small"));
 }

@@ -2,8 +2,9 @@
 //!
 //! Each round writes N records of S bytes (Flumen's producer, unkeyed, spread over P
 //! partitions) to a fresh topic, then every client reads all of it from the beginning, each
-//! in its own child process (this binary re-executed with `FLUMEN_COMPARE_CHILD_TOPIC` set),
-//! so that peak RSS and CPU time are the client's alone. Fetch settings are equal for all:
+//! in a child process of its own: a small program per client (`compare-child-flumen`,
+//! `compare-child-rdkafka`, `compare-child-rskafka`) that links that client only, so that
+//! peak RSS and CPU time are the client's alone, not those of a binary carrying all three. Fetch settings are equal for all:
 //! `fetch.min.bytes` 1, `fetch.max.wait.ms` 500, `max.partition.fetch.bytes` 1 MiB,
 //! `fetch.max.bytes` 50 MiB, and a 64 MiB prefetch bound (librdkafka's
 //! `queued.max.messages.kbytes` default; Flumen's `prefetch.max.bytes`). rskafka has no
@@ -34,9 +35,11 @@ const PREFETCH_BYTES: &str = "67108864";
 
 /// Runs the consume comparison (or, in a child process, one client's round).
 pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, String> {
-    if let Ok(topic) = std::env::var(CHILD_ENV) {
-        return child(args, broker, &topic);
-    }
+    let children = args
+        .clients
+        .iter()
+        .map(|c| child_program(*c))
+        .collect::<Result<Vec<_>, _>>()?;
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,18 +56,18 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
         }
         for i in order {
             let client = args.clients[i];
-            let child = run_child(args, broker, &topic, client)
+            let child = run_child(args, broker, &topic, client, &children[i])
                 .map_err(|e| format!("{client} round {round}: {e}"))?;
             let elapsed =
                 Duration::from_secs_f64(args.records as f64 / child.records_per_s.max(1e-9));
             let cpu = Duration::from_secs_f64(child.cpu_s_per_million * args.records as f64 / 1e6);
             eprintln!(
-                "round {round} {client}: {:.0} records/s, cpu {:.2}s, peak RSS {:.1} MiB",
+                "round {round} {client}: {:.0} records/s, cpu {:.2}s, peak RSS {:.1} MB",
                 child.records_per_s,
                 cpu.as_secs_f64(),
-                child.peak_rss_mib
+                child.peak_rss_mb
             );
-            peaks[i] = peaks[i].max(child.peak_rss_mib);
+            peaks[i] = peaks[i].max(child.peak_rss_mb);
             tallies[i].add(&RoundResult {
                 records: args.records,
                 bytes: args.records * args.record_size as u64,
@@ -79,7 +82,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
         .zip(peaks)
         .map(|(t, peak)| {
             let mut r = t.result();
-            r.peak_rss_mib = peak;
+            r.peak_rss_mb = peak;
             r
         })
         .collect())
@@ -126,17 +129,48 @@ async fn fill(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<(), St
     Ok(())
 }
 
-/// Runs this binary as a child for one client and parses its JSON result line.
+/// The child program that reads with `client`, next to this binary; under `cargo run` it is
+/// built (or brought up to date) first, with the same profile.
+fn child_program(client: ClientKind) -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let name = format!("compare-child-{client}");
+    let path = exe.with_file_name(&name);
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = exe
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|d| d == "release");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "flumen-benches", "--bin", &name]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .map_err(|e| format!("cannot run cargo to build {name}: {e}"))?;
+        if !status.success() {
+            return Err(format!("building {name} failed ({status})"));
+        }
+    }
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: build it with `cargo build --release -p flumen-benches --bins`",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// Runs the child program of one client and parses its JSON result line.
 fn run_child(
     args: &ConsumeArgs,
     broker: &Broker,
     topic: &str,
     client: ClientKind,
+    program: &std::path::Path,
 ) -> Result<ClientResult, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(exe)
+    let out = Command::new(program)
         .args([
-            "consume",
             "--records",
             &args.records.to_string(),
             "--record-size",
@@ -154,7 +188,7 @@ fn run_child(
         .env(CHILD_ENV, topic)
         .env("FLUMEN_KAFKA_BOOTSTRAP", &broker.bootstrap)
         .output()
-        .map_err(|e| format!("cannot start child: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
@@ -177,53 +211,85 @@ fn run_child(
     r.records_per_s = num("records_per_s");
     r.mb_per_s = num("mb_per_s");
     r.cpu_s_per_million = num("cpu_s_per_million");
-    r.peak_rss_mib = num("peak_rss_mib");
+    r.peak_rss_mb = num("peak_rss_mb");
     Ok(r)
 }
 
-/// In the child: read `topic` with the one client named in `args`.
-fn child(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<Vec<ClientResult>, String> {
-    let client = *args.clients.first().ok_or("no client named")?;
-    let result = match client {
-        ClientKind::Flumen => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(flumen(args, broker, topic))
+/// The body of a child program: reads the topic named by `FLUMEN_COMPARE_CHILD_TOPIC` from
+/// `FLUMEN_KAFKA_BOOTSTRAP` with `read` (one client's reader) and prints one JSON result line.
+///
+/// Each child program passes its own client's reader, so only that client is linked in.
+pub fn child_main(
+    client: ClientKind,
+    read: impl FnOnce(&ConsumeArgs, &str, &str) -> Result<RoundResult, String>,
+) {
+    #[derive(clap::Parser)]
+    struct ChildCli {
+        #[command(flatten)]
+        args: ConsumeArgs,
+    }
+    let cli = <ChildCli as clap::Parser>::parse();
+    let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+    let result = env(CHILD_ENV).and_then(|topic| {
+        let bootstrap = env("FLUMEN_KAFKA_BOOTSTRAP")?;
+        read(&cli.args, &bootstrap, &topic)
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{client}: {e}");
+            std::process::exit(1);
         }
-        ClientKind::Rdkafka => rdkafka(args, broker, topic),
-        ClientKind::Rskafka => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(rskafka(args, broker, topic))
-        }
-    }?;
+    };
     let mut tally = Tally::new(client);
     tally.add(&result);
     let mut r = tally.result();
-    // `ru_maxrss` survives the spawn (the child starts on the parent's address space), so
+    // `ru_maxrss` survives the exec (the child starts on the parent's address space), so
     // the child's own peak comes from its memory map's high-water mark.
-    if let Some(hwm) = vm_hwm_mib() {
-        r.peak_rss_mib = hwm;
+    if let Some(hwm) = vm_hwm_mb() {
+        r.peak_rss_mb = hwm;
     }
-    Ok(vec![r])
+    super::print_results(&[r], true);
 }
 
-/// `VmHWM` of this process (peak RSS of its current memory map), MiB.
-fn vm_hwm_mib() -> Option<f64> {
+/// Flumen's reader, on a current-thread runtime.
+pub fn read_flumen(
+    args: &ConsumeArgs,
+    bootstrap: &str,
+    topic: &str,
+) -> Result<RoundResult, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(flumen(args, bootstrap, topic))
+}
+
+/// rskafka's reader, on a two-thread runtime (one task per partition).
+pub fn read_rskafka(
+    args: &ConsumeArgs,
+    bootstrap: &str,
+    topic: &str,
+) -> Result<RoundResult, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(rskafka(args, bootstrap, topic))
+}
+
+/// `VmHWM` of this process (peak RSS of its current memory map), MB (10^6 bytes).
+fn vm_hwm_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    Some(kb * 1024.0 / 1e6)
 }
 
-async fn flumen(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<RoundResult, String> {
+async fn flumen(args: &ConsumeArgs, bootstrap: &str, topic: &str) -> Result<RoundResult, String> {
     let config = ConsumerConfig::from_properties([
-        ("bootstrap.servers", broker.bootstrap.as_str()),
+        ("bootstrap.servers", bootstrap),
         ("auto.offset.reset", "earliest"),
         ("fetch.min.bytes", "1"),
         ("fetch.max.wait.ms", FETCH_MAX_WAIT_MS),
@@ -258,7 +324,11 @@ async fn flumen(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<Roun
     })
 }
 
-fn rdkafka(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<RoundResult, String> {
+pub fn read_rdkafka(
+    args: &ConsumeArgs,
+    bootstrap: &str,
+    topic: &str,
+) -> Result<RoundResult, String> {
     use rdkafka::Message;
     use rdkafka::Offset;
     use rdkafka::TopicPartitionList;
@@ -266,7 +336,7 @@ fn rdkafka(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<RoundResu
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
     let consumer: BaseConsumer = RdConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{topic}-rdkafka"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -307,11 +377,11 @@ fn rdkafka(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<RoundResu
     })
 }
 
-async fn rskafka(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<RoundResult, String> {
+async fn rskafka(args: &ConsumeArgs, bootstrap: &str, topic: &str) -> Result<RoundResult, String> {
     use rskafka::client::ClientBuilder;
     use rskafka::client::partition::UnknownTopicHandling;
 
-    let client = ClientBuilder::new(broker.bootstrap.split(',').map(str::to_owned).collect())
+    let client = ClientBuilder::new(bootstrap.split(',').map(str::to_owned).collect())
         .build()
         .await
         .map_err(|e| e.to_string())?;

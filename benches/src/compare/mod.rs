@@ -120,8 +120,8 @@ pub struct ClientResult {
     pub p50_ms: f64,
     /// 99th percentile delivery latency, milliseconds.
     pub p99_ms: f64,
-    /// Peak resident set size of the whole process at the end of this client's rounds, MiB.
-    pub peak_rss_mib: f64,
+    /// Peak resident set size of the process running this client, MB (10^6 bytes).
+    pub peak_rss_mb: f64,
     /// The producer settings every client ran with (produce only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<ProduceSettings>,
@@ -230,7 +230,7 @@ impl Tally {
             cpu_s_per_million: self.cpu.as_secs_f64() / (self.records.max(1) as f64 / 1e6),
             p50_ms: q(0.5),
             p99_ms: q(0.99),
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mb: peak_rss_mb(),
             settings: None,
         }
     }
@@ -257,15 +257,15 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Peak resident set size of the process, MiB (`ru_maxrss` is in KiB on Linux).
-pub fn peak_rss_mib() -> f64 {
+/// Peak resident set size of the process, MB (10^6 bytes; `ru_maxrss` is in KiB on Linux).
+pub fn peak_rss_mb() -> f64 {
     // SAFETY: as above.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut usage);
         usage
     };
-    usage.ru_maxrss as f64 / 1024.0
+    usage.ru_maxrss as f64 * 1024.0 / 1e6
 }
 
 /// Where the broker is: an external cluster or one we started (kept alive by this value).
@@ -357,7 +357,7 @@ pub fn print_results(results: &[ClientResult], json: bool) {
     }
     println!(
         "{:<10} {:>14} {:>10} {:>14} {:>9} {:>9} {:>10}",
-        "client", "records/s", "MB/s", "CPU s/M rec", "p50 ms", "p99 ms", "peak MiB"
+        "client", "records/s", "MB/s", "CPU s/M rec", "p50 ms", "p99 ms", "peak MB"
     );
     for r in results {
         println!(
@@ -368,16 +368,17 @@ pub fn print_results(results: &[ClientResult], json: bool) {
             r.cpu_s_per_million,
             r.p50_ms,
             r.p99_ms,
-            r.peak_rss_mib
+            r.peak_rss_mb
         );
     }
     if let Some(base) = results.iter().find(|r| r.client == "rdkafka") {
         for r in results.iter().filter(|r| r.client != "rdkafka") {
             println!(
-                "{} vs rdkafka: {:.2}x records/s, {:.2}x CPU per record",
+                "{} vs rdkafka: {:.2}x records/s, {:.2}x CPU per record, {:.2}x peak RSS",
                 r.client,
                 r.records_per_s / base.records_per_s,
-                r.cpu_s_per_million / base.cpu_s_per_million
+                r.cpu_s_per_million / base.cpu_s_per_million,
+                r.peak_rss_mb / base.peak_rss_mb
             );
         }
     }

@@ -62,14 +62,22 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<Received> {
 
 /// Writes `body` as the response to `request`, in the layout of the request's version.
 pub async fn respond<T: Encodable>(stream: &mut TcpStream, request: &Received, body: &T) {
+    let _ = stream.write_all(&encode_response(request, body)).await;
+}
+
+/// `body` as the framed response to `request` (length prefix included).
+pub fn encode_response<T: Encodable>(request: &Received, body: &T) -> Vec<u8> {
     let version = request.header.request_api_version;
     let mut buf = BytesMut::new();
+    buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(request.header.correlation_id)
         .encode(&mut buf, request.key().response_header_version(version))
         .expect("response header");
     body.encode(&mut buf, version).expect("response body");
-    write_frame(stream, &buf).await;
+    let len = i32::try_from(buf.len() - 4).expect("frame under 2 GiB");
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.to_vec()
 }
 
 /// Writes one length-prefixed frame.

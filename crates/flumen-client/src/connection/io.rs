@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use flumen_protocol::frame::FrameDecoder;
 use flumen_protocol::header::response_correlation_id;
 use flumen_protocol::request_frame::RequestFrame;
@@ -37,6 +37,10 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// Responses at least this large are read into a memory mapping of their own.
+const LARGE_FRAME_BYTES: usize = 1024 * 1024;
+/// Bytes of a frame's length prefix.
+const LENGTH_PREFIX: usize = 4;
 
 /// Where a response (or the failure) goes.
 pub(crate) type Responder = oneshot::Sender<Result<Bytes>>;
@@ -262,37 +266,27 @@ async fn read_loop(
     let mut answered = 0u64;
     loop {
         loop {
-            let frame = match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => frame,
+            let len = match decoder.peek_len(&buf) {
+                Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => return sniff_tls(addr, &buf, e),
             };
-            let received = match response_correlation_id(&frame) {
-                Ok(id) => id,
-                Err(e) => return e.into(),
+            let frame = if buf.len() >= LENGTH_PREFIX + len {
+                buf.advance(LENGTH_PREFIX);
+                buf.split_to(len).freeze()
+            } else if len >= LARGE_FRAME_BYTES {
+                match read_large_frame(half, &mut buf, len, state, shutdown).await {
+                    Ok(frame) => frame,
+                    Err(e) => return e,
+                }
+            } else {
+                buf.reserve(LENGTH_PREFIX + len - buf.len());
+                break;
             };
-            while let Ok(f) = inflight_rx.try_recv() {
-                queue.push_back(f);
-            }
-            let Some(front) = queue.pop_front() else {
-                return Error::CorrelationMismatch {
-                    addr: addr.to_owned(),
-                    expected: None,
-                    received,
-                };
-            };
-            if front.correlation_id != received {
-                let expected = Some(front.correlation_id);
-                queue.push_front(front);
-                return Error::CorrelationMismatch {
-                    addr: addr.to_owned(),
-                    expected,
-                    received,
-                };
+            if let Err(e) = answer(frame, inflight_rx, queue, addr) {
+                return e;
             }
             answered += 1;
-            // The caller may have given up (timeout); nothing to do then.
-            let _ = front.responder.send(Ok(frame));
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 16 {
             buf.reserve(READ_CHUNK);
@@ -322,6 +316,89 @@ async fn read_loop(
             Err(e) => return Error::Io(e),
         }
     }
+}
+
+/// Hands a response frame to the oldest request in flight, checking it is that request's answer.
+fn answer(
+    frame: Bytes,
+    inflight_rx: &mut mpsc::UnboundedReceiver<InFlight>,
+    queue: &mut VecDeque<InFlight>,
+    addr: &str,
+) -> std::result::Result<(), Error> {
+    let received = response_correlation_id(&frame)?;
+    while let Ok(f) = inflight_rx.try_recv() {
+        queue.push_back(f);
+    }
+    let Some(front) = queue.pop_front() else {
+        return Err(Error::CorrelationMismatch {
+            addr: addr.to_owned(),
+            expected: None,
+            received,
+        });
+    };
+    if front.correlation_id != received {
+        let expected = Some(front.correlation_id);
+        queue.push_front(front);
+        return Err(Error::CorrelationMismatch {
+            addr: addr.to_owned(),
+            expected,
+            received,
+        });
+    }
+    // The caller may have given up (timeout); nothing to do then.
+    let _ = front.responder.send(Ok(frame));
+    Ok(())
+}
+
+/// Reads a frame of `len` bytes (its length prefix at the front of `buf`) into a memory
+/// mapping of its own, returned to the system as soon as the last slice of it is dropped.
+///
+/// Large responses (fetches) come and go at the pace of the application. Taken from the
+/// general-purpose heap, glibc keeps freed ones around (its mmap threshold rises to the
+/// largest block freed), so a consumer would hold about one response more than it uses; a
+/// mapping of its own keeps the resident size at what is really alive. `len` was checked
+/// against `max_frame_bytes` by the caller.
+async fn read_large_frame(
+    half: &mut ReadHalf<BoxStream>,
+    buf: &mut BytesMut,
+    len: usize,
+    state: &State,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::result::Result<Bytes, Error> {
+    let mut map = memmap2::MmapOptions::new()
+        .len(len)
+        .map_anon()
+        .map_err(Error::Io)?;
+    #[cfg(target_os = "linux")]
+    {
+        // Fewer, larger page faults while the frame is written; only advice.
+        let _ = map.advise(memmap2::Advice::HugePage);
+    }
+    buf.advance(LENGTH_PREFIX);
+    let mut filled = buf.len().min(len);
+    map[..filled].copy_from_slice(&buf[..filled]);
+    buf.advance(filled);
+    while filled < len {
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|closed| *closed) => return Err(state.closed_error()),
+            read = half.read(&mut map[filled..]) => read,
+        };
+        match read {
+            Ok(0) => {
+                // The same error as for a small frame cut short (`FrameDecoder::decode_eof`).
+                return Err(flumen_protocol::Error::Truncated {
+                    what: "frame",
+                    needed: LENGTH_PREFIX + len,
+                    available: LENGTH_PREFIX + filled,
+                }
+                .into());
+            }
+            Ok(n) => filled += n,
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    Ok(Bytes::from_owner(map))
 }
 
 /// A bad length prefix that is really a TLS record header means we spoke plaintext to a TLS port.

@@ -1,12 +1,14 @@
 //! One fetcher task per broker: builds Fetch requests from the shared state, keeps the
 //! broker's fetch session, and queues the returned record data for `poll`.
 //!
-//! A fetcher sends its next request as soon as the previous answer is queued, so the broker
-//! works while the application processes (prefetch); it stops asking while the buffered
-//! bytes of all partitions reach `prefetch.max.bytes`, and each request asks for at most the
-//! room left, so a slow consumer holds at most that bound (plus one oversized batch, which
-//! Kafka always returns whole, KIP-74). Record data stays in the response frame's `Bytes`:
-//! nothing is copied here; only batch headers are read, to find where the next fetch starts.
+//! A fetcher asks again as soon as `poll` has taken the previous answer, so the broker works
+//! while the application processes that answer (prefetch). Like the Java client, it does not
+//! ask while an answer still waits for `poll`: each partition has at most one answer buffered
+//! or in flight besides the one the application holds, which keeps the memory of a fast
+//! consumer at about two responses. Requests also ask for at most the room left under
+//! `prefetch.max.bytes` (plus one oversized batch, which Kafka always returns whole, KIP-74).
+//! Record data stays in the response frame's `Bytes`: nothing is copied here; only batch
+//! headers are read, to find where the next fetch starts.
 //!
 //! The task runs on the caller's runtime (`tokio::spawn`), so a current-thread runtime works.
 
@@ -128,6 +130,23 @@ impl FetchTask {
         }
         let room = (self.settings.prefetch_max_bytes - state.buffered_bytes)
             .min(self.settings.max_bytes as usize) as i32;
+        // While an answer of this broker waits for `poll`, nothing is fetched from it. As in the
+        // Java client, a partition is not fetched again before its last answer is taken, so the
+        // memory held is about one response being processed and one arriving, not the whole
+        // prefetch bound. Unlike a request for the other partitions only, waiting does not
+        // leave the partitions that are taken meanwhile stuck behind a long poll
+        // (`fetch.max.wait.ms`) for partitions that have nothing new. `poll` takes every
+        // answer at once (but those of paused partitions), so this costs no concurrency.
+        let waiting = state.ready.iter().any(|f| {
+            !state.paused.contains(&f.tp)
+                && state
+                    .parts
+                    .get(&f.tp)
+                    .is_some_and(|p| p.fetch_from == Some(self.broker))
+        });
+        if waiting {
+            return None;
+        }
         let mut want = BTreeMap::new();
         let mut asked = HashMap::new();
         for (tp, p) in &state.parts {

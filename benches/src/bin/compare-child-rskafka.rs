@@ -1,0 +1,7 @@
+//! One round of `compare consume` read with rskafka alone, started by `compare`: a program of its
+//! own so that its peak RSS is that of a program using this client, and no other.
+
+fn main() {
+    use flumen_benches::compare::{ClientKind, consume};
+    consume::child_main(ClientKind::Rskafka, consume::read_rskafka);
+}
