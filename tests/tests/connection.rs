@@ -440,6 +440,39 @@ async fn silent_listener_times_out_during_the_tls_handshake() {
 }
 
 /// A record batch of `count` records with `value_len`-byte values, encoded by kafka-protocol.
+#[tokio::test]
+async fn idle_connection_is_closed_after_connections_max_idle() {
+    let max_idle = Duration::from_millis(300);
+    let config = ConnectionConfig {
+        max_idle: Some(max_idle),
+        ..config(Security::Plaintext)
+    };
+    let conn = Connection::connect(&plaintext_addr(), &config)
+        .await
+        .expect("connect");
+    assert_usable(&conn).await;
+    let answered = Instant::now();
+    while !conn.is_closed() {
+        assert!(
+            answered.elapsed() < Duration::from_secs(10),
+            "an idle connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        answered.elapsed() >= max_idle - Duration::from_millis(50),
+        "closed after {:?}, before being idle for {max_idle:?}",
+        answered.elapsed()
+    );
+    let err = conn
+        .send(topics_request(&[]))
+        .await
+        .expect_err("request on the closed connection");
+    assert!(matches!(err, Error::ConnectionClosed { .. }), "{err}");
+    assert!(err.to_string().contains("connections.max.idle.ms"), "{err}");
+    assert!(err.is_retriable(), "a pool replaces it: {err}");
+}
+
 fn batch(count: usize, value_len: usize) -> bytes::Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {

@@ -319,3 +319,37 @@ async fn large_answer_in_pieces_is_delivered_whole_and_in_order() {
     let small = small.expect("small answer after it");
     assert_eq!(small.cluster_id.as_ref().map(|c| c.as_str()), Some("small"));
 }
+
+/// `connections.max.idle.ms` counts from the last answer: a request the broker takes longer
+/// than that to answer (a long poll) does not make the connection idle.
+#[tokio::test(flavor = "current_thread")]
+async fn request_in_flight_keeps_an_idle_limited_connection_open() {
+    let max_idle = Duration::from_millis(200);
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let request = read_request(&mut stream).await.expect("ApiVersions");
+        respond(&mut stream, &request, &api_versions()).await;
+        let request = read_request(&mut stream).await.expect("metadata");
+        // The broker holds the answer for three idle periods, as a long poll would.
+        tokio::time::sleep(3 * max_idle).await;
+        respond(&mut stream, &request, &MetadataResponse::default()).await;
+        std::future::pending::<()>().await;
+    });
+    let config = ConnectionConfig {
+        max_idle: Some(max_idle),
+        ..ConnectionConfig::default()
+    };
+    let conn = Connection::connect(&addr, &config).await.expect("connect");
+    conn.send(MetadataRequest::default())
+        .await
+        .expect("the slow answer arrives on the open connection");
+    let answered = Instant::now();
+    while !conn.is_closed() {
+        assert!(
+            answered.elapsed() < Duration::from_secs(10),
+            "the connection never became idle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

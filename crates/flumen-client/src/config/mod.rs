@@ -25,7 +25,7 @@
 //! | `metadata.max.age.ms` | 300000 | |
 //! | `retry.backoff.ms`, `retry.backoff.max.ms` | 100, 1000 | doubling, ±20% jitter |
 //! | `reconnect.backoff.ms`, `reconnect.backoff.max.ms` | 50, 1000 | doubling, ±20% jitter |
-//! | `connections.max.idle.ms` | 540000 | carried; idle connections are closed by the broker and replaced on next use |
+//! | `connections.max.idle.ms` | 540000 | a connection with nothing in flight and no traffic for this long is closed; the pool opens a new one on next use |
 //! | `default.api.timeout.ms` | 60000 | overall deadline of admin and metadata operations |
 //! | `receive.message.max.bytes` | 100000000 | largest response frame |
 
@@ -309,6 +309,7 @@ impl ClientConfig {
             request_timeout: self.request_timeout,
             security: self.security.clone(),
             max_frame_bytes: self.max_frame_bytes,
+            max_idle: Some(self.connections_max_idle),
         }
     }
 

@@ -19,6 +19,9 @@ pub struct ConnectionConfig {
     pub security: Security,
     /// Largest response frame accepted (checked before any buffer grows for it).
     pub max_frame_bytes: usize,
+    /// Close the connection after this long with nothing written or read and no request in
+    /// flight (`connections.max.idle.ms`); `None` keeps it open.
+    pub max_idle: Option<Duration>,
 }
 
 impl Default for ConnectionConfig {
@@ -29,6 +32,7 @@ impl Default for ConnectionConfig {
             request_timeout: Duration::from_secs(30),
             security: Security::Plaintext,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_idle: None,
         }
     }
 }

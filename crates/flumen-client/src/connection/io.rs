@@ -9,11 +9,15 @@
 //!   connection is closed.
 //! - Whoever ends first (reader error, writer error, `close()`, last handle dropped) closes the
 //!   shared [`State`]; the other task then stops, and every request in flight fails.
+//! - With `connections.max.idle.ms`, the writer closes the connection once nothing has been
+//!   written or read for that long and no request is in flight (a long poll is not idleness).
+//!   A request racing the close fails with a retriable error, as in the Java client.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use flumen_protocol::frame::FrameDecoder;
@@ -21,6 +25,7 @@ use flumen_protocol::header::response_correlation_id;
 use flumen_protocol::request_frame::RequestFrame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use super::buf_list::BufList;
 use crate::error::{Error, Result};
@@ -73,6 +78,11 @@ pub(crate) struct State {
     closed: AtomicBool,
     reason: Mutex<Option<String>>,
     shutdown: watch::Sender<bool>,
+    /// Requests written and not yet answered.
+    in_flight: AtomicUsize,
+    /// When bytes last went either way, in milliseconds since `opened`.
+    last_activity_ms: AtomicU64,
+    opened: Instant,
 }
 
 impl State {
@@ -97,6 +107,25 @@ impl State {
             .unwrap_or_else(|| "closed".to_owned())
     }
 
+    /// Notes that bytes went either way now.
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle for `max_idle` if nothing happens before: `None` if
+    /// it already is (nothing in flight, no traffic for that long).
+    fn idle_deadline(&self, max_idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + max_idle);
+        }
+        let last =
+            self.opened + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        let deadline = last + max_idle;
+        (deadline > now).then_some(deadline)
+    }
+
     pub(crate) fn closed_error(&self) -> Error {
         Error::ConnectionClosed {
             addr: self.addr.to_string(),
@@ -111,6 +140,7 @@ pub(crate) fn spawn(
     addr: &str,
     stream: BoxStream,
     max_frame_bytes: usize,
+    max_idle: Option<Duration>,
 ) -> (mpsc::UnboundedSender<Command>, Arc<State>) {
     let (shutdown, _) = watch::channel(false);
     let state = Arc::new(State {
@@ -118,11 +148,20 @@ pub(crate) fn spawn(
         closed: AtomicBool::new(false),
         reason: Mutex::new(None),
         shutdown,
+        in_flight: AtomicUsize::new(0),
+        last_activity_ms: AtomicU64::new(0),
+        opened: Instant::now(),
     });
     let (read_half, write_half) = tokio::io::split(stream);
     let (lane_tx, lane_rx) = mpsc::unbounded_channel();
     let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
-    tokio::spawn(writer(write_half, lane_rx, inflight_tx, state.clone()));
+    tokio::spawn(writer(
+        write_half,
+        lane_rx,
+        inflight_tx,
+        state.clone(),
+        max_idle,
+    ));
     tokio::spawn(reader(
         read_half,
         inflight_rx,
@@ -137,9 +176,18 @@ async fn writer(
     mut lane: mpsc::UnboundedReceiver<Command>,
     inflight: mpsc::UnboundedSender<InFlight>,
     state: Arc<State>,
+    max_idle: Option<Duration>,
 ) {
     let mut shutdown = state.shutdown.subscribe();
-    let result = write_loop(&mut half, &mut lane, &inflight, &mut shutdown).await;
+    let result = write_loop(
+        &mut half,
+        &mut lane,
+        &inflight,
+        &mut shutdown,
+        &state,
+        max_idle,
+    )
+    .await;
     match result {
         Ok(()) => state.close("connection dropped by the client".to_owned()),
         Err(e) => state.close(format!("write failed: {e}")),
@@ -156,9 +204,16 @@ async fn write_loop(
     lane: &mut mpsc::UnboundedReceiver<Command>,
     inflight: &mpsc::UnboundedSender<InFlight>,
     shutdown: &mut watch::Receiver<bool>,
+    state: &State,
+    max_idle: Option<Duration>,
 ) -> std::io::Result<()> {
     let mut exclusive: Option<mpsc::UnboundedReceiver<Outgoing>> = None;
     let mut batch = BufList::default();
+    // One timer for the connection's life: activity is recorded in `state`, and the timer is
+    // re-armed from it only when it fires, so requests cost no timer work.
+    let idle_check = max_idle.unwrap_or(Duration::from_secs(86_400));
+    let idle = tokio::time::sleep(idle_check);
+    tokio::pin!(idle);
     loop {
         let first = match &mut exclusive {
             Some(ex) => tokio::select! {
@@ -177,6 +232,19 @@ async fn write_loop(
                     Some(Command::Request(o)) => o,
                     Some(Command::Exclusive(rx)) => { exclusive = Some(rx); continue; }
                 },
+                () = &mut idle, if max_idle.is_some() => {
+                    match state.idle_deadline(idle_check) {
+                        Some(deadline) => idle.as_mut().reset(deadline),
+                        None => {
+                            state.close(format!(
+                                "idle for {} ms (connections.max.idle.ms)",
+                                idle_check.as_millis()
+                            ));
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
             },
         };
         let mut queued = Vec::new();
@@ -201,6 +269,7 @@ async fn write_loop(
         }
         for o in queued {
             if let Some(responder) = o.responder {
+                state.in_flight.fetch_add(1, Ordering::AcqRel);
                 // The reader outlives no writer; if it is gone the connection is closing anyway.
                 let _ = inflight.send(InFlight {
                     correlation_id: o.correlation_id,
@@ -219,6 +288,7 @@ async fn write_loop(
                 half.flush().await
             } => written?,
         }
+        state.touch();
     }
 }
 
@@ -286,6 +356,7 @@ async fn read_loop(
             if let Err(e) = answer(frame, inflight_rx, queue, addr) {
                 return e;
             }
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
             answered += 1;
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 16 {
@@ -312,7 +383,7 @@ async fn read_loop(
                     },
                 };
             }
-            Ok(_) => {}
+            Ok(_) => state.touch(),
             Err(e) => return Error::Io(e),
         }
     }
@@ -394,7 +465,10 @@ async fn read_large_frame(
                 }
                 .into());
             }
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                state.touch();
+            }
             Err(e) => return Err(Error::Io(e)),
         }
     }
@@ -486,7 +560,7 @@ mod tests {
             inner: ours,
             writes: writes.clone(),
         };
-        let (lane, _state) = spawn("test:0", Box::new(stream), 1 << 20);
+        let (lane, _state) = spawn("test:0", Box::new(stream), 1 << 20, None);
         // Queue 100 requests before the writer task first runs (current-thread runtime).
         let mut expected = Vec::new();
         for i in 0..100u8 {

@@ -116,7 +116,7 @@ impl Connection {
 
     /// Starts the reader and writer tasks over an established stream.
     fn start(addr: &str, stream: BoxStream, config: &ConnectionConfig) -> Connection {
-        let (lane, state) = io::spawn(addr, stream, config.max_frame_bytes);
+        let (lane, state) = io::spawn(addr, stream, config.max_frame_bytes, config.max_idle);
         Connection {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
