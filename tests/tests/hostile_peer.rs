@@ -121,47 +121,17 @@ async fn negative_length_prefix_is_a_typed_error() {
     assert_closed_and_failing(&conn).await;
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn truncated_frame_then_close_is_a_typed_error() {
-    let addr = misbehaving_peer(|mut stream, request| async move {
-        let mut partial = Vec::new();
-        partial.extend_from_slice(&100i32.to_be_bytes());
+/// A peer announces a `len`-byte answer, sends its first `sent` bytes (correlation id first)
+/// and closes: the request fails with `Truncated` counting the length prefix, and the
+/// connection is closed.
+async fn assert_frame_cut_short_is_truncated(len: usize, sent: usize) {
+    let addr = misbehaving_peer(move |mut stream, request| async move {
+        let mut partial = Vec::with_capacity(4 + sent);
+        partial.extend_from_slice(&(len as i32).to_be_bytes());
         partial.extend_from_slice(&request.header.correlation_id.to_be_bytes());
-        partial.extend_from_slice(&[0u8; 6]);
+        partial.resize(4 + sent, 0);
         let _ = stream.write_all(&partial).await;
         // Dropping the stream closes it mid-frame.
-    })
-    .await;
-    let conn = Connection::connect(&addr, &config())
-        .await
-        .expect("connect");
-    let err = conn.send(metadata()).await.expect_err("truncated frame");
-    assert!(
-        matches!(
-            err,
-            Error::Protocol(flumen_protocol::Error::Truncated {
-                needed: 104,
-                available: 14,
-                ..
-            })
-        ),
-        "{err}"
-    );
-    assert_closed_and_failing(&conn).await;
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn large_frame_cut_short_is_the_same_typed_error() {
-    // Large answers (fetches) are read into a buffer of their own: a peer that closes in the
-    // middle of one gets the same error as in the middle of a small one.
-    const LEN: usize = 3 * 1024 * 1024;
-    const SENT: usize = 1024 * 1024 + 17;
-    let addr = misbehaving_peer(|mut stream, request| async move {
-        let mut partial = Vec::with_capacity(4 + SENT);
-        partial.extend_from_slice(&(LEN as i32).to_be_bytes());
-        partial.extend_from_slice(&request.header.correlation_id.to_be_bytes());
-        partial.resize(4 + SENT, 0);
-        let _ = stream.write_all(&partial).await;
     })
     .await;
     let conn = Connection::connect(&addr, &config())
@@ -175,11 +145,23 @@ async fn large_frame_cut_short_is_the_same_typed_error() {
                 needed,
                 available,
                 ..
-            }) if needed == 4 + LEN && available == 4 + SENT
+            }) if needed == 4 + len && available == 4 + sent
         ),
         "{err}"
     );
     assert_closed_and_failing(&conn).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn truncated_frame_then_close_is_a_typed_error() {
+    assert_frame_cut_short_is_truncated(100, 10).await;
+}
+
+/// Large answers (fetches) are read into a buffer of their own: a peer that closes in the
+/// middle of one gets the same error as in the middle of a small one.
+#[tokio::test(flavor = "current_thread")]
+async fn large_frame_cut_short_is_the_same_typed_error() {
+    assert_frame_cut_short_is_truncated(3 * 1024 * 1024, 1024 * 1024 + 17).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
