@@ -66,11 +66,15 @@ async fn pattern_subscription_reads_only_matching_topics_and_a_new_match_from_it
         format!("{base}-in-b"),
         format!("{base}-out"),
     );
+    // Contains a match but is not one: the pattern is anchored at both ends, as in Java.
+    let decoy = format!("x{first}");
     create_topic(kafka, &first, 2).await;
     create_topic(kafka, &other, 1).await;
+    create_topic(kafka, &decoy, 1).await;
     produce(kafka, &first, 0, &values("a0", 20));
     produce(kafka, &first, 1, &values("a1", 20));
     produce(kafka, &other, 0, &values("o", 20));
+    produce(kafka, &decoy, 0, &values("d", 20));
 
     let group = format!("{base}-g");
     let mut c = consumer(
@@ -120,8 +124,8 @@ async fn pattern_subscription_reads_only_matching_topics_and_a_new_match_from_it
         );
     }
     assert!(
-        !seen.contains_key(&tp(&other, 0)),
-        "read the topic that does not match: {seen:?}"
+        !seen.contains_key(&tp(&other, 0)) && !seen.contains_key(&tp(&decoy, 0)),
+        "read a topic that does not match: {seen:?}"
     );
     assert_eq!(
         c.assignment(),
