@@ -206,6 +206,13 @@ impl Layout {
         let _ = writeln!(s, "log.cleaner.dedupe.buffer.size=16777216");
         let _ = writeln!(s, "num.network.threads=2");
         let _ = writeln!(s, "num.io.threads=4");
+        if self.spec.racks {
+            let _ = writeln!(s, "broker.rack={}", ClusterSpec::rack_of(n));
+            let _ = writeln!(
+                s,
+                "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector"
+            );
+        }
         if !self.users.is_empty() {
             let _ = writeln!(
                 s,
@@ -310,6 +317,34 @@ fn write(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn properties(spec: ClusterSpec, n: usize) -> String {
+        let root = crate::tempdir::TempRoot::create().expect("temp dir");
+        let layout = Layout::new(spec, root.path()).expect("layout");
+        layout.server_properties(n)
+    }
+
+    #[test]
+    fn with_racks_puts_each_broker_in_its_own_rack_with_the_rack_aware_selector() {
+        for n in 0..3 {
+            let p = properties(ClusterSpec::three().with_racks(), n);
+            let lines: Vec<&str> = p.lines().collect();
+            assert!(
+                lines.contains(&format!("broker.rack=rack-{n}").as_str()),
+                "{p}"
+            );
+            assert!(
+                lines.contains(
+                    &"replica.selector.class=\
+                      org.apache.kafka.common.replica.RackAwareReplicaSelector"
+                ),
+                "{p}"
+            );
+        }
+        let plain = properties(ClusterSpec::three(), 1);
+        assert!(!plain.contains("broker.rack"), "{plain}");
+        assert!(!plain.contains("replica.selector.class"), "{plain}");
+    }
 
     #[test]
     fn cluster_id_is_22_url_safe_base64_characters() {

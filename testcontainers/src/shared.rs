@@ -12,6 +12,7 @@ use crate::spec::ClusterSpec;
 
 static SHARED: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
 static SHARED_THREE: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
+static SHARED_RACKS: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
 
 impl KafkaCluster {
     /// One lazily started cluster per test binary: 1 broker with PLAINTEXT + SASL_PLAINTEXT
@@ -24,6 +25,12 @@ impl KafkaCluster {
     /// A 3-broker cluster (PLAINTEXT only) shared per test binary, for fault tests.
     pub fn shared_three() -> &'static KafkaCluster {
         get(&SHARED_THREE, ClusterSpec::three())
+    }
+
+    /// A 3-broker cluster with one rack per broker (`ClusterSpec::three().with_racks()`),
+    /// shared per test binary, for follower-fetching tests (KIP-392).
+    pub fn shared_three_with_racks() -> &'static KafkaCluster {
+        get(&SHARED_RACKS, ClusterSpec::three().with_racks())
     }
 }
 
@@ -56,7 +63,7 @@ fn register_exit_hook() {
 extern "C" fn at_exit() {
     // Never unwind across the C boundary.
     let _ = std::panic::catch_unwind(|| {
-        for cell in [&SHARED, &SHARED_THREE] {
+        for cell in [&SHARED, &SHARED_THREE, &SHARED_RACKS] {
             if let Some(Ok(cluster)) = cell.get() {
                 cluster.shutdown_at_exit();
             }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// The shape of a cluster to start: broker count and extra listeners.
+/// The shape of a cluster to start: broker count, extra listeners, racks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterSpec {
     /// Number of brokers: 1 or 3.
@@ -11,6 +11,10 @@ pub struct ClusterSpec {
     pub sasl: bool,
     /// Add an SSL listener with a certificate signed by a CA the harness generates.
     pub tls: bool,
+    /// Put broker `n` in rack [`ClusterSpec::rack_of`]`(n)` (`broker.rack`) and let followers
+    /// serve consumers of their rack (`replica.selector.class` = Kafka's
+    /// `RackAwareReplicaSelector`, KIP-392).
+    pub racks: bool,
 }
 
 impl Default for ClusterSpec {
@@ -19,6 +23,7 @@ impl Default for ClusterSpec {
             brokers: 1,
             sasl: false,
             tls: false,
+            racks: false,
         }
     }
 }
@@ -45,6 +50,20 @@ impl ClusterSpec {
     /// Also open an SSL listener.
     pub fn with_tls(self) -> Self {
         ClusterSpec { tls: true, ..self }
+    }
+
+    /// One rack per broker, and followers that serve the consumers of their rack (KIP-392).
+    pub fn with_racks(self) -> Self {
+        ClusterSpec {
+            racks: true,
+            ..self
+        }
+    }
+
+    /// The rack (`broker.rack`) of broker `n` in a cluster started [`with_racks`](Self::with_racks):
+    /// `rack-{n}`.
+    pub fn rack_of(n: usize) -> String {
+        format!("rack-{n}")
     }
 }
 

@@ -1,6 +1,8 @@
 //! `up`: starts a Kafka cluster, prints how to reach it, and keeps it up until SIGINT/SIGTERM.
 //!
-//! `cargo run -p flumen-testcontainers -- up [--brokers 1|3] [--sasl] [--tls]`
+//! `cargo run -p flumen-testcontainers -- up [--brokers 1|3] [--sasl] [--tls] [--racks]`
+//!
+//! `--racks` puts broker n in rack `rack-n` with follower fetching on (KIP-392).
 //!
 //! Stdout carries only `NAME=value` lines (so `eval`/`source` can read them); progress and
 //! errors go to stderr.
@@ -13,7 +15,7 @@ use std::sync::{Arc, mpsc};
 use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 
 fn usage() -> &'static str {
-    "usage: up [--brokers 1|3] [--sasl] [--tls]"
+    "usage: up [--brokers 1|3] [--sasl] [--tls] [--racks]"
 }
 
 fn parse(args: &[String]) -> Result<ClusterSpec, String> {
@@ -26,6 +28,7 @@ fn parse(args: &[String]) -> Result<ClusterSpec, String> {
         match arg {
             "--sasl" => spec.sasl = true,
             "--tls" => spec.tls = true,
+            "--racks" => spec.racks = true,
             "--brokers" => {
                 let v = it.next().ok_or("--brokers needs a value")?;
                 spec.brokers = v
@@ -176,8 +179,19 @@ mod tests {
 
     #[test]
     fn parses_up_with_all_flags() {
-        let spec = parse(&args(&["up", "--brokers", "3", "--sasl", "--tls"])).expect("valid");
-        assert_eq!(spec, ClusterSpec::three().with_sasl().with_tls());
+        let spec = parse(&args(&[
+            "up",
+            "--brokers",
+            "3",
+            "--sasl",
+            "--tls",
+            "--racks",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            spec,
+            ClusterSpec::three().with_sasl().with_tls().with_racks()
+        );
     }
 
     #[test]

@@ -35,8 +35,13 @@ pub enum ConsumerError {
     #[error("{0} needs a group.id")]
     NoGroup(&'static str),
     /// The group coordinator no longer knows this member (fenced, or kicked out for
-    /// exceeding `max.poll.interval.ms`): its partitions were lost and it rejoins on the next poll.
-    #[error("the group no longer has this member: {0}")]
+    /// exceeding `max.poll.interval.ms`): its partitions were lost and it rejoins on the next
+    /// poll. A commit returns this (the Java client's `CommitFailedException`) rather than
+    /// overwrite the progress of the partitions' new owner.
+    #[error(
+        "the group no longer has this member ({0}): its partitions may belong to another \
+         member now, so their offsets were not committed; the next poll rejoins the group"
+    )]
     MemberLost(String),
     /// `assign` and `subscribe` were mixed.
     #[error("{0}")]
@@ -48,7 +53,9 @@ impl ConsumerError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ConsumerError::Client(e) => e.is_retriable(),
-            ConsumerError::MemberLost(_) => true,
+            // The offsets it refused are stale: no retry can commit them (Java's
+            // CommitFailedException is not retriable either).
+            ConsumerError::MemberLost(_) => false,
             _ => false,
         }
     }

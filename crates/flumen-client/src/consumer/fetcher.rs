@@ -251,6 +251,15 @@ impl FetchTask {
                 }
                 match ErrorCode::from_code(part.error_code) {
                     ErrorCode::None => {}
+                    ErrorCode::OffsetOutOfRange if p.leader.is_some_and(|l| l != self.broker) => {
+                        // A follower serving us (KIP-392) may lag behind the leader: the leader,
+                        // not the follower, says whether the offset is out of range (the Java
+                        // client's rule), so go back to it rather than reset.
+                        p.fetch_from = None;
+                        attention = true;
+                        signal = true;
+                        continue;
+                    }
                     ErrorCode::OffsetOutOfRange => {
                         if p.position == Some(offset) {
                             p.reset = Some(Reset::Auto);

@@ -317,19 +317,25 @@ impl Consumer {
     /// the partitions' positions move past them.
     pub async fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         let deadline = Instant::now() + timeout;
-        if let Some(g) = &self.group {
-            g.note_poll();
-        }
         loop {
+            // Time spent waiting inside `poll` is not time the application is away: as in the
+            // Java client, each round counts as a poll, so a long poll on an idle topic does not
+            // exceed `max.poll.interval.ms`.
+            if let Some(g) = &self.group {
+                g.note_poll();
+            }
             self.maintain().await?;
             let records = self.drain()?;
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
-            let wake = match self.retry_at {
+            let mut wake = match self.retry_at {
                 Some(at) => at.min(deadline),
                 None => deadline,
             };
+            if self.group.is_some() {
+                wake = wake.min(Instant::now() + self.config.max_poll_interval / 2);
+            }
             let _ = tokio::time::timeout_at(wake, self.shared.data_ready.notified()).await;
         }
     }
@@ -451,6 +457,7 @@ impl Consumer {
                 match (leader, state.parts.get_mut(tp)) {
                     (Some((id, epoch)), Some(p)) => {
                         p.fetch_from = Some(id);
+                        p.leader = Some(id);
                         p.leader_epoch = epoch;
                     }
                     (None, Some(_)) => unresolved = true,
@@ -684,6 +691,18 @@ impl Consumer {
             }
         }
         result
+    }
+
+    /// The broker `tp` is fetched from when it is not the partition's leader: the preferred
+    /// read replica the leader named for this consumer's `client.rack` (KIP-392). `None` while
+    /// `tp` is fetched from its leader, not assigned, or its leader is not known yet. After a
+    /// fetch error from that replica the consumer goes back to the leader, which may name a
+    /// replica again. The Java client shows this as its `preferred-read-replica` metric.
+    pub fn preferred_read_replica(&self, tp: &TopicPartition) -> Option<i32> {
+        let state = self.shared.lock();
+        let p = state.parts.get(tp)?;
+        p.fetch_from
+            .filter(|&from| p.leader.is_some_and(|l| l != from))
     }
 
     /// The current positions of assigned partitions with a known position, as offsets to commit.

@@ -3,7 +3,8 @@
 //!
 //! A commit goes to the group coordinator with the member's generation and id, so a member
 //! that lost its partitions in a rebalance cannot overwrite the new owner's progress
-//! (`ILLEGAL_GENERATION` / `UNKNOWN_MEMBER_ID`). Without group membership (`assign`), the
+//! (`ILLEGAL_GENERATION` / `UNKNOWN_MEMBER_ID`); a member that knows it was thrown out does not
+//! even send it ([`ConsumerError::MemberLost`]). Without group membership (`assign`), the
 //! generation is -1, as in the Java client.
 
 use std::collections::BTreeMap;
@@ -38,6 +39,13 @@ impl Consumer {
             .group_id
             .clone()
             .ok_or(ConsumerError::NoGroup(what))?;
+        // A member thrown out of the group (e.g. for exceeding `max.poll.interval.ms`) still
+        // holds its old partitions until the next `poll`; their positions are stale and another
+        // member may own them now. Sent with generation -1 they would even be accepted once the
+        // group is empty, so the commit fails here, as in the Java client.
+        if let Some(reason) = self.group.as_ref().and_then(|g| g.lost_reason()) {
+            return Err(ConsumerError::MemberLost(reason));
+        }
         let (generation, member_id) = self
             .group
             .as_ref()

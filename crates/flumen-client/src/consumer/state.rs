@@ -46,6 +46,9 @@ pub(crate) struct PartState {
     pub(crate) generation: u64,
     /// Broker to fetch from (leader, or preferred read replica); `None`: look it up.
     pub(crate) fetch_from: Option<i32>,
+    /// The leader found by the last lookup; `fetch_from` differs from it while a follower
+    /// serves the partition (KIP-392).
+    pub(crate) leader: Option<i32>,
     /// Leader epoch from the metadata (sent as `current_leader_epoch` for fencing).
     pub(crate) leader_epoch: i32,
     /// Last high watermark seen (-1: unknown).
@@ -66,6 +69,7 @@ impl PartState {
             fetch_offset: 0,
             generation,
             fetch_from: None,
+            leader: None,
             leader_epoch: -1,
             high_watermark: -1,
             last_stable_offset: -1,

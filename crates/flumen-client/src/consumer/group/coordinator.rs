@@ -501,6 +501,12 @@ impl Heartbeat {
             };
             if self.shared.since_poll() > self.max_poll_interval {
                 tracing::warn!(group = %self.group_id, "poll() not called within max.poll.interval.ms; leaving the group");
+                // Lost before LeaveGroup goes out: from here on a commit of the old positions
+                // fails in the client (as the Java client's CommitFailedException) instead of
+                // racing the broker's rebalance.
+                self.set(Status::Lost(
+                    "poll() was not called within max.poll.interval.ms".to_owned(),
+                ));
                 leave_group(
                     &self.cluster,
                     &self.group_id,
@@ -509,9 +515,6 @@ impl Heartbeat {
                     "consumer poll timeout has expired",
                 )
                 .await;
-                self.set(Status::Lost(
-                    "poll() was not called within max.poll.interval.ms".to_owned(),
-                ));
                 return;
             }
             let result = async {

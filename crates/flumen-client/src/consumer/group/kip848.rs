@@ -44,6 +44,18 @@ pub(crate) struct Kip848State {
     pub(crate) leaving: bool,
 }
 
+impl Kip848State {
+    /// The member is out of the group: it rejoins with epoch 0 and owns nothing. A target
+    /// that `poll` has not applied yet belonged to the old membership and is dropped with it
+    /// (applied later, it would hand this member partitions another member owns now).
+    fn set_lost(&mut self, reason: String) {
+        self.epoch = 0;
+        self.lost = Some(reason);
+        self.target = None;
+        self.owned.clear();
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     state: Mutex<Kip848State>,
@@ -118,7 +130,9 @@ impl Kip848Member {
     pub(crate) fn subscribe(&mut self, topics: BTreeSet<String>) {
         {
             let mut s = self.lock();
-            if s.topics == topics && self.task.is_some() {
+            // A task that ended (the member left after `max.poll.interval.ms`) is restarted:
+            // that is the rejoin.
+            if s.topics == topics && self.task.as_ref().is_some_and(|t| !t.is_finished()) {
                 return;
             }
             s.topics = topics;
@@ -304,17 +318,16 @@ impl Heartbeat {
                 r
             };
             if since > self.config.max_poll_interval {
-                request.member_epoch = -1;
-                let _ = self.send(&group, request).await;
-                let mut s = self
-                    .inner
+                // Lost before the leave goes out, so that a commit of the old positions fails
+                // in the client from now on (as in the Java client).
+                self.inner
                     .state
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                s.epoch = 0;
-                s.lost = Some("poll() was not called within max.poll.interval.ms".to_owned());
-                drop(s);
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .set_lost("poll() was not called within max.poll.interval.ms".to_owned());
                 self.consumer.data_ready.notify_one();
+                request.member_epoch = -1;
+                let _ = self.send(&group, request).await;
                 return;
             }
             match self.send(&group, request).await {
@@ -349,8 +362,7 @@ impl Heartbeat {
                             }
                         }
                         ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch => {
-                            s.epoch = 0;
-                            s.lost = Some(format!("heartbeat answered {code}"));
+                            s.set_lost(format!("heartbeat answered {code}"));
                             drop(s);
                             self.consumer.data_ready.notify_one();
                         }

@@ -65,6 +65,17 @@ impl GroupMember {
         }
     }
 
+    /// Why the member was thrown out of the group, until the next `poll` handles it.
+    pub(crate) fn lost_reason(&self) -> Option<String> {
+        match self {
+            GroupMember::Classic(m) => match &m.shared.lock().status {
+                Status::Lost(reason) => Some(reason.clone()),
+                _ => None,
+            },
+            GroupMember::Consumer(m) => m.lock().lost.clone(),
+        }
+    }
+
     pub(crate) fn request_rejoin(&mut self) {
         if let GroupMember::Classic(m) = self {
             let mut s = m.shared.lock();

@@ -1,0 +1,551 @@
+//! Consumer features against the real broker: pattern subscriptions, `max.poll.interval.ms`
+//! (KIP-62) and fetching from the closest replica (`client.rack`, KIP-392).
+//!
+//! Records are written with `kcat` (librdkafka). The follower-fetching tests use a 3-broker
+//! cluster with one rack per broker, shared by this binary; they run one at a time because
+//! one of them stops a broker.
+
+mod consumer_support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use flumen_client::consumer::{ConsumerError, RebalanceListener};
+use flumen_client::{Admin, TopicPartition};
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+use tokio::time::Instant;
+
+use consumer_support::*;
+
+/// Listener calls as `("revoked" | "assigned" | "lost", partitions)`.
+type Calls = Vec<(&'static str, Vec<TopicPartition>)>;
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Calls>>);
+
+impl Recorder {
+    fn calls(&self) -> Calls {
+        self.0.lock().expect("recorder lock").clone()
+    }
+
+    fn push(&self, what: &'static str, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .expect("recorder lock")
+            .push((what, partitions.to_vec()));
+    }
+}
+
+impl RebalanceListener for Recorder {
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.push("revoked", partitions);
+    }
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.push("assigned", partitions);
+    }
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.push("lost", partitions);
+    }
+}
+
+async fn create_topic(kafka: &KafkaCluster, name: &str, partitions: i32) {
+    admin(kafka)
+        .await
+        .create_topic(flumen_client::admin::NewTopic::new(name).partitions(partitions))
+        .await
+        .expect("create topic");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pattern_subscription_reads_only_matching_topics_and_a_new_match_from_its_start() {
+    let kafka = KafkaCluster::shared();
+    let base = KafkaCluster::unique_topic("pat");
+    let (first, later, other) = (
+        format!("{base}-in-a"),
+        format!("{base}-in-b"),
+        format!("{base}-out"),
+    );
+    // Contains a match but is not one: the pattern is anchored at both ends, as in Java.
+    let decoy = format!("x{first}");
+    create_topic(kafka, &first, 2).await;
+    create_topic(kafka, &other, 1).await;
+    create_topic(kafka, &decoy, 1).await;
+    produce(kafka, &first, 0, &values("a0", 20));
+    produce(kafka, &first, 1, &values("a1", 20));
+    produce(kafka, &other, 0, &values("o", 20));
+    produce(kafka, &decoy, 0, &values("d", 20));
+
+    let group = format!("{base}-g");
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", group.as_str()),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+            ("metadata.max.age.ms", "500"),
+        ],
+    )
+    .await;
+    // The names hold only [a-z0-9-], so they need no escaping in the regex.
+    c.subscribe_pattern(&format!("{base}-in-.*"))
+        .expect("subscribe");
+    let seen = read_n(&mut c, 40, Duration::from_secs(30)).await;
+    let tp = |t: &str, p| TopicPartition::new(t, p);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        [tp(&first, 0), tp(&first, 1)],
+        "read a topic that does not match"
+    );
+    assert_eq!(c.assignment(), [tp(&first, 0), tp(&first, 1)]);
+
+    // A matching topic created after the subscription, written before the consumer knows
+    // of it: it is picked up with the next metadata refresh and read from its first record.
+    create_topic(kafka, &later, 1).await;
+    produce(kafka, &later, 0, &values("b", 15));
+    produce(kafka, &other, 0, &values("o-more", 5));
+    let created = Instant::now();
+    let mut seen = Seen::new();
+    let deadline = created + Duration::from_secs(30);
+    while seen.get(&tp(&later, 0)).map_or(0, Vec::len) < 15 {
+        assert!(
+            Instant::now() < deadline,
+            "the new topic was not read within 30 s: {seen:?}, assignment {:?}",
+            c.assignment()
+        );
+        poll_into(&mut c, &mut seen).await;
+    }
+    let got = &seen[&tp(&later, 0)];
+    assert_eq!(got.len(), 15, "read once: {got:?}");
+    for (i, (offset, value)) in got.iter().enumerate() {
+        assert_eq!(
+            (*offset, value.as_str()),
+            (i as i64, format!("b-{i}").as_str())
+        );
+    }
+    assert!(
+        !seen.contains_key(&tp(&other, 0)) && !seen.contains_key(&tp(&decoy, 0)),
+        "read a topic that does not match: {seen:?}"
+    );
+    assert_eq!(
+        c.assignment(),
+        [tp(&first, 0), tp(&first, 1), tp(&later, 0)]
+    );
+    c.close().await.expect("close");
+}
+
+/// KIP-62, classic protocol: heartbeats run on their own, so a member that stops polling keeps
+/// its partitions past the session timeout (6 s) until `max.poll.interval.ms` (10 s) has
+/// passed; then it leaves the group, the other member takes everything, a commit of the stale
+/// positions fails instead of overwriting the new owner's progress, and the next poll rejoins.
+#[tokio::test(flavor = "current_thread")]
+async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_commit_stale_positions()
+ {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-maxpoll", 4, 1).await;
+    let group = format!("{topic}-g");
+    let props = [
+        ("group.id", group.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("partition.assignment.strategy", "range"),
+        ("heartbeat.interval.ms", "300"),
+        ("session.timeout.ms", "6000"),
+        ("max.poll.interval.ms", "10000"),
+    ];
+    member_stops_polling(kafka, &topic, &props, Duration::from_secs(10)).await;
+}
+
+/// The same with the KIP-848 protocol (`group.protocol=consumer`; the broker's session timeout,
+/// `group.consumer.session.timeout.ms`, is 45 s).
+#[tokio::test(flavor = "current_thread")]
+async fn kip848_member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_commit_stale_positions()
+ {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-maxpoll-848", 4, 1).await;
+    let group = format!("{topic}-g");
+    let props = [
+        ("group.id", group.as_str()),
+        ("group.protocol", "consumer"),
+        ("auto.offset.reset", "earliest"),
+        ("enable.auto.commit", "false"),
+        ("max.poll.interval.ms", "4000"),
+    ];
+    member_stops_polling(kafka, &topic, &props, Duration::from_secs(4)).await;
+}
+
+/// Two members of a group reading `topic` (4 partitions); one stops polling. `props` set
+/// `max.poll.interval.ms` to `max_poll`.
+async fn member_stops_polling(
+    kafka: &KafkaCluster,
+    topic: &str,
+    props: &[(&str, &str)],
+    max_poll: Duration,
+) {
+    let topic = topic.to_owned();
+    let props = props.to_vec();
+    let mut slow = consumer(kafka, &props).await;
+    let lost = Recorder::default();
+    slow.set_rebalance_listener(lost.clone());
+    slow.subscribe(&[&topic]).expect("subscribe");
+    let mut fast = consumer(kafka, &props).await;
+    fast.subscribe(&[&topic]).expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let fast = spawn_member("fast", fast, tx, stop);
+
+    // Both members hold two partitions.
+    let mut fast_owns = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ignored = Seen::new();
+    loop {
+        poll_into(&mut slow, &mut ignored).await;
+        while let Ok(r) = rx.try_recv() {
+            fast_owns = r.assignment;
+        }
+        if slow.assignment().len() == 2 && fast_owns.len() == 2 {
+            let mut all: Vec<_> = slow.assignment();
+            all.extend(fast_owns.iter().cloned());
+            all.sort();
+            all.dedup();
+            if all.len() == 4 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the group never split 2/2");
+    }
+    let slow_owns = slow.assignment();
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("x{p}"), 30));
+    }
+    // The slow member reads its partitions to the end and commits nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        poll_into(&mut slow, &mut ignored).await;
+        let positions = slow.positions();
+        if slow_owns
+            .iter()
+            .all(|tp| positions.get(tp).map(|o| o.offset) == Some(30))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow member stuck at {positions:?}"
+        );
+    }
+    let stale = slow.positions();
+    let generation = slow.group_metadata().expect("group").generation_id;
+    assert!(generation >= 0);
+
+    // It stops polling. The fast member gets all four partitions once max.poll.interval.ms
+    // has passed: not before (the slow member's heartbeats keep it in the group, past the
+    // session timeout for the classic protocol), and not long after (for KIP-848, long before
+    // the broker's 45 s session timeout).
+    let stopped = Instant::now();
+    until_reports(&mut rx, max_poll + Duration::from_secs(20), |r| {
+        r.assignment.len() == 4
+    })
+    .await;
+    let waited = stopped.elapsed();
+    // Its last poll began up to one poll (200 ms) before `stopped`.
+    assert!(
+        waited + Duration::from_millis(500) >= max_poll,
+        "the slow member lost its partitions after {waited:?}, before max.poll.interval.ms"
+    );
+    assert!(
+        waited < max_poll + Duration::from_secs(10),
+        "took {waited:?}: not max.poll.interval.ms removed the member"
+    );
+    assert!(
+        slow.group_metadata().expect("group").generation_id <= 0,
+        "the slow member did not leave on its own"
+    );
+
+    // The fast member reads on past the slow member's positions and commits.
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("y{p}"), 20));
+    }
+    let mut last: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    until_reports(&mut rx, Duration::from_secs(30), |r| {
+        for (tp, offset) in r.records {
+            last.insert(tp, offset);
+        }
+        (0..4).all(|p| last.get(&TopicPartition::new(&topic, p)) == Some(&49))
+    })
+    .await;
+
+    // The stale commit is refused in the client, and the new owner's offsets stay.
+    let err = slow
+        .commit_sync()
+        .await
+        .expect_err("a commit of stale positions after leaving must fail");
+    assert!(
+        matches!(err, ConsumerError::MemberLost(_)),
+        "not MemberLost: {err:?}"
+    );
+    assert!(!err.is_retriable());
+    assert!(
+        err.to_string().contains("max.poll.interval.ms"),
+        "the error does not say why: {err}"
+    );
+    let committed = slow.committed(&slow_owns).await.expect("committed");
+    for tp in &slow_owns {
+        assert_eq!(stale[tp].offset, 30);
+        assert_eq!(
+            committed.get(tp).map(|o| o.offset),
+            Some(50),
+            "{tp}: the fast member's progress was overwritten"
+        );
+    }
+    assert!(
+        lost.calls().iter().all(|(what, _)| *what != "lost"),
+        "partitions reported lost before the next poll: {:?}",
+        lost.calls()
+    );
+
+    // Polling again: the partitions are reported lost, the member rejoins, and it starts its
+    // new partitions at the fast member's commits, not at its stale positions.
+    let mut seen = Seen::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Until its next poll it still shows its old partitions.
+    assert_eq!(slow.assignment(), slow_owns);
+    loop {
+        poll_into(&mut slow, &mut seen).await;
+        if slow.group_metadata().expect("group").generation_id > generation
+            && slow.assignment().len() == 2
+        {
+            break;
+        }
+        while rx.try_recv().is_ok() {}
+        assert!(
+            Instant::now() < deadline,
+            "the slow member did not rejoin: owns {:?}, listener calls {:?}, group {:?}",
+            slow.assignment(),
+            lost.calls(),
+            slow.group_metadata()
+        );
+    }
+    let owns = slow.assignment();
+    for tp in &owns {
+        assert_eq!(slow.position(tp).await.expect("position"), 50, "{tp}");
+    }
+    for p in 0..4 {
+        produce(kafka, &topic, p, &values(&format!("z{p}"), 10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !owns.iter().all(|tp| seen.get(tp).map_or(0, Vec::len) >= 10) {
+        poll_into(&mut slow, &mut seen).await;
+        while rx.try_recv().is_ok() {}
+        assert!(
+            Instant::now() < deadline,
+            "the rejoined member did not read its partitions: {seen:?}"
+        );
+    }
+    for tp in &owns {
+        let offsets: Vec<i64> = seen[tp].iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (50..60).collect::<Vec<i64>>(), "{tp}");
+    }
+    let calls = lost.calls();
+    let reported_lost: Vec<&Vec<TopicPartition>> = calls
+        .iter()
+        .filter(|(what, _)| *what == "lost")
+        .map(|(_, tps)| tps)
+        .collect();
+    assert_eq!(reported_lost, [&slow_owns], "listener calls: {calls:?}");
+    assert!(slow.group_metadata().expect("group").generation_id > generation);
+
+    stop_tx.send(true).expect("stop");
+    let fast = fast.await.expect("fast member task");
+    fast.close().await.expect("close");
+    slow.close().await.expect("close");
+}
+
+/// Waiting inside `poll` counts as polling (as in the Java client): a poll longer than
+/// `max.poll.interval.ms` on an idle topic keeps the membership and the partitions.
+#[tokio::test(flavor = "current_thread")]
+async fn a_poll_waiting_longer_than_max_poll_interval_keeps_the_membership() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-longpoll", 1, 1).await;
+    let group = format!("{topic}-g");
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", group.as_str()),
+            ("auto.offset.reset", "earliest"),
+            ("heartbeat.interval.ms", "300"),
+            ("max.poll.interval.ms", "2000"),
+        ],
+    )
+    .await;
+    let calls = Recorder::default();
+    c.set_rebalance_listener(calls.clone());
+    c.subscribe(&[&topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "never joined");
+        c.poll(Duration::from_millis(200)).await.expect("poll");
+    }
+    let before = c.group_metadata().expect("group");
+
+    let started = Instant::now();
+    let records = c.poll(Duration::from_secs(5)).await.expect("long poll");
+    assert!(records.is_empty());
+    assert!(started.elapsed() >= Duration::from_secs(5));
+
+    let after = c.group_metadata().expect("group");
+    assert_eq!(
+        (after.generation_id, &after.member_id),
+        (before.generation_id, &before.member_id),
+        "the member left or was replaced during a long poll"
+    );
+    assert_eq!(c.assignment(), [TopicPartition::new(&topic, 0)]);
+    assert_eq!(
+        calls.calls(),
+        [("assigned", vec![TopicPartition::new(&topic, 0)])]
+    );
+    c.close().await.expect("close");
+}
+
+/// The follower-fetching tests share the rack cluster and run one at a time: one of them
+/// stops a broker (and starts it again before it lets go).
+static RACK_CLUSTER_USE: LazyLock<tokio::sync::Mutex<()>> =
+    LazyLock::new(|| tokio::sync::Mutex::new(()));
+
+/// A one-partition topic replicated on all three brokers, with its leader and a follower once
+/// all three are in sync.
+async fn replicated_topic(kafka: &KafkaCluster, prefix: &str) -> (String, i32, i32) {
+    let topic = topic(kafka, prefix, 1, 3).await;
+    let admin: Admin = admin(kafka).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = admin.describe_topic(&topic).await;
+        if let Ok(d) = &d
+            && let Some(p) = d.partitions.first()
+            && p.isr.len() == 3
+            && let Some(leader) = p.leader
+            && let Some(&follower) = p.replicas.iter().find(|&&r| r != leader)
+        {
+            return (topic, leader, follower);
+        }
+        assert!(Instant::now() < deadline, "ISR never reached 3: {d:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A consumer in `follower`'s rack, reading `tp` from its start.
+async fn rack_consumer(
+    kafka: &KafkaCluster,
+    follower: i32,
+    tp: &TopicPartition,
+) -> flumen_client::Consumer {
+    let rack = ClusterSpec::rack_of(usize::try_from(follower).expect("broker id"));
+    let mut c = consumer(
+        kafka,
+        &[
+            ("client.rack", rack.as_str()),
+            ("auto.offset.reset", "earliest"),
+            ("request.timeout.ms", "10000"),
+            ("retry.backoff.max.ms", "500"),
+        ],
+    )
+    .await;
+    c.assign([tp.clone()]).expect("assign");
+    c
+}
+
+/// Reads `tp` until `want` records arrived in total, failing after `timeout`.
+async fn read_until(
+    c: &mut flumen_client::Consumer,
+    seen: &mut Seen,
+    tp: &TopicPartition,
+    want: usize,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    while seen.get(tp).map_or(0, Vec::len) < want {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {want} records within {timeout:?}",
+            seen.get(tp).map_or(0, Vec::len)
+        );
+        poll_into(c, seen).await;
+    }
+}
+
+/// Every offset from 0 once, in order, with the values written.
+fn assert_exactly_once(got: &[(i64, String)], expected: &[String]) {
+    assert_eq!(got.len(), expected.len(), "records repeated or missing");
+    for (i, ((offset, value), want)) in got.iter().zip(expected).enumerate() {
+        assert_eq!((*offset, value), (i as i64, want), "record {i}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn consumer_with_client_rack_fetches_from_the_follower_in_its_rack() {
+    let _one_at_a_time = RACK_CLUSTER_USE.lock().await;
+    let kafka = KafkaCluster::shared_three_with_racks();
+    let (topic, leader, follower) = replicated_topic(kafka, "c-rack").await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut sent = values("r", 200);
+    produce(kafka, &topic, 0, &sent);
+
+    let mut c = rack_consumer(kafka, follower, &tp).await;
+    let mut seen = Seen::new();
+    read_until(&mut c, &mut seen, &tp, 200, Duration::from_secs(30)).await;
+    assert_eq!(
+        c.preferred_read_replica(&tp),
+        Some(follower),
+        "not fetching from the follower in the consumer's rack (leader {leader})"
+    );
+
+    // Later records come from the follower too, each once.
+    let more = values("s", 100);
+    produce(kafka, &topic, 0, &more);
+    read_until(&mut c, &mut seen, &tp, 300, Duration::from_secs(30)).await;
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+    sent.extend(more);
+    assert_exactly_once(&seen[&tp], &sent);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn consumer_falls_back_to_the_leader_when_its_rack_follower_stops() {
+    let _one_at_a_time = RACK_CLUSTER_USE.lock().await;
+    let kafka = KafkaCluster::shared_three_with_racks();
+    let (topic, leader, follower) = replicated_topic(kafka, "c-rack-stop").await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut sent = values("before", 150);
+    produce(kafka, &topic, 0, &sent);
+
+    let mut c = rack_consumer(kafka, follower, &tp).await;
+    let mut seen = Seen::new();
+    read_until(&mut c, &mut seen, &tp, 150, Duration::from_secs(30)).await;
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+
+    let broker = usize::try_from(follower).expect("broker id");
+    tokio::task::spawn_blocking(move || kafka.stop_broker(broker))
+        .await
+        .expect("stop task")
+        .expect("stop the follower");
+    let after = values("after", 100);
+    {
+        let (t, a) = (topic.clone(), after.clone());
+        tokio::task::spawn_blocking(move || produce(kafka, &t, 0, &a))
+            .await
+            .expect("produce task");
+    }
+    read_until(&mut c, &mut seen, &tp, 250, Duration::from_secs(40)).await;
+    assert_eq!(
+        c.preferred_read_replica(&tp),
+        None,
+        "still not fetching from the leader ({leader})"
+    );
+    sent.extend(after);
+    assert_exactly_once(&seen[&tp], &sent);
+    drop(c);
+
+    tokio::task::spawn_blocking(move || kafka.start_broker(broker))
+        .await
+        .expect("start task")
+        .expect("start the follower again");
+}
