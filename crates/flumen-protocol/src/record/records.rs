@@ -73,6 +73,9 @@ impl<'a> Records<'a> {
 
 // The hot loop keeps the iterator's fields in registers only if no pointer to it escapes, so
 // the out-of-line paths below take values and return values; `next` alone updates the state.
+// The two small error constructors are inlined: built through a call's return slot, an error
+// shares memory with the yielded record, and the compiler then keeps storing every record's
+// fields there (~30% more instructions per record, measured with callgrind).
 
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RecordRef<'a>>;
@@ -128,7 +131,7 @@ impl<'a> Iterator for Records<'a> {
 
 /// The error for bytes left after the declared records, if any (`rest` of `len` unread).
 #[cold]
-#[inline(never)]
+#[inline(always)]
 fn trailing_bytes(rest: usize, len: usize, in_decompressed: bool) -> Option<RecordError> {
     (rest != 0).then(|| RecordError::TrailingBytes {
         offset: len - rest,
@@ -139,7 +142,7 @@ fn trailing_bytes(rest: usize, len: usize, in_decompressed: bool) -> Option<Reco
 
 /// Running out of bytes before the declared count is a count mismatch; anything else is `err`.
 #[cold]
-#[inline(never)]
+#[inline(always)]
 fn count_mismatch_or(
     err: RecordError,
     rest: usize,
