@@ -178,18 +178,23 @@ struct Parsed<'a> {
 /// least 8 bytes long, no headers. `None` means "not this shape" (or malformed): the general
 /// path then reads it again and reports exactly what is wrong.
 ///
-/// Once the record slice is known to hold 8 bytes, the four prefix fields (attributes, two
-/// deltas, key length: at most 7 bytes) are read from a fixed 8-byte window without further
-/// checks; the key and value are then checked against the record's end, and a header-less
-/// record's value must end exactly one byte before it, on the zero header count.
+/// The length varint is decoded from one 2-byte load. Once the record slice is known to hold 8
+/// bytes, the four prefix fields (attributes, two deltas, key length: at most 7 bytes) are read
+/// from a fixed 8-byte window without further checks. The key and value are then checked against the
+/// record's end, and a header-less record's value must end exactly one byte before it, on the
+/// zero header count.
 #[inline(always)]
 fn common_record(rest: &[u8]) -> Option<(Parsed<'_>, &[u8])> {
-    let head: &[u8; 2] = rest.first_chunk()?;
-    let (len, n) = varint2(head[0], head[1])?;
-    if len & 1 != 0 {
-        return None; // negative length
-    }
-    let end = n + (len >> 1) as usize;
+    let h = u16::from_le_bytes(*rest.first_chunk::<2>()?);
+    // A zigzag length is non-negative when bit 0 of its first byte is clear.
+    let (len, n) = if h & 0x8081 == 0x0080 {
+        (usize::from(((h >> 1) & 0x3f) | ((h >> 2) & 0x1fc0)), 2)
+    } else if h & 0x81 == 0 {
+        (usize::from((h & 0x7e) >> 1), 1)
+    } else {
+        return None;
+    };
+    let end = n + len;
     let rec = rest.get(n..end)?;
     let w: &[u8; 8] = rec.first_chunk()?;
     let attributes = w[0] as i8;
@@ -215,27 +220,24 @@ fn common_record(rest: &[u8]) -> Option<(Parsed<'_>, &[u8])> {
     if rec[last] != 0 {
         return None;
     }
-    let room = last.checked_sub(p)?;
-    let value_start = if room <= 64 {
+    let tail = rec.get(p..last)?;
+    let room = tail.len();
+    let head = u16::from_le_bytes(*tail.first_chunk::<2>()?);
+    let width = if room <= 64 {
         // 1-byte varint: value length room - 1, at most 63.
-        let value_len = room.checked_sub(1)?;
-        if usize::from(*rec.get(p)?) != value_len << 1 {
+        if usize::from(head & 0xff) != (room - 1) << 1 {
             return None;
         }
-        p + 1
+        1
     } else {
         // 2-byte varint: value length room - 2, from 63 up to 8191.
         let z = (room - 2) << 1;
-        if z >= 1 << 14 {
+        if z >= 1 << 14 || usize::from(head) != (z & 0x7f) | 0x80 | ((z >> 7) << 8) {
             return None;
         }
-        let expected = [(z as u8) | 0x80, (z >> 7) as u8];
-        if rec.get(p..)?.first_chunk::<2>()? != &expected {
-            return None;
-        }
-        p + 2
+        2
     };
-    let value = rec.get(value_start..last)?;
+    let value = tail.get(width..)?;
     Some((
         Parsed {
             attributes,
