@@ -613,3 +613,108 @@ impl<'a> Iterator for Headers<'a> {
         (self.remaining as usize, Some(self.remaining as usize))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends `v` as a zigzag varint padded with continuation bytes to at least `width` bytes
+    /// (Kafka's readers accept such over-long encodings).
+    fn varint(out: &mut Vec<u8>, v: i64, width: usize) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        let mut n = 1;
+        while z >= 0x80 || n < width {
+            out.push(z as u8 | 0x80);
+            z >>= 7;
+            n += 1;
+        }
+        out.push(z as u8);
+    }
+
+    /// One header-less record: length, attributes, deltas, key, value, zero header count.
+    fn record(
+        ts: i64,
+        off: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        vwidth: usize,
+    ) -> Vec<u8> {
+        let mut body = vec![0u8];
+        varint(&mut body, ts, 1);
+        varint(&mut body, off, 1);
+        for (field, width) in [(key, 1), (value, vwidth)] {
+            match field {
+                Some(b) => {
+                    varint(&mut body, b.len() as i64, width);
+                    body.extend_from_slice(b);
+                }
+                None => varint(&mut body, -1, 1),
+            }
+        }
+        body.push(0);
+        let mut rec = Vec::new();
+        varint(&mut rec, body.len() as i64, 1);
+        rec.extend_from_slice(&body);
+        rec
+    }
+
+    fn assert_same(fast: &Parsed<'_>, general: &Parsed<'_>) {
+        assert_eq!(fast.attributes, general.attributes);
+        assert_eq!(fast.timestamp_delta, general.timestamp_delta);
+        assert_eq!(fast.offset_delta, general.offset_delta);
+        assert_eq!(fast.key, general.key);
+        assert_eq!(fast.value, general.value);
+        assert_eq!(fast.header_count, general.header_count);
+    }
+
+    #[test]
+    fn fast_path_reads_what_the_general_path_reads_at_every_varint_boundary() {
+        let long_key = [7u8; 70];
+        let keys: [Option<&[u8]>; 4] = [None, Some(b""), Some(b"key-1"), Some(&long_key)];
+        let mut fast_hits = 0;
+        for key in keys {
+            for value_len in [0usize, 1, 6, 7, 62, 63, 64, 65, 100, 1024, 8190, 8191, 8192] {
+                let value = vec![0xabu8; value_len];
+                for (ts, off) in [(0i64, 0i64), (-64, 63), (-65, 64), (8191, -8192), (8192, 1)] {
+                    let rec = record(ts, off, key, Some(&value), 1);
+                    let (general, rest) = general_record(&rec, rec.len(), false).expect("valid");
+                    assert!(rest.is_empty());
+                    if let Some((fast, rest)) = common_record(&rec) {
+                        assert!(rest.is_empty());
+                        assert_same(&fast, &general);
+                        fast_hits += 1;
+                    }
+                }
+            }
+        }
+        // Every shape within the fast path's limits took it (value 1..8191 bytes, 2-byte
+        // deltas, records under 8 KiB): not just the trivial ones.
+        assert!(fast_hits > 100, "fast path taken {fast_hits} times");
+    }
+
+    #[test]
+    fn over_long_and_null_values_leave_the_fast_path_but_still_decode() {
+        let padded = record(1, 1, Some(b"k"), Some(b"12345"), 2);
+        assert!(common_record(&padded).is_none());
+        let (general, _) = general_record(&padded, padded.len(), false).expect("valid");
+        assert_eq!(general.value, Some(&b"12345"[..]));
+
+        let tombstone = record(1, 1, Some(b"k"), None, 1);
+        assert!(common_record(&tombstone).is_none());
+        let (general, _) = general_record(&tombstone, tombstone.len(), false).expect("valid");
+        assert_eq!(general.value, None);
+    }
+
+    #[test]
+    fn a_value_length_that_misses_the_header_count_is_not_taken_by_the_fast_path() {
+        // Value length claims one byte less than the record holds: the last byte is then not
+        // the header count, and the general path must report the mismatch.
+        let mut rec = record(1, 1, Some(b"k"), Some(&[0u8; 100]), 1);
+        // The value length (zigzag 200: 2 bytes) sits before the 100 value bytes and the count.
+        let vpos = rec.len() - 1 - 100 - 2;
+        assert_eq!(rec[vpos..vpos + 2], [0xc8, 0x01]);
+        rec[vpos] -= 2; // 100 -> 99 (zigzag 200 -> 198)
+        assert!(common_record(&rec).is_none());
+        assert!(general_record(&rec, rec.len(), false).is_err());
+    }
+}
