@@ -12,11 +12,15 @@
 //! exactly. Headers are validated while the record is parsed, so iterating them cannot fail.
 //!
 //! Speed: the only dependency from one record to the next is the length varint, so the parser
-//! keeps the work per record small and lets the CPU overlap records. Two fast paths carry the
-//! common case — a 16-byte window for the five prefix fields when each varint is at most two
-//! bytes, and, for header-less records, the value located from the record's end and checked in
-//! one comparison — and anything else falls back to the general, field-by-field path, which
-//! reports exact offsets.
+//! keeps the work per record small and lets the CPU overlap records. `next` first tries the
+//! common shape (`common_record`): a header-less record of at least 8 bytes whose varints are
+//! 1 or 2 bytes. Its frame is checked once; the prefix fields come from a fixed 8-byte window;
+//! the value is located from the record's end (it must stop on the zero header count) and its
+//! length varint only compared. Anything else — headers, wide or over-long varints, null values,
+//! malformed bytes — goes to the general, field-by-field path (`general_record`), which reads
+//! the record again and reports exact offsets; the fast path never yields what the general path
+//! would not. Both are free functions over values so the iterator's state stays in registers
+//! (about 100 instructions per 100-byte record, callgrind, bench loop included).
 
 use bytes::Bytes;
 
@@ -231,8 +235,11 @@ fn common_record(rest: &[u8]) -> Option<(Parsed<'_>, &[u8])> {
         1
     } else {
         // 2-byte varint: value length room - 2, from 63 up to 8191.
-        let z = (room - 2) << 1;
-        if z >= 1 << 14 || usize::from(head) != (z & 0x7f) | 0x80 | ((z >> 7) << 8) {
+        if head & 0x8080 != 0x0080 {
+            return None;
+        }
+        let raw = (head & 0x7f) | ((head >> 1) & 0x3f80);
+        if usize::from(raw) != (room - 2) << 1 {
             return None;
         }
         2
