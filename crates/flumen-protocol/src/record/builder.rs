@@ -329,9 +329,23 @@ impl RawWriter {
     #[inline(always)]
     unsafe fn varint(&mut self, v: i64) {
         let mut z = zigzag64(v);
-        // SAFETY (all three): the encoding is `varlong_len(v)` bytes, which the caller reserved.
+        // SAFETY (all four): the encoding is `varlong_len(v)` bytes, which the caller reserved.
         if z < 0x80 {
             unsafe { self.byte(z as u8) };
+            return;
+        }
+        if z < 0x4000 {
+            // Two bytes (lengths up to 8 KiB, most deltas) in one store.
+            let two = (z as u16 & 0x7f) | 0x80 | (((z >> 7) as u16) << 8);
+            #[cfg(debug_assertions)]
+            assert!(self.pos + 2 <= self.end);
+            unsafe {
+                self.ptr
+                    .add(self.pos)
+                    .cast::<[u8; 2]>()
+                    .write_unaligned(two.to_le_bytes())
+            };
+            self.pos += 2;
             return;
         }
         while z >= 0x80 {
