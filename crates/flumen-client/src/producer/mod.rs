@@ -275,7 +275,8 @@ impl Inner {
 }
 
 enum Attempt {
-    Done(DeliveryFuture),
+    /// Buffered; whether the sender was woken.
+    Done(DeliveryFuture, bool),
     NeedTopic,
     NeedMemory(usize),
 }
@@ -375,7 +376,18 @@ impl Producer {
                 None => *now.get_or_insert_with(now_millis),
             };
             match self.try_send(&record, timestamp, &mut reservation)? {
-                Attempt::Done(future) => return Ok(future),
+                Attempt::Done(future, woke) => {
+                    // The sender and the connections run on the caller's runtime (often the
+                    // same thread): a caller that sends in a loop never yields, so without
+                    // this a full batch would wait until all of buffer.memory is full. A
+                    // yield when the sender was woken (a batch filled up, or a new one
+                    // opened, which is when the previous one was closed) lets it run now:
+                    // about one yield per batch.
+                    if woke {
+                        tokio::task::yield_now().await;
+                    }
+                    return Ok(future);
+                }
                 Attempt::NeedTopic => {
                     started.get_or_insert_with(tokio::time::Instant::now);
                     self.load_topic(record.topic).await?;
@@ -501,9 +513,10 @@ impl Producer {
                 if wake {
                     inner.wake.notify_one();
                 }
-                Ok(Attempt::Done(DeliveryFuture::new(
-                    completion, index, timestamp,
-                )))
+                Ok(Attempt::Done(
+                    DeliveryFuture::new(completion, index, timestamp),
+                    wake,
+                ))
             }
             Appended::NeedMemory {
                 reserve: bytes,
