@@ -67,6 +67,11 @@ pub(crate) struct TopicQueues {
     pub(crate) name: Arc<str>,
     pub(crate) partitions: Vec<PartitionQueue>,
     pub(crate) sticky: StickyPartition,
+    /// The partition the sender's next drain looks at first: the one after the last batch
+    /// it took, so that every partition gets its turn in the size-limited requests (as the
+    /// Java client's drain index does). Starting at 0 each time starved the high partitions
+    /// while the low ones kept filling requests.
+    pub(crate) drain_from: usize,
 }
 
 /// One partition's batches.
@@ -158,12 +163,14 @@ impl ClosedBatch {
 
 /// What `append` did.
 pub(crate) enum Appended {
-    /// The record is in a batch: its index there, and whether the sender should look now
-    /// (a batch filled up or a new one started its linger clock).
+    /// The record is in a batch: its index there, whether the sender should look now
+    /// (a batch filled up or a new one started its linger clock), and whether the record
+    /// filled its batch (which was then closed).
     Done {
         completion: Arc<BatchCompletion>,
         index: i32,
         wake: bool,
+        full: bool,
     },
     /// A new batch is needed and no reservation was given: reserve `reserve` bytes (the
     /// larger of `batch.size` and the record's own batch) and call again. `record` is the
@@ -206,6 +213,7 @@ impl PartitionQueue {
                     completion,
                     index,
                     wake: full,
+                    full,
                 });
             }
             // Does not fit: close it; the record opens the next batch.
@@ -243,6 +251,7 @@ impl PartitionQueue {
             index,
             // A new batch starts its linger clock: the sender must learn its deadline.
             wake: true,
+            full,
         })
     }
 
@@ -255,11 +264,16 @@ impl PartitionQueue {
         headers: &[HeaderRef<'_>],
         batch_size: usize,
     ) -> Result<(i32, bool), ProduceError> {
+        let before = open.builder.size_in_bytes();
         let index = open
             .builder
             .append(timestamp, key, value, headers)
             .map_err(|e| ProduceError::Encode(e.to_string()))?;
-        Ok((index, open.builder.size_in_bytes() >= batch_size))
+        // Full once another record like this one would not fit: closing now sends the batch
+        // without waiting for a record that spills into a new one, and lets the sticky
+        // partitioner move on with whole batches instead of leaving a sliver behind.
+        let after = open.builder.size_in_bytes();
+        Ok((index, after + (after - before) > batch_size))
     }
 
     /// Closes the open batch, if any, so it can be drained.

@@ -454,6 +454,7 @@ impl Producer {
             return Ok(Attempt::NeedTopic);
         };
         let count = topic.partitions.len() as i32;
+        let mut sticky = false;
         let partition = match record.partition {
             Some(p) if p < 0 || p >= count => {
                 return Err(ProduceError::InvalidPartition {
@@ -475,6 +476,7 @@ impl Producer {
                 None => {
                     let size =
                         record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
+                    sticky = true;
                     topic.sticky.next(count, size, inner.config.batch_size)
                 }
             },
@@ -485,7 +487,10 @@ impl Producer {
         };
         // Split borrows: the name is only cloned when a new batch needs it.
         let TopicQueues {
-            name, partitions, ..
+            name,
+            partitions,
+            sticky: sticky_partition,
+            ..
         } = topic;
         let queue = &mut partitions[partition as usize];
         let appended = queue.append(
@@ -504,7 +509,12 @@ impl Producer {
                 completion,
                 index,
                 wake,
+                full,
             } => {
+                if sticky && full {
+                    // Like the Java client: move on once the partition's batch is full.
+                    sticky_partition.move_on();
+                }
                 if inner.transactional() {
                     let name = name.clone();
                     state.txn.note_partition(&name, partition);
@@ -581,6 +591,7 @@ impl Producer {
                 name: name.clone(),
                 partitions: (0..count).map(|_| Default::default()).collect(),
                 sticky: StickyPartition::new(),
+                drain_from: 0,
             });
         Ok(entry.partitions.len() as i32)
     }

@@ -172,7 +172,11 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     let unfinished = &mut s.acc.unfinished;
     for topic in s.acc.topics.values_mut() {
         let topic_meta = metadata.topic(&topic.name);
-        for (p, q) in topic.partitions.iter_mut().enumerate() {
+        let count = topic.partitions.len();
+        let from = topic.drain_from % count.max(1);
+        let mut taken_last = None;
+        for p in (from..count).chain(0..from) {
+            let q = &mut topic.partitions[p];
             if let Some(open) = &q.open {
                 let due = open.created + config.linger;
                 if hurry || due <= now {
@@ -248,6 +252,10 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             q.in_flight += 1;
             entry.0 += size;
             entry.1.push(batch);
+            taken_last = Some(p);
+        }
+        if let Some(p) = taken_last {
+            topic.drain_from = (p + 1) % count;
         }
     }
     for (broker, (_, batches)) in per_broker {
