@@ -355,6 +355,15 @@ impl Producer {
     /// for topic metadata or buffer memory, at most `max.block.ms` — with a future that
     /// resolves when the broker acknowledged it.
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture, ProduceError> {
+        // The common case, with no loop and no state to carry: metadata known, memory free.
+        let timestamp = record.timestamp.unwrap_or_else(now_millis);
+        let mut reservation = None;
+        if let Attempt::Done(future, woke) = self.try_send(&record, timestamp, &mut reservation)? {
+            if woke {
+                yield_to_sender().await;
+            }
+            return Ok(future);
+        }
         let mut now = None;
         self.send_at(record, &mut now).await
     }
@@ -377,14 +386,8 @@ impl Producer {
             };
             match self.try_send(&record, timestamp, &mut reservation)? {
                 Attempt::Done(future, woke) => {
-                    // The sender and the connections run on the caller's runtime (often the
-                    // same thread): a caller that sends in a loop never yields, so without
-                    // this a full batch would wait until all of buffer.memory is full. A
-                    // yield when the sender was woken (a batch filled up, or a new one
-                    // opened, which is when the previous one was closed) lets it run now:
-                    // about one yield per batch.
                     if woke {
-                        tokio::task::yield_now().await;
+                        yield_to_sender().await;
                     }
                     return Ok(future);
                 }
@@ -636,8 +639,21 @@ impl Producer {
     }
 }
 
+/// Called when a send woke the sender. The sender and the connections run on the caller's
+/// runtime (often the same thread), and a caller that sends in a loop never yields: without
+/// this, a full batch would wait until all of buffer.memory is full before its request
+/// left, and then the loop would fill the buffer again while the request is half written.
+/// The sender is woken when a batch fills up or a new one opens (which is when the previous
+/// one was closed), so this is about one yield per batch.
+async fn yield_to_sender() {
+    tokio::task::yield_now().await;
+}
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| {
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000) * 1000
+                + i64::from(d.subsec_millis())
+        })
 }
