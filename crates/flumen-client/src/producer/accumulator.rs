@@ -86,11 +86,6 @@ pub(crate) struct TopicQueues {
     pub(crate) name: Arc<str>,
     pub(crate) partitions: Vec<PartitionQueue>,
     pub(crate) sticky: StickyPartition,
-    /// The partition the sender's next drain looks at first: the one after the last batch
-    /// it took, so that every partition gets its turn in the size-limited requests (as the
-    /// Java client's drain index does). Starting at 0 each time starved the high partitions
-    /// while the low ones kept filling requests.
-    pub(crate) drain_from: usize,
 }
 
 /// One partition's batches.

@@ -594,7 +594,6 @@ impl Producer {
                 name: name.clone(),
                 partitions: (0..count).map(|_| Default::default()).collect(),
                 sticky: StickyPartition::new(),
-                drain_from: 0,
             });
         Ok(entry.partitions.len() as i32)
     }
