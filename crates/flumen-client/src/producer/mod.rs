@@ -26,10 +26,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The hot path (`send` with metadata known and buffer memory free) takes the state lock
-//! once, encodes the record into the open batch and returns: no allocation, no syscall, no
-//! await that pends. Everything is driven by tokio tasks, so the producer runs on a
-//! current-thread runtime.
+//! The hot path (`send` with metadata known and buffer memory free) reads the clock, takes
+//! the state lock once, encodes the record into the open batch and returns: no allocation,
+//! no syscall, and no await that pends except one yield per batch (when a batch fills up or
+//! opens), so that the sender task gets to run on a runtime the caller keeps busy.
+//! Everything is driven by tokio tasks, so the producer runs on a current-thread runtime.
 
 mod accumulator;
 pub mod config;
@@ -648,11 +649,50 @@ async fn yield_to_sender() {
     tokio::task::yield_now().await;
 }
 
+/// The wall clock in ms since the epoch, read once per record sent without a timestamp.
+/// `clock_gettime(CLOCK_REALTIME)` is the clock `SystemTime::now` reads, minus std's
+/// checked conversions: measured 50 ns a call against 70 to 130 ns through `SystemTime`
+/// on our VMs, where the per-record send path is about 160 ns. (The coarse clock would be
+/// cheaper still, but it ticks every 4 ms here: record timestamps must be right to the ms.)
+#[cfg(unix)]
 fn now_millis() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass, which outlives the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return std_now_millis();
+    }
+    i64::from(ts.tv_sec) * 1000 + i64::from(ts.tv_nsec) / 1_000_000
+}
+
+#[cfg(not(unix))]
+fn now_millis() -> i64 {
+    std_now_millis()
+}
+
+fn std_now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| {
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000) * 1000
                 + i64::from(d.subsec_millis())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_clock_agrees_with_system_time() {
+        let before = std_now_millis();
+        let now = now_millis();
+        let after = std_now_millis();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
 }
