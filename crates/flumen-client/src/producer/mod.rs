@@ -26,10 +26,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The hot path (`send` with metadata known and buffer memory free) takes the state lock
-//! once, encodes the record into the open batch and returns: no allocation, no syscall, no
-//! await that pends. Everything is driven by tokio tasks, so the producer runs on a
-//! current-thread runtime.
+//! The hot path (`send` with metadata known and buffer memory free) reads the clock, takes
+//! the state lock once, encodes the record into the open batch and returns: no allocation,
+//! no syscall, and no await that pends except one yield per batch (when a batch fills up or
+//! opens), so that the sender task gets to run on a runtime the caller keeps busy.
+//! Everything is driven by tokio tasks, so the producer runs on a current-thread runtime.
 
 mod accumulator;
 pub mod config;
@@ -275,7 +276,8 @@ impl Inner {
 }
 
 enum Attempt {
-    Done(DeliveryFuture),
+    /// Buffered; whether the sender was woken.
+    Done(DeliveryFuture, bool),
     NeedTopic,
     NeedMemory(usize),
 }
@@ -354,6 +356,15 @@ impl Producer {
     /// for topic metadata or buffer memory, at most `max.block.ms` — with a future that
     /// resolves when the broker acknowledged it.
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture, ProduceError> {
+        // The common case, with no loop and no state to carry: metadata known, memory free.
+        let timestamp = record.timestamp.unwrap_or_else(now_millis);
+        let mut reservation = None;
+        if let Attempt::Done(future, woke) = self.try_send(&record, timestamp, &mut reservation)? {
+            if woke {
+                yield_to_sender().await;
+            }
+            return Ok(future);
+        }
         let mut now = None;
         self.send_at(record, &mut now).await
     }
@@ -375,7 +386,12 @@ impl Producer {
                 None => *now.get_or_insert_with(now_millis),
             };
             match self.try_send(&record, timestamp, &mut reservation)? {
-                Attempt::Done(future) => return Ok(future),
+                Attempt::Done(future, woke) => {
+                    if woke {
+                        yield_to_sender().await;
+                    }
+                    return Ok(future);
+                }
                 Attempt::NeedTopic => {
                     started.get_or_insert_with(tokio::time::Instant::now);
                     self.load_topic(record.topic).await?;
@@ -442,6 +458,7 @@ impl Producer {
             return Ok(Attempt::NeedTopic);
         };
         let count = topic.partitions.len() as i32;
+        let mut sticky = false;
         let partition = match record.partition {
             Some(p) if p < 0 || p >= count => {
                 return Err(ProduceError::InvalidPartition {
@@ -463,6 +480,7 @@ impl Producer {
                 None => {
                     let size =
                         record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
+                    sticky = true;
                     topic.sticky.next(count, size, inner.config.batch_size)
                 }
             },
@@ -473,7 +491,10 @@ impl Producer {
         };
         // Split borrows: the name is only cloned when a new batch needs it.
         let TopicQueues {
-            name, partitions, ..
+            name,
+            partitions,
+            sticky: sticky_partition,
+            ..
         } = topic;
         let queue = &mut partitions[partition as usize];
         let appended = queue.append(
@@ -492,7 +513,12 @@ impl Producer {
                 completion,
                 index,
                 wake,
+                full,
             } => {
+                if sticky && full {
+                    // Like the Java client: move on once the partition's batch is full.
+                    sticky_partition.move_on();
+                }
                 if inner.transactional() {
                     let name = name.clone();
                     state.txn.note_partition(&name, partition);
@@ -501,9 +527,10 @@ impl Producer {
                 if wake {
                     inner.wake.notify_one();
                 }
-                Ok(Attempt::Done(DeliveryFuture::new(
-                    completion, index, timestamp,
-                )))
+                Ok(Attempt::Done(
+                    DeliveryFuture::new(completion, index, timestamp),
+                    wake,
+                ))
             }
             Appended::NeedMemory {
                 reserve: bytes,
@@ -612,8 +639,61 @@ impl Producer {
     }
 }
 
+/// Called when a send woke the sender. The sender and the connections run on the caller's
+/// runtime (often the same thread), and a caller that sends in a loop never yields: without
+/// this, a full batch would wait until all of buffer.memory is full before its request
+/// left, and then the loop would fill the buffer again while the request is half written.
+/// The sender is woken when a batch fills up or a new one opens (which is when the previous
+/// one was closed), so this is about one yield per batch.
+async fn yield_to_sender() {
+    tokio::task::yield_now().await;
+}
+
+/// The wall clock in ms since the epoch, read once per record sent without a timestamp.
+/// `clock_gettime(CLOCK_REALTIME)` is the clock `SystemTime::now` reads, minus std's
+/// checked conversions: measured 50 ns a call against 70 to 130 ns through `SystemTime`
+/// on our VMs, where the per-record send path is about 160 ns. (The coarse clock would be
+/// cheaper still, but it ticks every 4 ms here: record timestamps must be right to the ms.)
+#[cfg(all(unix, target_pointer_width = "64"))]
 fn now_millis() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass, which outlives the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return std_now_millis();
+    }
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+// Elsewhere (time_t may be 32 bits there), through std.
+#[cfg(not(all(unix, target_pointer_width = "64")))]
+fn now_millis() -> i64 {
+    std_now_millis()
+}
+
+fn std_now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| {
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000) * 1000
+                + i64::from(d.subsec_millis())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_clock_agrees_with_system_time() {
+        let before = std_now_millis();
+        let now = now_millis();
+        let after = std_now_millis();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
 }

@@ -104,6 +104,11 @@ impl StickyPartition {
         self.bytes += size;
         self.current
     }
+
+    /// The current partition's batch is full: the next keyless record goes elsewhere.
+    pub(crate) fn move_on(&mut self) {
+        self.bytes = usize::MAX;
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +123,17 @@ mod tests {
             assert_eq!(s.next(12, 100, 1000), first);
         }
         assert_ne!(s.next(12, 100, 1000), first);
+    }
+
+    #[test]
+    fn sticky_partition_moves_on_when_told_its_batch_is_full() {
+        let mut s = StickyPartition::new();
+        let first = s.next(12, 100, 1000);
+        assert_eq!(s.next(12, 100, 1000), first);
+        s.move_on();
+        let second = s.next(12, 100, 1000);
+        assert_ne!(second, first);
+        assert_eq!(s.next(12, 100, 1000), second);
     }
 
     #[test]

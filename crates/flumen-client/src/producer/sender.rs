@@ -7,7 +7,8 @@
 //! each request carries at most one batch per partition (the broker's de-duplication
 //! window is per batch) and up to `max.request.size` bytes.
 //!
-//! Ordering: a partition's batches leave in queue order. A batch that fails retriably goes
+//! Ordering: a partition's batches leave in queue order; across partitions, the oldest
+//! front batch goes first (so no partition waits behind others). A batch that fails retriably goes
 //! back to the head of its queue in sequence order and the partition then sends one batch
 //! at a time until it is through; with idempotence, later batches already in flight are
 //! rejected with OUT_OF_ORDER_SEQUENCE_NUMBER, recognised as "an earlier one is being
@@ -167,8 +168,9 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     let idempotent = config.idempotence;
     let (pid, epoch) = (s.idem.producer_id, s.idem.epoch);
     let txn_ready = !inner.transactional() || s.txn.can_drain();
-    let mut per_broker: HashMap<i32, (usize, Vec<ClosedBatch>)> = HashMap::new();
     let mut expired = Vec::new();
+    // The partitions whose front batch could go now, with its leader.
+    let mut candidates: Vec<(Instant, Arc<str>, usize, i32)> = Vec::new();
     let unfinished = &mut s.acc.unfinished;
     for topic in s.acc.topics.values_mut() {
         let topic_meta = metadata.topic(&topic.name);
@@ -222,33 +224,51 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                 out.missing_leader = true;
                 continue;
             };
-            let in_flight = s.acc.in_flight.get(&leader).copied().unwrap_or(0);
-            let entry = per_broker.entry(leader).or_insert((0, Vec::new()));
-            if entry.1.is_empty() && in_flight >= config.max_in_flight {
-                continue;
-            }
-            let size = front.size();
-            if !entry.1.is_empty() && entry.0 + size > config.max_request_size {
-                continue;
-            }
-            let Some(mut batch) = q.ready.pop_front() else {
-                continue;
-            };
-            if idempotent && batch.base_sequence < 0 {
-                batch.base_sequence = q.next_sequence;
-                batch.epoch = epoch;
-                q.next_sequence = increment_sequence(q.next_sequence, batch.records);
-                if let Payload::Sealed(bytes) = &batch.payload {
-                    batch.payload =
-                        Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
-                }
-            }
-            batch.attempts += 1;
-            batch.producer_id = pid;
-            q.in_flight += 1;
-            entry.0 += size;
-            entry.1.push(batch);
+            candidates.push((front.created, topic.name.clone(), p, leader));
         }
+    }
+    // Oldest batch first, across partitions: requests hold at most max.request.size, so a
+    // fixed partition order would let the first partitions starve the last ones, and a
+    // batch's wait would depend on its partition number rather than on its age.
+    candidates.sort_by_key(|c| c.0);
+    let mut per_broker: HashMap<i32, (usize, Vec<ClosedBatch>)> = HashMap::new();
+    for (_, topic, p, leader) in candidates {
+        let Some(q) = s
+            .acc
+            .topics
+            .get_mut(&*topic)
+            .and_then(|t| t.partitions.get_mut(p))
+        else {
+            continue;
+        };
+        let Some(front) = q.ready.front() else {
+            continue;
+        };
+        let in_flight = s.acc.in_flight.get(&leader).copied().unwrap_or(0);
+        let entry = per_broker.entry(leader).or_insert((0, Vec::new()));
+        if entry.1.is_empty() && in_flight >= config.max_in_flight {
+            continue;
+        }
+        let size = front.size();
+        if !entry.1.is_empty() && entry.0 + size > config.max_request_size {
+            continue;
+        }
+        let Some(mut batch) = q.ready.pop_front() else {
+            continue;
+        };
+        if idempotent && batch.base_sequence < 0 {
+            batch.base_sequence = q.next_sequence;
+            batch.epoch = epoch;
+            q.next_sequence = increment_sequence(q.next_sequence, batch.records);
+            if let Payload::Sealed(bytes) = &batch.payload {
+                batch.payload = Payload::Sealed(restamp(bytes, pid, epoch, batch.base_sequence));
+            }
+        }
+        batch.attempts += 1;
+        batch.producer_id = pid;
+        q.in_flight += 1;
+        entry.0 += size;
+        entry.1.push(batch);
     }
     for (broker, (_, batches)) in per_broker {
         if batches.is_empty() {
