@@ -76,6 +76,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
                 latency_us: new_histogram(),
             });
         }
+        current.block_on(broker.delete_topic(&topic));
     }
     Ok(tallies
         .iter()

@@ -292,6 +292,28 @@ impl Broker {
         })
     }
 
+    /// Deletes a round's topic once every client is done with it, so that long runs against
+    /// one broker do not fill its disk. A failure is reported, not fatal.
+    pub async fn delete_topic(&self, name: &str) {
+        let result = async {
+            let config =
+                ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
+                    .map_err(|e| e.to_string())?;
+            let admin = Admin::connect(config).await.map_err(|e| e.to_string())?;
+            let answers = admin
+                .delete_topics(&[name])
+                .await
+                .map_err(|e| e.to_string())?;
+            answers
+                .into_values()
+                .try_for_each(|r| r.map_err(|e| e.to_string()))
+        }
+        .await;
+        if let Err(e) = result {
+            eprintln!("warning: could not delete topic {name}: {e}");
+        }
+    }
+
     /// Creates a fresh topic with `partitions` partitions (replication factor 1) for one round.
     pub async fn create_topic(&self, prefix: &str, partitions: i32) -> Result<String, String> {
         let name = KafkaCluster::unique_topic(prefix);

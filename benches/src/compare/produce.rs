@@ -68,6 +68,7 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
                 ClientKind::Rskafka => multi.block_on(rskafka(args, broker, &topic, &payload)),
             }
             .map_err(|e| format!("{client} round {round}: {e}"))?;
+            current.block_on(broker.delete_topic(&topic));
             eprintln!(
                 "round {round} {client}: {:.0} records/s, cpu {:.2}s",
                 result.records as f64 / result.elapsed.as_secs_f64(),
