@@ -46,6 +46,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
         .map_err(|e| e.to_string())?;
     let mut tallies: Vec<Tally> = args.clients.iter().map(|c| Tally::new(*c)).collect();
     let mut peaks = vec![0.0f64; tallies.len()];
+    let mut growths = vec![0.0f64; tallies.len()];
     for round in 0..args.rounds {
         let topic = current.block_on(broker.create_topic("compare-consume", args.partitions))?;
         current.block_on(fill(args, broker, &topic))?;
@@ -68,6 +69,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
                 child.peak_rss_mb
             );
             peaks[i] = peaks[i].max(child.peak_rss_mb);
+            growths[i] = growths[i].max(child.client_rss_mb.unwrap_or(f64::NAN));
             tallies[i].add(&RoundResult {
                 records: args.records,
                 bytes: args.records * args.record_size as u64,
@@ -80,10 +82,11 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
     }
     Ok(tallies
         .iter()
-        .zip(peaks)
-        .map(|(t, peak)| {
+        .zip(peaks.into_iter().zip(growths))
+        .map(|(t, (peak, growth))| {
             let mut r = t.result();
             r.peak_rss_mb = peak;
+            r.client_rss_mb = Some(growth);
             r
         })
         .collect())
@@ -213,6 +216,7 @@ fn run_child(
     r.mb_per_s = num("mb_per_s");
     r.cpu_s_per_million = num("cpu_s_per_million");
     r.peak_rss_mb = num("peak_rss_mb");
+    r.client_rss_mb = Some(num("client_rss_mb"));
     Ok(r)
 }
 
@@ -231,6 +235,7 @@ pub fn child_main(
     }
     let cli = <ChildCli as clap::Parser>::parse();
     let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+    let before = proc_status_mb("VmRSS:");
     let result = env(CHILD_ENV).and_then(|topic| {
         let bootstrap = env("FLUMEN_KAFKA_BOOTSTRAP")?;
         read(&cli.args, &bootstrap, &topic)
@@ -247,8 +252,9 @@ pub fn child_main(
     let mut r = tally.result();
     // `ru_maxrss` survives the exec (the child starts on the parent's address space), so
     // the child's own peak comes from its memory map's high-water mark.
-    if let Some(hwm) = vm_hwm_mb() {
+    if let Some(hwm) = proc_status_mb("VmHWM:") {
         r.peak_rss_mb = hwm;
+        r.client_rss_mb = before.map(|b| hwm - b);
     }
     super::print_results(&[r], true);
 }
@@ -280,10 +286,11 @@ pub fn read_rskafka(
         .block_on(rskafka(args, bootstrap, topic))
 }
 
-/// `VmHWM` of this process (peak RSS of its current memory map), MB (10^6 bytes).
-fn vm_hwm_mb() -> Option<f64> {
+/// A size line of `/proc/self/status` (`VmHWM:` is the peak RSS of the current memory map,
+/// `VmRSS:` the RSS now), MB (10^6 bytes).
+fn proc_status_mb(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024.0 / 1e6)
 }

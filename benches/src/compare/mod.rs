@@ -122,6 +122,10 @@ pub struct ClientResult {
     pub p99_ms: f64,
     /// Peak resident set size of the process running this client, MB (10^6 bytes).
     pub peak_rss_mb: f64,
+    /// Consume: the peak RSS minus the RSS of the same program just before it created the
+    /// client (its code, libraries and runtime), MB; the client's own growth. Absent for produce.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_rss_mb: Option<f64>,
     /// The producer settings every client ran with (produce only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<ProduceSettings>,
@@ -231,6 +235,7 @@ impl Tally {
             p50_ms: q(0.5),
             p99_ms: q(0.99),
             peak_rss_mb: peak_rss_mb(),
+            client_rss_mb: None,
             settings: None,
         }
     }
@@ -402,6 +407,13 @@ pub fn print_results(results: &[ClientResult], json: bool) {
                 r.cpu_s_per_million / base.cpu_s_per_million,
                 r.peak_rss_mb / base.peak_rss_mb
             );
+            if let (Some(a), Some(b)) = (r.client_rss_mb, base.client_rss_mb) {
+                println!(
+                    "{} vs rdkafka: {:.2}x RSS growth over the program before the client ({a:.1} vs {b:.1} MB)",
+                    r.client,
+                    a / b
+                );
+            }
         }
     }
 }

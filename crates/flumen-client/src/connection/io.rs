@@ -44,6 +44,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const READ_CHUNK: usize = 64 * 1024;
 /// Responses at least this large are read into a memory mapping of their own.
 const LARGE_FRAME_BYTES: usize = 1024 * 1024;
+/// Transparent huge pages are this large on x86-64 and most 64-bit ARM kernels.
+const HUGE_PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Bytes of a frame's length prefix.
 const LENGTH_PREFIX: usize = 4;
 
@@ -436,12 +438,16 @@ async fn read_large_frame(
     state: &State,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::result::Result<Bytes, Error> {
-    let mut map = memmap2::MmapOptions::new()
-        .len(len)
-        .map_anon()
-        .map_err(Error::Io)?;
+    let mut options = memmap2::MmapOptions::new();
+    options.len(len);
+    if len < HUGE_PAGE_BYTES {
+        // Below a huge page, the pages are faulted in by the one mmap call rather than one
+        // trap per 4 KiB page as the frame is written.
+        options.populate();
+    }
+    let mut map = options.map_anon().map_err(Error::Io)?;
     #[cfg(target_os = "linux")]
-    {
+    if len >= HUGE_PAGE_BYTES {
         // Fewer, larger page faults while the frame is written; only advice.
         let _ = map.advise(memmap2::Advice::HugePage);
     }
