@@ -557,3 +557,68 @@ async fn max_request_size_below_batch_size_refuses_only_records_over_it() {
     );
     p.close(Duration::from_secs(10)).await.expect("close");
 }
+
+/// Partitions added to a topic while a producer writes to it are learnt from the metadata
+/// refreshed every `metadata.max.age.ms`; from then on, keys hash over the new count (the
+/// partition the Java client picks), and records reach the new partitions.
+#[tokio::test(flavor = "current_thread")]
+async fn keys_follow_partitions_added_while_producing() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "grow", 2).await;
+    let p = producer(kafka, &[("metadata.max.age.ms", "300"), ("linger.ms", "0")]).await;
+    // A key that lands on partition 2 or 3 of 4, so only the new count can place it there.
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), 4) >= 2)
+        .expect("some key hashes past partition 1");
+    let before = p
+        .send(
+            ProducerRecord::new(&topic)
+                .key(key.as_bytes())
+                .value(b"before"),
+        )
+        .await
+        .expect("send")
+        .await
+        .expect("delivered");
+    assert_eq!(before.partition, partition_for_key(key.as_bytes(), 2));
+
+    let admin = Admin::connect(
+        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
+    )
+    .await
+    .expect("admin");
+    let created = admin
+        .create_partitions(&[(topic.as_str(), 4)], false)
+        .await
+        .expect("create partitions");
+    assert!(created.values().all(Result::is_ok), "{created:?}");
+
+    // Keyless records keep the sender going (it refreshes metadata as it drains) while the
+    // producer has not seen the new partitions yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.partitions_for(&topic).await.expect("partitions") < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the producer never saw the new partitions"
+        );
+        p.send(ProducerRecord::new(&topic).value(b"filler"))
+            .await
+            .expect("send")
+            .await
+            .expect("delivered");
+    }
+    let after = p
+        .send(
+            ProducerRecord::new(&topic)
+                .key(key.as_bytes())
+                .value(b"after"),
+        )
+        .await
+        .expect("send")
+        .await
+        .expect("delivered");
+    assert_eq!(after.partition, partition_for_key(key.as_bytes(), 4));
+    assert!(after.partition >= 2, "a new partition: {}", after.partition);
+    p.close(Duration::from_secs(10)).await.expect("close");
+}

@@ -117,6 +117,16 @@ impl Cluster {
             || metadata.fetched_at.elapsed() >= self.inner.config.metadata_max_age
     }
 
+    /// The current metadata snapshot, fetched again first if it is older than
+    /// `metadata.max.age.ms` or marked out of date.
+    pub async fn metadata_refreshed_if_old(&self) -> Result<Arc<Metadata>> {
+        let current = self.metadata();
+        if self.needs_refresh(&current) {
+            return self.refresh(&[], Instant::now()).await;
+        }
+        Ok(current)
+    }
+
     /// Fetches brokers and every topic known so far, now.
     pub async fn refresh_metadata(&self) -> Result<Arc<Metadata>> {
         self.refresh(&[], Instant::now()).await

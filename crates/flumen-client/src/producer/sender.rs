@@ -99,7 +99,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 inner.state().acc.metadata_stale = true;
             }
         }
-        let metadata = inner.cluster.metadata();
+        // Metadata older than metadata.max.age.ms is fetched again even without an error, so
+        // new partitions and moved leaders are learnt (the Java client's periodic refresh).
+        let metadata = match inner.cluster.metadata_refreshed_if_old().await {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata refresh failed");
+                inner.cluster.metadata()
+            }
+        };
         let now = Instant::now();
         let drained = drain(&inner, &metadata, now);
         if drained.missing_leader {
@@ -174,6 +182,12 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     let unfinished = &mut s.acc.unfinished;
     for topic in s.acc.topics.values_mut() {
         let topic_meta = metadata.topic(&topic.name);
+        // Partitions added to the topic since its queues were made: from now on keys hash
+        // over the new count, as in the Java client (partition counts only grow).
+        let count = topic_meta.map_or(0, |t| t.partitions.len());
+        if count > topic.partitions.len() {
+            topic.partitions.resize_with(count, Default::default);
+        }
         for (p, q) in topic.partitions.iter_mut().enumerate() {
             if let Some(open) = &q.open {
                 let due = open.created + config.linger;
