@@ -4,13 +4,17 @@
 
 use std::hint::black_box;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flumen_benches::record_data::samples;
 use flumen_protocol::record::{BatchBuilder, Compression};
 use kafka_protocol::records::{
-    Compression as KpCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression as KpCompression, RecordBatchEncoder, RecordEncodeOptions,
 };
+
+#[path = "shared/kafka_protocol_records.rs"]
+mod shared;
+use shared::kafka_protocol_records;
 
 const TOTAL: usize = 1 << 20;
 
@@ -40,26 +44,7 @@ fn record_encode(c: &mut Criterion) {
             })
         });
 
-        // Records prepared outside the timing, with cheap `Bytes` clones of key and value.
-        let records: Vec<Record> = samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: 1,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: s.timestamp,
-                key: Some(Bytes::from(s.key.clone())),
-                value: Some(Bytes::from(s.value.clone())),
-                headers: Default::default(),
-            })
-            .collect();
+        let records = kafka_protocol_records(&samples);
         let options = RecordEncodeOptions {
             version: 2,
             compression: KpCompression::None,

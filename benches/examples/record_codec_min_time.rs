@@ -14,9 +14,12 @@ use flumen_protocol::record::{
     BatchBuilder, Compression, Decompressor, RecordBatch, RecordBatches,
 };
 use kafka_protocol::records::{
-    Compression as KpCompression, Record, RecordBatchDecoder, RecordBatchEncoder,
-    RecordEncodeOptions, TimestampType,
+    Compression as KpCompression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
+
+#[path = "../benches/shared/kafka_protocol_records.rs"]
+mod shared;
+use shared::kafka_protocol_records;
 
 const TOTAL: usize = 1 << 20;
 
@@ -129,25 +132,7 @@ fn main() {
             }
             black_box(b.seal().expect("seal"));
         });
-        let records: Vec<Record> = samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: 1,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: s.timestamp,
-                key: Some(Bytes::from(s.key.clone())),
-                value: Some(Bytes::from(s.value.clone())),
-                headers: Default::default(),
-            })
-            .collect();
+        let records = kafka_protocol_records(&samples);
         let options = RecordEncodeOptions {
             version: 2,
             compression: KpCompression::None,
