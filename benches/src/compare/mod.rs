@@ -297,15 +297,21 @@ impl Broker {
         })
     }
 
+    /// An admin client on this broker.
+    async fn admin(&self) -> Result<Admin, String> {
+        let config =
+            ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
+                .map_err(|e| e.to_string())?;
+        Admin::connect(config).await.map_err(|e| e.to_string())
+    }
+
     /// Deletes a round's topic once every client is done with it, so that long runs against
     /// one broker do not fill its disk. A failure is reported, not fatal.
     pub async fn delete_topic(&self, name: &str) {
         let result = async {
-            let config =
-                ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
-                    .map_err(|e| e.to_string())?;
-            let admin = Admin::connect(config).await.map_err(|e| e.to_string())?;
-            let answers = admin
+            let answers = self
+                .admin()
+                .await?
                 .delete_topics(&[name])
                 .await
                 .map_err(|e| e.to_string())?;
@@ -322,10 +328,7 @@ impl Broker {
     /// Creates a fresh topic with `partitions` partitions (replication factor 1) for one round.
     pub async fn create_topic(&self, prefix: &str, partitions: i32) -> Result<String, String> {
         let name = KafkaCluster::unique_topic(prefix);
-        let config =
-            ClientConfig::from_properties([("bootstrap.servers", self.bootstrap.as_str())])
-                .map_err(|e| e.to_string())?;
-        let admin = Admin::connect(config).await.map_err(|e| e.to_string())?;
+        let admin = self.admin().await?;
         admin
             .create_topic(
                 NewTopic::new(&name)
