@@ -622,3 +622,175 @@ async fn keys_follow_partitions_added_while_producing() {
     assert!(after.partition >= 2, "a new partition: {}", after.partition);
     p.close(Duration::from_secs(10)).await.expect("close");
 }
+
+/// Printable values that compress poorly (hex of a xorshift stream), so compressed batches
+/// stay over a small topic limit.
+fn noisy_value(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+/// A topic whose `max.message.bytes` is far below the producer's `batch.size`: the broker
+/// refuses the batches (MESSAGE_TOO_LARGE), and the producer splits them, as the Java
+/// client does, until they fit. Every record arrives once, in send order per partition,
+/// at the offset its future reported, uncompressed and compressed.
+#[tokio::test(flavor = "current_thread")]
+async fn batches_over_the_topic_limit_are_split_and_every_record_arrives_once_in_order() {
+    let kafka = KafkaCluster::shared();
+    for codec in ["none", "zstd"] {
+        let topic = KafkaCluster::unique_topic("split");
+        let admin = Admin::connect(
+            ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())])
+                .expect("config"),
+        )
+        .await
+        .expect("admin");
+        admin
+            .create_topic(
+                NewTopic::new(&topic)
+                    .partitions(2)
+                    .replication_factor(1)
+                    .config("max.message.bytes", "16384"),
+            )
+            .await
+            .expect("create topic");
+        let p = producer(
+            kafka,
+            &[
+                ("batch.size", "262144"),
+                ("linger.ms", "200"),
+                ("compression.type", codec),
+            ],
+        )
+        .await;
+        let records = 3000u64;
+        let mut futures = Vec::new();
+        for i in 0..records {
+            let key = format!("k{}", i % 7);
+            let value = format!("{i} {}", noisy_value(i, 200));
+            futures.push((
+                key.clone(),
+                value.clone(),
+                p.send(
+                    ProducerRecord::new(&topic)
+                        .key(key.as_bytes())
+                        .value(value.as_bytes()),
+                )
+                .await
+                .expect("send"),
+            ));
+        }
+        let mut reported = HashMap::new();
+        for (key, value, f) in futures {
+            let m = f.await.unwrap_or_else(|e| panic!("{codec}: {e}"));
+            assert_eq!(m.partition, partition_for_key(key.as_bytes(), 2));
+            reported.insert((m.partition, m.offset), (key, value));
+        }
+        assert_eq!(
+            reported.len() as u64,
+            records,
+            "{codec}: offsets are distinct"
+        );
+        let consumed = kcat(kafka, &topic, &[]);
+        assert_eq!(consumed.len() as u64, records, "{codec}: each record once");
+        let mut last_seen: HashMap<String, u64> = HashMap::new();
+        for c in &consumed {
+            let (key, value) = reported.get(&(c.partition, c.offset)).unwrap_or_else(|| {
+                panic!("{codec}: no future reported {}@{}", c.partition, c.offset)
+            });
+            assert_eq!((&c.key, &c.value), (key, value), "{codec}");
+            // Per key (so per partition), the log keeps the order of `send`.
+            let n: u64 = value
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("n");
+            if let Some(prev) = last_seen.insert(key.clone(), n) {
+                assert!(prev < n, "{codec}: key {key}: {prev} then {n}");
+            }
+        }
+        p.close(Duration::from_secs(10)).await.expect("close");
+    }
+}
+
+/// A record over the topic's limit in a batch with others: the batch is split until that
+/// record is alone, which fails with MESSAGE_TOO_LARGE; the records around it are delivered
+/// in order, and the idempotent producer goes on past the gap its sequence left.
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_over_the_topic_limit_fails_alone_and_the_others_are_delivered_in_order() {
+    let kafka = KafkaCluster::shared();
+    let topic = KafkaCluster::unique_topic("too-large");
+    let admin = Admin::connect(
+        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
+    )
+    .await
+    .expect("admin");
+    admin
+        .create_topic(
+            NewTopic::new(&topic)
+                .partitions(1)
+                .replication_factor(1)
+                .config("max.message.bytes", "4096"),
+        )
+        .await
+        .expect("create topic");
+    let p = producer(kafka, &[("batch.size", "65536"), ("linger.ms", "200")]).await;
+    let big = noisy_value(1, 8000);
+    let values: Vec<String> = (0..6)
+        .map(|i| {
+            if i == 2 {
+                big.clone()
+            } else {
+                format!("small-{i}")
+            }
+        })
+        .collect();
+    let mut futures = Vec::new();
+    for v in &values {
+        futures.push(
+            p.send(ProducerRecord::new(&topic).value(v.as_bytes()))
+                .await
+                .expect("send"),
+        );
+    }
+    let mut offsets = Vec::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        match f.await {
+            Ok(m) => offsets.push(m.offset),
+            Err(e) => {
+                assert_eq!(i, 2, "only the large record fails: {e}");
+                assert_eq!(
+                    e.code(),
+                    Some(flumen_protocol::ErrorCode::MessageTooLarge),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert_eq!(offsets.len(), 5);
+    // Records sent after the failure (with a new epoch) still arrive, after the others.
+    let after = p
+        .send(ProducerRecord::new(&topic).value(b"after"))
+        .await
+        .expect("send")
+        .await
+        .expect("delivered after the gap");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    assert!(after.offset > offsets[4]);
+    let consumed: Vec<String> = kcat(kafka, &topic, &[])
+        .into_iter()
+        .map(|c| c.value)
+        .collect();
+    let mut expected: Vec<String> = values.into_iter().filter(|v| v.len() < 100).collect();
+    expected.push("after".to_owned());
+    assert_eq!(consumed, expected);
+    p.close(Duration::from_secs(10)).await.expect("close");
+}

@@ -79,6 +79,21 @@ pub(crate) struct Reservation {
     units: u32,
 }
 
+impl Reservation {
+    /// Takes the part of this reservation that covers `bytes` (all of it at most), for a
+    /// batch split into pieces that each hold their share.
+    pub(crate) fn split_off(&mut self, bytes: usize) -> Reservation {
+        let units = u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.units);
+        self.units -= units;
+        Reservation {
+            budget: self.budget.clone(),
+            units,
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.permits.add_permits(self.units as usize);
@@ -107,6 +122,21 @@ mod tests {
                 .await
                 .is_some()
         );
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn split_reservations_give_back_exactly_what_was_reserved() {
+        let budget = MemoryBudget::new(64 * 1024);
+        let mut whole = budget.try_reserve(10_000).expect("free");
+        let used = budget.used();
+        let part = whole.split_off(4_000);
+        let rest = whole.split_off(1_000_000);
+        assert_eq!(budget.used(), used);
+        drop(part);
+        assert!(budget.used() < used && budget.used() > 0);
+        drop(rest);
+        drop(whole);
         assert_eq!(budget.used(), 0);
     }
 }

@@ -39,6 +39,7 @@ mod idempotence;
 mod memory;
 pub mod partitioner;
 mod sender;
+mod split;
 pub mod transaction;
 
 use std::sync::atomic::{AtomicBool, Ordering};

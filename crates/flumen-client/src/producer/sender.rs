@@ -26,10 +26,11 @@ use flumen_protocol::messages::{
 };
 use tokio::time::Instant;
 
-use super::accumulator::{ClosedBatch, Payload};
+use super::accumulator::{ClosedBatch, PartitionQueue, Payload};
 use super::config::Acks;
-use super::delivery::BatchAck;
+use super::delivery::{BatchAck, BatchCompletion};
 use super::idempotence::{increment_sequence, restamp};
+use super::split::{Piece, halve};
 use super::{Inner, ProduceError};
 use crate::cluster::ConnectionKind;
 use crate::error::Error;
@@ -369,6 +370,10 @@ enum Outcome {
     FailAndBump(ProduceError),
     /// Needs a new epoch, then a retry.
     RetryAfterBump(ProduceError),
+    /// Refused as too large (MESSAGE_TOO_LARGE) with more than one record: split it.
+    Split(ProduceError),
+    /// A `Split`, cut in two outside the state lock.
+    Halves(Box<[Piece; 2]>),
 }
 
 async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
@@ -569,6 +574,8 @@ fn classify(
             }
         }
         ErrorCode::UnknownProducerId if !inner.transactional() => Outcome::RetryAfterBump(error()),
+        // As the Java client does: the records may each fit, only not all together.
+        ErrorCode::MessageTooLarge if batch.records > 1 => Outcome::Split(error()),
         ErrorCode::ProducerFenced
         | ErrorCode::InvalidProducerEpoch
         | ErrorCode::TransactionalIdAuthorizationFailed => {
@@ -592,7 +599,33 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
     let config = &inner.config;
     let now = Instant::now();
     let mut completed: Vec<(ClosedBatch, Result<BatchAck, ProduceError>)> = Vec::new();
+    let mut split: Vec<SplitBatch> = Vec::new();
     let mut fatal = None;
+    // Re-encoding a refused batch is the one heavy step here: done before the lock.
+    let outcomes: Vec<Outcome> = batches
+        .iter()
+        .zip(outcomes)
+        .map(|(b, outcome)| match outcome {
+            Outcome::Split(e) => match halve(&b.bytes, config.compression) {
+                Ok(Some(halves)) => Outcome::Halves(Box::new(halves)),
+                Ok(None) => Outcome::Fail(e),
+                Err(decode) => {
+                    tracing::warn!(error = %decode, "cannot split a batch refused as too large");
+                    Outcome::Fail(e)
+                }
+            },
+            other => other,
+        })
+        .collect();
+    // With idempotence, a batch that fails after it was given sequence numbers leaves a
+    // gap the broker would never accept past: a new epoch starts the sequences again
+    // (transactional producers abort instead).
+    let gap = |batch: &ClosedBatch, e: &ProduceError| {
+        config.idempotence
+            && !inner.transactional()
+            && batch.base_sequence >= 0
+            && !matches!(e, ProduceError::Fenced(_))
+    };
     {
         let mut guard = inner.state();
         let s = &mut *guard;
@@ -623,6 +656,11 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                 }
             };
             match outcome {
+                Outcome::Halves(halves) => {
+                    s.acc.unfinished += 1;
+                    split.push(requeue_halves(q, batch, *halves));
+                }
+                Outcome::Split(e) => completed.push((batch, Err(e))),
                 Outcome::Done(ack) => {
                     if batch.base_sequence >= 0 {
                         q.acked_sequence = increment_sequence(batch.base_sequence, batch.records);
@@ -632,7 +670,10 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                     completed.push((batch, Ok(ack)));
                 }
                 Outcome::Retry(e) => match retry(e, &batch) {
-                    Some(e) => completed.push((batch, Err(e))),
+                    Some(e) => {
+                        s.idem.bump_needed |= gap(&batch, &e);
+                        completed.push((batch, Err(e)));
+                    }
                     None => {
                         s.acc.metadata_stale = true;
                         batch.retry_at = Some(now + config.client.retry_backoff);
@@ -640,7 +681,10 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                     }
                 },
                 Outcome::RetryAfterBump(e) => match retry(e, &batch) {
-                    Some(e) => completed.push((batch, Err(e))),
+                    Some(e) => {
+                        s.idem.bump_needed |= gap(&batch, &e);
+                        completed.push((batch, Err(e)));
+                    }
                     None => {
                         s.idem.bump_needed = true;
                         q.requeue(batch);
@@ -654,6 +698,7 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
                     if matches!(e, ProduceError::Fenced(_)) {
                         fatal = Some(e.clone());
                     }
+                    s.idem.bump_needed |= gap(&batch, &e);
                     if let ProduceError::AbortableTransaction(_) = &e {
                         s.txn.set_abortable(e.to_string());
                     } else if inner.transactional() {
@@ -672,6 +717,9 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
         // The reservation is dropped with the batch: memory goes back to `send`.
         batch.completion.complete(result);
     }
+    for (original, parts) in split {
+        original.split_into(parts);
+    }
     if let Some(e) = fatal {
         fail_all(inner, e);
     }
@@ -679,6 +727,59 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outc
         inner.idle.notify_waiters();
     }
     inner.wake.notify_one();
+}
+
+/// A split batch's completion, and its pieces' (index of first record, completion).
+type SplitBatch = (Arc<BatchCompletion>, Vec<(i32, Arc<BatchCompletion>)>);
+
+/// Puts the two halves of a batch refused as too large at the head of its partition's
+/// queue, in its place; returns the original completion and the halves' (first index,
+/// completion), for the records' futures to follow.
+fn requeue_halves(
+    q: &mut PartitionQueue,
+    batch: ClosedBatch,
+    halves: [Piece; 2],
+) -> SplitBatch {
+    let mut reservation = batch._reservation;
+    let mut sequence = batch.base_sequence;
+    let mut start = 0;
+    let mut parts = Vec::with_capacity(2);
+    let mut pieces = Vec::with_capacity(2);
+    for (i, piece) in halves.into_iter().enumerate() {
+        let completion = Arc::new(BatchCompletion::new(
+            batch.completion.topic_name().clone(),
+            batch.completion.partition(),
+        ));
+        parts.push((start, completion.clone()));
+        start += piece.records;
+        let share = if i == 0 {
+            reservation.split_off(piece.builder.size_in_bytes())
+        } else {
+            reservation.split_off(usize::MAX)
+        };
+        pieces.push(ClosedBatch {
+            records: piece.records,
+            payload: Payload::Builder(piece.builder),
+            completion,
+            // The delivery timeout still counts from when the records were sent.
+            created: batch.created,
+            _reservation: share,
+            attempts: 0,
+            // The original's sequence numbers, in record order: the batches after it stay valid.
+            base_sequence: sequence,
+            epoch: batch.epoch,
+            producer_id: batch.producer_id,
+            retry_at: None,
+        });
+        if sequence >= 0 {
+            sequence = increment_sequence(sequence, piece.records);
+        }
+    }
+    // Each goes to the head (or its place in sequence order): the second half first.
+    for piece in pieces.into_iter().rev() {
+        q.requeue(piece);
+    }
+    (batch.completion, parts)
 }
 
 /// Fails every batch not yet sent (open and queued) with `error`.
