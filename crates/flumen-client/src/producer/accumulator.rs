@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::ProduceError;
 use super::delivery::BatchCompletion;
 use super::memory::Reservation;
-use super::partitioner::StickyPartition;
+use super::partitioner::{PartitionLoad, StickyPartition};
 
 /// The producer's queues, behind the producer's state lock.
 #[derive(Default)]
@@ -36,6 +36,16 @@ pub(crate) struct Accumulator {
     /// A request failed in a way that means the leaders may have moved: the sender
     /// refreshes the metadata before it drains again.
     pub(crate) metadata_stale: bool,
+    /// Per broker: when it last had a batch ready to go, and when it last took one
+    /// (`partitioner.availability.timeout.ms`).
+    pub(crate) brokers: HashMap<i32, BrokerReadiness>,
+}
+
+/// When a broker last had batches ready for it, and when it last took some.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BrokerReadiness {
+    pub(crate) ready: Instant,
+    pub(crate) drained: Instant,
 }
 
 /// A multiply-rotate hash over 8-byte words for the topic map, looked up once per record:
@@ -86,6 +96,8 @@ pub(crate) struct TopicQueues {
     pub(crate) name: Arc<str>,
     pub(crate) partitions: Vec<PartitionQueue>,
     pub(crate) sticky: StickyPartition,
+    /// Adaptive partitioning's weights, rebuilt by the sender.
+    pub(crate) load: PartitionLoad,
 }
 
 /// One partition's batches.

@@ -77,6 +77,13 @@ pub struct ProducerConfig {
     pub transaction_timeout: Duration,
     /// `partitioner.ignore.keys`: spread keyed records like keyless ones.
     pub partitioner_ignore_keys: bool,
+    /// `partitioner.adaptive.partitioning.enable`: keyless records go more often to the
+    /// partitions with fewer batches waiting (KIP-794), instead of uniformly.
+    pub adaptive_partitioning: bool,
+    /// `partitioner.availability.timeout.ms`: with adaptive partitioning, a partition whose
+    /// leader had batches ready but took none for this long gets no new keyless records
+    /// until it takes some again. Zero turns this off.
+    pub partitioner_availability_timeout: Duration,
     /// `max.request.size`: largest record batch or request, in bytes.
     pub max_request_size: usize,
 }
@@ -181,11 +188,12 @@ impl ProducerConfig {
         if let Some(v) = props.take_bool("partitioner.ignore.keys")? {
             c.partitioner_ignore_keys = v;
         }
-        // Accepted for compatibility: adaptive partitioning needs broker load figures we
-        // do not track, so keyless records are spread uniformly (KIP-794 without the
-        // adaptive part).
-        props.take("partitioner.adaptive.partitioning.enable");
-        props.take("partitioner.availability.timeout.ms");
+        if let Some(v) = props.take_bool("partitioner.adaptive.partitioning.enable")? {
+            c.adaptive_partitioning = v;
+        }
+        if let Some(v) = props.take_millis("partitioner.availability.timeout.ms")? {
+            c.partitioner_availability_timeout = v;
+        }
         if let Some(v) = props.take_parsed::<usize>("max.request.size")? {
             c.max_request_size = v;
         }
@@ -231,6 +239,8 @@ impl ProducerConfig {
             transactional_id: None,
             transaction_timeout: Duration::from_secs(60),
             partitioner_ignore_keys: false,
+            adaptive_partitioning: true,
+            partitioner_availability_timeout: Duration::ZERO,
             max_request_size: 1024 * 1024,
         }
     }
@@ -324,6 +334,10 @@ impl ProducerConfigBuilder {
         max_request_size: usize => max_request_size);
     setter!(/// `partitioner.ignore.keys`.
         partitioner_ignore_keys: bool => partitioner_ignore_keys);
+    setter!(/// `partitioner.adaptive.partitioning.enable`.
+        adaptive_partitioning: bool => adaptive_partitioning);
+    setter!(/// `partitioner.availability.timeout.ms`.
+        partitioner_availability_timeout: Duration => partitioner_availability_timeout);
 
     /// `transactional.id`.
     pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
@@ -376,6 +390,8 @@ mod tests {
         assert_eq!(c.max_in_flight, 5);
         assert_eq!(c.delivery_timeout, Duration::from_secs(120));
         assert_eq!(c.compression, Compression::None);
+        assert!(c.adaptive_partitioning);
+        assert_eq!(c.partitioner_availability_timeout, Duration::ZERO);
     }
 
     #[test]
@@ -393,6 +409,7 @@ mod tests {
             ("transaction.timeout.ms", "10000"),
             ("partitioner.ignore.keys", "true"),
             ("partitioner.adaptive.partitioning.enable", "false"),
+            ("partitioner.availability.timeout.ms", "2500"),
             ("max.request.size", "2097152"),
         ])
         .expect("config");
@@ -405,6 +422,11 @@ mod tests {
         assert_eq!(c.retries, 3);
         assert_eq!(c.compression, Compression::Lz4);
         assert!(c.partitioner_ignore_keys);
+        assert!(!c.adaptive_partitioning);
+        assert_eq!(
+            c.partitioner_availability_timeout,
+            Duration::from_millis(2500)
+        );
         assert_eq!(c.max_request_size, 2 * 1024 * 1024);
     }
 

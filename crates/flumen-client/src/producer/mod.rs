@@ -482,7 +482,9 @@ impl Producer {
                     let size =
                         record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
                     sticky = true;
-                    topic.sticky.next(count, size, inner.config.batch_size)
+                    topic
+                        .sticky
+                        .next(count, size, inner.config.batch_size, &topic.load)
                 }
             },
         };
@@ -596,6 +598,7 @@ impl Producer {
                 name: name.clone(),
                 partitions: (0..count).map(|_| Default::default()).collect(),
                 sticky: StickyPartition::new(),
+                load: Default::default(),
             });
         Ok(entry.partitions.len() as i32)
     }

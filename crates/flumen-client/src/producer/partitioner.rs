@@ -1,4 +1,4 @@
-//! Partition choice: Java-compatible murmur2 for keyed records, uniform sticky (KIP-794) for keyless.
+//! Partition choice: Java-compatible murmur2 for keyed records, sticky (KIP-794, adaptive) for keyless.
 //!
 //! `murmur2` is bit-for-bit the Java client's `Utils.murmur2` (seed `0x9747b28c`, signed
 //! 32-bit arithmetic, tail bytes sign-extended as Java's `byte` is) and `to_positive` is
@@ -72,9 +72,10 @@ pub fn murmur2(data: &[u8]) -> i32 {
     h as i32
 }
 
-/// KIP-794 uniform sticky choice for keyless records: stay on one partition until about
-/// `batch.size` bytes went there, then move to another chosen at random, so batches fill
-/// up instead of many small batches each lingering.
+/// KIP-794 sticky choice for keyless records: stay on one partition until about
+/// `batch.size` bytes went there, then move to another chosen at random (weighted by
+/// [`PartitionLoad`] when adaptive), so batches fill up instead of many small batches each
+/// lingering.
 #[derive(Debug)]
 pub(crate) struct StickyPartition {
     current: i32,
@@ -90,15 +91,29 @@ impl StickyPartition {
     }
 
     /// The partition for a keyless record of `size` bytes, with `batch_size` as the switch point.
+    /// The partition for a keyless record of `size` bytes: the current one until about
+    /// `batch_size` bytes went there, then a new choice, weighted by `load` when it has
+    /// weights (adaptive partitioning), else uniform.
     #[inline]
-    pub(crate) fn next(&mut self, partition_count: i32, size: usize, batch_size: usize) -> i32 {
+    pub(crate) fn next(
+        &mut self,
+        partition_count: i32,
+        size: usize,
+        batch_size: usize,
+        load: &PartitionLoad,
+    ) -> i32 {
         if self.current < 0 || self.current >= partition_count || self.bytes >= batch_size {
-            let mut next = rand::random::<u32>() as i32 & 0x7fff_ffff;
-            next %= partition_count.max(1);
-            if partition_count > 1 && next == self.current {
-                next = (next + 1) % partition_count;
-            }
-            self.current = next;
+            self.current = match load.pick(rand::random::<u32>()) {
+                Some(p) if p < partition_count => p,
+                _ => {
+                    let mut next = rand::random::<u32>() as i32 & 0x7fff_ffff;
+                    next %= partition_count.max(1);
+                    if partition_count > 1 && next == self.current {
+                        next = (next + 1) % partition_count;
+                    }
+                    next
+                }
+            };
             self.bytes = 0;
         }
         self.bytes += size;
@@ -111,29 +126,134 @@ impl StickyPartition {
     }
 }
 
+/// How keyless records are spread over a topic's partitions by adaptive partitioning
+/// (KIP-794, as the Java client's `BuiltInPartitioner`): each partition that may take records
+/// is weighted by how many fewer batches wait in its queue than in the longest queue (plus
+/// one), so a partition whose leader is slow gets fewer new records. The sender rebuilds the
+/// table from the queue lengths each time it drains; with every partition equally loaded
+/// (the usual case) the table is empty and the choice is uniform.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionLoad {
+    /// Running sums of the weights, one per entry of `partitions`.
+    cumulative: Vec<u32>,
+    partitions: Vec<i32>,
+    /// Queue lengths while rebuilding.
+    waiting: Vec<u32>,
+}
+
+impl PartitionLoad {
+    /// Starts a rebuild.
+    pub(crate) fn begin(&mut self) {
+        self.partitions.clear();
+        self.waiting.clear();
+        self.cumulative.clear();
+    }
+
+    /// Adds a partition that may take records, with the number of batches in its queue.
+    pub(crate) fn push(&mut self, partition: i32, batches_waiting: usize) {
+        self.partitions.push(partition);
+        self.waiting.push(
+            u32::try_from(batches_waiting)
+                .unwrap_or(u32::MAX / 2)
+                .min(u32::MAX / 2),
+        );
+    }
+
+    /// Ends a rebuild of a topic with `partition_count` partitions.
+    pub(crate) fn finish(&mut self, partition_count: usize) {
+        let max = self.waiting.iter().copied().max().unwrap_or(0);
+        let all_equal = self.waiting.iter().all(|&w| w == max);
+        // Nothing available (then any partition, as Java) or all alike: uniform.
+        if self.partitions.is_empty() || (all_equal && self.partitions.len() == partition_count) {
+            self.partitions.clear();
+            return;
+        }
+        let mut total = 0u32;
+        for &w in &self.waiting {
+            total = total.saturating_add(max - w + 1);
+            self.cumulative.push(total);
+        }
+    }
+
+    /// A partition drawn with the weights, from a uniform `random`; `None`: choose uniformly.
+    #[inline]
+    pub(crate) fn pick(&self, random: u32) -> Option<i32> {
+        let total = *self.cumulative.last()?;
+        let r = random % total;
+        let at = self.cumulative.partition_point(|&c| c <= r);
+        self.partitions.get(at).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn adaptive_choice_favours_short_queues_and_skips_unavailable_partitions() {
+        let mut load = PartitionLoad::default();
+        load.begin();
+        // Partition 1 is left out (its leader is unavailable); 3 has a long queue.
+        for (p, waiting) in [(0, 0), (2, 0), (3, 5)] {
+            load.push(p, waiting);
+        }
+        load.finish(4);
+        let mut counts = [0u32; 4];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..13_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            counts[load.pick(x as u32).expect("weighted") as usize] += 1;
+        }
+        // Weights 6, 6 and 1 of 13.
+        assert_eq!(counts[1], 0);
+        assert!((5_500..6_500).contains(&counts[0]), "{counts:?}");
+        assert!((5_500..6_500).contains(&counts[2]), "{counts:?}");
+        assert!((700..1_300).contains(&counts[3]), "{counts:?}");
+    }
+
+    #[test]
+    fn equal_queues_on_every_partition_mean_a_uniform_choice() {
+        let mut load = PartitionLoad::default();
+        load.begin();
+        for p in 0..4 {
+            load.push(p, 2);
+        }
+        load.finish(4);
+        assert_eq!(load.pick(7), None);
+        // Equal, but one partition missing: only the available ones.
+        load.begin();
+        for p in [0, 1, 3] {
+            load.push(p, 2);
+        }
+        load.finish(4);
+        assert!((0..300).all(|r| load.pick(r) != Some(2)));
+        // None available: uniform over all, as the Java client does.
+        load.begin();
+        load.finish(4);
+        assert_eq!(load.pick(7), None);
+    }
+
+    #[test]
     fn sticky_partition_moves_on_after_a_batch_worth_of_bytes() {
         let mut s = StickyPartition::new();
-        let first = s.next(12, 100, 1000);
+        let first = s.next(12, 100, 1000, &PartitionLoad::default());
         for _ in 0..9 {
-            assert_eq!(s.next(12, 100, 1000), first);
+            assert_eq!(s.next(12, 100, 1000, &PartitionLoad::default()), first);
         }
-        assert_ne!(s.next(12, 100, 1000), first);
+        assert_ne!(s.next(12, 100, 1000, &PartitionLoad::default()), first);
     }
 
     #[test]
     fn sticky_partition_moves_on_when_told_its_batch_is_full() {
         let mut s = StickyPartition::new();
-        let first = s.next(12, 100, 1000);
-        assert_eq!(s.next(12, 100, 1000), first);
+        let first = s.next(12, 100, 1000, &PartitionLoad::default());
+        assert_eq!(s.next(12, 100, 1000, &PartitionLoad::default()), first);
         s.move_on();
-        let second = s.next(12, 100, 1000);
+        let second = s.next(12, 100, 1000, &PartitionLoad::default());
         assert_ne!(second, first);
-        assert_eq!(s.next(12, 100, 1000), second);
+        assert_eq!(s.next(12, 100, 1000, &PartitionLoad::default()), second);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use flumen_protocol::messages::{
 };
 use tokio::time::Instant;
 
-use super::accumulator::{ClosedBatch, PartitionQueue, Payload};
+use super::accumulator::{BrokerReadiness, ClosedBatch, PartitionQueue, Payload};
 use super::config::Acks;
 use super::delivery::{BatchAck, BatchCompletion};
 use super::idempotence::{increment_sequence, restamp};
@@ -181,6 +181,17 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     // The partitions whose front batch could go now, with its leader.
     let mut candidates: Vec<(Instant, Arc<str>, usize, i32)> = Vec::new();
     let unfinished = &mut s.acc.unfinished;
+    let brokers = &mut s.acc.brokers;
+    let adaptive = config.adaptive_partitioning;
+    let availability = config.partitioner_availability_timeout;
+    // A broker that had batches ready but took none for longer than the availability
+    // timeout gets no new keyless records (the Java client's rule).
+    let available = |brokers: &HashMap<i32, BrokerReadiness>, leader: i32| {
+        availability.is_zero()
+            || brokers
+                .get(&leader)
+                .is_none_or(|b| b.ready.saturating_duration_since(b.drained) <= availability)
+    };
     for topic in s.acc.topics.values_mut() {
         let topic_meta = metadata.topic(&topic.name);
         // Partitions added to the topic since its queues were made: from now on keys hash
@@ -189,7 +200,18 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
         if count > topic.partitions.len() {
             topic.partitions.resize_with(count, Default::default);
         }
+        if adaptive {
+            topic.load.begin();
+        }
         for (p, q) in topic.partitions.iter_mut().enumerate() {
+            let leader = topic_meta
+                .and_then(|t| t.partition(p as i32))
+                .and_then(|pm| pm.leader);
+            if adaptive && leader.is_some_and(|l| available(brokers, l)) {
+                topic
+                    .load
+                    .push(p as i32, q.ready.len() + usize::from(q.open.is_some()));
+            }
             if let Some(open) = &q.open {
                 let due = open.created + config.linger;
                 if hurry || due <= now {
@@ -213,6 +235,15 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             let Some(front) = q.ready.front() else {
                 continue;
             };
+            if let Some(leader) = leader {
+                brokers
+                    .entry(leader)
+                    .or_insert(BrokerReadiness {
+                        ready: now,
+                        drained: now,
+                    })
+                    .ready = now;
+            }
             if !txn_ready {
                 out.txn_blocked = true;
                 continue;
@@ -232,14 +263,14 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             if !idempotent && config.max_in_flight == 1 && q.in_flight > 0 {
                 continue;
             }
-            let leader = topic_meta
-                .and_then(|t| t.partition(p as i32))
-                .and_then(|pm| pm.leader);
             let Some(leader) = leader else {
                 out.missing_leader = true;
                 continue;
             };
             candidates.push((front.created, topic.name.clone(), p, leader));
+        }
+        if adaptive {
+            topic.load.finish(topic.partitions.len());
         }
     }
     // Oldest batch first, across partitions: requests hold at most max.request.size, so a
@@ -288,6 +319,9 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     for (broker, (_, batches)) in per_broker {
         if batches.is_empty() {
             continue;
+        }
+        if let Some(b) = s.acc.brokers.get_mut(&broker) {
+            b.drained = now;
         }
         *s.acc.in_flight.entry(broker).or_insert(0) += 1;
         out.requests.push((broker, batches));
@@ -735,11 +769,7 @@ type SplitBatch = (Arc<BatchCompletion>, Vec<(i32, Arc<BatchCompletion>)>);
 /// Puts the two halves of a batch refused as too large at the head of its partition's
 /// queue, in its place; returns the original completion and the halves' (first index,
 /// completion), for the records' futures to follow.
-fn requeue_halves(
-    q: &mut PartitionQueue,
-    batch: ClosedBatch,
-    halves: [Piece; 2],
-) -> SplitBatch {
+fn requeue_halves(q: &mut PartitionQueue, batch: ClosedBatch, halves: [Piece; 2]) -> SplitBatch {
     let mut reservation = batch._reservation;
     let mut sequence = batch.base_sequence;
     let mut start = 0;
