@@ -66,9 +66,9 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
                 "round {round} {client}: {:.0} records/s, cpu {:.2}s, peak RSS {:.1} MB",
                 child.records_per_s,
                 cpu.as_secs_f64(),
-                child.peak_rss_mb
+                child.peak_rss_mb.unwrap_or(f64::NAN)
             );
-            peaks[i] = peaks[i].max(child.peak_rss_mb);
+            peaks[i] = peaks[i].max(child.peak_rss_mb.unwrap_or(f64::NAN));
             growths[i] = growths[i].max(child.client_rss_mb.unwrap_or(f64::NAN));
             tallies[i].add(&RoundResult {
                 records: args.records,
@@ -85,7 +85,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
         .zip(peaks.into_iter().zip(growths))
         .map(|(t, (peak, growth))| {
             let mut r = t.result();
-            r.peak_rss_mb = peak;
+            r.peak_rss_mb = Some(peak);
             r.client_rss_mb = Some(growth);
             r
         })
@@ -215,7 +215,7 @@ fn run_child(
     r.records_per_s = num("records_per_s");
     r.mb_per_s = num("mb_per_s");
     r.cpu_s_per_million = num("cpu_s_per_million");
-    r.peak_rss_mb = num("peak_rss_mb");
+    r.peak_rss_mb = Some(num("peak_rss_mb"));
     r.client_rss_mb = Some(num("client_rss_mb"));
     Ok(r)
 }
@@ -253,7 +253,7 @@ pub fn child_main(
     // `ru_maxrss` survives the exec (the child starts on the parent's address space), so
     // the child's own peak comes from its memory map's high-water mark.
     if let Some(hwm) = proc_status_mb("VmHWM:") {
-        r.peak_rss_mb = hwm;
+        r.peak_rss_mb = Some(hwm);
         r.client_rss_mb = before.map(|b| hwm - b);
     }
     super::print_results(&[r], true);

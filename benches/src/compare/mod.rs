@@ -120,8 +120,10 @@ pub struct ClientResult {
     pub p50_ms: f64,
     /// 99th percentile delivery latency, milliseconds.
     pub p99_ms: f64,
-    /// Peak resident set size of the process running this client, MB (10^6 bytes).
-    pub peak_rss_mb: f64,
+    /// Consume: peak resident set size of the program running this client, MB (10^6
+    /// bytes). Absent for produce, whose clients share one process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
     /// Consume: the peak RSS minus the RSS of the same program just before it created the
     /// client (its code, libraries and runtime), MB; the client's own growth. Absent for produce.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -234,7 +236,7 @@ impl Tally {
             cpu_s_per_million: self.cpu.as_secs_f64() / (self.records.max(1) as f64 / 1e6),
             p50_ms: q(0.5),
             p99_ms: q(0.99),
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: None,
             client_rss_mb: None,
             settings: None,
         }
@@ -260,17 +262,6 @@ pub fn cpu_time() -> Duration {
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// Peak resident set size of the process, MB (10^6 bytes; `ru_maxrss` is in KiB on Linux).
-pub fn peak_rss_mb() -> f64 {
-    // SAFETY: as above.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    usage.ru_maxrss as f64 * 1024.0 / 1e6
 }
 
 /// Where the broker is: an external cluster or one we started (kept alive by this value).
@@ -391,25 +382,27 @@ pub fn print_results(results: &[ClientResult], json: bool) {
     );
     for r in results {
         println!(
-            "{:<10} {:>14.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10.1}",
+            "{:<10} {:>14.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10}",
             r.client,
             r.records_per_s,
             r.mb_per_s,
             r.cpu_s_per_million,
             r.p50_ms,
             r.p99_ms,
-            r.peak_rss_mb
+            r.peak_rss_mb.map_or("-".to_owned(), |m| format!("{m:.1}"))
         );
     }
     if let Some(base) = results.iter().find(|r| r.client == "rdkafka") {
         for r in results.iter().filter(|r| r.client != "rdkafka") {
             println!(
-                "{} vs rdkafka: {:.2}x records/s, {:.2}x CPU per record, {:.2}x peak RSS",
+                "{} vs rdkafka: {:.2}x records/s, {:.2}x CPU per record",
                 r.client,
                 r.records_per_s / base.records_per_s,
                 r.cpu_s_per_million / base.cpu_s_per_million,
-                r.peak_rss_mb / base.peak_rss_mb
             );
+            if let (Some(a), Some(b)) = (r.peak_rss_mb, base.peak_rss_mb) {
+                println!("{} vs rdkafka: {:.2}x peak RSS", r.client, a / b);
+            }
             if let (Some(a), Some(b)) = (r.client_rss_mb, base.client_rss_mb) {
                 println!(
                     "{} vs rdkafka: {:.2}x RSS growth over the program before the client ({a:.1} vs {b:.1} MB)",
