@@ -124,7 +124,7 @@ impl KafkaCluster {
         let layout = Layout::new(spec, root.path())?;
         layout.write_files()?;
         let procs: Box<dyn BrokerProcesses> = match jvm {
-            Some(jvm) => Box::new(JvmBrokers::new(jvm, spec.brokers)),
+            Some(jvm) => Box::new(JvmBrokers::new(jvm, spec.brokers, spec.production_jvm)),
             None => Box::new(docker::DockerBrokers::new(&layout)?),
         };
         let tls_client = match &layout.tls {

@@ -28,7 +28,20 @@ const BROKER_JVM_OPTS: &[&str] = &[
     "-Djava.awt.headless=true",
 ];
 
-/// Replaces [`BROKER_JVM_OPTS`] when set.
+/// JVM options of a broker in a cluster for benchmarks: those of Kafka's own start scripts
+/// (`kafka-server-start.sh` heap, `kafka-run-class.sh` performance options).
+const PRODUCTION_BROKER_JVM_OPTS: &[&str] = &[
+    "-Xms1g",
+    "-Xmx1g",
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+];
+
+/// Replaces [`BROKER_JVM_OPTS`] (and [`PRODUCTION_BROKER_JVM_OPTS`]) when set.
 pub(crate) const ENV_JVM_OPTS: &str = "FLUMEN_KAFKA_JVM_OPTS";
 
 /// JVM options of short-lived tools (storage format, console tools): start fast.
@@ -43,13 +56,19 @@ const TOOL_JVM_OPTS: &[&str] = &[
 /// The brokers of one cluster, each a child JVM.
 pub(crate) struct JvmBrokers {
     jvm: Jvm,
+    broker_opts: &'static [&'static str],
     children: Vec<Mutex<Option<Child>>>,
 }
 
 impl JvmBrokers {
-    pub(crate) fn new(jvm: Jvm, brokers: usize) -> Self {
+    pub(crate) fn new(jvm: Jvm, brokers: usize, production_jvm: bool) -> Self {
         JvmBrokers {
             jvm,
+            broker_opts: if production_jvm {
+                PRODUCTION_BROKER_JVM_OPTS
+            } else {
+                BROKER_JVM_OPTS
+            },
             children: (0..brokers).map(|_| Mutex::new(None)).collect(),
         }
     }
@@ -72,7 +91,7 @@ impl JvmBrokers {
             }
             _ => {
                 cmd.args(if broker {
-                    BROKER_JVM_OPTS
+                    self.broker_opts
                 } else {
                     TOOL_JVM_OPTS
                 });

@@ -15,6 +15,10 @@ pub struct ClusterSpec {
     /// serve consumers of their rack (`replica.selector.class` = Kafka's
     /// `RackAwareReplicaSelector`, KIP-392).
     pub racks: bool,
+    /// Run the brokers' JVMs as Kafka's own start scripts do (1 GiB heap, G1, both JIT
+    /// compilers) instead of the harness's fast-starting settings (C1 only, small heap):
+    /// for benchmarks, where the broker's steady-state speed matters more than its start.
+    pub production_jvm: bool,
 }
 
 impl Default for ClusterSpec {
@@ -24,6 +28,7 @@ impl Default for ClusterSpec {
             sasl: false,
             tls: false,
             racks: false,
+            production_jvm: false,
         }
     }
 }
@@ -56,6 +61,15 @@ impl ClusterSpec {
     pub fn with_racks(self) -> Self {
         ClusterSpec {
             racks: true,
+            ..self
+        }
+    }
+
+    /// Brokers run with the JVM settings of Kafka's own start scripts, for benchmarks (see
+    /// [`production_jvm`](Self::production_jvm)).
+    pub fn with_production_jvm(self) -> Self {
+        ClusterSpec {
+            production_jvm: true,
             ..self
         }
     }

@@ -272,7 +272,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// `FLUMEN_KAFKA_BOOTSTRAP` if set, else a local 1-broker cluster.
+    /// `FLUMEN_KAFKA_BOOTSTRAP` if set, else a local 1-broker cluster whose JVM runs as
+    /// Kafka's start scripts set it up (C2 JIT, G1, 1 GiB heap), not the harness's
+    /// fast-starting test settings (C1 only), which would make the broker the bottleneck
+    /// sooner and squeeze the differences between clients.
     pub fn get() -> Result<Broker, String> {
         if let Ok(bootstrap) = std::env::var("FLUMEN_KAFKA_BOOTSTRAP") {
             return Ok(Broker {
@@ -281,7 +284,8 @@ impl Broker {
             });
         }
         eprintln!("starting a local 1-broker Kafka cluster ...");
-        let cluster = KafkaCluster::start(ClusterSpec::single()).map_err(|e| e.to_string())?;
+        let cluster = KafkaCluster::start(ClusterSpec::single().with_production_jvm())
+            .map_err(|e| e.to_string())?;
         Ok(Broker {
             bootstrap: cluster.bootstrap(),
             _local: Some(cluster),

@@ -1,8 +1,10 @@
 //! `up`: starts a Kafka cluster, prints how to reach it, and keeps it up until SIGINT/SIGTERM.
 //!
-//! `cargo run -p flumen-testcontainers -- up [--brokers 1|3] [--sasl] [--tls] [--racks]`
+//! `cargo run -p flumen-testcontainers -- up [--brokers 1|3] [--sasl] [--tls] [--racks] [--production-jvm]`
 //!
 //! `--racks` puts broker n in rack `rack-n` with follower fetching on (KIP-392).
+//! `--production-jvm` runs the brokers with the JVM settings of Kafka's own start scripts
+//! (for benchmarks) instead of the fast-starting test settings.
 //!
 //! Stdout carries only `NAME=value` lines (so `eval`/`source` can read them); progress and
 //! errors go to stderr.
@@ -15,7 +17,7 @@ use std::sync::{Arc, mpsc};
 use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 
 fn usage() -> &'static str {
-    "usage: up [--brokers 1|3] [--sasl] [--tls] [--racks]"
+    "usage: up [--brokers 1|3] [--sasl] [--tls] [--racks] [--production-jvm]"
 }
 
 fn parse(args: &[String]) -> Result<ClusterSpec, String> {
@@ -29,6 +31,7 @@ fn parse(args: &[String]) -> Result<ClusterSpec, String> {
             "--sasl" => spec.sasl = true,
             "--tls" => spec.tls = true,
             "--racks" => spec.racks = true,
+            "--production-jvm" => spec.production_jvm = true,
             "--brokers" => {
                 let v = it.next().ok_or("--brokers needs a value")?;
                 spec.brokers = v
