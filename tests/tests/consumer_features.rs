@@ -433,23 +433,22 @@ async fn replicated_topic(kafka: &KafkaCluster, prefix: &str) -> (String, i32, i
     }
 }
 
-/// A consumer in `follower`'s rack, reading `tp` from its start.
+/// A consumer in `follower`'s rack, reading `tp` from its start, with `extra` properties.
 async fn rack_consumer(
     kafka: &KafkaCluster,
     follower: i32,
     tp: &TopicPartition,
+    extra: &[(&str, &str)],
 ) -> flumen_client::Consumer {
     let rack = ClusterSpec::rack_of(usize::try_from(follower).expect("broker id"));
-    let mut c = consumer(
-        kafka,
-        &[
-            ("client.rack", rack.as_str()),
-            ("auto.offset.reset", "earliest"),
-            ("request.timeout.ms", "10000"),
-            ("retry.backoff.max.ms", "500"),
-        ],
-    )
-    .await;
+    let mut props = vec![
+        ("client.rack", rack.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("request.timeout.ms", "10000"),
+        ("retry.backoff.max.ms", "500"),
+    ];
+    props.extend_from_slice(extra);
+    let mut c = consumer(kafka, &props).await;
     c.assign([tp.clone()]).expect("assign");
     c
 }
@@ -490,7 +489,7 @@ async fn consumer_with_client_rack_fetches_from_the_follower_in_its_rack() {
     let mut sent = values("r", 200);
     produce(kafka, &topic, 0, &sent);
 
-    let mut c = rack_consumer(kafka, follower, &tp).await;
+    let mut c = rack_consumer(kafka, follower, &tp, &[]).await;
     let mut seen = Seen::new();
     read_until(&mut c, &mut seen, &tp, 200, Duration::from_secs(30)).await;
     assert_eq!(
@@ -517,7 +516,7 @@ async fn consumer_falls_back_to_the_leader_when_its_rack_follower_stops() {
     let mut sent = values("before", 150);
     produce(kafka, &topic, 0, &sent);
 
-    let mut c = rack_consumer(kafka, follower, &tp).await;
+    let mut c = rack_consumer(kafka, follower, &tp, &[]).await;
     let mut seen = Seen::new();
     read_until(&mut c, &mut seen, &tp, 150, Duration::from_secs(30)).await;
     assert_eq!(c.preferred_read_replica(&tp), Some(follower));
@@ -548,4 +547,99 @@ async fn consumer_falls_back_to_the_leader_when_its_rack_follower_stops() {
         .await
         .expect("start task")
         .expect("start the follower again");
+}
+
+/// KIP-392 with the Java client's expiry: the replica the leader named serves the partition for
+/// `metadata.max.age.ms` (3 s here), then the consumer asks the leader again, which names the
+/// follower again. The leader is asked once per period, not sooner and not much later, the
+/// follower serves the records in between, and every record is read once.
+#[tokio::test(flavor = "current_thread")]
+async fn preferred_read_replica_expires_after_metadata_max_age_and_the_leader_is_asked_again() {
+    let _one_at_a_time = RACK_CLUSTER_USE.lock().await;
+    let kafka = KafkaCluster::shared_three_with_racks();
+    let (topic, leader, follower) = replicated_topic(kafka, "c-rack-expiry").await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut sent = values("e0", 100);
+    produce(kafka, &topic, 0, &sent);
+
+    let max_age = Duration::from_secs(3);
+    let mut c = rack_consumer(kafka, follower, &tp, &[("metadata.max.age.ms", "3000")]).await;
+    let mut seen = Seen::new();
+    read_until(&mut c, &mut seen, &tp, 100, Duration::from_secs(30)).await;
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+
+    let fetches = |c: &flumen_client::Consumer, broker: i32| {
+        c.fetch_requests().get(&broker).copied().unwrap_or(0)
+    };
+    // One entry per time the leader was seen asked again: (when, follower fetches by then).
+    let mut asked_leader: Vec<(Instant, u64)> = Vec::new();
+    let mut leader_fetches = fetches(&c, leader);
+    // Whether the follower was seen serving the partition since the last leader fetch.
+    let mut follower_named_again = true;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut producing: Option<tokio::task::JoinHandle<()>> = None;
+    while asked_leader.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader was asked again only {} times within 40 s (fetches per broker {:?})",
+            asked_leader.len(),
+            c.fetch_requests()
+        );
+        poll_into(&mut c, &mut seen).await;
+        if c.preferred_read_replica(&tp) == Some(follower) {
+            follower_named_again = true;
+        }
+        let now_leader = fetches(&c, leader);
+        if now_leader == leader_fetches {
+            continue;
+        }
+        let now = Instant::now();
+        // The leader answers a consumer in the follower's rack by naming the follower (which
+        // has every offset up to the high watermark), so one request each time.
+        assert_eq!(
+            now_leader,
+            leader_fetches + 1,
+            "the leader served the partition instead of naming the follower"
+        );
+        leader_fetches = now_leader;
+        assert!(
+            follower_named_again,
+            "the leader was asked twice without naming the follower in between"
+        );
+        follower_named_again = false;
+        let follower_fetches = fetches(&c, follower);
+        if let Some(&(before, follower_before)) = asked_leader.last() {
+            let gap = now - before;
+            // Each sighting is up to one poll (200 ms) late.
+            assert!(
+                gap + Duration::from_millis(500) >= max_age,
+                "the leader was asked again after {gap:?}, before metadata.max.age.ms"
+            );
+            assert!(
+                gap <= max_age + Duration::from_secs(3),
+                "the leader was asked again only after {gap:?}"
+            );
+            assert!(
+                follower_fetches > follower_before,
+                "the follower served nothing between two leader fetches"
+            );
+        }
+        asked_leader.push((now, follower_fetches));
+        // More records in each period, written without blocking the consumer's runtime.
+        if let Some(p) = producing.take() {
+            p.await.expect("produce task");
+        }
+        let batch = values(&format!("e{}", asked_leader.len()), 50);
+        sent.extend(batch.iter().cloned());
+        let t = topic.clone();
+        producing = Some(tokio::task::spawn_blocking(move || {
+            produce(kafka, &t, 0, &batch)
+        }));
+    }
+    if let Some(p) = producing.take() {
+        p.await.expect("produce task");
+    }
+    read_until(&mut c, &mut seen, &tp, sent.len(), Duration::from_secs(30)).await;
+    assert_exactly_once(&seen[&tp], &sent);
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
 }
