@@ -136,8 +136,9 @@ async fn pattern_subscription_reads_only_matching_topics_and_a_new_match_from_it
 
 /// KIP-62, classic protocol: heartbeats run on their own, so a member that stops polling keeps
 /// its partitions past the session timeout (6 s) until `max.poll.interval.ms` (10 s) has
-/// passed; then it leaves the group, the other member takes everything, a commit of the stale
-/// positions fails instead of overwriting the new owner's progress, and the next poll rejoins.
+/// passed; then it leaves the group at once (within 1 s, though heartbeats are 2 s apart), the
+/// other member takes everything, a commit of the stale positions fails instead of overwriting
+/// the new owner's progress, and the next poll rejoins.
 #[tokio::test(flavor = "current_thread")]
 async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_commit_stale_positions()
  {
@@ -149,7 +150,7 @@ async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_com
         ("auto.offset.reset", "earliest"),
         ("enable.auto.commit", "false"),
         ("partition.assignment.strategy", "range"),
-        ("heartbeat.interval.ms", "300"),
+        ("heartbeat.interval.ms", "2000"),
         ("session.timeout.ms", "6000"),
         ("max.poll.interval.ms", "10000"),
     ];
@@ -157,7 +158,8 @@ async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_com
 }
 
 /// The same with the KIP-848 protocol (`group.protocol=consumer`; the broker's session timeout,
-/// `group.consumer.session.timeout.ms`, is 45 s).
+/// `group.consumer.session.timeout.ms`, is 45 s, and its heartbeat interval 5 s, longer than
+/// the 4 s `max.poll.interval.ms`: the member still leaves within 1 s of it).
 #[tokio::test(flavor = "current_thread")]
 async fn kip848_member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_commit_stale_positions()
  {
@@ -238,29 +240,34 @@ async fn member_stops_polling(
     let generation = slow.group_metadata().expect("group").generation_id;
     assert!(generation >= 0);
 
-    // It stops polling. The fast member gets all four partitions once max.poll.interval.ms
-    // has passed: not before (the slow member's heartbeats keep it in the group, past the
-    // session timeout for the classic protocol), and not long after (for KIP-848, long before
-    // the broker's 45 s session timeout).
+    // It stops polling. It leaves the group when max.poll.interval.ms has passed: not before
+    // (its heartbeats keep it in the group, past the session timeout for the classic
+    // protocol), and not a heartbeat interval after (its heartbeat task wakes at the poll
+    // deadline; for KIP-848, long before the broker's 45 s session timeout).
     let stopped = Instant::now();
-    until_reports(&mut rx, max_poll + Duration::from_secs(20), |r| {
+    let deadline = stopped + max_poll + Duration::from_secs(10);
+    while slow.group_metadata().expect("group").generation_id > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow member did not leave on its own"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = stopped.elapsed();
+    // Its last poll began up to one poll (200 ms) before `stopped`.
+    assert!(
+        left + Duration::from_millis(500) >= max_poll,
+        "the slow member left after {left:?}, before max.poll.interval.ms"
+    );
+    assert!(
+        left <= max_poll + Duration::from_secs(1),
+        "the slow member left only after {left:?}, late after max.poll.interval.ms ({max_poll:?})"
+    );
+    // Then the fast member gets all four partitions.
+    until_reports(&mut rx, Duration::from_secs(20), |r| {
         r.assignment.len() == 4
     })
     .await;
-    let waited = stopped.elapsed();
-    // Its last poll began up to one poll (200 ms) before `stopped`.
-    assert!(
-        waited + Duration::from_millis(500) >= max_poll,
-        "the slow member lost its partitions after {waited:?}, before max.poll.interval.ms"
-    );
-    assert!(
-        waited < max_poll + Duration::from_secs(10),
-        "took {waited:?}: not max.poll.interval.ms removed the member"
-    );
-    assert!(
-        slow.group_metadata().expect("group").generation_id <= 0,
-        "the slow member did not leave on its own"
-    );
 
     // The fast member reads on past the slow member's positions and commits.
     for p in 0..4 {
