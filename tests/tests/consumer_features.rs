@@ -414,6 +414,45 @@ async fn a_poll_waiting_longer_than_max_poll_interval_keeps_the_membership() {
     c.close().await.expect("close");
 }
 
+/// A fetch position past the log end is out of range: the consumer resets it as
+/// `auto.offset.reset` says (`earliest`: everything again from offset 0) instead of leaving the
+/// partition unfetched; with `none`, `poll` reports it until the application seeks.
+#[tokio::test(flavor = "current_thread")]
+async fn position_past_the_log_end_is_reset_by_auto_offset_reset() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-oor", 1, 1).await;
+    let tp = TopicPartition::new(&topic, 0);
+    let sent = values("v", 30);
+    produce(kafka, &topic, 0, &sent);
+
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    c.seek(&tp, 500).expect("seek past the end");
+    let seen = read_n(&mut c, 30, Duration::from_secs(30)).await;
+    assert_exactly_once(&seen[&tp], &sent);
+    assert_eq!(c.positions().get(&tp).map(|o| o.offset), Some(30));
+
+    let mut c = consumer(kafka, &[("auto.offset.reset", "none")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    c.seek(&tp, 500).expect("seek past the end");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        match c.poll(Duration::from_millis(200)).await {
+            Ok(records) => assert!(records.is_empty(), "records from past the log end"),
+            Err(e) => break e,
+        }
+        assert!(Instant::now() < deadline, "out of range never reported");
+    };
+    assert!(
+        matches!(&err, ConsumerError::NoOffset { tp: t } if *t == tp),
+        "not NoOffset for {tp}: {err:?}"
+    );
+    c.seek(&tp, 10).expect("seek back");
+    let seen = read_n(&mut c, 20, Duration::from_secs(30)).await;
+    let offsets: Vec<i64> = seen[&tp].iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (10..30).collect::<Vec<i64>>());
+}
+
 /// The follower-fetching tests share the rack cluster and run one at a time: one of them
 /// stops a broker (and starts it again before it lets go).
 static RACK_CLUSTER_USE: LazyLock<tokio::sync::Mutex<()>> =
@@ -440,7 +479,7 @@ async fn replicated_topic(kafka: &KafkaCluster, prefix: &str) -> (String, i32, i
     }
 }
 
-/// A consumer in `follower`'s rack, reading `tp` from its start, with `extra` properties.
+/// A consumer in `follower`'s rack, reading `tp` from its start; `extra` properties override.
 async fn rack_consumer(
     kafka: &KafkaCluster,
     follower: i32,
@@ -647,6 +686,61 @@ async fn preferred_read_replica_expires_after_metadata_max_age_and_the_leader_is
         p.await.expect("produce task");
     }
     read_until(&mut c, &mut seen, &tp, sent.len(), Duration::from_secs(30)).await;
+    assert_exactly_once(&seen[&tp], &sent);
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+}
+
+/// KIP-392: only the leader says whether an offset is out of range (a follower may lag). A
+/// consumer served by a follower that seeks past the end of the log gets OFFSET_OUT_OF_RANGE
+/// from the follower, asks the leader, and resets (`auto.offset.reset=latest`) only on the
+/// leader's answer; then the leader names the follower again.
+#[tokio::test(flavor = "current_thread")]
+async fn follower_offset_out_of_range_goes_back_to_the_leader_before_any_reset() {
+    let _one_at_a_time = RACK_CLUSTER_USE.lock().await;
+    let kafka = KafkaCluster::shared_three_with_racks();
+    let (topic, leader, follower) = replicated_topic(kafka, "c-rack-oor").await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut sent = values("in", 100);
+    produce(kafka, &topic, 0, &sent);
+
+    let mut c = rack_consumer(kafka, follower, &tp, &[("auto.offset.reset", "latest")]).await;
+    // `latest` would skip the records written before the first lookup: start at 0.
+    c.seek(&tp, 0).expect("seek");
+    let mut seen = Seen::new();
+    read_until(&mut c, &mut seen, &tp, 100, Duration::from_secs(30)).await;
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+    let fetches = |c: &flumen_client::Consumer, broker: i32| {
+        c.fetch_requests().get(&broker).copied().unwrap_or(0)
+    };
+    let leader_before = fetches(&c, leader);
+
+    c.seek(&tp, 1_000).expect("seek past the end");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.positions().get(&tp).map(|o| o.offset) != Some(100) {
+        assert!(
+            Instant::now() < deadline,
+            "no reset to the log end: position {:?}, fetches per broker {:?}",
+            c.positions().get(&tp),
+            c.fetch_requests()
+        );
+        poll_into(&mut c, &mut seen).await;
+    }
+    assert!(
+        fetches(&c, leader) > leader_before,
+        "reset on the follower's word, without asking the leader (fetches per broker {:?})",
+        c.fetch_requests()
+    );
+
+    // Reading goes on from the log end, from the follower again.
+    let more = values("after", 20);
+    {
+        let (t, m) = (topic.clone(), more.clone());
+        tokio::task::spawn_blocking(move || produce(kafka, &t, 0, &m))
+            .await
+            .expect("produce task");
+    }
+    read_until(&mut c, &mut seen, &tp, 120, Duration::from_secs(30)).await;
+    sent.extend(more);
     assert_exactly_once(&seen[&tp], &sent);
     assert_eq!(c.preferred_read_replica(&tp), Some(follower));
 }

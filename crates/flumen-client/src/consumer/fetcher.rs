@@ -276,6 +276,7 @@ impl FetchTask {
         let mut attention = false;
         let mut errors = Vec::new();
         let mut pushed = Vec::new();
+        let mut out_of_range = Vec::new();
         for topic in response.responses {
             let name = topic.topic.0.to_string();
             for part in topic.partitions {
@@ -302,7 +303,7 @@ impl FetchTask {
                     }
                     ErrorCode::OffsetOutOfRange => {
                         if p.position == Some(offset) {
-                            p.reset = Some(Reset::Auto);
+                            out_of_range.push(tp);
                             attention = true;
                             signal = true;
                         }
@@ -400,6 +401,18 @@ impl FetchTask {
                 });
                 signal = true;
             }
+        }
+        for tp in out_of_range {
+            // The position is looked up again as `auto.offset.reset` says: `poll` resets only
+            // partitions without a position (a seek meanwhile would have moved it).
+            let generation = state.bump_generation();
+            if let Some(p) = state.parts.get_mut(&tp) {
+                p.position = None;
+                p.position_epoch = None;
+                p.reset = Some(Reset::Auto);
+                p.generation = generation;
+            }
+            state.drop_buffered(&tp);
         }
         state.needs_attention |= attention;
         state.errors.extend(errors);
