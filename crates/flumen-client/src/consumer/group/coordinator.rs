@@ -4,8 +4,9 @@
 //! finish a rebalance, which is what `max.poll.interval.ms` (sent as the rebalance timeout)
 //! is about. Heartbeats run on their own task, so processing speed does not matter as long as
 //! `poll` comes back within `max.poll.interval.ms`; when it does not, the heartbeat task
-//! leaves the group (the Java client's behaviour) and the next `poll` reports the partitions
-//! lost and rejoins.
+//! (which sleeps until the next heartbeat or the poll deadline, whichever comes first) leaves
+//! the group at the deadline (the Java client's behaviour) and the next `poll` reports the
+//! partitions lost and rejoins.
 //!
 //! Join and sync use a connection of their own whose request timeout covers the rebalance
 //! timeout (a JoinGroup legitimately waits for every member); heartbeats and commits use the

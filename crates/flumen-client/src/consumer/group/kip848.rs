@@ -6,6 +6,8 @@
 //! (by topic id). `poll` applies a new target: it revokes what is no longer in it (listener,
 //! commit), adds the rest, and tells the heartbeat task, whose next heartbeat reports the new
 //! owned set; the broker hands revoked partitions to others only after that report.
+//! The task also wakes at the poll deadline: a member whose application stops polling leaves
+//! (epoch -1) once `max.poll.interval.ms` has passed, not at its next heartbeat.
 //!
 //! # References
 //! KIP-848 (the next-generation consumer rebalance protocol).
