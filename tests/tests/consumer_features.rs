@@ -136,8 +136,9 @@ async fn pattern_subscription_reads_only_matching_topics_and_a_new_match_from_it
 
 /// KIP-62, classic protocol: heartbeats run on their own, so a member that stops polling keeps
 /// its partitions past the session timeout (6 s) until `max.poll.interval.ms` (10 s) has
-/// passed; then it leaves the group, the other member takes everything, a commit of the stale
-/// positions fails instead of overwriting the new owner's progress, and the next poll rejoins.
+/// passed; then it leaves the group at once (within 1 s, though heartbeats are 2 s apart), the
+/// other member takes everything, a commit of the stale positions fails instead of overwriting
+/// the new owner's progress, and the next poll rejoins.
 #[tokio::test(flavor = "current_thread")]
 async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_commit_stale_positions()
  {
@@ -149,7 +150,7 @@ async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_com
         ("auto.offset.reset", "earliest"),
         ("enable.auto.commit", "false"),
         ("partition.assignment.strategy", "range"),
-        ("heartbeat.interval.ms", "300"),
+        ("heartbeat.interval.ms", "2000"),
         ("session.timeout.ms", "6000"),
         ("max.poll.interval.ms", "10000"),
     ];
@@ -157,7 +158,8 @@ async fn member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_com
 }
 
 /// The same with the KIP-848 protocol (`group.protocol=consumer`; the broker's session timeout,
-/// `group.consumer.session.timeout.ms`, is 45 s).
+/// `group.consumer.session.timeout.ms`, is 45 s, and its heartbeat interval 5 s, longer than
+/// the 4 s `max.poll.interval.ms`: the member still leaves within 1 s of it).
 #[tokio::test(flavor = "current_thread")]
 async fn kip848_member_that_stops_polling_leaves_after_max_poll_interval_and_cannot_commit_stale_positions()
  {
@@ -238,29 +240,34 @@ async fn member_stops_polling(
     let generation = slow.group_metadata().expect("group").generation_id;
     assert!(generation >= 0);
 
-    // It stops polling. The fast member gets all four partitions once max.poll.interval.ms
-    // has passed: not before (the slow member's heartbeats keep it in the group, past the
-    // session timeout for the classic protocol), and not long after (for KIP-848, long before
-    // the broker's 45 s session timeout).
+    // It stops polling. It leaves the group when max.poll.interval.ms has passed: not before
+    // (its heartbeats keep it in the group, past the session timeout for the classic
+    // protocol), and not a heartbeat interval after (its heartbeat task wakes at the poll
+    // deadline; for KIP-848, long before the broker's 45 s session timeout).
     let stopped = Instant::now();
-    until_reports(&mut rx, max_poll + Duration::from_secs(20), |r| {
+    let deadline = stopped + max_poll + Duration::from_secs(10);
+    while slow.group_metadata().expect("group").generation_id > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow member did not leave on its own"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = stopped.elapsed();
+    // Its last poll began up to one poll (200 ms) before `stopped`.
+    assert!(
+        left + Duration::from_millis(500) >= max_poll,
+        "the slow member left after {left:?}, before max.poll.interval.ms"
+    );
+    assert!(
+        left <= max_poll + Duration::from_secs(1),
+        "the slow member left only after {left:?}, late after max.poll.interval.ms ({max_poll:?})"
+    );
+    // Then the fast member gets all four partitions.
+    until_reports(&mut rx, Duration::from_secs(20), |r| {
         r.assignment.len() == 4
     })
     .await;
-    let waited = stopped.elapsed();
-    // Its last poll began up to one poll (200 ms) before `stopped`.
-    assert!(
-        waited + Duration::from_millis(500) >= max_poll,
-        "the slow member lost its partitions after {waited:?}, before max.poll.interval.ms"
-    );
-    assert!(
-        waited < max_poll + Duration::from_secs(10),
-        "took {waited:?}: not max.poll.interval.ms removed the member"
-    );
-    assert!(
-        slow.group_metadata().expect("group").generation_id <= 0,
-        "the slow member did not leave on its own"
-    );
 
     // The fast member reads on past the slow member's positions and commits.
     for p in 0..4 {
@@ -407,6 +414,45 @@ async fn a_poll_waiting_longer_than_max_poll_interval_keeps_the_membership() {
     c.close().await.expect("close");
 }
 
+/// A fetch position past the log end is out of range: the consumer resets it as
+/// `auto.offset.reset` says (`earliest`: everything again from offset 0) instead of leaving the
+/// partition unfetched; with `none`, `poll` reports it until the application seeks.
+#[tokio::test(flavor = "current_thread")]
+async fn position_past_the_log_end_is_reset_by_auto_offset_reset() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-oor", 1, 1).await;
+    let tp = TopicPartition::new(&topic, 0);
+    let sent = values("v", 30);
+    produce(kafka, &topic, 0, &sent);
+
+    let mut c = consumer(kafka, &[("auto.offset.reset", "earliest")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    c.seek(&tp, 500).expect("seek past the end");
+    let seen = read_n(&mut c, 30, Duration::from_secs(30)).await;
+    assert_exactly_once(&seen[&tp], &sent);
+    assert_eq!(c.positions().get(&tp).map(|o| o.offset), Some(30));
+
+    let mut c = consumer(kafka, &[("auto.offset.reset", "none")]).await;
+    c.assign([tp.clone()]).expect("assign");
+    c.seek(&tp, 500).expect("seek past the end");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        match c.poll(Duration::from_millis(200)).await {
+            Ok(records) => assert!(records.is_empty(), "records from past the log end"),
+            Err(e) => break e,
+        }
+        assert!(Instant::now() < deadline, "out of range never reported");
+    };
+    assert!(
+        matches!(&err, ConsumerError::NoOffset { tp: t } if *t == tp),
+        "not NoOffset for {tp}: {err:?}"
+    );
+    c.seek(&tp, 10).expect("seek back");
+    let seen = read_n(&mut c, 20, Duration::from_secs(30)).await;
+    let offsets: Vec<i64> = seen[&tp].iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (10..30).collect::<Vec<i64>>());
+}
+
 /// The follower-fetching tests share the rack cluster and run one at a time: one of them
 /// stops a broker (and starts it again before it lets go).
 static RACK_CLUSTER_USE: LazyLock<tokio::sync::Mutex<()>> =
@@ -433,23 +479,22 @@ async fn replicated_topic(kafka: &KafkaCluster, prefix: &str) -> (String, i32, i
     }
 }
 
-/// A consumer in `follower`'s rack, reading `tp` from its start.
+/// A consumer in `follower`'s rack, reading `tp` from its start; `extra` properties override.
 async fn rack_consumer(
     kafka: &KafkaCluster,
     follower: i32,
     tp: &TopicPartition,
+    extra: &[(&str, &str)],
 ) -> flumen_client::Consumer {
     let rack = ClusterSpec::rack_of(usize::try_from(follower).expect("broker id"));
-    let mut c = consumer(
-        kafka,
-        &[
-            ("client.rack", rack.as_str()),
-            ("auto.offset.reset", "earliest"),
-            ("request.timeout.ms", "10000"),
-            ("retry.backoff.max.ms", "500"),
-        ],
-    )
-    .await;
+    let mut props = vec![
+        ("client.rack", rack.as_str()),
+        ("auto.offset.reset", "earliest"),
+        ("request.timeout.ms", "10000"),
+        ("retry.backoff.max.ms", "500"),
+    ];
+    props.extend_from_slice(extra);
+    let mut c = consumer(kafka, &props).await;
     c.assign([tp.clone()]).expect("assign");
     c
 }
@@ -490,7 +535,7 @@ async fn consumer_with_client_rack_fetches_from_the_follower_in_its_rack() {
     let mut sent = values("r", 200);
     produce(kafka, &topic, 0, &sent);
 
-    let mut c = rack_consumer(kafka, follower, &tp).await;
+    let mut c = rack_consumer(kafka, follower, &tp, &[]).await;
     let mut seen = Seen::new();
     read_until(&mut c, &mut seen, &tp, 200, Duration::from_secs(30)).await;
     assert_eq!(
@@ -517,7 +562,7 @@ async fn consumer_falls_back_to_the_leader_when_its_rack_follower_stops() {
     let mut sent = values("before", 150);
     produce(kafka, &topic, 0, &sent);
 
-    let mut c = rack_consumer(kafka, follower, &tp).await;
+    let mut c = rack_consumer(kafka, follower, &tp, &[]).await;
     let mut seen = Seen::new();
     read_until(&mut c, &mut seen, &tp, 150, Duration::from_secs(30)).await;
     assert_eq!(c.preferred_read_replica(&tp), Some(follower));
@@ -548,4 +593,154 @@ async fn consumer_falls_back_to_the_leader_when_its_rack_follower_stops() {
         .await
         .expect("start task")
         .expect("start the follower again");
+}
+
+/// KIP-392 with the Java client's expiry: the replica the leader named serves the partition for
+/// `metadata.max.age.ms` (3 s here), then the consumer asks the leader again, which names the
+/// follower again. The leader is asked once per period, not sooner and not much later, the
+/// follower serves the records in between, and every record is read once.
+#[tokio::test(flavor = "current_thread")]
+async fn preferred_read_replica_expires_after_metadata_max_age_and_the_leader_is_asked_again() {
+    let _one_at_a_time = RACK_CLUSTER_USE.lock().await;
+    let kafka = KafkaCluster::shared_three_with_racks();
+    let (topic, leader, follower) = replicated_topic(kafka, "c-rack-expiry").await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut sent = values("e0", 100);
+    produce(kafka, &topic, 0, &sent);
+
+    let max_age = Duration::from_secs(3);
+    let mut c = rack_consumer(kafka, follower, &tp, &[("metadata.max.age.ms", "3000")]).await;
+    let mut seen = Seen::new();
+    read_until(&mut c, &mut seen, &tp, 100, Duration::from_secs(30)).await;
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+
+    let fetches = |c: &flumen_client::Consumer, broker: i32| {
+        c.fetch_requests().get(&broker).copied().unwrap_or(0)
+    };
+    // One entry per time the leader was seen asked again: (when, follower fetches by then).
+    let mut asked_leader: Vec<(Instant, u64)> = Vec::new();
+    let mut leader_fetches = fetches(&c, leader);
+    // Whether the follower was seen serving the partition since the last leader fetch.
+    let mut follower_named_again = true;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut producing: Option<tokio::task::JoinHandle<()>> = None;
+    while asked_leader.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader was asked again only {} times within 40 s (fetches per broker {:?})",
+            asked_leader.len(),
+            c.fetch_requests()
+        );
+        poll_into(&mut c, &mut seen).await;
+        if c.preferred_read_replica(&tp) == Some(follower) {
+            follower_named_again = true;
+        }
+        let now_leader = fetches(&c, leader);
+        if now_leader == leader_fetches {
+            continue;
+        }
+        let now = Instant::now();
+        // The leader answers a consumer in the follower's rack by naming the follower (which
+        // has every offset up to the high watermark), so one request each time.
+        assert_eq!(
+            now_leader,
+            leader_fetches + 1,
+            "the leader served the partition instead of naming the follower"
+        );
+        leader_fetches = now_leader;
+        assert!(
+            follower_named_again,
+            "the leader was asked twice without naming the follower in between"
+        );
+        follower_named_again = false;
+        let follower_fetches = fetches(&c, follower);
+        if let Some(&(before, follower_before)) = asked_leader.last() {
+            let gap = now - before;
+            // Each sighting is up to one poll (200 ms) late.
+            assert!(
+                gap + Duration::from_millis(500) >= max_age,
+                "the leader was asked again after {gap:?}, before metadata.max.age.ms"
+            );
+            assert!(
+                gap <= max_age + Duration::from_secs(3),
+                "the leader was asked again only after {gap:?}"
+            );
+            assert!(
+                follower_fetches > follower_before,
+                "the follower served nothing between two leader fetches"
+            );
+        }
+        asked_leader.push((now, follower_fetches));
+        // More records in each period, written without blocking the consumer's runtime.
+        if let Some(p) = producing.take() {
+            p.await.expect("produce task");
+        }
+        let batch = values(&format!("e{}", asked_leader.len()), 50);
+        sent.extend(batch.iter().cloned());
+        let t = topic.clone();
+        producing = Some(tokio::task::spawn_blocking(move || {
+            produce(kafka, &t, 0, &batch)
+        }));
+    }
+    if let Some(p) = producing.take() {
+        p.await.expect("produce task");
+    }
+    read_until(&mut c, &mut seen, &tp, sent.len(), Duration::from_secs(30)).await;
+    assert_exactly_once(&seen[&tp], &sent);
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+}
+
+/// KIP-392: only the leader says whether an offset is out of range (a follower may lag). A
+/// consumer served by a follower that seeks past the end of the log gets OFFSET_OUT_OF_RANGE
+/// from the follower, asks the leader, and resets (`auto.offset.reset=latest`) only on the
+/// leader's answer; then the leader names the follower again.
+#[tokio::test(flavor = "current_thread")]
+async fn follower_offset_out_of_range_goes_back_to_the_leader_before_any_reset() {
+    let _one_at_a_time = RACK_CLUSTER_USE.lock().await;
+    let kafka = KafkaCluster::shared_three_with_racks();
+    let (topic, leader, follower) = replicated_topic(kafka, "c-rack-oor").await;
+    let tp = TopicPartition::new(&topic, 0);
+    let mut sent = values("in", 100);
+    produce(kafka, &topic, 0, &sent);
+
+    let mut c = rack_consumer(kafka, follower, &tp, &[("auto.offset.reset", "latest")]).await;
+    // `latest` would skip the records written before the first lookup: start at 0.
+    c.seek(&tp, 0).expect("seek");
+    let mut seen = Seen::new();
+    read_until(&mut c, &mut seen, &tp, 100, Duration::from_secs(30)).await;
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
+    let fetches = |c: &flumen_client::Consumer, broker: i32| {
+        c.fetch_requests().get(&broker).copied().unwrap_or(0)
+    };
+    let leader_before = fetches(&c, leader);
+
+    c.seek(&tp, 1_000).expect("seek past the end");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.positions().get(&tp).map(|o| o.offset) != Some(100) {
+        assert!(
+            Instant::now() < deadline,
+            "no reset to the log end: position {:?}, fetches per broker {:?}",
+            c.positions().get(&tp),
+            c.fetch_requests()
+        );
+        poll_into(&mut c, &mut seen).await;
+    }
+    assert!(
+        fetches(&c, leader) > leader_before,
+        "reset on the follower's word, without asking the leader (fetches per broker {:?})",
+        c.fetch_requests()
+    );
+
+    // Reading goes on from the log end, from the follower again.
+    let more = values("after", 20);
+    {
+        let (t, m) = (topic.clone(), more.clone());
+        tokio::task::spawn_blocking(move || produce(kafka, &t, 0, &m))
+            .await
+            .expect("produce task");
+    }
+    read_until(&mut c, &mut seen, &tp, 120, Duration::from_secs(30)).await;
+    sent.extend(more);
+    assert_exactly_once(&seen[&tp], &sent);
+    assert_eq!(c.preferred_read_replica(&tp), Some(follower));
 }

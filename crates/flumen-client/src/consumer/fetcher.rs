@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use flumen_protocol::ErrorCode;
@@ -21,6 +22,7 @@ use flumen_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, S
 use flumen_protocol::record::RecordBatches;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::error::ConsumerError;
 use super::fetch_session::{FetchSession, Want};
@@ -42,12 +44,17 @@ pub(crate) struct FetchSettings {
     pub(crate) isolation_level: i8,
     pub(crate) rack: Option<String>,
     pub(crate) prefetch_max_bytes: usize,
+    /// How long a preferred read replica is used before the leader is asked again
+    /// (`metadata.max.age.ms`, as in the Java client).
+    pub(crate) preferred_replica_max_age: Duration,
 }
 
 /// A running fetcher.
 #[derive(Debug)]
 pub(crate) struct Fetcher {
     handle: JoinHandle<()>,
+    /// Fetch requests sent to this broker.
+    requests: Arc<AtomicU64>,
 }
 
 impl Drop for Fetcher {
@@ -70,6 +77,7 @@ impl Fetcher {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(notify.clone());
+        let requests = Arc::new(AtomicU64::new(0));
         let task = FetchTask {
             cluster,
             broker,
@@ -77,10 +85,17 @@ impl Fetcher {
             settings,
             notify: notify.clone(),
             session: FetchSession::default(),
+            requests: requests.clone(),
         };
         Fetcher {
             handle: tokio::spawn(task.run()),
+            requests,
         }
+    }
+
+    /// Fetch requests sent to this broker so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -91,6 +106,7 @@ struct FetchTask {
     settings: Arc<FetchSettings>,
     notify: Arc<Notify>,
     session: FetchSession,
+    requests: Arc<AtomicU64>,
 }
 
 /// The partitions asked for, with the generation each had when asked.
@@ -124,7 +140,8 @@ impl FetchTask {
 
     /// What to fetch now: `None` when there is nothing to fetch or no budget left.
     fn plan(&mut self) -> Option<(BTreeMap<TopicPartition, Want>, Asked, i32)> {
-        let state = self.shared.lock();
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
         if state.closed || state.buffered_bytes >= self.settings.prefetch_max_bytes {
             return None;
         }
@@ -149,8 +166,22 @@ impl FetchTask {
         }
         let mut want = BTreeMap::new();
         let mut asked = HashMap::new();
-        for (tp, p) in &state.parts {
+        let now = Instant::now();
+        let mut expired = false;
+        for (tp, p) in &mut state.parts {
             if p.fetch_from != Some(self.broker) || !p.fetchable() || state.paused.contains(tp) {
+                continue;
+            }
+            if p.preferred_until.is_some_and(|until| now >= until)
+                && p.leader.is_some_and(|l| l != self.broker)
+            {
+                // The Java client's rule (KIP-392): the replica the leader named serves the
+                // partition for `metadata.max.age.ms`, then the leader is asked again, so a
+                // consumer follows replica moves and a better replica showing up in its rack.
+                tracing::debug!(%tp, broker = self.broker, "preferred read replica expired");
+                p.preferred_until = None;
+                p.fetch_from = None;
+                expired = true;
                 continue;
             }
             want.insert(
@@ -162,6 +193,14 @@ impl FetchTask {
                 },
             );
             asked.insert(tp.clone(), (p.generation, p.fetch_offset));
+        }
+        if expired {
+            // `poll` looks the leader up and starts its fetcher.
+            state.needs_attention = true;
+            drop(guard);
+            self.shared.data_ready.notify_one();
+        } else {
+            drop(guard);
         }
         if want.is_empty() {
             // Nothing to fetch: let the broker's session lapse rather than keep it current.
@@ -201,6 +240,7 @@ impl FetchTask {
         if let Some(rack) = &self.settings.rack {
             request.rack_id = StrBytes::from_string(rack.clone());
         }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let response = conn.send_version(request, version).await?;
         let code = ErrorCode::from_code(response.error_code);
         if code != ErrorCode::None {
@@ -236,6 +276,7 @@ impl FetchTask {
         let mut attention = false;
         let mut errors = Vec::new();
         let mut pushed = Vec::new();
+        let mut out_of_range = Vec::new();
         for topic in response.responses {
             let name = topic.topic.0.to_string();
             for part in topic.partitions {
@@ -262,7 +303,7 @@ impl FetchTask {
                     }
                     ErrorCode::OffsetOutOfRange => {
                         if p.position == Some(offset) {
-                            p.reset = Some(Reset::Auto);
+                            out_of_range.push(tp);
                             attention = true;
                             signal = true;
                         }
@@ -304,6 +345,8 @@ impl FetchTask {
                 let preferred = part.preferred_read_replica.0;
                 if preferred >= 0 && preferred != self.broker {
                     p.fetch_from = Some(preferred);
+                    p.preferred_until =
+                        Some(Instant::now() + self.settings.preferred_replica_max_age);
                     attention = true;
                     signal = true;
                 }
@@ -358,6 +401,18 @@ impl FetchTask {
                 });
                 signal = true;
             }
+        }
+        for tp in out_of_range {
+            // The position is looked up again as `auto.offset.reset` says: `poll` resets only
+            // partitions without a position (a seek meanwhile would have moved it).
+            let generation = state.bump_generation();
+            if let Some(p) = state.parts.get_mut(&tp) {
+                p.position = None;
+                p.position_epoch = None;
+                p.reset = Some(Reset::Auto);
+                p.generation = generation;
+            }
+            state.drop_buffered(&tp);
         }
         state.needs_attention |= attention;
         state.errors.extend(errors);

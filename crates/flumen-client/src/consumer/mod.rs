@@ -136,6 +136,7 @@ impl Consumer {
             },
             rack: cluster.config().client_rack.clone(),
             prefetch_max_bytes: config.prefetch_max_bytes,
+            preferred_replica_max_age: cluster.config().metadata_max_age,
         });
         let backoff = cluster.config().retry_policy().start();
         Consumer {
@@ -457,6 +458,7 @@ impl Consumer {
                 match (leader, state.parts.get_mut(tp)) {
                     (Some((id, epoch)), Some(p)) => {
                         p.fetch_from = Some(id);
+                        p.preferred_until = None;
                         p.leader = Some(id);
                         p.leader_epoch = epoch;
                     }
@@ -695,14 +697,25 @@ impl Consumer {
 
     /// The broker `tp` is fetched from when it is not the partition's leader: the preferred
     /// read replica the leader named for this consumer's `client.rack` (KIP-392). `None` while
-    /// `tp` is fetched from its leader, not assigned, or its leader is not known yet. After a
-    /// fetch error from that replica the consumer goes back to the leader, which may name a
-    /// replica again. The Java client shows this as its `preferred-read-replica` metric.
+    /// `tp` is fetched from its leader, not assigned, or its leader is not known yet. The
+    /// consumer goes back to the leader, which may name a replica again, after a fetch error
+    /// from that replica and once `metadata.max.age.ms` has passed since the leader named it.
+    /// The Java client shows this as its `preferred-read-replica` metric.
     pub fn preferred_read_replica(&self, tp: &TopicPartition) -> Option<i32> {
         let state = self.shared.lock();
         let p = state.parts.get(tp)?;
         p.fetch_from
             .filter(|&from| p.leader.is_some_and(|l| l != from))
+    }
+
+    /// Fetch requests sent so far, per broker id (the Java client counts them per node as
+    /// `request-total`). With `client.rack` this shows which replica serves the partitions and
+    /// how often the leader is asked again.
+    pub fn fetch_requests(&self) -> BTreeMap<i32, u64> {
+        self.fetchers
+            .iter()
+            .map(|(&id, f)| (id, f.requests()))
+            .collect()
     }
 
     /// The current positions of assigned partitions with a known position, as offsets to commit.

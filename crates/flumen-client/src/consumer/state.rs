@@ -10,6 +10,9 @@
 //!   data from before it.
 //! - The paused set is independent of the assignment: a partition paused before a rebalance
 //!   that comes back stays paused, and `resume` always clears it (franz-go #507/#1272).
+//! - A preferred read replica (KIP-392) serves a partition for `metadata.max.age.ms` after the
+//!   leader named it, or until it answers with an error; then `fetch_from` goes back to `None`
+//!   and the next leader lookup sends the partition to its leader, which may name a replica again.
 //! - The lock is taken once per fetch response and once per `poll`, never per record, and
 //!   never held across an await.
 
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::error::ConsumerError;
 use crate::cluster::TopicPartition;
@@ -49,6 +53,10 @@ pub(crate) struct PartState {
     /// The leader found by the last lookup; `fetch_from` differs from it while a follower
     /// serves the partition (KIP-392).
     pub(crate) leader: Option<i32>,
+    /// Until when the preferred read replica in `fetch_from` may be used: `metadata.max.age.ms`
+    /// after the leader named it (the Java client's `preferredReadReplicaExpireTimeMs`); then
+    /// the leader is asked again. `None` while the leader serves the partition.
+    pub(crate) preferred_until: Option<Instant>,
     /// Leader epoch from the metadata (sent as `current_leader_epoch` for fencing).
     pub(crate) leader_epoch: i32,
     /// Last high watermark seen (-1: unknown).
@@ -70,6 +78,7 @@ impl PartState {
             generation,
             fetch_from: None,
             leader: None,
+            preferred_until: None,
             leader_epoch: -1,
             high_watermark: -1,
             last_stable_offset: -1,

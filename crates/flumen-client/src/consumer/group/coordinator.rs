@@ -4,8 +4,9 @@
 //! finish a rebalance, which is what `max.poll.interval.ms` (sent as the rebalance timeout)
 //! is about. Heartbeats run on their own task, so processing speed does not matter as long as
 //! `poll` comes back within `max.poll.interval.ms`; when it does not, the heartbeat task
-//! leaves the group (the Java client's behaviour) and the next `poll` reports the partitions
-//! lost and rejoins.
+//! (which sleeps until the next heartbeat or the poll deadline, whichever comes first) leaves
+//! the group at the deadline (the Java client's behaviour) and the next `poll` reports the
+//! partitions lost and rejoins.
 //!
 //! Join and sync use a connection of their own whose request timeout covers the rebalance
 //! timeout (a JoinGroup legitimately waits for every member); heartbeats and commits use the
@@ -79,9 +80,12 @@ impl GroupShared {
         self.last_poll_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn since_poll(&self) -> Duration {
-        let last = Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
+    /// When the member must leave unless `poll` is called before: `max_poll_interval` after
+    /// the last poll.
+    pub(crate) fn poll_deadline(&self, max_poll_interval: Duration) -> Instant {
+        self.epoch
+            + Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed))
+            + max_poll_interval
     }
 }
 
@@ -490,8 +494,13 @@ struct Heartbeat {
 
 impl Heartbeat {
     async fn run(self) {
+        let mut next_heartbeat = Instant::now() + self.interval;
         loop {
-            tokio::time::sleep(self.interval).await;
+            // Wake at the poll deadline too, as the Java client's heartbeat thread does: a member
+            // that stops polling leaves when `max.poll.interval.ms` has passed, not up to one
+            // heartbeat interval later. A poll meanwhile moves the deadline; then sleep again.
+            let poll_deadline = self.shared.poll_deadline(self.max_poll_interval);
+            tokio::time::sleep_until(next_heartbeat.min(poll_deadline)).await;
             let (member_id, generation) = {
                 let m = self.shared.lock();
                 if m.status != Status::Stable {
@@ -499,38 +508,33 @@ impl Heartbeat {
                 }
                 (m.member_id.clone(), m.generation)
             };
-            if self.shared.since_poll() > self.max_poll_interval {
-                tracing::warn!(group = %self.group_id, "poll() not called within max.poll.interval.ms; leaving the group");
-                // Lost before LeaveGroup goes out: from here on a commit of the old positions
-                // fails in the client (as the Java client's CommitFailedException) instead of
-                // racing the broker's rebalance.
-                self.set(Status::Lost(
-                    "poll() was not called within max.poll.interval.ms".to_owned(),
-                ));
-                leave_group(
-                    &self.cluster,
-                    &self.group_id,
-                    member_id,
-                    self.instance_id.clone(),
-                    "consumer poll timeout has expired",
-                )
-                .await;
+            if self.poll_expired() {
+                self.leave_after_poll_timeout(member_id).await;
                 return;
             }
-            let result = async {
-                let conn = self
-                    .cluster
-                    .coordinator_connection(CoordinatorType::Group, &self.group_id)
-                    .await?;
-                let mut request = HeartbeatRequest::default();
-                request.group_id = GroupId(StrBytes::from_string(self.group_id.clone()));
-                request.generation_id = generation;
-                request.member_id = StrBytes::from_string(member_id.clone());
-                request.group_instance_id = self.instance_id.clone().map(StrBytes::from_string);
-                let response = conn.send(request).await?;
-                Error::check_code("Heartbeat", response.error_code, None)
+            if Instant::now() < next_heartbeat {
+                continue;
             }
-            .await;
+            next_heartbeat = Instant::now() + self.interval;
+            // A heartbeat still unanswered at the poll deadline (a slow or unreachable
+            // coordinator) does not delay leaving.
+            let heartbeat = self.heartbeat(member_id.clone(), generation);
+            tokio::pin!(heartbeat);
+            let result = loop {
+                let poll_deadline = self.shared.poll_deadline(self.max_poll_interval);
+                tokio::select! {
+                    result = &mut heartbeat => break Some(result),
+                    () = tokio::time::sleep_until(poll_deadline) => {
+                        if self.poll_expired() {
+                            break None;
+                        }
+                    }
+                }
+            };
+            let Some(result) = result else {
+                self.leave_after_poll_timeout(member_id).await;
+                return;
+            };
             match result {
                 Ok(()) => {}
                 Err(e) => match e.code() {
@@ -557,6 +561,42 @@ impl Heartbeat {
                 },
             }
         }
+    }
+
+    fn poll_expired(&self) -> bool {
+        Instant::now() >= self.shared.poll_deadline(self.max_poll_interval)
+    }
+
+    async fn heartbeat(&self, member_id: String, generation: i32) -> Result<(), Error> {
+        let conn = self
+            .cluster
+            .coordinator_connection(CoordinatorType::Group, &self.group_id)
+            .await?;
+        let mut request = HeartbeatRequest::default();
+        request.group_id = GroupId(StrBytes::from_string(self.group_id.clone()));
+        request.generation_id = generation;
+        request.member_id = StrBytes::from_string(member_id);
+        request.group_instance_id = self.instance_id.clone().map(StrBytes::from_string);
+        let response = conn.send(request).await?;
+        Error::check_code("Heartbeat", response.error_code, None)
+    }
+
+    async fn leave_after_poll_timeout(&self, member_id: String) {
+        tracing::warn!(group = %self.group_id, "poll() not called within max.poll.interval.ms; leaving the group");
+        // Lost before LeaveGroup goes out: from here on a commit of the old positions fails in
+        // the client (as the Java client's CommitFailedException) instead of racing the
+        // broker's rebalance.
+        self.set(Status::Lost(
+            "poll() was not called within max.poll.interval.ms".to_owned(),
+        ));
+        leave_group(
+            &self.cluster,
+            &self.group_id,
+            member_id,
+            self.instance_id.clone(),
+            "consumer poll timeout has expired",
+        )
+        .await;
     }
 
     fn set(&self, status: Status) {

@@ -6,6 +6,8 @@
 //! (by topic id). `poll` applies a new target: it revokes what is no longer in it (listener,
 //! commit), adds the rest, and tells the heartbeat task, whose next heartbeat reports the new
 //! owned set; the broker hands revoked partitions to others only after that report.
+//! The task also wakes at the poll deadline: a member whose application stops polling leaves
+//! (epoch -1) once `max.poll.interval.ms` has passed, not at its next heartbeat.
 //!
 //! # References
 //! KIP-848 (the next-generation consumer rebalance protocol).
@@ -62,6 +64,16 @@ struct Inner {
     wake: Notify,
     last_poll_ms: AtomicU64,
     epoch: Instant,
+}
+
+impl Inner {
+    /// When the member must leave unless `poll` is called before: `max_poll_interval` after
+    /// the last poll.
+    fn poll_deadline(&self, max_poll_interval: Duration) -> Instant {
+        self.epoch
+            + Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed))
+            + max_poll_interval
+    }
 }
 
 /// A KIP-848 member.
@@ -269,14 +281,21 @@ impl Heartbeat {
         let group = self.config.group_id.clone().unwrap_or_default();
         let mut interval = self.config.heartbeat_interval;
         let mut backoff = self.cluster.config().retry_policy().start();
+        // The first heartbeat (the join) goes out at once.
+        let mut next_heartbeat = Instant::now();
         loop {
-            let since = self
-                .inner
-                .epoch
-                .elapsed()
-                .saturating_sub(Duration::from_millis(
-                    self.inner.last_poll_ms.load(Ordering::Relaxed),
-                ));
+            if Instant::now() < next_heartbeat && !self.poll_expired() {
+                // Wake at the poll deadline too, as the Java client does: a member that stops
+                // polling leaves when `max.poll.interval.ms` has passed, not up to one heartbeat
+                // interval later. `poll` changing what the member owns or subscribes to asks for
+                // a heartbeat at once.
+                let until = next_heartbeat.min(self.poll_deadline());
+                let woken = tokio::time::timeout_at(until, self.inner.wake.notified()).await;
+                if woken.is_err() && Instant::now() < next_heartbeat && !self.poll_expired() {
+                    // The poll deadline moved (a poll came): sleep on.
+                    continue;
+                }
+            }
             let mut request = {
                 let s = self
                     .inner
@@ -317,7 +336,7 @@ impl Heartbeat {
                 );
                 r
             };
-            if since > self.config.max_poll_interval {
+            if self.poll_expired() {
                 // Lost before the leave goes out, so that a commit of the old positions fails
                 // in the client from now on (as in the Java client).
                 self.inner
@@ -330,7 +349,26 @@ impl Heartbeat {
                 let _ = self.send(&group, request).await;
                 return;
             }
-            match self.send(&group, request).await {
+            // A heartbeat still unanswered at the poll deadline (a slow or unreachable
+            // coordinator) does not delay leaving.
+            let heartbeat = self.send(&group, request);
+            tokio::pin!(heartbeat);
+            let sent = loop {
+                tokio::select! {
+                    sent = &mut heartbeat => break Some(sent),
+                    () = tokio::time::sleep_until(self.poll_deadline()) => {
+                        if self.poll_expired() {
+                            break None;
+                        }
+                    }
+                }
+            };
+            let Some(sent) = sent else {
+                // The top of the loop leaves.
+                continue;
+            };
+            next_heartbeat = Instant::now() + interval;
+            match sent {
                 Ok(response) => {
                     backoff.reset();
                     let code = ErrorCode::from_code(response.error_code);
@@ -348,6 +386,7 @@ impl Heartbeat {
                             if response.heartbeat_interval_ms > 0 {
                                 interval =
                                     Duration::from_millis(response.heartbeat_interval_ms as u64);
+                                next_heartbeat = Instant::now() + interval;
                             }
                             if let Some(a) = response.assignment {
                                 let mut target: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
@@ -381,8 +420,7 @@ impl Heartbeat {
                             if !e.is_retriable() && code != ErrorCode::UnreleasedInstanceId {
                                 tracing::warn!(group, error = %e, "group heartbeat error");
                             }
-                            tokio::time::sleep(backoff.next_backoff()).await;
-                            continue;
+                            next_heartbeat = Instant::now() + backoff.next_backoff();
                         }
                     }
                 }
@@ -390,12 +428,18 @@ impl Heartbeat {
                     self.cluster
                         .note_coordinator_error(CoordinatorType::Group, &group, &e);
                     tracing::debug!(group, error = %e, "heartbeat failed");
-                    tokio::time::sleep(backoff.next_backoff()).await;
-                    continue;
+                    next_heartbeat = Instant::now() + backoff.next_backoff();
                 }
             }
-            let _ = tokio::time::timeout(interval, self.inner.wake.notified()).await;
         }
+    }
+
+    fn poll_deadline(&self) -> Instant {
+        self.inner.poll_deadline(self.config.max_poll_interval)
+    }
+
+    fn poll_expired(&self) -> bool {
+        Instant::now() >= self.poll_deadline()
     }
 
     async fn send(
