@@ -37,6 +37,9 @@ pub fn settings(args: &ProduceArgs) -> ProduceSettings {
     }
 }
 
+/// Rounds run before the measured ones, each client once, results dropped.
+const WARMUP_ROUNDS: u32 = 1;
+
 /// Whether record `i` is one whose latency is measured.
 fn sampled(args: &ProduceArgs, i: u64) -> bool {
     i % args.latency_sample.max(1) == 0
@@ -57,8 +60,17 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
         .map_err(|e| e.to_string())?;
     let payload = super::payload(args.record_size);
     let mut tallies: Vec<Tally> = args.clients.iter().map(|c| Tally::new(*c)).collect();
-    for round in 0..args.rounds {
-        for tally in &mut tallies {
+    // One unmeasured round first: a broker fresh from start runs interpreted and C1 code
+    // until its JIT has compiled the produce path, which would slow whichever client went
+    // first. Then the order alternates between rounds, so none always goes first.
+    for round in 0..WARMUP_ROUNDS + args.rounds {
+        let measured = round >= WARMUP_ROUNDS;
+        let mut order: Vec<usize> = (0..tallies.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let tally = &mut tallies[i];
             let client = tally_client(tally);
             let topic = current
                 .block_on(broker.create_topic(&format!("compare-{client}"), args.partitions))?;
@@ -69,12 +81,19 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
             }
             .map_err(|e| format!("{client} round {round}: {e}"))?;
             current.block_on(broker.delete_topic(&topic));
+            let label = if measured {
+                format!("round {}", round - WARMUP_ROUNDS)
+            } else {
+                "warm-up".to_owned()
+            };
             eprintln!(
-                "round {round} {client}: {:.0} records/s, cpu {:.2}s",
+                "{label} {client}: {:.0} records/s, cpu {:.2}s",
                 result.records as f64 / result.elapsed.as_secs_f64(),
                 result.cpu.as_secs_f64()
             );
-            tally.add(&result);
+            if measured {
+                tally.add(&result);
+            }
         }
     }
     let settings = settings(args);
