@@ -189,11 +189,16 @@ mod tests {
             "--sasl",
             "--tls",
             "--racks",
+            "--production-jvm",
         ]))
         .expect("valid");
         assert_eq!(
             spec,
-            ClusterSpec::three().with_sasl().with_tls().with_racks()
+            ClusterSpec::three()
+                .with_sasl()
+                .with_tls()
+                .with_racks()
+                .with_production_jvm()
         );
     }
 
