@@ -84,7 +84,9 @@ impl<'a> Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RecordRef<'a>>;
 
-    #[inline]
+    // Always inlined: called from a second loop in the same crate, LLVM outlined it, and the
+    // record then went through memory on every call (2x the time per record, measured).
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             // The end of the batch, or after an error (which zeroes `remaining`).
