@@ -84,7 +84,9 @@ impl<'a> Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RecordRef<'a>>;
 
-    #[inline]
+    // Always inlined: called from a second loop in the same crate, LLVM outlined it, and the
+    // record then went through memory on every call (2x the time per record, measured).
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             // The end of the batch, or after an error (which zeroes `remaining`).
@@ -113,6 +115,7 @@ impl<'a> Iterator for Records<'a> {
                 }
             },
         };
+        prefetch_ahead(self.rest, rest);
         self.rest = rest;
         self.remaining -= 1;
         Some(Ok(RecordRef {
@@ -131,6 +134,31 @@ impl<'a> Iterator for Records<'a> {
         // The declared count is an upper bound only if the data is well formed; 0 is a safe low.
         (0, Some(self.remaining() + 1))
     }
+}
+
+/// Asks for the bytes a few records ahead, guessing that the next records are about as long as
+/// this one (`before` minus `after`).
+///
+/// Each record's position depends on the previous record's length, so on a batch that is not
+/// in cache (one checked long before it is read, or never checked) the parser waits for one
+/// memory access per record; with records of a KiB and more, that wait is the whole cost.
+/// Hardware prefetchers follow sequential lines, not 1 KiB strides.
+#[inline(always)]
+fn prefetch_ahead(before: &[u8], after: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let stride = before.len() - after.len();
+        // Records under two cache lines are covered by the hardware prefetcher.
+        if stride >= 128 {
+            let ahead = after.as_ptr().wrapping_add(4 * stride);
+            // SAFETY: a prefetch is only a hint: it never faults and changes no program state,
+            // whatever the address (`wrapping_add` keeps the pointer arithmetic defined).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (before, after);
 }
 
 /// The error for bytes left after the declared records, if any (`rest` of `len` unread).
