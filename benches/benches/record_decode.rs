@@ -12,7 +12,10 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flumen_benches::record_data::{blob, samples};
 use flumen_protocol::record::{Compression, Decompressor, RecordBatch, RecordBatches};
-use kafka_protocol::records::RecordBatchDecoder;
+
+#[path = "shared/decode_work.rs"]
+mod decode_work;
+use decode_work::{flumen_decode, kafka_protocol_decode};
 
 const TOTAL: usize = 1 << 20;
 
@@ -27,37 +30,6 @@ fn cases() -> Vec<(&'static str, Bytes)> {
     ]
 }
 
-#[inline]
-fn touch(key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
-    let k = key.map_or(0, |k| k.len() as u64 + u64::from(k[k.len() - 1]));
-    let v = value.map_or(0, |v| v.len() as u64 + u64::from(v[v.len() - 1]));
-    k + v
-}
-
-fn flumen_decode(blob: &Bytes, scratch: &mut Decompressor) -> u64 {
-    let mut acc = 0u64;
-    for batch in RecordBatches::new(blob.clone()) {
-        let batch = batch.expect("batch");
-        batch.verify_crc().expect("crc");
-        for rec in batch.records(scratch).expect("records") {
-            let rec = rec.expect("record");
-            acc = acc.wrapping_add(touch(rec.key(), rec.value()));
-        }
-    }
-    acc
-}
-
-fn kafka_protocol_decode(blob: &Bytes) -> u64 {
-    let mut buf = blob.clone();
-    let mut acc = 0u64;
-    for set in RecordBatchDecoder::decode_all(&mut buf).expect("decode") {
-        for rec in &set.records {
-            acc = acc.wrapping_add(touch(rec.key.as_deref(), rec.value.as_deref()));
-        }
-    }
-    acc
-}
-
 fn record_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("record_decode");
     for (case, blob) in cases() {
@@ -65,12 +37,12 @@ fn record_decode(c: &mut Criterion) {
         let mut scratch = Decompressor::new();
         // Both decoders must agree before they are timed.
         assert_eq!(
-            flumen_decode(&blob, &mut scratch),
+            flumen_decode(&blob, &mut scratch, true),
             kafka_protocol_decode(&blob),
             "{case}"
         );
         g.bench_with_input(BenchmarkId::new("flumen", case), &blob, |b, blob| {
-            b.iter(|| flumen_decode(black_box(blob), &mut scratch))
+            b.iter(|| flumen_decode(black_box(blob), &mut scratch, true))
         });
         g.bench_with_input(
             BenchmarkId::new("kafka_protocol", case),
@@ -97,7 +69,7 @@ fn codec_decompress(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(gzip.len() as u64));
     let mut scratch = Decompressor::new();
     g.bench_with_input(BenchmarkId::new("flumen", "100B_gzip"), &gzip, |b, blob| {
-        b.iter(|| flumen_decode(black_box(blob), &mut scratch))
+        b.iter(|| flumen_decode(black_box(blob), &mut scratch, true))
     });
     all.push(("100B_gzip", gzip));
     for (case, blob) in all {

@@ -6,66 +6,26 @@
 
 use std::hint::black_box;
 use std::io::Read as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use flumen_benches::record_data::{blob, samples};
+use flumen_benches::timing::min_time;
 use flumen_protocol::record::{
     BatchBuilder, Compression, Decompressor, RecordBatch, RecordBatches,
 };
 use kafka_protocol::records::{
-    Compression as KpCompression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    Compression as KpCompression, RecordBatchEncoder, RecordEncodeOptions,
 };
 
 #[path = "../benches/shared/kafka_protocol_records.rs"]
 mod shared;
 use shared::kafka_protocol_records;
+#[path = "../benches/shared/decode_work.rs"]
+mod decode_work;
+use decode_work::{flumen_decode, kafka_protocol_decode};
 
 const TOTAL: usize = 1 << 20;
-
-fn min_time(reps: usize, mut f: impl FnMut()) -> Duration {
-    let mut best = Duration::MAX;
-    for _ in 0..reps {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed());
-    }
-    best
-}
-
-fn touch(key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
-    let k = key.map_or(0, |k| k.len() as u64 + u64::from(k[k.len() - 1]));
-    let v = value.map_or(0, |v| v.len() as u64 + u64::from(v[v.len() - 1]));
-    k + v
-}
-
-fn flumen_decode(blob: &Bytes, scratch: &mut Decompressor, crc: bool) -> u64 {
-    let mut acc = 0u64;
-    for batch in RecordBatches::new(blob.clone()) {
-        let batch = batch.expect("batch");
-        if crc {
-            batch.verify_crc().expect("crc");
-        }
-        for rec in batch.records(scratch).expect("records") {
-            let rec = rec.expect("record");
-            acc = acc.wrapping_add(touch(rec.key(), rec.value()));
-        }
-    }
-    acc
-}
-
-/// kafka-protocol's decoder with the same per-record work as `flumen_decode` (as the criterion
-/// bench does it).
-fn kafka_protocol_decode(blob: &Bytes) -> u64 {
-    let mut buf = blob.clone();
-    let mut acc = 0u64;
-    for set in RecordBatchDecoder::decode_all(&mut buf).expect("decode") {
-        for rec in &set.records {
-            acc = acc.wrapping_add(touch(rec.key.as_deref(), rec.value.as_deref()));
-        }
-    }
-    acc
-}
 
 /// The CRC check alone: every batch's `verify_crc`, nothing parsed (the floor for the
 /// uncompressed cases).

@@ -8,26 +8,16 @@
 //! [total_bytes]` (default 64 MiB, above the machine's L3).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use flumen_benches::record_data::{blob, samples};
+use flumen_benches::timing::min_time;
 use flumen_protocol::record::{Compression, Decompressor, RecordBatch, RecordBatches};
 
-fn min_time(reps: usize, mut f: impl FnMut()) -> Duration {
-    let mut best = Duration::MAX;
-    for _ in 0..reps {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed());
-    }
-    best
-}
-
-fn touch(key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
-    let k = key.map_or(0, |k| k.len() as u64 + u64::from(k[k.len() - 1]));
-    let v = value.map_or(0, |v| v.len() as u64 + u64::from(v[v.len() - 1]));
-    k + v
-}
+// Only `touch` is used here; the decode functions serve the other measurements.
+#[path = "../benches/shared/decode_work.rs"]
+#[allow(dead_code)]
+mod decode_work;
+use decode_work::touch;
 
 fn read(batch: &RecordBatch, scratch: &mut Decompressor) -> u64 {
     let mut acc = 0u64;

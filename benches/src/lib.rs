@@ -3,3 +3,4 @@
 
 pub mod compare;
 pub mod record_data;
+pub mod timing;

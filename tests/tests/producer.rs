@@ -17,19 +17,35 @@ use flumen_client::producer::{
 use flumen_client::{Admin, ClientConfig, TopicPartition};
 use flumen_testcontainers::KafkaCluster;
 
-async fn create_topic(kafka: &KafkaCluster, prefix: &str, partitions: i32) -> String {
-    let topic = KafkaCluster::unique_topic(prefix);
-    let admin = Admin::connect(
+async fn admin(kafka: &KafkaCluster) -> Admin {
+    Admin::connect(
         ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
     )
     .await
-    .expect("admin");
-    admin
-        .create_topic(
-            NewTopic::new(&topic)
-                .partitions(partitions)
-                .replication_factor(1),
-        )
+    .expect("admin")
+}
+
+async fn create_topic(kafka: &KafkaCluster, prefix: &str, partitions: i32) -> String {
+    create_topic_with(kafka, prefix, partitions, &[]).await
+}
+
+/// A new topic with topic-level `configs` (e.g. `max.message.bytes`).
+async fn create_topic_with(
+    kafka: &KafkaCluster,
+    prefix: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> String {
+    let topic = KafkaCluster::unique_topic(prefix);
+    let mut new = NewTopic::new(&topic)
+        .partitions(partitions)
+        .replication_factor(1);
+    for (k, v) in configs {
+        new = new.config(*k, *v);
+    }
+    admin(kafka)
+        .await
+        .create_topic(new)
         .await
         .expect("create topic");
     topic
@@ -372,11 +388,7 @@ async fn offsets_sent_to_a_transaction_are_committed_with_it_and_not_when_it_abo
         .expect("send offsets 2");
     p.commit_transaction().await.expect("commit");
 
-    let admin = Admin::connect(
-        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
-    )
-    .await
-    .expect("admin");
+    let admin = admin(kafka).await;
     // The coordinator applies transactional offsets when it writes the commit marker, just
     // after EndTxn is answered: wait until they show.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -583,12 +595,8 @@ async fn keys_follow_partitions_added_while_producing() {
         .expect("delivered");
     assert_eq!(before.partition, partition_for_key(key.as_bytes(), 2));
 
-    let admin = Admin::connect(
-        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
-    )
-    .await
-    .expect("admin");
-    let created = admin
+    let created = admin(kafka)
+        .await
         .create_partitions(&[(topic.as_str(), 4)], false)
         .await
         .expect("create partitions");
@@ -646,22 +654,7 @@ fn noisy_value(seed: u64, len: usize) -> String {
 async fn batches_over_the_topic_limit_are_split_and_every_record_arrives_once_in_order() {
     let kafka = KafkaCluster::shared();
     for codec in ["none", "zstd"] {
-        let topic = KafkaCluster::unique_topic("split");
-        let admin = Admin::connect(
-            ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())])
-                .expect("config"),
-        )
-        .await
-        .expect("admin");
-        admin
-            .create_topic(
-                NewTopic::new(&topic)
-                    .partitions(2)
-                    .replication_factor(1)
-                    .config("max.message.bytes", "16384"),
-            )
-            .await
-            .expect("create topic");
+        let topic = create_topic_with(kafka, "split", 2, &[("max.message.bytes", "16384")]).await;
         let p = producer(
             kafka,
             &[
@@ -727,21 +720,7 @@ async fn batches_over_the_topic_limit_are_split_and_every_record_arrives_once_in
 #[tokio::test(flavor = "current_thread")]
 async fn a_record_over_the_topic_limit_fails_alone_and_the_others_are_delivered_in_order() {
     let kafka = KafkaCluster::shared();
-    let topic = KafkaCluster::unique_topic("too-large");
-    let admin = Admin::connect(
-        ClientConfig::from_properties([("bootstrap.servers", kafka.bootstrap())]).expect("config"),
-    )
-    .await
-    .expect("admin");
-    admin
-        .create_topic(
-            NewTopic::new(&topic)
-                .partitions(1)
-                .replication_factor(1)
-                .config("max.message.bytes", "4096"),
-        )
-        .await
-        .expect("create topic");
+    let topic = create_topic_with(kafka, "too-large", 1, &[("max.message.bytes", "4096")]).await;
     let p = producer(kafka, &[("batch.size", "65536"), ("linger.ms", "200")]).await;
     let big = noisy_value(1, 8000);
     let values: Vec<String> = (0..6)

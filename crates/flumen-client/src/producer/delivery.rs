@@ -166,7 +166,7 @@ impl Future for DeliveryFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let this = &mut *self;
-            let batch = this.batch.clone();
+            let batch = &this.batch;
             let resolved = match batch.result.get() {
                 Some(r) => r,
                 None => {
@@ -184,16 +184,12 @@ impl Future for DeliveryFuture {
                     }
                 }
             };
-            match resolved {
-                Resolution::Acked(r) => {
-                    return Poll::Ready(this.metadata(&batch, this.index, r));
-                }
-                Resolution::Split(parts) => {
-                    let (next, index) = piece(parts, this.index);
-                    this.batch = next.clone();
-                    this.index = index;
-                }
-            }
+            // Only a split batch hands the future on (one `Arc` clone, once per split).
+            let (next, index) = match resolved {
+                Resolution::Acked(r) => return Poll::Ready(this.metadata(batch, this.index, r)),
+                Resolution::Split(parts) => piece(parts, this.index),
+            };
+            (this.batch, this.index) = (next.clone(), index);
         }
     }
 }

@@ -103,10 +103,11 @@ impl StickyPartition {
         load: &PartitionLoad,
     ) -> i32 {
         if self.current < 0 || self.current >= partition_count || self.bytes >= batch_size {
-            self.current = match load.pick(rand::random::<u32>()) {
+            let random = rand::random::<u32>();
+            self.current = match load.pick(random) {
                 Some(p) if p < partition_count => p,
                 _ => {
-                    let mut next = rand::random::<u32>() as i32 & 0x7fff_ffff;
+                    let mut next = random as i32 & 0x7fff_ffff;
                     next %= partition_count.max(1);
                     if partition_count > 1 && next == self.current {
                         next = (next + 1) % partition_count;

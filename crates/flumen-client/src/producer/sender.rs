@@ -629,28 +629,26 @@ fn sequence_passed(batch: &ClosedBatch, acked_sequence: i32) -> bool {
 }
 
 /// Applies the outcomes: completes, re-queues or fails each batch.
-fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, outcomes: Vec<Outcome>) {
+fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, mut outcomes: Vec<Outcome>) {
     let config = &inner.config;
     let now = Instant::now();
     let mut completed: Vec<(ClosedBatch, Result<BatchAck, ProduceError>)> = Vec::new();
     let mut split: Vec<SplitBatch> = Vec::new();
     let mut fatal = None;
     // Re-encoding a refused batch is the one heavy step here: done before the lock.
-    let outcomes: Vec<Outcome> = batches
-        .iter()
-        .zip(outcomes)
-        .map(|(b, outcome)| match outcome {
-            Outcome::Split(e) => match halve(&b.bytes, config.compression) {
-                Ok(Some(halves)) => Outcome::Halves(Box::new(halves)),
-                Ok(None) => Outcome::Fail(e),
-                Err(decode) => {
-                    tracing::warn!(error = %decode, "cannot split a batch refused as too large");
-                    Outcome::Fail(e)
-                }
-            },
-            other => other,
-        })
-        .collect();
+    for (b, outcome) in batches.iter().zip(outcomes.iter_mut()) {
+        let Outcome::Split(e) = outcome else {
+            continue;
+        };
+        *outcome = match halve(&b.bytes, config.compression) {
+            Ok(Some(halves)) => Outcome::Halves(Box::new(halves)),
+            Ok(None) => Outcome::Fail(e.clone()),
+            Err(decode) => {
+                tracing::warn!(error = %decode, "cannot split a batch refused as too large");
+                Outcome::Fail(e.clone())
+            }
+        };
+    }
     // With idempotence, a batch that fails after it was given sequence numbers leaves a
     // gap the broker would never accept past: a new epoch starts the sequences again
     // (transactional producers abort instead).

@@ -17,7 +17,6 @@
 //! rebalancing), KIP-814 (static leader skips assignment).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::assignor::{self, MemberSubscription};
+use super::poll_clock::PollClock;
 use crate::cluster::{Cluster, CoordinatorType, TopicPartition, broker_error};
 use crate::connection::Connection;
 use crate::consumer::error::{ConsumerError, Result};
@@ -63,9 +63,7 @@ pub(crate) struct Membership {
 #[derive(Debug)]
 pub(crate) struct GroupShared {
     pub(crate) membership: Mutex<Membership>,
-    /// Milliseconds since `epoch` of the last `poll`.
-    last_poll_ms: AtomicU64,
-    epoch: Instant,
+    pub(crate) polls: PollClock,
 }
 
 impl GroupShared {
@@ -76,16 +74,7 @@ impl GroupShared {
     }
 
     pub(crate) fn note_poll(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_poll_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// When the member must leave unless `poll` is called before: `max_poll_interval` after
-    /// the last poll.
-    pub(crate) fn poll_deadline(&self, max_poll_interval: Duration) -> Instant {
-        self.epoch
-            + Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed))
-            + max_poll_interval
+        self.polls.note_poll();
     }
 }
 
@@ -124,8 +113,7 @@ impl ClassicMember {
                 generation: -1,
                 status: Status::NeedsJoin,
             }),
-            last_poll_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            polls: PollClock::new(),
         });
         ClassicMember {
             cluster,
@@ -499,7 +487,7 @@ impl Heartbeat {
             // Wake at the poll deadline too, as the Java client's heartbeat thread does: a member
             // that stops polling leaves when `max.poll.interval.ms` has passed, not up to one
             // heartbeat interval later. A poll meanwhile moves the deadline; then sleep again.
-            let poll_deadline = self.shared.poll_deadline(self.max_poll_interval);
+            let poll_deadline = self.shared.polls.deadline(self.max_poll_interval);
             tokio::time::sleep_until(next_heartbeat.min(poll_deadline)).await;
             let (member_id, generation) = {
                 let m = self.shared.lock();
@@ -521,7 +509,7 @@ impl Heartbeat {
             let heartbeat = self.heartbeat(member_id.clone(), generation);
             tokio::pin!(heartbeat);
             let result = loop {
-                let poll_deadline = self.shared.poll_deadline(self.max_poll_interval);
+                let poll_deadline = self.shared.polls.deadline(self.max_poll_interval);
                 tokio::select! {
                     result = &mut heartbeat => break Some(result),
                     () = tokio::time::sleep_until(poll_deadline) => {
@@ -564,7 +552,7 @@ impl Heartbeat {
     }
 
     fn poll_expired(&self) -> bool {
-        Instant::now() >= self.shared.poll_deadline(self.max_poll_interval)
+        self.shared.polls.expired(self.max_poll_interval)
     }
 
     async fn heartbeat(&self, member_id: String, generation: i32) -> Result<(), Error> {

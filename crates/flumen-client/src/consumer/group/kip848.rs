@@ -13,7 +13,6 @@
 //! KIP-848 (the next-generation consumer rebalance protocol).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::poll_clock::PollClock;
 use crate::cluster::{Cluster, CoordinatorType, TopicPartition};
 use crate::consumer::ConsumerConfig;
 use crate::consumer::state::Shared;
@@ -62,18 +62,7 @@ impl Kip848State {
 struct Inner {
     state: Mutex<Kip848State>,
     wake: Notify,
-    last_poll_ms: AtomicU64,
-    epoch: Instant,
-}
-
-impl Inner {
-    /// When the member must leave unless `poll` is called before: `max_poll_interval` after
-    /// the last poll.
-    fn poll_deadline(&self, max_poll_interval: Duration) -> Instant {
-        self.epoch
-            + Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed))
-            + max_poll_interval
-    }
+    polls: PollClock,
 }
 
 /// A KIP-848 member.
@@ -109,8 +98,7 @@ impl Kip848Member {
                 ..Kip848State::default()
             }),
             wake: Notify::new(),
-            last_poll_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            polls: PollClock::new(),
         });
         Kip848Member {
             cluster,
@@ -129,8 +117,7 @@ impl Kip848Member {
     }
 
     pub(crate) fn note_poll(&self) {
-        let ms = self.inner.epoch.elapsed().as_millis() as u64;
-        self.inner.last_poll_ms.store(ms, Ordering::Relaxed);
+        self.inner.polls.note_poll();
     }
 
     pub(crate) fn generation(&self) -> (i32, String) {
@@ -435,11 +422,11 @@ impl Heartbeat {
     }
 
     fn poll_deadline(&self) -> Instant {
-        self.inner.poll_deadline(self.config.max_poll_interval)
+        self.inner.polls.deadline(self.config.max_poll_interval)
     }
 
     fn poll_expired(&self) -> bool {
-        Instant::now() >= self.poll_deadline()
+        self.inner.polls.expired(self.config.max_poll_interval)
     }
 
     async fn send(

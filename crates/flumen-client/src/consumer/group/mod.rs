@@ -5,6 +5,7 @@
 //! - `assignor/`: range, round-robin, cooperative-sticky and the ConsumerProtocol encoding.
 //! - `kip848.rs`: the KIP-848 protocol (ConsumerGroupHeartbeat), opt-in.
 //! - `listener.rs`: [`RebalanceListener`].
+//! - `poll_clock.rs`: the time of the last `poll`, for `max.poll.interval.ms`.
 //! - [`ConsumerGroupMetadata`] is the producer's type (`producer/transaction.rs`), returned by
 //!   [`Consumer::group_metadata`].
 //!
@@ -17,6 +18,7 @@ mod assignor;
 mod coordinator;
 mod kip848;
 pub(crate) mod listener;
+mod poll_clock;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
