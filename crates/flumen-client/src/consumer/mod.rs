@@ -57,7 +57,7 @@ pub use self::config::{
 };
 pub use self::error::{ConsumerError, Result};
 use self::fetcher::{FetchSettings, Fetcher};
-pub use self::group::{ConsumerGroupMetadata, RebalanceListener};
+pub use self::group::{CommitOnRevoke, ConsumerGroupMetadata, RebalanceListener};
 use self::group::{GroupMember, listener::NoopListener};
 pub use self::records::{
     ConsumerRecord, ConsumerRecords, Iter, OwnedRecord, PartitionIter, PartitionRecords,
@@ -675,18 +675,22 @@ impl Consumer {
     }
 
     /// Commits (when auto-commit is on) and leaves the group (unless static: a static member
-    /// keeps its partitions for `session.timeout.ms` so a restart causes no rebalance).
+    /// keeps its partitions for `session.timeout.ms` so a restart causes no rebalance). A
+    /// member that leaves revokes its partitions first, so the listener's
+    /// [`commit_on_revoke`](RebalanceListener::commit_on_revoke) offsets are committed too.
     pub async fn close(mut self) -> Result<()> {
         let mut result = Ok(());
         if self.config.enable_auto_commit && self.config.group_id.is_some() {
             result = self.commit_sync().await;
         }
+        if self.group.is_some() && self.config.group_instance_id.is_none() {
+            let owned = self.assignment();
+            if !owned.is_empty() {
+                self.commit_before_revoke(&owned, true).await;
+            }
+        }
         if let Some(mut g) = self.group.take() {
             if self.config.group_instance_id.is_none() {
-                let owned = self.assignment();
-                if !owned.is_empty() {
-                    self.listener().on_partitions_revoked(&owned);
-                }
                 g.leave().await;
             } else {
                 g.stop();

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use self::coordinator::{ClassicMember, Status};
 use self::kip848::Kip848Member;
-pub use self::listener::RebalanceListener;
+pub use self::listener::{CommitOnRevoke, RebalanceListener};
 use super::error::Result;
 use super::state::Shared;
 use super::{Consumer, ConsumerConfig, GroupProtocol, Subscription};
@@ -243,20 +243,36 @@ impl Consumer {
         }
     }
 
-    /// Revokes `tps`: listener, then (auto-commit) a commit of their positions, then drop.
+    /// Revokes `tps`: listener, then a commit (the listener's `commit_on_revoke` offsets, or
+    /// with auto-commit the positions), then drop.
     pub(crate) async fn revoke(&mut self, tps: &[TopicPartition], commit: bool) {
-        self.listener().on_partitions_revoked(tps);
-        if commit && self.config.enable_auto_commit && self.config.group_id.is_some() {
-            let positions = self.positions();
-            let offsets: BTreeMap<_, _> = positions
-                .into_iter()
-                .filter(|(tp, _)| tps.contains(tp))
-                .collect();
-            if let Err(e) = self.commit_offsets_sync(offsets).await {
-                tracing::warn!(error = %e, "commit before revocation failed");
-            }
-        }
+        self.commit_before_revoke(tps, commit).await;
         self.remove_partitions(tps);
+    }
+
+    /// The listener's revocation call and the commit that goes with it, while `tps` are still
+    /// assigned.
+    pub(crate) async fn commit_before_revoke(&mut self, tps: &[TopicPartition], commit: bool) {
+        self.listener().on_partitions_revoked(tps);
+        if !commit || self.config.group_id.is_none() {
+            return;
+        }
+        let requested = self.listener().commit_on_revoke(tps);
+        let offsets: BTreeMap<_, _> = match requested {
+            Some(offsets) => offsets.await,
+            None if self.config.enable_auto_commit => self.positions(),
+            None => return,
+        };
+        let offsets: BTreeMap<_, _> = offsets
+            .into_iter()
+            .filter(|(tp, _)| tps.contains(tp))
+            .collect();
+        if offsets.is_empty() {
+            return;
+        }
+        if let Err(e) = self.commit_offsets_sync(offsets).await {
+            tracing::warn!(error = %e, "commit before revocation failed");
+        }
     }
 
     /// The member was thrown out: every partition is lost (no commit: others may own them).
