@@ -181,8 +181,9 @@ impl ClosedBatch {
         }
     }
 
-    /// Fails every record of the batch.
-    pub(crate) fn fail(self, error: ProduceError) {
+    /// Fails every record of the batch, and counts them in `log`.
+    pub(crate) fn fail(self, error: ProduceError, log: &super::FailureLog) {
+        log.note(self.records, &error);
         self.completion.complete(Err(error));
     }
 }

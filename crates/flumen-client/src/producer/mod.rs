@@ -256,6 +256,23 @@ pub(crate) struct Inner {
     pub(crate) idle: Notify,
     /// No new records; the sender sends what is left and stops.
     pub(crate) closing: AtomicBool,
+    /// Records that failed for good, for callers that do not await every future.
+    pub(crate) failures: FailureLog,
+}
+
+/// Counts records that failed for good (per batch, never per record) and keeps the last error.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    records: std::sync::atomic::AtomicU64,
+    last: Mutex<Option<ProduceError>>,
+}
+
+impl FailureLog {
+    pub(crate) fn note(&self, records: i32, error: &ProduceError) {
+        self.records
+            .fetch_add(u64::try_from(records).unwrap_or(0), Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.clone());
+    }
 }
 
 pub(crate) struct State {
@@ -321,6 +338,7 @@ impl Producer {
             wake: Notify::new(),
             idle: Notify::new(),
             closing: AtomicBool::new(false),
+            failures: FailureLog::default(),
             config,
         });
         if inner.config.idempotence && !inner.transactional() {
@@ -351,6 +369,24 @@ impl Producer {
     /// Bytes of `buffer.memory` currently held by unsent or unacknowledged batches.
     pub fn buffered_bytes(&self) -> usize {
         self.inner.memory.used()
+    }
+
+    /// Records that have failed for good since the producer started (each one's
+    /// [`DeliveryFuture`] resolved to an error). Counted per batch: an application that does
+    /// not await every future (a stream processor that commits after `flush`) checks this
+    /// instead, and [`last_failure`](Self::last_failure) says why.
+    pub fn failed_records(&self) -> u64 {
+        self.inner.failures.records.load(Ordering::Relaxed)
+    }
+
+    /// The error of the last record that failed for good, if any did.
+    pub fn last_failure(&self) -> Option<ProduceError> {
+        self.inner
+            .failures
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Adds `record` to its partition's batch. Returns once it is buffered — waiting only

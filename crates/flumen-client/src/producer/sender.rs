@@ -330,7 +330,7 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     drop(guard);
     let timeout = config.delivery_timeout;
     for b in expired {
-        b.fail(ProduceError::DeliveryTimeout(timeout));
+        b.fail(ProduceError::DeliveryTimeout(timeout), &inner.failures);
     }
     if idle {
         inner.idle.notify_waiters();
@@ -379,7 +379,7 @@ fn seal(inner: &Inner, batches: Vec<ClosedBatch>) -> Vec<InFlight> {
         }
         drop(s);
         for (batch, e) in failed {
-            batch.fail(e);
+            batch.fail(e, &inner.failures);
         }
     }
     out
@@ -746,6 +746,9 @@ fn finish(inner: &Inner, broker: i32, batches: Vec<InFlight>, mut outcomes: Vec<
         }
     }
     for (batch, result) in completed {
+        if let Err(e) = &result {
+            inner.failures.note(batch.records, e);
+        }
         // The reservation is dropped with the batch: memory goes back to `send`.
         batch.completion.complete(result);
     }
@@ -824,7 +827,7 @@ pub(crate) fn fail_all(inner: &Inner, error: ProduceError) {
         s.acc.unfinished -= failed.len();
     }
     for b in failed {
-        b.fail(error.clone());
+        b.fail(error.clone(), &inner.failures);
     }
     inner.idle.notify_waiters();
 }
