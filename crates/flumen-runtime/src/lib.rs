@@ -1,6 +1,49 @@
-//! Thread-per-core stream processing over Kafka (Flink's DataStream model, Kafka as the
-//! distributed engine).
+//! Thread-per-core stream processing over Kafka: Flink's DataStream model, with Kafka as the
+//! distributed engine (Kafka Streams' task model).
 //!
-//! Empty for now: the pipeline API, windows, state and exactly-once delivery land here once
-//! the producer and consumer in `flumen-client` are done. See `docs/DESIGN.md`.
+//! A [`Pipeline`] is built from [`Kafka`] sources, typed operators on a [`Stream`] and sinks.
+//! It is cut into sub-topologies at every `key_by` (a repartition through a Kafka topic); a
+//! *task* is one sub-topology over one partition number of its input topics. A [`Runtime`]
+//! runs the pipeline on N worker threads, each with its own consumer (a member of the
+//! application's consumer group) and producer; several processes with the same
+//! `application.id` share the tasks through the group.
+//!
+//! ```no_run
+//! use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig, format::Utf8};
+//!
+//! let mut pipeline = Pipeline::new();
+//! pipeline
+//!     .source(Kafka::topic("input").format(Utf8))
+//!     .map(|v| v.to_uppercase())
+//!     .to("output", Utf8);
+//! let config = RuntimeConfig::new("localhost:9092", "uppercase").workers(2);
+//! let summary = Runtime::new(config, pipeline).run_until_end()?;
+//! println!("{} records in", summary.records_in());
+//! # Ok::<(), flumen_runtime::Error>(())
+//! ```
+//!
+//! Delivery is at-least-once: a task's input offsets are committed only after the producer
+//! has flushed every output derived from them (see `docs/DESIGN.md`).
 #![warn(missing_docs)]
+
+mod context;
+mod error;
+pub mod format;
+mod metrics;
+mod operator;
+mod runtime;
+mod stream;
+mod task;
+pub mod testing;
+mod worker;
+
+pub use context::RecordContext;
+pub use error::{Error, Result};
+pub use metrics::{PartitionLag, RuntimeMetrics, TaskMetrics, WorkerMetrics};
+pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
+pub use runtime::{RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
+pub use stream::{
+    Chain, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink, Kafka,
+    KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, UserFn,
+};
+pub use task::{MemoryRecord, TaskCounters};

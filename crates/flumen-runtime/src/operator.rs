@@ -1,0 +1,480 @@
+//! Operators: the fused, monomorphised push chain a task runs for each record.
+//!
+//! A sub-topology's operators are built into one nested value (`Filter<P, Map<M, Sink<E>>>`)
+//! whose `push` calls the next operator's `push` directly: no virtual call, no queue and no
+//! allocation between operators. Items of a borrowed [`Family`] (views into the fetched batch)
+//! are handed down by value until an operator returns an owned item.
+//!
+//! `push` is async only so that a sink can wait for the producer's buffer memory
+//! (backpressure); on the common path nothing waits.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use flumen_client::producer::{Producer, ProducerRecord};
+use flumen_protocol::record::HeaderRef;
+
+use crate::context::RecordContext;
+use crate::error::{Error, Result};
+use crate::format::{Encode, Family, Owned};
+
+/// Records into one operator, for the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OperatorMetrics {
+    /// The operator's name (`map`, `filter`, `to:<topic>`, ...), numbered in chain order.
+    pub name: String,
+    /// Items pushed into it.
+    pub records_in: u64,
+}
+
+/// One fused operator that takes items of family `F`.
+///
+/// Implemented by the runtime's operators; a pipeline's own logic goes into closures
+/// (`map`, `process`, ...), not into new operator types.
+#[allow(async_fn_in_trait)]
+pub trait Operator<F: Family> {
+    /// Handles one item derived from the record `cx` describes.
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()>;
+
+    /// Appends this operator's metrics, then the ones after it.
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>);
+}
+
+fn named(out: &mut Vec<OperatorMetrics>, name: &str, records_in: u64) {
+    out.push(OperatorMetrics {
+        name: format!("{}:{name}", out.len()),
+        records_in,
+    });
+}
+
+/// `map`: one owned item out per item in.
+pub struct Map<M, N> {
+    pub(crate) f: M,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+}
+
+impl<F, O, M, N> Operator<F> for Map<M, N>
+where
+    F: Family,
+    O: 'static,
+    M: for<'a> FnMut(F::Item<'a>) -> O,
+    N: Operator<Owned<O>>,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        let out = (self.f)(item);
+        self.next.push(cx, out).await
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "map", self.count);
+        self.next.metrics(out);
+    }
+}
+
+/// `filter`: items for which the predicate holds go on, unchanged.
+pub struct Filter<P, N> {
+    pub(crate) f: P,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+}
+
+impl<F, P, N> Operator<F> for Filter<P, N>
+where
+    F: Family,
+    P: for<'a, 'b> FnMut(&'b F::Item<'a>) -> bool,
+    N: Operator<F>,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        if (self.f)(&item) {
+            self.next.push(cx, item).await
+        } else {
+            Ok(())
+        }
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "filter", self.count);
+        self.next.metrics(out);
+    }
+}
+
+/// `filter_map`: zero or one owned item out per item in.
+pub struct FilterMap<M, N> {
+    pub(crate) f: M,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+}
+
+impl<F, O, M, N> Operator<F> for FilterMap<M, N>
+where
+    F: Family,
+    O: 'static,
+    M: for<'a> FnMut(F::Item<'a>) -> Option<O>,
+    N: Operator<Owned<O>>,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        match (self.f)(item) {
+            Some(out) => self.next.push(cx, out).await,
+            None => Ok(()),
+        }
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "filter_map", self.count);
+        self.next.metrics(out);
+    }
+}
+
+/// `flat_map`: any number of owned items out per item in, all with the input's context.
+pub struct FlatMap<M, N> {
+    pub(crate) f: M,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+}
+
+impl<F, I, M, N> Operator<F> for FlatMap<M, N>
+where
+    F: Family,
+    I: IntoIterator,
+    I::Item: 'static,
+    M: for<'a> FnMut(F::Item<'a>) -> I,
+    N: Operator<Owned<I::Item>>,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        for out in (self.f)(item) {
+            self.next.push(cx, out).await?;
+        }
+        Ok(())
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "flat_map", self.count);
+        self.next.metrics(out);
+    }
+}
+
+/// `inspect`: sees every item, passes it on unchanged.
+pub struct Inspect<P, N> {
+    pub(crate) f: P,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+}
+
+impl<F, P, N> Operator<F> for Inspect<P, N>
+where
+    F: Family,
+    P: for<'a, 'b> FnMut(&'b RecordContext<'a>, &'b F::Item<'a>),
+    N: Operator<F>,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        (self.f)(cx, &item);
+        self.next.push(cx, item).await
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "inspect", self.count);
+        self.next.metrics(out);
+    }
+}
+
+/// Where a `process` function puts its outputs: they go downstream, in order, with the input
+/// record's context, once the function returns.
+pub struct Collector<O> {
+    items: Vec<O>,
+    failed: Option<String>,
+}
+
+impl<O> Collector<O> {
+    /// Emits `item` downstream.
+    #[inline]
+    pub fn emit(&mut self, item: O) {
+        self.items.push(item);
+    }
+
+    /// Fails the pipeline with `message` (the error names the input partition and offset).
+    pub fn fail(&mut self, message: impl Into<String>) {
+        self.failed = Some(message.into());
+    }
+}
+
+/// `process`: a user function with the record's context and a collector.
+pub struct Process<M, N, O> {
+    pub(crate) f: M,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+    pub(crate) out: Collector<O>,
+}
+
+impl<M, N, O> Process<M, N, O> {
+    pub(crate) fn new(f: M, next: N) -> Self {
+        Process {
+            f,
+            next,
+            count: 0,
+            out: Collector {
+                items: Vec::new(),
+                failed: None,
+            },
+        }
+    }
+}
+
+impl<F, O, M, N> Operator<F> for Process<M, N, O>
+where
+    F: Family,
+    O: 'static,
+    M: for<'a, 'b> FnMut(&'b RecordContext<'a>, F::Item<'a>, &'b mut Collector<O>),
+    N: Operator<Owned<O>>,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        (self.f)(cx, item, &mut self.out);
+        if let Some(message) = self.out.failed.take() {
+            self.out.items.clear();
+            return Err(Error::User {
+                tp: cx.tp.clone(),
+                offset: cx.offset,
+                message,
+            });
+        }
+        // The collector's buffer is reused: no allocation once it has grown.
+        let mut items = std::mem::take(&mut self.out.items);
+        let mut result = Ok(());
+        for out in items.drain(..) {
+            if result.is_ok() {
+                result = self.next.push(cx, out).await;
+            }
+        }
+        self.out.items = items;
+        result
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "process", self.count);
+        self.next.metrics(out);
+    }
+}
+
+/// `for_each`: the end of a chain that hands each item to a function.
+pub struct ForEach<G> {
+    pub(crate) f: G,
+    pub(crate) count: u64,
+}
+
+impl<F, G> Operator<F> for ForEach<G>
+where
+    F: Family,
+    G: for<'a, 'b> FnMut(&'b RecordContext<'a>, F::Item<'a>),
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        (self.f)(cx, item);
+        Ok(())
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, "for_each", self.count);
+    }
+}
+
+/// A record a sink wrote while running in memory (tests, [`crate::testing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedRecord {
+    /// The topic it was written to.
+    pub topic: String,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Its headers.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Its timestamp.
+    pub timestamp: i64,
+}
+
+/// Where sinks write: the worker's producer, or a buffer when run in memory.
+#[derive(Clone)]
+pub(crate) enum Output {
+    Kafka(Producer),
+    Memory(Rc<RefCell<Vec<CapturedRecord>>>),
+}
+
+impl Output {
+    /// Writes one record; waits only when the producer's buffer memory is full.
+    pub(crate) async fn write(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[HeaderRef<'_>],
+        timestamp: i64,
+    ) -> Result<()> {
+        match self {
+            Output::Kafka(producer) => {
+                let record = ProducerRecord {
+                    topic,
+                    partition: None,
+                    key,
+                    value: Some(value),
+                    headers,
+                    timestamp: Some(timestamp),
+                };
+                // The delivery is not awaited here: the task commits its input only after the
+                // producer's flush, and counts failures through `Producer::failed_records`.
+                let _delivery = producer
+                    .send(record)
+                    .await
+                    .map_err(|e| Error::produce(topic, e))?;
+                Ok(())
+            }
+            Output::Memory(records) => {
+                records.borrow_mut().push(CapturedRecord {
+                    topic: topic.to_owned(),
+                    key: key.map(<[u8]>::to_vec),
+                    value: value.to_vec(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect(),
+                    timestamp,
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A header buffer kept across records of different lifetimes: emptied, its allocation is
+/// reused for the next record's borrowed headers.
+pub(crate) fn recycle<'x, 'y>(mut v: Vec<HeaderRef<'x>>) -> Vec<HeaderRef<'y>> {
+    v.clear();
+    // In-place collection of an empty vector keeps the allocation.
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
+}
+
+/// How a sink picks its topic.
+pub(crate) enum TopicChoice<T> {
+    Fixed(String),
+    PerRecord(T),
+}
+
+/// The end of a chain that writes each item to a topic, with the input record's key,
+/// headers and timestamp.
+pub struct Sink<E, T> {
+    pub(crate) topic: TopicChoice<T>,
+    pub(crate) encoder: E,
+    pub(crate) output: Output,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) headers: Vec<HeaderRef<'static>>,
+    pub(crate) count: u64,
+}
+
+impl<F, E, T> Operator<F> for Sink<E, T>
+where
+    F: Family,
+    E: Encode<F>,
+    T: for<'a, 'b> FnMut(&'b RecordContext<'a>, &'b F::Item<'a>) -> &'b str,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        let Sink {
+            topic,
+            encoder,
+            output,
+            scratch,
+            headers,
+            ..
+        } = self;
+        let topic: &str = match topic {
+            TopicChoice::Fixed(t) => t,
+            TopicChoice::PerRecord(choose) => choose(cx, &item),
+        };
+        scratch.clear();
+        let value = encoder
+            .encode(&item, scratch)
+            .map_err(|e| Error::Serialize {
+                topic: topic.to_owned(),
+                message: e.0,
+            })?;
+        let mut h = recycle(std::mem::take(headers));
+        h.extend(cx.headers());
+        let result = output.write(topic, cx.key, value, &h, cx.timestamp).await;
+        *headers = recycle(h);
+        result
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        let name = match &self.topic {
+            TopicChoice::Fixed(t) => format!("to:{t}"),
+            TopicChoice::PerRecord(_) => "to:*".to_owned(),
+        };
+        named(out, &name, self.count);
+    }
+}
+
+/// The end of a sub-topology that re-keys each item and writes it to the repartition topic;
+/// the producer's murmur2 partitioner sends every key to one partition.
+pub struct Repartition<K, E> {
+    pub(crate) topic: String,
+    pub(crate) key: K,
+    pub(crate) encoder: E,
+    pub(crate) output: Output,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) headers: Vec<HeaderRef<'static>>,
+    pub(crate) count: u64,
+}
+
+impl<F, E, K, KO> Operator<F> for Repartition<K, E>
+where
+    F: Family,
+    E: Encode<F>,
+    KO: AsRef<[u8]>,
+    K: for<'a, 'b> FnMut(&'b F::Item<'a>) -> KO,
+{
+    #[inline]
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        let key = (self.key)(&item);
+        let Repartition {
+            topic,
+            encoder,
+            output,
+            scratch,
+            headers,
+            ..
+        } = self;
+        scratch.clear();
+        let value = encoder
+            .encode(&item, scratch)
+            .map_err(|e| Error::Serialize {
+                topic: topic.clone(),
+                message: e.0,
+            })?;
+        let mut h = recycle(std::mem::take(headers));
+        h.extend(cx.headers());
+        let result = output
+            .write(topic, Some(key.as_ref()), value, &h, cx.timestamp)
+            .await;
+        *headers = recycle(h);
+        result
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, &format!("repartition:{}", self.topic), self.count);
+    }
+}

@@ -1,0 +1,590 @@
+//! Starting a pipeline: settings, internal topics, worker threads, bounded runs, shutdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use flumen_client::admin::{NewTopic, OffsetSpec};
+use flumen_client::config::Properties;
+use flumen_client::consumer::{ConsumerConfig, IsolationLevel};
+use flumen_client::producer::ProducerConfig;
+use flumen_client::{Admin, ClientConfig, TopicPartition};
+
+use crate::error::{Error, Result};
+use crate::metrics::{MetricsBoard, RuntimeMetrics};
+use crate::stream::{Pipeline, SourceTopics};
+use crate::task::{TaskFactory, repartition_topic};
+use crate::worker::{self, Subscription};
+
+/// How a pipeline runs: where Kafka is, its name, how many workers, client settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub(crate) bootstrap: String,
+    pub(crate) application_id: String,
+    pub(crate) workers: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) properties: BTreeMap<String, String>,
+}
+
+impl RuntimeConfig {
+    /// A pipeline named `application_id` (its consumer group, and the prefix of its internal
+    /// topics) on the cluster at `bootstrap`; one worker per core; commits every 5 s.
+    pub fn new(bootstrap: impl Into<String>, application_id: impl Into<String>) -> Self {
+        RuntimeConfig {
+            bootstrap: bootstrap.into(),
+            application_id: application_id.into(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            commit_interval: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// The number of worker threads in this process (`num.workers`).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// How often input offsets are committed (`commit.interval.ms`).
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// A Kafka client property for both the consumers and the producers (`security.protocol`,
+    /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
+    /// runtime's own keys are `num.workers` and `commit.interval.ms`. Unknown keys are an
+    /// error when the runtime starts.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A pipeline with its settings resolved, shared by the workers.
+pub(crate) struct Plan {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) bounded: bool,
+    consumer_props: Vec<(String, String)>,
+    producer_props: Vec<(String, String)>,
+    /// Source topic -> sub-topology, for the topics named (and repartition topics).
+    by_topic: BTreeMap<String, usize>,
+    /// Sub-topologies reading a pattern.
+    patterns: Vec<(regex::Regex, usize)>,
+    factories: Vec<Arc<dyn TaskFactory>>,
+    outputs: BTreeSet<String>,
+    subscription_pattern: Option<String>,
+}
+
+impl Plan {
+    pub(crate) fn consumer_props(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.consumer_props
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub(crate) fn producer_props(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.producer_props
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub(crate) fn sub_of(&self, topic: &str) -> Option<usize> {
+        self.by_topic.get(topic).copied().or_else(|| {
+            self.patterns
+                .iter()
+                .find(|(re, _)| re.is_match(topic))
+                .map(|(_, s)| *s)
+        })
+    }
+
+    pub(crate) fn factory(&self, sub: usize) -> &Arc<dyn TaskFactory> {
+        &self.factories[sub]
+    }
+
+    pub(crate) fn output_topics(&self) -> Vec<String> {
+        self.outputs.iter().cloned().collect()
+    }
+
+    pub(crate) fn subscription(&self) -> Subscription {
+        match &self.subscription_pattern {
+            Some(p) => Subscription::Pattern(p.clone()),
+            None => Subscription::Topics(self.by_topic.keys().cloned().collect()),
+        }
+    }
+}
+
+/// Splits the properties into the consumer's and the producer's, and rejects a key neither
+/// knows.
+fn split_properties(
+    props: &BTreeMap<String, String>,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+    let mut consumer = Vec::new();
+    let mut producer = Vec::new();
+    for (key, value) in props {
+        if let Some(k) = key.strip_prefix("consumer.") {
+            consumer.push((k.to_owned(), value.clone()));
+        } else if let Some(k) = key.strip_prefix("producer.") {
+            producer.push((k.to_owned(), value.clone()));
+        } else {
+            consumer.push((key.clone(), value.clone()));
+            producer.push((key.clone(), value.clone()));
+        }
+    }
+    // Which side takes each key: each config takes its own and leaves the rest.
+    let mut c: Properties = consumer.iter().cloned().collect();
+    c.set("bootstrap.servers", "localhost:1");
+    ConsumerConfig::take_from(&mut c)?;
+    let mut p: Properties = producer.iter().cloned().collect();
+    p.set("bootstrap.servers", "localhost:1");
+    ProducerConfig::take_from(&mut p)?;
+    for (key, _) in props {
+        let unknown = if let Some(k) = key.strip_prefix("consumer.") {
+            c.get(k).is_some()
+        } else if let Some(k) = key.strip_prefix("producer.") {
+            p.get(k).is_some()
+        } else {
+            c.get(key).is_some() && p.get(key).is_some()
+        };
+        if unknown {
+            return Err(Error::Config {
+                key: key.clone(),
+                message: "not a Kafka client property the runtime knows".to_owned(),
+            });
+        }
+    }
+    consumer.retain(|(k, _)| c.get(k).is_none());
+    producer.retain(|(k, _)| p.get(k).is_none());
+    Ok((consumer, producer))
+}
+
+/// Stops a running pipeline from another thread (or a signal handler's task).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    /// Asks every worker to commit what it has done, leave the group and stop.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    records_in: u64,
+    metrics: RuntimeMetrics,
+}
+
+impl RunSummary {
+    /// Records read by this process's tasks.
+    pub fn records_in(&self) -> u64 {
+        self.records_in
+    }
+
+    /// The last metrics of every worker.
+    pub fn metrics(&self) -> &RuntimeMetrics {
+        &self.metrics
+    }
+}
+
+/// Runs a [`Pipeline`] on worker threads.
+pub struct Runtime {
+    config: RuntimeConfig,
+    pipeline: Pipeline,
+    stop: Arc<AtomicBool>,
+    board: Arc<MetricsBoard>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime for `pipeline` with `config`.
+    pub fn new(mut config: RuntimeConfig, pipeline: Pipeline) -> Self {
+        if let Some(n) = config
+            .properties
+            .remove("num.workers")
+            .and_then(|v| v.parse().ok())
+        {
+            config.workers = usize::max(n, 1);
+        }
+        if let Some(ms) = config
+            .properties
+            .remove("commit.interval.ms")
+            .and_then(|v| v.parse().ok())
+        {
+            config.commit_interval = Duration::from_millis(ms);
+        }
+        let board = MetricsBoard::new(config.workers);
+        Runtime {
+            config,
+            pipeline,
+            stop: Arc::new(AtomicBool::new(false)),
+            board,
+        }
+    }
+
+    /// A handle that stops the run.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Reads the current metrics while it runs (from any thread).
+    pub fn metrics_reader(&self) -> impl Fn() -> RuntimeMetrics + Send + Sync + 'static {
+        let board = self.board.clone();
+        move || board.snapshot()
+    }
+
+    /// Runs until SIGINT or SIGTERM (or a [`ShutdownHandle`]): then every worker commits what
+    /// it has done and leaves the group. Blocks the calling thread.
+    pub fn run(self) -> Result<RunSummary> {
+        self.start(false)
+    }
+
+    /// Runs bounded: processes every input partition up to the end offset it had at the start
+    /// (and every repartition topic up to what the stages before it wrote), commits, and
+    /// returns. Several processes may share a bounded run; each returns once the group has
+    /// committed everything.
+    pub fn run_until_end(self) -> Result<RunSummary> {
+        self.start(true)
+    }
+
+    fn start(self, bounded: bool) -> Result<RunSummary> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                context: "starting the runtime's control thread".to_owned(),
+                source,
+            })?;
+        rt.block_on(self.start_async(bounded))
+    }
+
+    async fn start_async(self, bounded: bool) -> Result<RunSummary> {
+        let Runtime {
+            config,
+            pipeline,
+            stop,
+            board,
+        } = self;
+        if pipeline.subs.is_empty() {
+            return Err(Error::Topology("the pipeline has no sink".to_owned()));
+        }
+        let (consumer_props, producer_props) = split_properties(&config.properties)?;
+        let mut client = Properties::new();
+        client.set("bootstrap.servers", &config.bootstrap);
+        for (k, v) in &consumer_props {
+            if ClientConfig::from_properties([(k.as_str(), v.as_str())]).is_ok() {
+                client.set(k, v);
+            }
+        }
+        let admin = Admin::connect(ClientConfig::take_from(&mut client)?).await?;
+        let stages = prepare_topics(&admin, &config, &pipeline).await?;
+
+        let mut by_topic = BTreeMap::new();
+        let mut patterns = Vec::new();
+        let mut outputs = BTreeSet::new();
+        let mut pattern_parts = Vec::new();
+        for (i, sub) in pipeline.subs.iter().enumerate() {
+            match &sub.source {
+                SourceTopics::Topics(t) => {
+                    for name in t {
+                        by_topic.insert(name.clone(), i);
+                    }
+                }
+                SourceTopics::Repartition(name) => {
+                    by_topic.insert(repartition_topic(&config.application_id, name), i);
+                }
+                SourceTopics::Pattern(p) => {
+                    let re = regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                        Error::Topology(format!("source pattern {p:?} is not a valid regex: {e}"))
+                    })?;
+                    patterns.push((re, i));
+                    pattern_parts.push(format!("(?:{p})"));
+                }
+            }
+            outputs.extend(sub.outputs.iter().cloned());
+            outputs.extend(sub.dead_letter.iter().cloned());
+            if let Some(name) = &sub.repartition {
+                outputs.insert(repartition_topic(&config.application_id, name));
+            }
+        }
+        let subscription_pattern = (!pattern_parts.is_empty()).then(|| {
+            pattern_parts.extend(by_topic.keys().map(|t| regex::escape(t)));
+            pattern_parts.join("|")
+        });
+        let plan = Arc::new(Plan {
+            config: config.clone(),
+            bounded,
+            consumer_props,
+            producer_props,
+            by_topic,
+            patterns,
+            factories: pipeline.subs.iter().map(|s| s.factory.clone()).collect(),
+            outputs,
+            subscription_pattern,
+        });
+
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handles = Vec::new();
+        for index in 0..config.workers {
+            let plan = plan.clone();
+            let stop = stop.clone();
+            let board = board.clone();
+            let done = done_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("flumen-worker-{index}"))
+                .spawn(move || {
+                    let result = worker::run(index, plan, stop, board);
+                    let _ = done.send(index);
+                    result
+                })
+                .map_err(|source| Error::Io {
+                    context: "starting a worker thread".to_owned(),
+                    source,
+                })?;
+            handles.push(handle);
+        }
+        drop(done_tx);
+
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|source| Error::Io {
+                context: "installing the SIGTERM handler".to_owned(),
+                source,
+            })?;
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        let mut finished = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT: committing and leaving the group");
+                    stop.store(true, Ordering::Release);
+                }
+                _ = sigterm.recv() => {
+                    tracing::info!("SIGTERM: committing and leaving the group");
+                    stop.store(true, Ordering::Release);
+                }
+                index = done_rx.recv() => {
+                    let Some(index) = index else { break };
+                    finished += 1;
+                    tracing::debug!(index, "worker stopped");
+                    // One worker stopping (an error) stops the others.
+                    stop.store(true, Ordering::Release);
+                    if finished == config.workers {
+                        break;
+                    }
+                }
+                _ = check.tick(), if bounded && !stop.load(Ordering::Acquire) => {
+                    if stages.all_done(&admin, &config.application_id).await? {
+                        tracing::info!("bounded run: every input processed and committed");
+                        stop.store(true, Ordering::Release);
+                    }
+                }
+            }
+        }
+        let mut records_in = 0;
+        let mut first_error = None;
+        for (index, handle) in handles.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Ok(report)) => records_in += report.records_in,
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(Error::WorkerPanicked(index));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(RunSummary {
+            records_in,
+            metrics: board.snapshot(),
+        })
+    }
+}
+
+/// Per sub-topology, the partitions it reads and (once known) the offsets a bounded run
+/// must reach.
+struct Stages {
+    subs: Vec<Stage>,
+}
+
+struct Stage {
+    /// The sub-topology that writes this one's repartition topic, if it reads one.
+    upstream: Option<usize>,
+    topics: Vec<String>,
+    /// The offsets to reach; `None` until the upstream stage is done.
+    ends: Option<BTreeMap<TopicPartition, i64>>,
+    done: bool,
+}
+
+impl Stages {
+    async fn all_done(&self, admin: &Admin, group: &str) -> Result<bool> {
+        // Cheap enough at 5 Hz: one OffsetFetch, plus ListOffsets when a stage opens.
+        let committed = admin.list_group_offsets(group, None).await?;
+        let committed: BTreeMap<TopicPartition, i64> = committed
+            .into_iter()
+            .filter_map(|(tp, r)| r.ok().map(|o| (tp, o.offset)))
+            .collect();
+        // Interior mutability would be tidier; stages are recomputed from the broker instead.
+        let mut done = vec![false; self.subs.len()];
+        for (i, stage) in self.subs.iter().enumerate() {
+            let ends = match (&stage.ends, stage.upstream) {
+                (Some(e), _) => e.clone(),
+                (None, Some(up)) if done[up] => end_offsets(admin, &stage.topics).await?.0,
+                (None, _) => continue,
+            };
+            done[i] = stage.done
+                || ends
+                    .iter()
+                    .all(|(tp, &end)| committed.get(tp).is_some_and(|&c| c >= end));
+        }
+        Ok(done.iter().all(|d| *d))
+    }
+}
+
+/// Each partition's end offset, for partitions with records (an empty partition has nothing
+/// to reach), and the partition count per topic.
+async fn end_offsets(
+    admin: &Admin,
+    topics: &[String],
+) -> Result<(BTreeMap<TopicPartition, i64>, BTreeMap<String, i32>)> {
+    let mut specs = Vec::new();
+    let mut counts = BTreeMap::new();
+    for t in topics {
+        let d = admin.describe_topic(t).await?;
+        counts.insert(t.clone(), d.partitions.len() as i32);
+        for p in 0..d.partitions.len() as i32 {
+            specs.push(TopicPartition::new(t.clone(), p));
+        }
+    }
+    let latest: Vec<_> = specs
+        .iter()
+        .map(|tp| (tp.clone(), OffsetSpec::Latest))
+        .collect();
+    let earliest: Vec<_> = specs
+        .iter()
+        .map(|tp| (tp.clone(), OffsetSpec::Earliest))
+        .collect();
+    let latest = admin
+        .list_offsets(&latest, IsolationLevel::ReadUncommitted)
+        .await?;
+    let earliest = admin
+        .list_offsets(&earliest, IsolationLevel::ReadUncommitted)
+        .await?;
+    let mut ends = BTreeMap::new();
+    for (tp, end) in latest {
+        let end = end?.offset;
+        let start = earliest
+            .get(&tp)
+            .and_then(|r| r.as_ref().ok())
+            .map_or(0, |o| o.offset);
+        if end > start {
+            ends.insert(tp, end);
+        }
+    }
+    Ok((ends, counts))
+}
+
+/// Checks the source topics, creates the repartition topics, and records what a bounded run
+/// has to reach.
+async fn prepare_topics(
+    admin: &Admin,
+    config: &RuntimeConfig,
+    pipeline: &Pipeline,
+) -> Result<Stages> {
+    let mut subs = Vec::new();
+    let mut partitions_of_sub: Vec<i32> = Vec::new();
+    let mut writer_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, sub) in pipeline.sub_topologies().iter().enumerate() {
+        if let Some(name) = &sub.repartition {
+            writer_of.insert(name.clone(), i);
+        }
+        let stage = match &sub.source {
+            SourceTopics::Topics(topics) => {
+                let (ends, counts) = end_offsets(admin, topics)
+                    .await
+                    .map_err(|e| Error::Topology(format!("source topics {topics:?}: {e}")))?;
+                partitions_of_sub.push(counts.values().copied().max().unwrap_or(1));
+                Stage {
+                    upstream: None,
+                    topics: topics.clone(),
+                    ends: Some(ends),
+                    done: false,
+                }
+            }
+            SourceTopics::Pattern(p) => {
+                let re = regex::Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| Error::Topology(format!("source pattern {p:?}: {e}")))?;
+                let topics: Vec<String> = admin
+                    .list_topics(false)
+                    .await?
+                    .into_iter()
+                    .filter(|t| re.is_match(t))
+                    .collect();
+                let (ends, counts) = end_offsets(admin, &topics).await?;
+                partitions_of_sub.push(counts.values().copied().max().unwrap_or(1));
+                Stage {
+                    upstream: None,
+                    topics,
+                    ends: Some(ends),
+                    done: false,
+                }
+            }
+            SourceTopics::Repartition(name) => {
+                let Some(&up) = writer_of.get(name) else {
+                    return Err(Error::Topology(format!(
+                        "no key_by writes repartition {name:?}"
+                    )));
+                };
+                let topic = repartition_topic(&config.application_id, name);
+                let partitions = partitions_of_sub[up];
+                let created = admin
+                    .create_topics(
+                        &[NewTopic::new(topic.clone()).partitions(partitions)],
+                        false,
+                    )
+                    .await?;
+                match created.get(&topic) {
+                    Some(Ok(_)) => tracing::info!(%topic, partitions, "repartition topic created"),
+                    Some(Err(e))
+                        if e.code() == Some(flumen_protocol::ErrorCode::TopicAlreadyExists) =>
+                    {
+                        let d = admin.describe_topic(&topic).await?;
+                        if d.partitions.len() as i32 != partitions {
+                            return Err(Error::Topology(format!(
+                                "repartition topic {topic} has {} partitions; the stage before it reads {partitions}",
+                                d.partitions.len()
+                            )));
+                        }
+                    }
+                    Some(Err(e)) => return Err(Error::Topology(format!("creating {topic}: {e}"))),
+                    None => {}
+                }
+                partitions_of_sub.push(partitions);
+                Stage {
+                    upstream: Some(up),
+                    topics: vec![topic],
+                    ends: None,
+                    done: false,
+                }
+            }
+        };
+        subs.push(stage);
+    }
+    Ok(Stages { subs })
+}

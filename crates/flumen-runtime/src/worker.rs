@@ -1,0 +1,456 @@
+//! A worker: one OS thread pinned to a core, with its own current-thread tokio runtime,
+//! consumer (a member of the application's group) and producer, running the tasks the group
+//! gave it.
+//!
+//! # Invariants
+//! - An input offset is committed only after `Producer::flush` returned and the producer's
+//!   failure count did not grow: every output derived from the records before that offset
+//!   was acknowledged (at-least-once). A failure stops the worker without committing.
+//! - Revoked partitions are flushed and committed inside `poll` (the listener's
+//!   `commit_on_revoke`), while this member still owns them; their tasks are dropped right
+//!   after `poll` returns. Lost partitions are dropped without a commit.
+//! - Nothing on the record path is shared with another worker; the listener state is locked
+//!   once per fetched chunk and at rebalances, never per record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use flumen_client::TopicPartition;
+use flumen_client::config::Properties;
+use flumen_client::consumer::{
+    CommitOnRevoke, Consumer, ConsumerConfig, OffsetAndMetadata, RebalanceListener,
+};
+use flumen_client::producer::{Producer, ProducerConfig};
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::metrics::{MetricsBoard, PartitionLag, TaskMetrics, WorkerMetrics, WorkerSnapshot};
+use crate::operator::Output;
+use crate::runtime::Plan;
+use crate::task::{TaskChain, TaskEnv};
+
+/// What a worker reports when it stops.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerReport {
+    pub(crate) records_in: u64,
+}
+
+/// Offsets processed and not yet committed, and what the group did, shared between the
+/// worker's loop and its rebalance listener.
+#[derive(Debug, Default)]
+struct Progress {
+    processed: BTreeMap<TopicPartition, OffsetAndMetadata>,
+    revoked: Vec<TopicPartition>,
+    rebalances: u64,
+    /// Producer failures already accounted for.
+    failures_seen: u64,
+    /// Set when a flush found new failures: the worker stops with it.
+    failed: Option<Error>,
+}
+
+struct Listener {
+    progress: Arc<Mutex<Progress>>,
+    producer: Producer,
+}
+
+fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RebalanceListener for Listener {
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        let mut p = lock(&self.progress);
+        p.revoked.extend_from_slice(partitions);
+        p.rebalances += 1;
+    }
+
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        let mut p = lock(&self.progress);
+        for tp in partitions {
+            p.processed.remove(tp);
+        }
+        p.revoked.extend_from_slice(partitions);
+        p.rebalances += 1;
+    }
+
+    fn commit_on_revoke(&mut self, partitions: &[TopicPartition]) -> Option<CommitOnRevoke> {
+        let progress = self.progress.clone();
+        let producer = self.producer.clone();
+        let partitions = partitions.to_vec();
+        Some(Box::pin(async move {
+            let flushed = producer.flush().await;
+            let mut p = lock(&progress);
+            let failures = producer.failed_records();
+            if flushed.is_err() || failures > p.failures_seen {
+                if p.failed.is_none() {
+                    p.failed = Some(undelivered(&producer, failures - p.failures_seen));
+                }
+                return BTreeMap::new();
+            }
+            partitions
+                .iter()
+                .filter_map(|tp| p.processed.remove_entry(tp))
+                .collect()
+        }))
+    }
+}
+
+fn undelivered(producer: &Producer, count: u64) -> Error {
+    match producer.last_failure() {
+        Some(first) => Error::Undelivered { count, first },
+        None => Error::Undelivered {
+            count,
+            first: flumen_client::producer::ProduceError::Closed,
+        },
+    }
+}
+
+/// One task and the partitions it reads.
+struct Task {
+    id: String,
+    chain: Box<dyn TaskChain>,
+}
+
+/// Runs worker `index` on the calling thread until `stop` is set or an error occurs.
+pub(crate) fn run(
+    index: usize,
+    plan: Arc<Plan>,
+    stop: Arc<AtomicBool>,
+    board: Arc<MetricsBoard>,
+) -> Result<WorkerReport> {
+    pin_to_core(index);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            context: "starting a worker's runtime".to_owned(),
+            source,
+        })?;
+    let span = tracing::info_span!("worker", index);
+    rt.block_on(run_async(index, plan, stop, board).instrument(span))
+}
+
+fn pin_to_core(index: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: `set` is a plain bit set on a zeroed cpu_set_t we own; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(index % cores, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!(index, "could not pin the worker to a core");
+        }
+    }
+}
+
+fn client_props(plan: &Plan, index: usize, which: &str) -> Properties {
+    let mut props = Properties::new();
+    props.set("bootstrap.servers", &plan.config.bootstrap);
+    props.set(
+        "client.id",
+        format!("{}-worker-{index}-{which}", plan.config.application_id),
+    );
+    props
+}
+
+async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
+    let mut c = client_props(plan, index, "consumer");
+    c.set("group.id", &plan.config.application_id);
+    c.set("enable.auto.commit", "false");
+    c.set("auto.offset.reset", "earliest");
+    c.set("partition.assignment.strategy", "cooperative-sticky");
+    for (k, v) in plan.consumer_props() {
+        c.set(k, v);
+    }
+    let consumer_config = ConsumerConfig::take_from(&mut c)?;
+    let mut p = client_props(plan, index, "producer");
+    p.set("linger.ms", "5");
+    p.set("batch.size", "262144");
+    for (k, v) in plan.producer_props() {
+        p.set(k, v);
+    }
+    let producer_config = ProducerConfig::take_from(&mut p)?;
+    let consumer = Consumer::connect(consumer_config).await?;
+    let producer = Producer::connect(producer_config)
+        .await
+        .map_err(|e| Error::produce("(connect)", e))?;
+    Ok((consumer, producer))
+}
+
+async fn run_async(
+    index: usize,
+    plan: Arc<Plan>,
+    stop: Arc<AtomicBool>,
+    board: Arc<MetricsBoard>,
+) -> Result<WorkerReport> {
+    let (mut consumer, producer) = connect(&plan, index).await?;
+    for topic in plan.output_topics() {
+        producer
+            .partitions_for(&topic)
+            .await
+            .map_err(|e| Error::produce(&topic, e))?;
+    }
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    consumer.set_rebalance_listener(Listener {
+        progress: progress.clone(),
+        producer: producer.clone(),
+    });
+    match plan.subscription() {
+        Subscription::Topics(topics) => {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&names)?;
+        }
+        Subscription::Pattern(p) => consumer.subscribe_pattern(&p)?,
+    }
+    let env = TaskEnv {
+        output: Output::Kafka(producer.clone()),
+        application_id: plan.config.application_id.clone(),
+    };
+    let mut w = WorkerLoop {
+        index,
+        plan: plan.clone(),
+        consumer,
+        producer,
+        progress,
+        env,
+        tasks: HashMap::new(),
+        lag: BTreeMap::new(),
+        started: Instant::now(),
+        busy: Duration::ZERO,
+        commits: 0,
+        dropped_records: 0,
+        dirty: false,
+        board,
+        last_publish: Instant::now(),
+    };
+    let result = w.run(&stop).await;
+    let records_in = w.records_in();
+    w.publish();
+    let closed = w.shutdown(result.is_ok()).await;
+    result.and(closed)?;
+    Ok(WorkerReport { records_in })
+}
+
+/// What the worker's consumer subscribes to.
+pub(crate) enum Subscription {
+    Topics(Vec<String>),
+    Pattern(String),
+}
+
+struct WorkerLoop {
+    index: usize,
+    plan: Arc<Plan>,
+    consumer: Consumer,
+    producer: Producer,
+    progress: Arc<Mutex<Progress>>,
+    env: TaskEnv,
+    /// Tasks by (sub-topology, partition).
+    tasks: HashMap<(usize, i32), Task>,
+    lag: BTreeMap<TopicPartition, (i64, i64)>,
+    started: Instant,
+    busy: Duration,
+    commits: u64,
+    /// Records of tasks dropped after moving away.
+    dropped_records: u64,
+    /// Processed offsets not committed yet.
+    dirty: bool,
+    board: Arc<MetricsBoard>,
+    last_publish: Instant,
+}
+
+impl WorkerLoop {
+    async fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let mut last_commit = Instant::now();
+        let interval = self.plan.config.commit_interval;
+        while !stop.load(Ordering::Acquire) {
+            let mut records = self.consumer.poll(Duration::from_millis(100)).await?;
+            self.after_rebalance()?;
+            let idle = records.is_empty();
+            if !idle {
+                let started = Instant::now();
+                for part in records.partitions_mut() {
+                    let tp = part.topic_partition().clone();
+                    let Some(sub) = self.plan.sub_of(&tp.topic) else {
+                        continue;
+                    };
+                    let key = (sub, tp.partition);
+                    let task = match self.tasks.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let id = format!("{sub}_{}", tp.partition);
+                            tracing::info!(task = %id, "task started");
+                            v.insert(Task {
+                                id,
+                                chain: self.plan.factory(sub).instantiate(&self.env),
+                            })
+                        }
+                    };
+                    let span = tracing::debug_span!("task", id = %task.id);
+                    task.chain.process(part).instrument(span).await?;
+                    let next = part.next_offset();
+                    let mut offset = OffsetAndMetadata::new(next);
+                    offset.leader_epoch = part.last_leader_epoch();
+                    self.lag.insert(tp.clone(), (next, part.high_watermark()));
+                    lock(&self.progress).processed.insert(tp, offset);
+                    self.dirty = true;
+                }
+                self.busy += started.elapsed();
+            }
+            // Bounded runs need their progress committed as soon as a partition is caught up.
+            if self.dirty && (last_commit.elapsed() >= interval || (idle && self.plan.bounded)) {
+                self.commit().await?;
+                last_commit = Instant::now();
+            }
+            if self.last_publish.elapsed() >= Duration::from_millis(500) {
+                self.publish();
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the tasks whose partitions moved away; surfaces a failure the listener found.
+    fn after_rebalance(&mut self) -> Result<()> {
+        let mut p = lock(&self.progress);
+        if let Some(e) = p.failed.take() {
+            return Err(e);
+        }
+        if p.revoked.is_empty() {
+            return Ok(());
+        }
+        let revoked = std::mem::take(&mut p.revoked);
+        drop(p);
+        let assigned = self.consumer.assignment();
+        for tp in &revoked {
+            self.lag.remove(tp);
+            let Some(sub) = self.plan.sub_of(&tp.topic) else {
+                continue;
+            };
+            // A task stays while any partition of its number is still assigned (co-read topics).
+            let still = assigned
+                .iter()
+                .any(|a| a.partition == tp.partition && self.plan.sub_of(&a.topic) == Some(sub));
+            if !still && let Some(task) = self.tasks.remove(&(sub, tp.partition)) {
+                tracing::info!(task = %task.id, "task moved away");
+                self.dropped_records += task.chain.counters().records_in;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the producer, then commits what was processed before the flush.
+    async fn commit(&mut self) -> Result<()> {
+        let snapshot: BTreeMap<TopicPartition, OffsetAndMetadata> =
+            lock(&self.progress).processed.clone();
+        self.producer
+            .flush()
+            .await
+            .map_err(|e| Error::produce("(flush)", e))?;
+        let failures = self.producer.failed_records();
+        {
+            let p = lock(&self.progress);
+            if failures > p.failures_seen {
+                return Err(undelivered(&self.producer, failures - p.failures_seen));
+            }
+        }
+        let owned = self.consumer.assignment();
+        let offsets: BTreeMap<_, _> = snapshot
+            .into_iter()
+            .filter(|(tp, _)| owned.contains(tp))
+            .collect();
+        if offsets.is_empty() {
+            self.dirty = false;
+            return Ok(());
+        }
+        self.consumer.commit_offsets_sync(offsets.clone()).await?;
+        let mut p = lock(&self.progress);
+        for (tp, o) in offsets {
+            if p.processed.get(&tp) == Some(&o) {
+                p.processed.remove(&tp);
+            }
+        }
+        self.dirty = !p.processed.is_empty();
+        self.commits += 1;
+        Ok(())
+    }
+
+    fn records_in(&self) -> u64 {
+        self.dropped_records
+            + self
+                .tasks
+                .values()
+                .map(|t| t.chain.counters().records_in)
+                .sum::<u64>()
+    }
+
+    fn publish(&mut self) {
+        self.last_publish = Instant::now();
+        let wall = self.started.elapsed().as_secs_f64();
+        let mut tasks: Vec<TaskMetrics> = self
+            .tasks
+            .values()
+            .map(|t| {
+                let mut operators = Vec::new();
+                t.chain.operator_metrics(&mut operators);
+                TaskMetrics {
+                    task: t.id.clone(),
+                    worker: self.index,
+                    counters: t.chain.counters().clone(),
+                    operators,
+                }
+            })
+            .collect();
+        tasks.sort_by(|a, b| a.task.cmp(&b.task));
+        let lag = self
+            .lag
+            .iter()
+            .map(|(tp, &(position, hw))| PartitionLag {
+                tp: tp.clone(),
+                position,
+                high_watermark: hw,
+                lag: (hw - position).max(0),
+            })
+            .collect();
+        let rebalances = lock(&self.progress).rebalances;
+        self.board.publish(
+            self.index,
+            WorkerSnapshot {
+                worker: WorkerMetrics {
+                    worker: self.index,
+                    busy_ratio: if wall > 0.0 {
+                        (self.busy.as_secs_f64() / wall).min(1.0)
+                    } else {
+                        0.0
+                    },
+                    commits: self.commits,
+                    rebalances,
+                },
+                tasks,
+                lag,
+                records_in_total: self.records_in(),
+            },
+        );
+    }
+
+    /// Commits what is done (on a clean stop) and leaves the group: leaving revokes every
+    /// partition, so the listener flushes and commits once more.
+    async fn shutdown(self, clean: bool) -> Result<()> {
+        let WorkerLoop {
+            consumer,
+            producer,
+            progress,
+            ..
+        } = self;
+        if !clean {
+            // Nothing more is committed: what was processed since the last commit is
+            // processed again by the partitions' next owner.
+            lock(&progress).processed.clear();
+        }
+        let closed = consumer.close().await;
+        let _ = producer.close(Duration::from_secs(10)).await;
+        if let Some(e) = lock(&progress).failed.take() {
+            return Err(e);
+        }
+        closed.map_err(Error::from)
+    }
+}
