@@ -43,8 +43,17 @@ struct Args {
     exit_at_end: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("reroute: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let field = args.field.clone();
     let on_error = match (&args.dead_letter, args.skip_bad) {
         (Some(topic), _) => OnError::DeadLetter(topic.clone()),

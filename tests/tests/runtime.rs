@@ -1,0 +1,601 @@
+//! The stream-processing runtime against a real broker: the `uppercase` and `reroute`
+//! examples run as processes (bounded, two workers; a second process joining and leaving;
+//! kill -9 and a restart), their output read back by kcat and checked record by record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use flumen_client::admin::NewTopic;
+use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
+use flumen_client::{Admin, ClientConfig};
+use flumen_testcontainers::KafkaCluster;
+
+/// The runtime's examples, built on first use into this test's target directory and profile.
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target directory");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace)
+            .args(["build", "--quiet", "-p", "flumen-runtime", "--examples"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if release {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().expect("cargo build").success(),
+            "building the runtime's examples failed"
+        );
+        profile_dir.join("examples")
+    });
+    dir.join(name)
+}
+
+fn kafka() -> &'static KafkaCluster {
+    KafkaCluster::shared()
+}
+
+async fn admin() -> Admin {
+    Admin::connect(
+        ClientConfig::from_properties([("bootstrap.servers", kafka().bootstrap())])
+            .expect("config"),
+    )
+    .await
+    .expect("admin")
+}
+
+async fn topic(prefix: &str, partitions: i32) -> String {
+    let name = KafkaCluster::unique_topic(prefix);
+    admin()
+        .await
+        .create_topic(
+            NewTopic::new(&name)
+                .partitions(partitions)
+                .replication_factor(1),
+        )
+        .await
+        .expect("create topic");
+    name
+}
+
+/// Writes `(key, value)` records, each with a header `seq=<index>`.
+async fn produce(topic: &str, records: &[(String, String)]) {
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([
+            ("bootstrap.servers", kafka().bootstrap().as_str()),
+            ("linger.ms", "5"),
+        ])
+        .expect("config"),
+    )
+    .await
+    .expect("producer");
+    for (i, (k, v)) in records.iter().enumerate() {
+        let seq = i.to_string();
+        let headers = [(b"seq".as_slice(), Some(seq.as_bytes()))];
+        let _ = producer
+            .send(
+                ProducerRecord::new(topic)
+                    .key(k.as_bytes())
+                    .value(v.as_bytes())
+                    .headers(&headers),
+            )
+            .await
+            .expect("send");
+    }
+    producer.flush().await.expect("flush");
+    assert_eq!(producer.failed_records(), 0);
+}
+
+/// One output record as kcat reads it.
+#[derive(Debug, Clone)]
+struct Read {
+    partition: i32,
+    key: String,
+    value: String,
+    headers: String,
+}
+
+/// Reads the whole topic with kcat until it holds at least `at_least` records (or 60 s).
+fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("kcat")
+            .args(["-b", &kafka().bootstrap(), "-C", "-t", topic, "-e", "-q"])
+            .args(["-f", "%p\t%k\t%s\t%h\n"])
+            .output()
+            .expect("run kcat");
+        assert!(
+            out.status.success(),
+            "kcat: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let records: Vec<Read> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, '\t').collect();
+                Read {
+                    partition: f[0].parse().expect("partition"),
+                    key: f[1].to_owned(),
+                    value: f.get(2).copied().unwrap_or_default().to_owned(),
+                    headers: f.get(3).copied().unwrap_or_default().to_owned(),
+                }
+            })
+            .collect();
+        if records.len() >= at_least || Instant::now() >= deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn run_example(name: &str, args: &[&str], timeout: Duration) -> Output {
+    let child = Command::new(example(name))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start example");
+    wait(child, timeout)
+}
+
+fn wait(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "example still running after {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn input(n: usize, keys: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("key-{}", i % keys), format!("value-{i}-abc")))
+        .collect()
+}
+
+/// Every input value appears upper-cased in the output with its key and headers, each key's
+/// records in input order; returns how many output records were duplicates.
+fn check_uppercased(records: &[(String, String)], out: &[Read]) -> usize {
+    let mut by_value: HashMap<&str, usize> = HashMap::new();
+    for r in out {
+        *by_value.entry(r.value.as_str()).or_default() += 1;
+    }
+    let expected: BTreeMap<String, &(String, String)> =
+        records.iter().map(|r| (r.1.to_uppercase(), r)).collect();
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|v| !by_value.contains_key(v.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} input records missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    for r in out {
+        let (key, _) = expected
+            .get(&r.value)
+            .unwrap_or_else(|| panic!("unexpected output value {:?}", r.value));
+        assert_eq!(&r.key, key, "key kept for {}", r.value);
+        assert!(
+            r.headers.starts_with("seq="),
+            "headers kept: {:?}",
+            r.headers
+        );
+    }
+    // Per key, first occurrences follow input order.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashMap<&str, ()> = HashMap::new();
+    for r in out {
+        if seen.insert(r.value.as_str(), ()).is_some() {
+            continue;
+        }
+        let i: usize = r
+            .value
+            .split('-')
+            .nth(1)
+            .expect("index")
+            .parse()
+            .expect("number");
+        if let Some(&prev) = last.get(r.key.as_str()) {
+            assert!(
+                i > prev || by_value[r.value.as_str()] > 1,
+                "key {} out of order: {i} after {prev}",
+                r.key
+            );
+        }
+        last.insert(r.key.as_str(), i);
+    }
+    out.len() - expected.len()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn uppercase_bounded_with_two_workers_writes_every_record_once_with_keys_headers_and_order() {
+    let input_topic = topic("upper-in", 6).await;
+    let output_topic = topic("upper-out", 6).await;
+    let records = input(30_000, 50);
+    produce(&input_topic, &records).await;
+    let app = KafkaCluster::unique_topic("upper-app");
+    let b = kafka().bootstrap();
+    let out = run_example(
+        "uppercase",
+        &[
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "2",
+            "--exit-at-end",
+        ],
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "uppercase failed:\n{stderr}");
+    assert!(stderr.contains("30000 records processed"), "{stderr}");
+    let read = read_all(&output_topic, records.len());
+    assert_eq!(read.len(), records.len(), "exactly one output per input");
+    assert_eq!(check_uppercased(&records, &read), 0);
+    // The group committed the end of every input partition.
+    let committed = admin()
+        .await
+        .list_group_offsets(&app, None)
+        .await
+        .expect("offsets");
+    let total: i64 = committed
+        .iter()
+        .filter(|(tp, _)| tp.topic == input_topic)
+        .map(|(_, o)| o.as_ref().expect("offset").offset)
+        .sum();
+    assert_eq!(total, records.len() as i64);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reroute_rekeys_by_a_json_field_through_a_repartition_topic() {
+    let input_topic = topic("reroute-in", 6).await;
+    let output_topic = topic("reroute-out", 4).await;
+    let records: Vec<(String, String)> = (0..6_000)
+        .map(|i| {
+            (
+                format!("origin-{}", i % 7),
+                format!(r#"{{"user":"u{}","n":{i}}}"#, i % 40),
+            )
+        })
+        .collect();
+    produce(&input_topic, &records).await;
+    let app = KafkaCluster::unique_topic("reroute-app");
+    let b = kafka().bootstrap();
+    let out = run_example(
+        "reroute",
+        &[
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "2",
+            "--exit-at-end",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "reroute failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = read_all(&output_topic, records.len());
+    assert_eq!(read.len(), records.len());
+    let mut ns: Vec<i64> = Vec::new();
+    let mut partition_of_user: HashMap<String, i32> = HashMap::new();
+    // Per input key (origin), records of one user keep their input order.
+    let mut last: HashMap<(String, u64), i64> = HashMap::new();
+    for r in &read {
+        let v: serde_json::Value = serde_json::from_str(&r.value).expect("json");
+        let user = v["user"].as_str().expect("user").to_owned();
+        let n = v["n"].as_i64().expect("n");
+        assert_eq!(r.key, user, "keyed by the user field");
+        // Every user's records are in one partition of the output.
+        let p = *partition_of_user.entry(user.clone()).or_insert(r.partition);
+        assert_eq!(p, r.partition, "user {user} split over partitions");
+        let origin = (n % 7) as u64;
+        if let Some(prev) = last.insert((user, origin), n) {
+            assert!(n > prev, "order within a user and an origin partition");
+        }
+        ns.push(n);
+    }
+    ns.sort_unstable();
+    assert_eq!(ns, (0..records.len() as i64).collect::<Vec<_>>());
+    let topics = admin().await.list_topics(false).await.expect("topics");
+    assert!(
+        topics.contains(&format!("{app}-by-field-repartition")),
+        "{topics:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_that_is_not_json_fails_the_job_or_goes_to_the_dead_letter_topic_or_is_skipped() {
+    let input_topic = topic("bad-in", 1).await;
+    let output_topic = topic("bad-out", 1).await;
+    let dlq = topic("bad-dlq", 1).await;
+    let records = vec![
+        ("a".to_owned(), r#"{"user":"x"}"#.to_owned()),
+        ("b".to_owned(), "not json".to_owned()),
+        ("c".to_owned(), r#"{"user":"y"}"#.to_owned()),
+    ];
+    produce(&input_topic, &records).await;
+    let b = kafka().bootstrap();
+    // Fail (the default): non-zero exit, the error names topic, partition and offset.
+    let app = KafkaCluster::unique_topic("bad-fail");
+    let out = run_example(
+        "reroute",
+        &[
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "1",
+            "--exit-at-end",
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail:\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "reroute: record at {input_topic}-0 offset 1 does not deserialize: invalid JSON"
+        )) && stderr.lines().count() == 1,
+        "error names the record: {stderr}"
+    );
+    // Dead letter: the bad record arrives unchanged with the error in a header.
+    let app = KafkaCluster::unique_topic("bad-dlq-app");
+    let out = run_example(
+        "reroute",
+        &[
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "1",
+            "--exit-at-end",
+            "--dead-letter",
+            &dlq,
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = read_all(&dlq, 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].key.as_str(), dead[0].value.as_str()),
+        ("b", "not json")
+    );
+    assert!(
+        dead[0].headers.contains("flumen.error=invalid JSON"),
+        "{}",
+        dead[0].headers
+    );
+    assert!(
+        dead[0]
+            .headers
+            .contains(&format!("flumen.source={input_topic}/0@1")),
+        "{}",
+        dead[0].headers
+    );
+    // Skip: counted and reported.
+    let app = KafkaCluster::unique_topic("bad-skip-app");
+    let out = run_example(
+        "reroute",
+        &[
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "1",
+            "--exit-at-end",
+            "--skip-bad",
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 records processed, 1 skipped")
+            || stderr.contains("3 records processed, 1 skipped"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_process_joining_and_leaving_mid_stream_loses_nothing() {
+    let input_topic = topic("rebal-in", 6).await;
+    let output_topic = topic("rebal-out", 6).await;
+    let app = KafkaCluster::unique_topic("rebal-app");
+    let b = kafka().bootstrap();
+    let start = |workers: &str| {
+        Command::new(example("uppercase"))
+            .args([
+                "-b",
+                &b,
+                "--input",
+                &input_topic,
+                "--output",
+                &output_topic,
+                "--application-id",
+                &app,
+                "--workers",
+                workers,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start uppercase")
+    };
+    let first = start("1");
+    let records = input(60_000, 60);
+    produce(&input_topic, &records[..20_000]).await;
+    let second = start("1");
+    produce(&input_topic, &records[20_000..40_000]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGTERM: the second process commits what it did and leaves the group.
+    terminate(&second);
+    let second = wait(second, Duration::from_secs(60));
+    assert!(
+        second.status.success(),
+        "second process: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    produce(&input_topic, &records[40_000..]).await;
+    let read = read_all(&output_topic, records.len());
+    terminate(&first);
+    let first = wait(first, Duration::from_secs(60));
+    assert!(
+        first.status.success(),
+        "first process: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let duplicates = check_uppercased(&records, &read);
+    eprintln!(
+        "rebalance: {} outputs for {} inputs, {duplicates} duplicates",
+        read.len(),
+        records.len()
+    );
+    // Revoked partitions are flushed and committed before they move: nothing is read twice.
+    assert_eq!(duplicates, 0, "duplicates after cooperative hand-overs");
+}
+
+fn terminate(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+}
+
+fn kill9(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc_kill(pid, 9) }, 0);
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kill_9_mid_stream_then_a_restart_leaves_nothing_missing() {
+    let input_topic = topic("kill-in", 6).await;
+    let output_topic = topic("kill-out", 6).await;
+    let app = KafkaCluster::unique_topic("kill-app");
+    let b = kafka().bootstrap();
+    let records = input(100_000, 30);
+    produce(&input_topic, &records).await;
+    let child = Command::new(example("uppercase"))
+        .args([
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start uppercase");
+    // Kill it once some, but not all, output is there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = read_all(&output_topic, 0).len();
+        if n >= 1_000 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill9(&child);
+    let _ = wait(child, Duration::from_secs(10));
+    let out = run_example(
+        "uppercase",
+        &[
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "2",
+            "--exit-at-end",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = read_all(&output_topic, records.len());
+    let duplicates = check_uppercased(&records, &read);
+    eprintln!(
+        "kill -9: {} outputs for {} inputs, {duplicates} duplicates (at-least-once)",
+        read.len(),
+        records.len()
+    );
+}
