@@ -18,6 +18,8 @@ enum Command {
     Produce(ProduceArgs),
     /// Consume N records of S bytes from P partitions with each client.
     Consume(ConsumeArgs),
+    /// Run a job with the runtime and with a hand-written client loop on the same input.
+    Pipeline(compare::pipeline::PipelineArgs),
 }
 
 fn main() {
@@ -29,7 +31,18 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Command::Pipeline(args) = &cli.command {
+        match compare::pipeline::run(args, &broker) {
+            Ok(results) => compare::pipeline::print(&results, args.json),
+            Err(e) => {
+                eprintln!("compare failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let (results, json) = match &cli.command {
+        Command::Pipeline(_) => unreachable!("handled above"),
         Command::Produce(args) => (compare::produce::run(args, &broker), args.json),
         Command::Consume(args) => (compare::consume::run(args, &broker), args.json),
     };

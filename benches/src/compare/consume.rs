@@ -93,7 +93,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
 }
 
 /// Writes the round's records with Flumen's producer (unkeyed: spread over the partitions).
-async fn fill(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<(), String> {
+pub(crate) async fn fill(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<(), String> {
     let config = ProducerConfig::from_properties([
         ("bootstrap.servers", broker.bootstrap.as_str()),
         ("acks", "1"),
@@ -136,16 +136,20 @@ async fn fill(args: &ConsumeArgs, broker: &Broker, topic: &str) -> Result<(), St
 /// The child program that reads with `client`, next to this binary; under `cargo run` it is
 /// built (or brought up to date) first, with the same profile.
 fn child_program(client: ClientKind) -> Result<std::path::PathBuf, String> {
+    child_program_named(&format!("compare-child-{client}"))
+}
+
+/// The path of the child program `name` beside this one; under `cargo run`, built first.
+pub(crate) fn child_program_named(name: &str) -> Result<std::path::PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let name = format!("compare-child-{client}");
-    let path = exe.with_file_name(&name);
+    let path = exe.with_file_name(name);
     if let Ok(cargo) = std::env::var("CARGO") {
         let release = exe
             .parent()
             .and_then(|d| d.file_name())
             .is_some_and(|d| d == "release");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "flumen-benches", "--bin", &name]);
+        build.args(["build", "--quiet", "-p", "flumen-benches", "--bin", name]);
         if release {
             build.arg("--release");
         }
@@ -288,7 +292,7 @@ pub fn read_rskafka(
 
 /// A size line of `/proc/self/status` (`VmHWM:` is the peak RSS of the current memory map,
 /// `VmRSS:` the RSS now), MB (10^6 bytes).
-fn proc_status_mb(key: &str) -> Option<f64> {
+pub(crate) fn proc_status_mb(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
