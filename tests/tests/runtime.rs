@@ -599,3 +599,82 @@ async fn kill_9_mid_stream_then_a_restart_leaves_nothing_missing() {
         records.len()
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn metrics_show_every_task_its_operators_lag_and_worker_load() {
+    use flumen_runtime::format::Utf8;
+    use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig};
+    let input_topic = topic("metrics-in", 6).await;
+    let output_topic = topic("metrics-out", 6).await;
+    let records = input(50_000, 20);
+    produce(&input_topic, &records).await;
+    let mut pipeline = Pipeline::new();
+    pipeline
+        .source(Kafka::topic(&input_topic).format(Utf8))
+        .filter(|v| !v.ends_with("7-abc"))
+        .map(|v| v.to_uppercase())
+        .to(&output_topic, Utf8);
+    let config = RuntimeConfig::new(
+        kafka().bootstrap(),
+        KafkaCluster::unique_topic("metrics-app"),
+    )
+    .workers(2)
+    // Small producer buffers: the worker pauses fetching whenever outputs back up.
+    .set("producer.buffer.memory", "2097152")
+    .set("producer.batch.size", "65536");
+    let runtime = Runtime::new(config, pipeline);
+    let read = runtime.metrics_reader();
+    let run = std::thread::spawn(move || runtime.run_until_end());
+    // While it runs, the metrics name tasks as they start.
+    let mut seen_running = false;
+    while !run.is_finished() {
+        if !read().tasks.is_empty() {
+            seen_running = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let summary = run.join().expect("runtime thread").expect("bounded run");
+    assert!(seen_running, "metrics showed no task while running");
+    let m = summary.metrics();
+    assert_eq!(summary.records_in(), 50_000);
+    assert_eq!(m.records_in, 50_000);
+    let mut tasks: Vec<&str> = m.tasks.iter().map(|t| t.task.as_str()).collect();
+    tasks.sort_unstable();
+    assert_eq!(tasks, ["0_0", "0_1", "0_2", "0_3", "0_4", "0_5"]);
+    let kept = records.iter().filter(|r| !r.1.ends_with("7-abc")).count() as u64;
+    let mut into_sink = 0;
+    for t in &m.tasks {
+        let names: Vec<String> = t
+            .operators
+            .iter()
+            .map(|o| o.name.split_once(':').expect("numbered").1.to_owned())
+            .collect();
+        assert_eq!(names, ["filter", "map", &format!("to:{output_topic}")]);
+        assert_eq!(t.operators[0].records_in, t.counters.records_in);
+        assert_eq!(t.operators[1].records_in, t.operators[2].records_in);
+        into_sink += t.operators[2].records_in;
+        assert!(t.counters.processing_ns > 0);
+    }
+    assert_eq!(into_sink, kept);
+    // Lag is listed for the partitions each worker has fetched and still owns; a test broker
+    // rebalances at once (no initial delay), so the second worker may join after the first
+    // one has read everything.
+    assert!(!m.lag.is_empty() && m.lag.len() <= 6, "{:?}", m.lag);
+    assert!(
+        m.lag.iter().all(|l| l.lag == 0 && l.position > 0),
+        "{:?}",
+        m.lag
+    );
+    assert_eq!(m.workers.len(), 2);
+    assert!(
+        m.workers
+            .iter()
+            .all(|w| (0.0..=1.0).contains(&w.busy_ratio))
+            && m.workers.iter().any(|w| w.busy_ratio > 0.0),
+        "{:?}",
+        m.workers
+    );
+    assert!(m.workers.iter().map(|w| w.commits).sum::<u64>() >= 1);
+    let out = read_all(&output_topic, kept as usize);
+    assert_eq!(out.len() as u64, kept);
+}

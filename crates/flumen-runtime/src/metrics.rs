@@ -51,6 +51,8 @@ pub struct WorkerMetrics {
     pub commits: u64,
     /// Rebalances that moved partitions of this worker.
     pub rebalances: u64,
+    /// Times fetching was paused because outputs backed up in the producer.
+    pub backpressure_pauses: u64,
 }
 
 /// A snapshot of every worker of this process.

@@ -221,6 +221,8 @@ async fn run_async(
         commits: 0,
         dropped_records: 0,
         dirty: false,
+        paused: false,
+        pauses: 0,
         board,
         last_publish: Instant::now(),
     };
@@ -255,6 +257,9 @@ struct WorkerLoop {
     dropped_records: u64,
     /// Processed offsets not committed yet.
     dirty: bool,
+    /// Fetching is paused for backpressure.
+    paused: bool,
+    pauses: u64,
     board: Arc<MetricsBoard>,
     last_publish: Instant,
 }
@@ -297,6 +302,7 @@ impl WorkerLoop {
                 }
                 self.busy += started.elapsed();
             }
+            self.backpressure();
             // Bounded runs need their progress committed as soon as a partition is caught up.
             if self.dirty && (last_commit.elapsed() >= interval || (idle && self.plan.bounded)) {
                 self.commit().await?;
@@ -307,6 +313,27 @@ impl WorkerLoop {
             }
         }
         Ok(())
+    }
+
+    /// Pauses fetching while the producer holds half of `buffer.memory` or more (outputs are
+    /// not leaving as fast as inputs arrive), and resumes once it is down to a quarter. Sends
+    /// also wait for memory when it is full, so a slow sink never grows a queue: the worker
+    /// holds at most the consumer's prefetch and the producer's buffer.
+    fn backpressure(&mut self) {
+        let buffered = self.producer.buffered_bytes();
+        let limit = self.producer.config().buffer_memory;
+        if !self.paused && buffered.saturating_mul(2) >= limit {
+            let assigned = self.consumer.assignment();
+            self.consumer.pause(&assigned);
+            self.paused = true;
+            self.pauses += 1;
+            tracing::debug!(buffered, "outputs backed up: fetching paused");
+        } else if self.paused && buffered.saturating_mul(4) <= limit {
+            let paused = self.consumer.paused();
+            self.consumer.resume(&paused);
+            self.paused = false;
+            tracing::debug!(buffered, "fetching resumed");
+        }
     }
 
     /// Drops the tasks whose partitions moved away; surfaces a failure the listener found.
@@ -424,6 +451,7 @@ impl WorkerLoop {
                     },
                     commits: self.commits,
                     rebalances,
+                    backpressure_pauses: self.pauses,
                 },
                 tasks,
                 lag,
