@@ -32,6 +32,34 @@ fn main() {
         }
     };
     if let Command::Pipeline(args) = &cli.command {
+        if let Some(rate) = args.latency_rate {
+            match compare::pipeline::latency(args, &broker, rate) {
+                Ok(results) => {
+                    for r in results {
+                        if args.json {
+                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                        } else {
+                            println!(
+                                "{} x{} at {} records/s offered: {} measured, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                                r.engine,
+                                r.workers,
+                                r.offered_per_s,
+                                r.records,
+                                r.p50_ms,
+                                r.p99_ms,
+                                r.p999_ms,
+                                r.max_ms
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("compare failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
         match compare::pipeline::run(args, &broker) {
             Ok(results) => compare::pipeline::print(&results, args.json),
             Err(e) => {

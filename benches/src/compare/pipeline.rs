@@ -47,6 +47,172 @@ pub struct PipelineArgs {
     /// Print one JSON object per engine and worker count.
     #[arg(long)]
     pub json: bool,
+    /// Instead of throughput: offer this many records per second to a running (unbounded)
+    /// `uppercase` and measure the time from each input's send to its output being read.
+    #[arg(long)]
+    pub latency_rate: Option<u64>,
+    /// How long the latency run offers records, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+}
+
+/// End-to-end latency of the runtime under a steady offered rate.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyResult {
+    /// `flumen-runtime`.
+    pub engine: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Records offered per second.
+    pub offered_per_s: u64,
+    /// Records measured.
+    pub records: u64,
+    /// Median latency, input send to output read, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// 99.9th percentile, milliseconds.
+    pub p999_ms: f64,
+    /// Largest, milliseconds.
+    pub max_ms: f64,
+}
+
+/// Runs `uppercase` unbounded in a child process, offers `rate` records/s of 100 bytes whose
+/// value starts with the send time, and reads the output: each record's latency is the time
+/// from its send call to the moment the reading consumer sees it.
+pub fn latency(
+    args: &PipelineArgs,
+    broker: &Broker,
+    rate: u64,
+) -> Result<Vec<LatencyResult>, String> {
+    let program = super::consume::child_program_named("compare-child-pipeline")?;
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut results = Vec::new();
+    for &workers in &args.workers {
+        let input = current.block_on(broker.create_topic("latency-in", args.partitions))?;
+        let output = current.block_on(broker.create_topic("latency-out", args.partitions))?;
+        let mut child = Command::new(&program)
+            .args(["flumen-runtime-unbounded", &workers.to_string(), "0"])
+            .args([&broker.bootstrap, &input, &output])
+            .arg(KafkaCluster::unique_topic("latency-app"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let measured = current.block_on(offer_and_read(args, broker, &input, &output, rate));
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let histogram = measured?;
+        if !status.success() {
+            return Err(format!(
+                "the runtime exited with {status} after the latency run"
+            ));
+        }
+        let q = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        results.push(LatencyResult {
+            engine: "flumen-runtime".to_owned(),
+            workers,
+            offered_per_s: rate,
+            records: histogram.len(),
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: histogram.max() as f64 / 1000.0,
+        });
+        current.block_on(broker.delete_topic(&input));
+        current.block_on(broker.delete_topic(&output));
+    }
+    Ok(results)
+}
+
+fn micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn offer_and_read(
+    args: &PipelineArgs,
+    broker: &Broker,
+    input: &str,
+    output: &str,
+    rate: u64,
+) -> Result<hdrhistogram::Histogram<u64>, String> {
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("linger.ms", "0"),
+        ])
+        .map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut consumer = Consumer::connect(
+        ConsumerConfig::from_properties([
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("fetch.max.wait.ms", "100"),
+        ])
+        .map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    consumer
+        .assign((0..args.partitions).map(|p| TopicPartition::new(output, p)))
+        .map_err(|e| e.to_string())?;
+    let mut histogram = super::new_histogram();
+    let reader = async {
+        // Warm-up: records sent before the runtime owns every partition are not measured.
+        let measure_from = micros_now() + 3_000_000;
+        let end = Instant::now() + Duration::from_secs(args.latency_seconds + 3 + 10);
+        let expected = rate * args.latency_seconds;
+        while Instant::now() < end && histogram.len() < expected {
+            let mut polled = consumer
+                .poll(Duration::from_millis(50))
+                .await
+                .map_err(|e| e.to_string())?;
+            let now = micros_now();
+            for record in polled.iter() {
+                let record = record.map_err(|e| e.to_string())?;
+                let value = record.value().unwrap_or_default();
+                let sent: u64 = std::str::from_utf8(&value[..value.len().min(16)])
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                if sent >= measure_from {
+                    let _ = histogram.record(now.saturating_sub(sent).max(1));
+                }
+            }
+        }
+        Ok::<_, String>(())
+    };
+    let writer = async {
+        let total = rate * (args.latency_seconds + 3);
+        let start = Instant::now();
+        let mut value = vec![b'x'; args.record_size.max(16)];
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now + Duration::from_millis(1) {
+                tokio::time::sleep(due - now).await;
+            }
+            let stamp = format!("{:016}", micros_now());
+            value[..16].copy_from_slice(stamp.as_bytes());
+            let _ = producer
+                .send(ProducerRecord::new(input).value(&value))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        producer.flush().await.map_err(|e| e.to_string())
+    };
+    let (r, w) = tokio::join!(reader, writer);
+    r?;
+    w?;
+    Ok(histogram)
 }
 
 /// What one engine achieved.
@@ -218,7 +384,10 @@ pub fn child_main() {
     let started = Instant::now();
     let cpu0 = cpu_time();
     let result = match engine.as_str() {
-        "flumen-runtime" => runtime_uppercase(bootstrap, input, output, app, workers),
+        "flumen-runtime" => runtime_uppercase(bootstrap, input, output, app, workers, true),
+        "flumen-runtime-unbounded" => {
+            runtime_uppercase(bootstrap, input, output, app, workers, false)
+        }
         "raw-loop" => raw_loop(bootstrap, input, output, app, workers, records),
         other => Err(format!("unknown engine {other}")),
     };
@@ -245,6 +414,7 @@ fn runtime_uppercase(
     output: &str,
     app: &str,
     workers: usize,
+    bounded: bool,
 ) -> Result<(), String> {
     use flumen_runtime::format::Bytes;
     use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig};
@@ -254,10 +424,13 @@ fn runtime_uppercase(
         .map(|v: &[u8]| v.to_ascii_uppercase())
         .to(output, Bytes);
     let config = RuntimeConfig::new(bootstrap, app).workers(workers);
-    Runtime::new(config, pipeline)
-        .run_until_end()
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let runtime = Runtime::new(config, pipeline);
+    let result = if bounded {
+        runtime.run_until_end()
+    } else {
+        runtime.run()
+    };
+    result.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The loop a user would write with the client alone: one thread per worker, each with its
