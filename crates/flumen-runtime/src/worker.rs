@@ -159,7 +159,7 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
     c.set("group.id", &plan.config.application_id);
     c.set("enable.auto.commit", "false");
     c.set("auto.offset.reset", "earliest");
-    c.set("partition.assignment.strategy", "cooperative-sticky");
+    c.set("partition.assignment.strategy", "co-partitioned");
     for (k, v) in plan.consumer_props() {
         c.set(k, v);
     }

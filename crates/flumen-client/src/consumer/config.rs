@@ -67,6 +67,10 @@ pub enum AssignmentStrategy {
     RoundRobin,
     /// Balanced, sticky, incremental (`cooperative-sticky`, KIP-429).
     CooperativeSticky,
+    /// Cooperative-sticky over partition *numbers*: partition `p` of every subscribed topic
+    /// goes to one member (`co-partitioned`; Flumen's own, for stream tasks that read
+    /// co-partitioned topics; every member of the group must use it).
+    CoPartitioned,
 }
 
 impl AssignmentStrategy {
@@ -76,6 +80,7 @@ impl AssignmentStrategy {
             AssignmentStrategy::Range => "range",
             AssignmentStrategy::RoundRobin => "roundrobin",
             AssignmentStrategy::CooperativeSticky => "cooperative-sticky",
+            AssignmentStrategy::CoPartitioned => "flumen-co-partitioned",
         }
     }
 
@@ -85,13 +90,17 @@ impl AssignmentStrategy {
             "range" => Some(AssignmentStrategy::Range),
             "roundrobin" => Some(AssignmentStrategy::RoundRobin),
             "cooperative-sticky" => Some(AssignmentStrategy::CooperativeSticky),
+            "flumen-co-partitioned" => Some(AssignmentStrategy::CoPartitioned),
             _ => None,
         }
     }
 
     /// Whether members keep their partitions through a rebalance (KIP-429).
     pub fn is_cooperative(self) -> bool {
-        matches!(self, AssignmentStrategy::CooperativeSticky)
+        matches!(
+            self,
+            AssignmentStrategy::CooperativeSticky | AssignmentStrategy::CoPartitioned
+        )
     }
 }
 
@@ -106,7 +115,8 @@ impl std::str::FromStr for AssignmentStrategy {
             "cooperative-sticky" | "cooperativestickyassignor" => {
                 Ok(AssignmentStrategy::CooperativeSticky)
             }
-            _ => Err("expected range, roundrobin or cooperative-sticky".to_owned()),
+            "co-partitioned" | "flumen-co-partitioned" => Ok(AssignmentStrategy::CoPartitioned),
+            _ => Err("expected range, roundrobin, cooperative-sticky or co-partitioned".to_owned()),
         }
     }
 }

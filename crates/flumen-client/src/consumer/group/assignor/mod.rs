@@ -8,6 +8,7 @@
 //!
 //! Every assignor is deterministic: members and partitions are sorted before dealing.
 
+mod co_partitioned;
 mod cooperative_sticky;
 mod range;
 mod round_robin;
@@ -59,6 +60,7 @@ pub(crate) fn assign(
         AssignmentStrategy::Range => range::assign(members, partitions),
         AssignmentStrategy::RoundRobin => round_robin::assign(members, partitions),
         AssignmentStrategy::CooperativeSticky => cooperative_sticky::assign(members, partitions),
+        AssignmentStrategy::CoPartitioned => co_partitioned::assign(members, partitions),
     };
     for (member, mut tps) in assigned {
         tps.sort();
