@@ -15,6 +15,7 @@ use crate::local::JvmBrokers;
 use crate::readiness::{self, POLL_INTERVAL, Transport};
 use crate::spec::{ClusterSpec, SaslMechanism, SaslUser};
 use crate::tempdir::TempRoot;
+use crate::version::{KafkaVersion, OLDEST_SUPPORTED};
 use crate::{docker, tls};
 
 /// How long a broker may take to answer on every listener and join the cluster.
@@ -84,10 +85,16 @@ impl KafkaCluster {
                 inner: Inner::External(external),
             });
         }
+        let version = spec.kafka_version();
+        if version < OLDEST_SUPPORTED {
+            return Err(Error::InvalidArgument(format!(
+                "Kafka {version} is not supported by the harness: the oldest is {OLDEST_SUPPORTED}"
+            )));
+        }
         let provider = std::env::var(ENV_PROVIDER).unwrap_or_default();
         match provider.as_str() {
             "docker" => Self::start_with_retries(spec, None),
-            "jvm" => Self::start_with_retries(spec, Some(Jvm::locate()?)),
+            "jvm" => Self::start_with_retries(spec, Some(Jvm::locate(version)?)),
             "" if docker::available() => match Self::start_with_retries(spec, None) {
                 Ok(cluster) => Ok(cluster),
                 // A Docker engine that cannot run the image (no registry access, no host
@@ -96,10 +103,10 @@ impl KafkaCluster {
                     eprintln!(
                         "flumen-testcontainers: Docker failed ({docker_err}); trying a local JVM broker"
                     );
-                    Self::start_with_retries(spec, Some(Jvm::locate()?))
+                    Self::start_with_retries(spec, Some(Jvm::locate(version)?))
                 }
             },
-            "" => Self::start_with_retries(spec, Some(Jvm::locate()?)),
+            "" => Self::start_with_retries(spec, Some(Jvm::locate(version)?)),
             other => Err(Error::InvalidArgument(format!(
                 "{ENV_PROVIDER}={other}: expected `jvm` or `docker`"
             ))),
@@ -174,6 +181,14 @@ impl KafkaCluster {
             )));
         }
         Ok(m)
+    }
+
+    /// The Apache Kafka release the brokers run (`None` for an external cluster: whatever it is).
+    pub fn kafka_version(&self) -> Option<KafkaVersion> {
+        match &self.inner {
+            Inner::External(_) => None,
+            Inner::Managed(m) => Some(m.layout.spec.kafka_version()),
+        }
     }
 
     /// PLAINTEXT bootstrap addresses, comma-separated (`127.0.0.1:p1,127.0.0.1:p2`).

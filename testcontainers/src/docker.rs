@@ -19,6 +19,7 @@ use crate::command;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::process::pid_alive;
+use crate::version::KafkaVersion;
 
 const OWNER_LABEL: &str = "flumen.owner";
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -30,12 +31,12 @@ pub(crate) fn available() -> bool {
     matches!(command::run(cmd, None, Duration::from_secs(10), "docker info"), Ok(out) if out.status.success())
 }
 
-/// The image, overridable with `FLUMEN_KAFKA_IMAGE`.
-fn image() -> String {
+/// The image of the spec's Kafka release, overridable with `FLUMEN_KAFKA_IMAGE`.
+fn image(version: KafkaVersion) -> String {
     std::env::var("FLUMEN_KAFKA_IMAGE")
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("apache/kafka:{}", crate::jvm::kafka_version()))
+        .unwrap_or_else(|| format!("apache/kafka:{version}"))
 }
 
 /// The brokers of one cluster, each a container.
@@ -48,7 +49,7 @@ pub(crate) struct DockerBrokers {
 impl DockerBrokers {
     pub(crate) fn new(layout: &Layout) -> Result<Self> {
         remove_orphans();
-        let image = image();
+        let image = image(layout.spec.kafka_version());
         // Pull up front so the first broker's readiness deadline is not spent downloading.
         let mut pull = Command::new("docker");
         pull.args(["pull", "--quiet", &image]);

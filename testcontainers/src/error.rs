@@ -33,9 +33,12 @@ pub enum Error {
         detail: String,
     },
 
-    /// `mvn dependency:copy-dependencies` ran but failed.
-    #[error("resolving the Kafka jars with Maven failed ({status}):\n{output}")]
+    /// `mvn dependency:copy-dependencies` ran but failed (for a release other than the pinned
+    /// one: often a version that Maven Central does not serve).
+    #[error("resolving the Apache Kafka {version} jars with Maven failed ({status}):\n{output}")]
     MavenFailed {
+        /// The Kafka version that was to be resolved.
+        version: String,
         /// Exit status as text.
         status: String,
         /// The tail of Maven's output.

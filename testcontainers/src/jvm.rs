@@ -1,10 +1,21 @@
 //! The Java side of the local broker: finding a JDK 17+, and the Kafka jars resolved once by
-//! Maven from the pinned `kafka/pom.xml` into a per-user cache.
+//! Maven into a per-user cache, one directory per Kafka release.
+//!
+//! The pinned release resolves from `kafka/pom.xml` as it is; another release from a pom
+//! generated from it ([`pom_for`]): `kafka.version` replaced, and for 3.x the log4j 1 pieces
+//! swapped (Kafka 3.x's tools bring reload4j and its slf4j binding, which would compete with
+//! the log4j2 binding and ignore the harness's log4j2 files: they are excluded, and
+//! `log4j-1.2-api` serves the 3.x broker's own log4j 1 calls through log4j2).
 //!
 //! # Invariants
-//! - The cache directory is only ever seen complete: Maven fills a private staging directory
-//!   which is renamed into place, under an exclusive `flock`, so parallel test binaries
-//!   resolving at the same moment neither race nor see half a classpath.
+//! - The cache directory of a release (`kafka-<version>`) is only ever seen complete: Maven
+//!   fills a private staging directory which is renamed into place, under an exclusive `flock`
+//!   of that release (`kafka-<version>.lock`), so parallel test binaries resolving at the same
+//!   moment neither race nor see half a classpath; releases resolve independently.
+//! - A cache directory is used only if its marker holds exactly the pom it was resolved from:
+//!   editing the pom re-resolves on next use. The pinned release's pom is `kafka/pom.xml`
+//!   byte for byte, so checkouts that share the cache and agree on that file agree on its
+//!   directory (a generated pom for the pinned release would make them replace each other's).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -12,14 +23,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
+use crate::version::KafkaVersion;
 
 /// The pom that pins the Kafka version; embedded so the binary works outside the source tree.
 pub(crate) const POM: &str = include_str!("../kafka/pom.xml");
 
-/// Name of the file that marks a finished cache directory (it holds the pom it came from).
+/// Name of the file that marks a finished cache directory (it holds the release and the pom
+/// it came from).
 const COMPLETE_MARKER: &str = ".flumen-complete";
 
-/// The Kafka version pinned in the pom.
+/// The Kafka version pinned in the pom (what a cluster runs unless its spec names another).
 pub fn kafka_version() -> &'static str {
     let start = POM
         .find("<kafka.version>")
@@ -41,10 +54,11 @@ pub(crate) struct Jvm {
 }
 
 impl Jvm {
-    /// Finds Java 17+ and makes sure the Kafka jars are in the cache (running Maven once).
-    pub(crate) fn locate() -> Result<Jvm> {
+    /// Finds Java 17+ and makes sure the jars of Kafka `version` are in the cache (running
+    /// Maven once per release).
+    pub(crate) fn locate(version: KafkaVersion) -> Result<Jvm> {
         let java = find_java()?;
-        let dir = ensure_jars()?;
+        let dir = ensure_jars(version)?;
         let classpath = format!("{}/*", dir.join("libs").display());
         Ok(Jvm { java, classpath })
     }
@@ -104,20 +118,56 @@ fn cache_root() -> PathBuf {
     }
 }
 
-fn is_complete(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join(COMPLETE_MARKER)).is_ok_and(|pom| pom == POM)
+/// The pom that resolves Kafka `version`: `kafka/pom.xml` itself for the pinned release,
+/// else that pom with `kafka.version` replaced and, for 3.x, reload4j swapped for
+/// `log4j-1.2-api` (see the module docs).
+pub(crate) fn pom_for(version: KafkaVersion) -> String {
+    let pinned = kafka_version();
+    if version.to_string() == pinned {
+        return POM.to_owned();
+    }
+    let mut pom = POM.replace(
+        &format!("<kafka.version>{pinned}</kafka.version>"),
+        &format!("<kafka.version>{version}</kafka.version>"),
+    );
+    if version.major < 4 {
+        pom = pom.replace(
+            "<artifactId>kafka-tools</artifactId>\n      <version>${kafka.version}</version>\n",
+            "<artifactId>kafka-tools</artifactId>\n      <version>${kafka.version}</version>\n\
+             \x20     <exclusions>\n\
+             \x20       <exclusion><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId></exclusion>\n\
+             \x20       <exclusion><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId></exclusion>\n\
+             \x20     </exclusions>\n",
+        );
+        pom = pom.replace(
+            "  </dependencies>",
+            "    <dependency>\n\
+             \x20     <groupId>org.apache.logging.log4j</groupId>\n\
+             \x20     <artifactId>log4j-1.2-api</artifactId>\n\
+             \x20     <version>${log4j.version}</version>\n\
+             \x20   </dependency>\n\
+             \x20 </dependencies>",
+        );
+    }
+    pom
 }
 
-/// Returns the cache directory holding `libs/*.jar`, resolving it with Maven if needed.
-fn ensure_jars() -> Result<PathBuf> {
+fn is_complete(dir: &Path, pom: &str) -> bool {
+    std::fs::read_to_string(dir.join(COMPLETE_MARKER)).is_ok_and(|m| m == pom)
+}
+
+/// Returns the cache directory holding `libs/*.jar` of Kafka `version`, resolving it with
+/// Maven if needed.
+fn ensure_jars(version: KafkaVersion) -> Result<PathBuf> {
     let root = cache_root();
-    let dir = root.join(format!("kafka-{}", kafka_version()));
-    if is_complete(&dir) {
+    let dir = root.join(format!("kafka-{version}"));
+    let pom = pom_for(version);
+    if is_complete(&dir, &pom) {
         return Ok(dir);
     }
     std::fs::create_dir_all(&root)
         .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-    let lock_path = root.join(format!("kafka-{}.lock", kafka_version()));
+    let lock_path = root.join(format!("kafka-{version}.lock"));
     let lock = File::create(&lock_path)
         .map_err(|e| Error::io(format!("creating {}", lock_path.display()), e))?;
     // SAFETY: flock on a descriptor we own; released when `lock` is closed.
@@ -128,24 +178,19 @@ fn ensure_jars() -> Result<PathBuf> {
         ));
     }
     // Someone else may have finished while we waited for the lock.
-    if is_complete(&dir) {
+    if is_complete(&dir, &pom) {
         return Ok(dir);
     }
     eprintln!(
-        "flumen-testcontainers: resolving Apache Kafka {} jars with Maven into {} (once)",
-        kafka_version(),
+        "flumen-testcontainers: resolving Apache Kafka {version} jars with Maven into {} (once)",
         dir.display()
     );
-    let staging = root.join(format!(
-        "kafka-{}.staging-{}",
-        kafka_version(),
-        std::process::id()
-    ));
+    let staging = root.join(format!("kafka-{version}.staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)
         .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
-    let result = resolve_into(&staging).and_then(|()| {
-        std::fs::write(staging.join(COMPLETE_MARKER), POM)
+    let result = resolve_into(&staging, version, &pom).and_then(|()| {
+        std::fs::write(staging.join(COMPLETE_MARKER), &pom)
             .map_err(|e| Error::io("writing the cache marker", e))?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
@@ -161,9 +206,10 @@ fn ensure_jars() -> Result<PathBuf> {
     result.map(|()| dir)
 }
 
-fn resolve_into(staging: &Path) -> Result<()> {
+fn resolve_into(staging: &Path, version: KafkaVersion, pom_text: &str) -> Result<()> {
     let pom = staging.join("pom.xml");
-    std::fs::write(&pom, POM).map_err(|e| Error::io(format!("writing {}", pom.display()), e))?;
+    std::fs::write(&pom, pom_text)
+        .map_err(|e| Error::io(format!("writing {}", pom.display()), e))?;
     let libs = staging.join("libs");
     let out = Command::new("mvn")
         .args(["-q", "-B", "-f"])
@@ -173,25 +219,30 @@ fn resolve_into(staging: &Path) -> Result<()> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::MavenMissing {
-            version: kafka_version().to_owned(),
+            version: version.to_string(),
             detail: format!("running `mvn` failed: {e}"),
         })?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         return Err(Error::MavenFailed {
+            version: version.to_string(),
             status: out.status.to_string(),
             output: tail_lines(&text, 40),
         });
     }
+    // The broker jar of exactly this release: a pom that did not get the version across must
+    // not pass as a cache of the wrong release.
+    let broker_jar = format!("kafka_2.13-{version}.jar");
     let has_kafka = std::fs::read_dir(&libs)
         .map_err(|e| Error::io(format!("listing {}", libs.display()), e))?
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"));
+        .any(|e| e.file_name().to_string_lossy() == broker_jar);
     if !has_kafka {
         return Err(Error::MavenFailed {
+            version: version.to_string(),
             status: "exit status: 0".to_owned(),
-            output: format!("no kafka_2.13 jar in {}", libs.display()),
+            output: format!("no {broker_jar} in {}", libs.display()),
         });
     }
     Ok(())
@@ -221,5 +272,29 @@ mod tests {
     #[test]
     fn pinned_kafka_version_is_read_from_the_pom() {
         assert_eq!(kafka_version(), "4.1.1");
+    }
+
+    #[test]
+    fn pinned_release_uses_the_pom_as_is_and_others_a_generated_one() {
+        assert_eq!(pom_for(KafkaVersion::pinned()), POM);
+        let v4 = pom_for(KafkaVersion::new(4, 4, 0));
+        assert!(v4.contains("<kafka.version>4.4.0</kafka.version>"), "{v4}");
+        assert!(
+            !v4.contains("reload4j") && !v4.contains("log4j-1.2-api"),
+            "{v4}"
+        );
+        let v3 = pom_for(KafkaVersion::new(3, 9, 1));
+        assert!(v3.contains("<kafka.version>3.9.1</kafka.version>"), "{v3}");
+        assert!(!v3.contains(&format!("<kafka.version>{}<", kafka_version())));
+        assert_eq!(v3.matches("<exclusion>").count(), 2, "{v3}");
+        assert!(
+            v3.contains("<artifactId>slf4j-reload4j</artifactId>"),
+            "{v3}"
+        );
+        assert!(
+            v3.contains("<artifactId>log4j-1.2-api</artifactId>"),
+            "{v3}"
+        );
+        assert!(v3.trim_end().ends_with("</project>"), "{v3}");
     }
 }

@@ -4,6 +4,8 @@
 //! `FLUMEN_KAFKA_BOOTSTRAP`; else Docker (the official `apache/kafka` image) when a Docker
 //! engine answers; else local JVM brokers from the Apache Kafka jars pinned in
 //! `testcontainers/kafka/pom.xml` (resolved once by Maven into `$XDG_CACHE_HOME/flumen`).
+//! Another Kafka release (3.9.0 or newer) is one [`ClusterSpec::with_version`] away: a pom
+//! generated from the pinned one, cached per release in `$XDG_CACHE_HOME/flumen/kafka-<version>`.
 //! `FLUMEN_KAFKA_PROVIDER=jvm|docker` forces one of the last two.
 //!
 //! Brokers are KRaft combined broker+controller nodes on 127.0.0.1 with free ports: a
@@ -58,6 +60,7 @@ mod shared;
 mod spec;
 mod tempdir;
 mod tls;
+mod version;
 
 pub use cluster::KafkaCluster;
 pub use error::{Error, Result};
@@ -65,3 +68,4 @@ pub use external::{ENV_BOOTSTRAP, ENV_CA, ENV_SASL_BOOTSTRAP, ENV_SASL_USERS, EN
 pub use jvm::kafka_version;
 pub use layout::SCRAM_SHA_512_SESSION_MS;
 pub use spec::{ClusterSpec, SaslMechanism, SaslUser};
+pub use version::{KafkaVersion, OLDEST_SUPPORTED};

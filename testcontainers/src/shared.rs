@@ -5,14 +5,21 @@
 //! dirs on a normal exit; on a crash or SIGKILL the brokers die by `PR_SET_PDEATHSIG`
 //! (see `process`) and the temp dir is swept by the next run (see `tempdir`).
 
-use std::sync::{Once, OnceLock};
+use std::sync::{Mutex, Once, OnceLock, PoisonError, TryLockError};
 
 use crate::cluster::KafkaCluster;
 use crate::spec::ClusterSpec;
+use crate::version::KafkaVersion;
 
-static SHARED: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
-static SHARED_THREE: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
-static SHARED_RACKS: OnceLock<Result<KafkaCluster, String>> = OnceLock::new();
+type Cell = OnceLock<Result<KafkaCluster, String>>;
+
+static SHARED: Cell = OnceLock::new();
+static SHARED_THREE: Cell = OnceLock::new();
+static SHARED_RACKS: Cell = OnceLock::new();
+/// One cell per release asked of [`KafkaCluster::shared_with_version`], leaked like the
+/// statics above. The lock is held only to find or add a cell, never while a cluster starts,
+/// so clusters of different releases start in parallel.
+static SHARED_VERSIONS: Mutex<Vec<(KafkaVersion, &'static Cell)>> = Mutex::new(Vec::new());
 
 impl KafkaCluster {
     /// One lazily started cluster per test binary: 1 broker with PLAINTEXT + SASL_PLAINTEXT
@@ -32,12 +39,37 @@ impl KafkaCluster {
     pub fn shared_three_with_racks() -> &'static KafkaCluster {
         get(&SHARED_RACKS, ClusterSpec::three().with_racks())
     }
+
+    /// One lazily started cluster per test binary and Kafka release `version` (`"3.9.1"`):
+    /// 1 broker with PLAINTEXT + SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 users),
+    /// for tests that check the client against several broker releases. Clusters of
+    /// different releases start in parallel. Panics like [`shared`](Self::shared) if the
+    /// cluster cannot be had, and on a malformed or unsupported `version`.
+    pub fn shared_with_version(version: &str) -> &'static KafkaCluster {
+        let version = KafkaVersion::parse(version).unwrap_or_else(|e| panic!("{e}"));
+        let cell: &'static Cell = {
+            let mut cells = SHARED_VERSIONS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match cells.iter().find(|(v, _)| *v == version) {
+                Some((_, cell)) => cell,
+                None => {
+                    let cell: &'static Cell = Box::leak(Box::new(OnceLock::new()));
+                    cells.push((version, cell));
+                    cell
+                }
+            }
+        };
+        get(
+            cell,
+            ClusterSpec::single()
+                .with_sasl()
+                .with_kafka_version(version),
+        )
+    }
 }
 
-fn get(
-    cell: &'static OnceLock<Result<KafkaCluster, String>>,
-    spec: ClusterSpec,
-) -> &'static KafkaCluster {
+fn get(cell: &'static Cell, spec: ClusterSpec) -> &'static KafkaCluster {
     // The failure is kept too, so that every test of the binary fails fast with the same
     // message instead of each waiting out its own start.
     let result = cell.get_or_init(|| {
@@ -64,6 +96,18 @@ extern "C" fn at_exit() {
     // Never unwind across the C boundary.
     let _ = std::panic::catch_unwind(|| {
         for cell in [&SHARED, &SHARED_THREE, &SHARED_RACKS] {
+            if let Some(Ok(cluster)) = cell.get() {
+                cluster.shutdown_at_exit();
+            }
+        }
+        // Not waiting on a lock at exit: a thread that holds it is only ever finding a cell,
+        // and the brokers die with the process anyway (PR_SET_PDEATHSIG).
+        let versions = match SHARED_VERSIONS.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        for (_, cell) in versions.iter().flat_map(|cells| cells.iter()) {
             if let Some(Ok(cluster)) = cell.get() {
                 cluster.shutdown_at_exit();
             }

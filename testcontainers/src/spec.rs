@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-/// The shape of a cluster to start: broker count, extra listeners, racks.
+use crate::version::KafkaVersion;
+
+/// The shape of a cluster to start: Kafka release, broker count, extra listeners, racks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterSpec {
     /// Number of brokers: 1 or 3.
@@ -19,6 +21,9 @@ pub struct ClusterSpec {
     /// compilers) instead of the harness's fast-starting settings (C1 only, small heap):
     /// for benchmarks, where the broker's steady-state speed matters more than its start.
     pub production_jvm: bool,
+    /// The Apache Kafka release to run; `None` is the one pinned in
+    /// `testcontainers/kafka/pom.xml` ([`KafkaVersion::pinned`]).
+    pub version: Option<KafkaVersion>,
 }
 
 impl Default for ClusterSpec {
@@ -29,6 +34,7 @@ impl Default for ClusterSpec {
             tls: false,
             racks: false,
             production_jvm: false,
+            version: None,
         }
     }
 }
@@ -72,6 +78,33 @@ impl ClusterSpec {
             production_jvm: true,
             ..self
         }
+    }
+
+    /// Runs Apache Kafka `version` (`"3.9.1"`, `"4.4.0"`, ...) instead of the pinned release.
+    /// Its jars are resolved by Maven from a pom generated from the pinned one into a cache
+    /// directory of their own (`~/.cache/flumen/kafka-<version>`) the first time a cluster of
+    /// that version starts.
+    ///
+    /// # Panics
+    /// If `version` is not `major.minor.patch` or is older than the oldest release the harness
+    /// can start (3.9.0); [`KafkaVersion::parse`] and [`with_kafka_version`](Self::with_kafka_version)
+    /// are the non-panicking way.
+    pub fn with_version(self, version: &str) -> Self {
+        let version = KafkaVersion::parse(version).unwrap_or_else(|e| panic!("{e}"));
+        self.with_kafka_version(version)
+    }
+
+    /// Runs Apache Kafka `version` instead of the pinned release (see [`with_version`](Self::with_version)).
+    pub fn with_kafka_version(self, version: KafkaVersion) -> Self {
+        ClusterSpec {
+            version: Some(version),
+            ..self
+        }
+    }
+
+    /// The release this spec runs: the one asked for, else the pinned one.
+    pub fn kafka_version(&self) -> KafkaVersion {
+        self.version.unwrap_or_else(KafkaVersion::pinned)
     }
 
     /// The rack (`broker.rack`) of broker `n` in a cluster started [`with_racks`](Self::with_racks):

@@ -108,6 +108,23 @@ pub enum Error {
         /// The request type.
         api: &'static str,
     },
+    /// The broker lacks a feature the configuration asks for, e.g. the KIP-848 consumer group
+    /// protocol (`group.protocol=consumer`) on a Kafka 3.x broker. Not retriable: the
+    /// configuration or the broker has to change.
+    #[error("{feature} is not available from the broker at {addr}, {release}: {reason}. {remedy}")]
+    UnsupportedFeature {
+        /// The feature, with the setting that asked for it.
+        feature: &'static str,
+        /// The broker's address, as given.
+        addr: String,
+        /// The broker's release as far as its ApiVersions answer tells
+        /// ([`ApiVersions::release_estimate`](crate::connection::ApiVersions::release_estimate)).
+        release: &'static str,
+        /// What the broker did: the API it does not offer, or the error it answered.
+        reason: String,
+        /// Which brokers have the feature, and what to do instead.
+        remedy: &'static str,
+    },
     /// A configuration value is missing or malformed.
     #[error("invalid configuration `{key}`: {message}")]
     Config {

@@ -1,7 +1,10 @@
 //! `up`: starts a Kafka cluster, prints how to reach it, and keeps it up until SIGINT/SIGTERM.
 //!
-//! `cargo run -p flumen-testcontainers -- up [--brokers 1|3] [--sasl] [--tls] [--racks] [--production-jvm]`
+//! `cargo run -p flumen-testcontainers -- up [--kafka-version X.Y.Z] [--brokers 1|3] [--sasl] [--tls] [--racks] [--production-jvm]`
 //!
+//! `--kafka-version` runs that Apache Kafka release (3.9.0 or newer) instead of the one pinned
+//! in `testcontainers/kafka/pom.xml`; Maven resolves its jars once into
+//! `~/.cache/flumen/kafka-<version>`.
 //! `--racks` puts broker n in rack `rack-n` with follower fetching on (KIP-392).
 //! `--production-jvm` runs the brokers with the JVM settings of Kafka's own start scripts
 //! (for benchmarks) instead of the fast-starting test settings.
@@ -14,10 +17,29 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
-use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+use flumen_testcontainers::{ClusterSpec, KafkaCluster, KafkaVersion};
 
-fn usage() -> &'static str {
-    "usage: up [--brokers 1|3] [--sasl] [--tls] [--racks] [--production-jvm]"
+fn usage() -> String {
+    format!(
+        "usage: up [--kafka-version X.Y.Z] [--brokers 1|3] [--sasl] [--tls] [--racks] [--production-jvm]\n\
+         \n\
+         Starts a real Apache Kafka cluster (KRaft) and prints how to reach it as NAME=value lines.\n\
+         \n\
+         \x20 --kafka-version X.Y.Z  Kafka release to run (default {pinned}, pinned in testcontainers/kafka/pom.xml;\n\
+         \x20                        {oldest} or newer, e.g. 3.9.1 or 4.4.0). Maven resolves its jars once into\n\
+         \x20                        ~/.cache/flumen/kafka-<version> ($XDG_CACHE_HOME/flumen if set)\n\
+         \x20 --brokers 1|3          number of brokers, each also a KRaft controller (default 1)\n\
+         \x20 --sasl                 add a SASL_PLAINTEXT listener with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 users\n\
+         \x20 --tls                  add an SSL listener (certificate signed by a CA generated per cluster)\n\
+         \x20 --racks                broker n in rack rack-n, followers serve consumers of their rack (KIP-392)\n\
+         \x20 --production-jvm       broker JVM settings of Kafka's own start scripts (for benchmarks)",
+        pinned = flumen_testcontainers::kafka_version(),
+        oldest = flumen_testcontainers::OLDEST_SUPPORTED,
+    )
+}
+
+fn parse_version(v: &str) -> Result<KafkaVersion, String> {
+    KafkaVersion::parse(v).map_err(|e| format!("--kafka-version {v}: {e}"))
 }
 
 fn parse(args: &[String]) -> Result<ClusterSpec, String> {
@@ -32,6 +54,13 @@ fn parse(args: &[String]) -> Result<ClusterSpec, String> {
             "--tls" => spec.tls = true,
             "--racks" => spec.racks = true,
             "--production-jvm" => spec.production_jvm = true,
+            "--kafka-version" => {
+                let v = it.next().ok_or("--kafka-version needs a value")?;
+                spec.version = Some(parse_version(v)?);
+            }
+            other if other.starts_with("--kafka-version=") => {
+                spec.version = Some(parse_version(&other["--kafka-version=".len()..])?);
+            }
             "--brokers" => {
                 let v = it.next().ok_or("--brokers needs a value")?;
                 spec.brokers = v
@@ -44,7 +73,7 @@ fn parse(args: &[String]) -> Result<ClusterSpec, String> {
                     .parse()
                     .map_err(|_| format!("--brokers {v}: not a number"))?;
             }
-            "-h" | "--help" => return Err(usage().to_owned()),
+            "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument `{other}`\n{}", usage())),
         }
     }
@@ -110,6 +139,10 @@ impl SignalThread {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
     let spec = match parse(&args) {
         Ok(s) => s,
         Err(e) => {
@@ -119,10 +152,7 @@ fn main() -> ExitCode {
     };
     let signals = block_signals();
     let stop_requests = SignalThread::start(signals);
-    eprintln!(
-        "up: starting Kafka {} ({spec:?}) ...",
-        flumen_testcontainers::kafka_version()
-    );
+    eprintln!("up: starting Kafka {} ({spec:?}) ...", spec.kafka_version());
     let started = std::time::Instant::now();
     let cluster = match KafkaCluster::start(spec) {
         Ok(c) => c,
@@ -206,5 +236,38 @@ mod tests {
     fn rejects_two_brokers_and_unknown_flags() {
         assert!(parse(&args(&["--brokers", "2"])).is_err());
         assert!(parse(&args(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn parses_kafka_version_in_both_forms_and_rejects_bad_ones() {
+        let spec = parse(&args(&["up", "--kafka-version", "3.9.1", "--sasl"])).expect("valid");
+        assert_eq!(
+            spec,
+            ClusterSpec::single().with_sasl().with_version("3.9.1")
+        );
+        let spec = parse(&args(&["--kafka-version=4.4.0"])).expect("valid");
+        assert_eq!(spec.kafka_version(), KafkaVersion::new(4, 4, 0));
+        assert_eq!(
+            parse(&args(&[])).expect("valid").kafka_version(),
+            KafkaVersion::pinned()
+        );
+        assert!(parse(&args(&["--kafka-version"])).is_err());
+        assert!(parse(&args(&["--kafka-version", "4.1"])).is_err());
+        assert!(parse(&args(&["--kafka-version", "2.8.0"])).is_err());
+    }
+
+    #[test]
+    fn help_names_every_flag() {
+        let help = parse(&args(&["up", "--help"])).expect_err("help is printed");
+        for flag in [
+            "--kafka-version",
+            "--brokers",
+            "--sasl",
+            "--tls",
+            "--racks",
+            "--production-jvm",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! ApiVersions negotiation: per API, the highest version both the broker and kafka-protocol support.
+//! ApiVersions negotiation: per API, the highest version both the broker and kafka-protocol
+//! can speak (its request structs' `VERSIONS`, see `request_versions.rs`).
 //!
 //! We ask at the newest ApiVersions version we know (v3+ carries our software name and
 //! version, KIP-511). A broker that does not know that version answers UNSUPPORTED_VERSION in
@@ -21,17 +22,30 @@ const SOFTWARE_NAME: &str = "flumen";
 pub struct ApiVersions {
     /// Indexed by API key; `None` where there is no common version.
     max: Vec<Option<i16>>,
+    /// The oldest Fetch version the broker announced: Kafka 4.0 removed v0-v3 (KIP-896),
+    /// which tells a 3.x broker from a 4.x one (brokers do not announce their release).
+    /// Not Produce: 4.x brokers still announce Produce v0 (4.4.0 does).
+    fetch_min: Option<i16>,
 }
 
+/// The oldest Fetch version a Kafka 4.0 or newer broker accepts (KIP-896).
+const KAFKA_4_FETCH_MIN: i16 = 4;
+
 impl ApiVersions {
-    /// Intersects the broker's announced ranges with kafka-protocol's.
+    /// Intersects the broker's announced ranges with what kafka-protocol's request structs
+    /// encode.
     pub fn from_response(response: &ApiVersionsResponse) -> Self {
         let mut max = Vec::new();
+        let fetch_min = response
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Fetch as i16)
+            .map(|k| k.min_version);
         for announced in &response.api_keys {
             let Ok(key) = ApiKey::try_from(announced.api_key) else {
                 continue;
             };
-            let ours = key.valid_versions();
+            let ours = super::request_versions::request_versions(key);
             let hi = ours.max.min(announced.max_version);
             let lo = ours.min.max(announced.min_version);
             if hi < lo {
@@ -43,7 +57,20 @@ impl ApiVersions {
             }
             max[index] = Some(hi);
         }
-        ApiVersions { max }
+        ApiVersions { max, fetch_min }
+    }
+
+    /// The broker's release as far as its ApiVersions answer tells (brokers do not announce
+    /// it): "Kafka 3.x or older" while it still offers Fetch v0-v3, else "Kafka 4.0 or
+    /// newer". For error messages.
+    pub fn release_estimate(&self) -> &'static str {
+        match self.fetch_min {
+            Some(min) if min < KAFKA_4_FETCH_MIN => {
+                "Kafka 3.x or older (it still offers Fetch v0-v3, which Kafka 4.0 removed)"
+            }
+            Some(_) => "Kafka 4.0 or newer (it no longer offers Fetch v0-v3)",
+            None => "a broker of unknown release (it offers no Fetch API)",
+        }
     }
 
     /// The highest common version of `key`.
@@ -118,8 +145,48 @@ mod tests {
             Some(ApiKey::Metadata.valid_versions().max)
         );
         assert_eq!(v.max_version(ApiKey::Produce), Some(5));
+        // kafka-protocol's ApiKey claims OffsetFetch v10, its request struct stops at v9
+        // (Kafka 4.2+ brokers offer v10).
+        let newer = ApiVersionsResponse::default().with_api_keys(vec![
+            ApiVersion::default()
+                .with_api_key(ApiKey::OffsetFetch as i16)
+                .with_min_version(1)
+                .with_max_version(10),
+        ]);
+        assert_eq!(
+            ApiVersions::from_response(&newer).max_version(ApiKey::OffsetFetch),
+            Some(flumen_protocol::messages::OffsetFetchRequest::VERSIONS.max)
+        );
         // kafka-protocol starts Fetch at v4, the broker stops at v1: nothing in common.
         assert_eq!(v.max_version(ApiKey::Fetch), None);
         assert_eq!(v.max_version(ApiKey::ListOffsets), None);
+        assert!(v.release_estimate().starts_with("Kafka 3.x or older"));
+    }
+
+    #[test]
+    fn release_estimate_follows_the_oldest_fetch_version() {
+        let fetch_from = |min: i16| {
+            ApiVersions::from_response(&ApiVersionsResponse::default().with_api_keys(vec![
+                ApiVersion::default()
+                    .with_api_key(ApiKey::Fetch as i16)
+                    .with_min_version(min)
+                    .with_max_version(17),
+            ]))
+        };
+        assert!(
+            fetch_from(0)
+                .release_estimate()
+                .starts_with("Kafka 3.x or older")
+        );
+        assert!(
+            fetch_from(4)
+                .release_estimate()
+                .starts_with("Kafka 4.0 or newer")
+        );
+        assert!(
+            ApiVersions::default()
+                .release_estimate()
+                .contains("unknown release")
+        );
     }
 }

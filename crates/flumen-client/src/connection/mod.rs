@@ -11,6 +11,7 @@ mod api_versions;
 mod buf_list;
 mod config;
 mod io;
+mod request_versions;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicI32, Ordering};

@@ -9,6 +9,13 @@
 //! The task also wakes at the poll deadline: a member whose application stops polling leaves
 //! (epoch -1) once `max.poll.interval.ms` has passed, not at its next heartbeat.
 //!
+//! A broker without the protocol (Kafka 3.x, or 4.x with `group.coordinator.rebalance.protocols`
+//! lacking `consumer`) either does not offer ConsumerGroupHeartbeat or answers it with
+//! UNSUPPORTED_VERSION (3.7 to 3.9 offer the API even with the protocol off). Either way the
+//! heartbeat task stops and every later `poll` fails with [`Error::UnsupportedFeature`] naming
+//! the broker and its release, as the Java client fails with UnsupportedVersionException;
+//! retrying would only turn the misconfiguration into a consumer that silently reads nothing.
+//!
 //! # References
 //! KIP-848 (the next-generation consumer rebalance protocol).
 
@@ -19,7 +26,10 @@ use std::time::Duration;
 use base64::Engine;
 use flumen_protocol::ErrorCode;
 use flumen_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
-use flumen_protocol::messages::{ConsumerGroupHeartbeatRequest, GroupId, StrBytes, TopicName};
+use flumen_protocol::messages::{
+    ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, GroupId, StrBytes,
+    TopicName,
+};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -44,6 +54,32 @@ pub(crate) struct Kip848State {
     /// Why the member was fenced, if it was (its partitions are lost).
     pub(crate) lost: Option<String>,
     pub(crate) leaving: bool,
+    /// The coordinator does not offer the protocol: the heartbeat task has stopped and every
+    /// `poll` fails with this.
+    pub(crate) unsupported: Option<Unsupported>,
+}
+
+/// Why the coordinator cannot run a KIP-848 member (the parts of an
+/// [`Error::UnsupportedFeature`], which is not `Clone`).
+#[derive(Debug, Clone)]
+pub(crate) struct Unsupported {
+    addr: String,
+    release: &'static str,
+    reason: String,
+}
+
+impl Unsupported {
+    pub(crate) fn to_error(&self) -> Error {
+        Error::UnsupportedFeature {
+            feature: "the KIP-848 consumer group protocol (group.protocol=consumer)",
+            addr: self.addr.clone(),
+            release: self.release,
+            reason: self.reason.clone(),
+            remedy: "Kafka brokers offer it from 4.0 on (3.7 to 3.9 only as early access, off \
+                     unless group.coordinator.rebalance.protocols includes consumer); use \
+                     group.protocol=classic with this cluster",
+        }
+    }
 }
 
 impl Kip848State {
@@ -168,6 +204,10 @@ impl Kip848Member {
         let (member_id, topics) = {
             let mut s = self.lock();
             s.leaving = true;
+            if s.unsupported.is_some() {
+                // Never a member: nothing to leave, and the coordinator cannot take it.
+                return;
+            }
             (s.member_id.clone(), s.topics.clone())
         };
         let mut request = base_request(
@@ -411,7 +451,17 @@ impl Heartbeat {
                         }
                     }
                 }
-                Err(e) => {
+                Err(HeartbeatError::Unsupported(u)) => {
+                    tracing::error!(group, error = %u.to_error(), "group heartbeat impossible");
+                    self.inner
+                        .state
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .unsupported = Some(u);
+                    self.consumer.data_ready.notify_one();
+                    return;
+                }
+                Err(HeartbeatError::Client(e)) => {
                     self.cluster
                         .note_coordinator_error(CoordinatorType::Group, &group, &e);
                     tracing::debug!(group, error = %e, "heartbeat failed");
@@ -429,15 +479,56 @@ impl Heartbeat {
         self.inner.polls.expired(self.config.max_poll_interval)
     }
 
+    /// Sends one heartbeat to the coordinator; a coordinator without the protocol is
+    /// [`HeartbeatError::Unsupported`], whatever way it says so.
     async fn send(
         &self,
         group: &str,
         request: ConsumerGroupHeartbeatRequest,
-    ) -> crate::Result<flumen_protocol::messages::ConsumerGroupHeartbeatResponse> {
+    ) -> Result<ConsumerGroupHeartbeatResponse, HeartbeatError> {
         let conn = self
             .cluster
             .coordinator_connection(CoordinatorType::Group, group)
             .await?;
-        conn.send(request).await
+        let unsupported = |reason: &str| {
+            HeartbeatError::Unsupported(Unsupported {
+                addr: conn.addr().to_owned(),
+                release: conn
+                    .api_versions()
+                    .map_or("a broker of unknown release", |v| v.release_estimate()),
+                reason: reason.to_owned(),
+            })
+        };
+        if conn.api_version(ApiKey::ConsumerGroupHeartbeat).is_none() {
+            return Err(unsupported(
+                "it does not offer the ConsumerGroupHeartbeat API",
+            ));
+        }
+        let response = conn.send(request).await?;
+        if response.error_code == ErrorCode::UnsupportedVersion.code() {
+            let message = response
+                .error_message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            return Err(unsupported(&format!(
+                "ConsumerGroupHeartbeat answered UNSUPPORTED_VERSION{message}"
+            )));
+        }
+        Ok(response)
+    }
+}
+
+/// How a heartbeat failed: the coordinator cannot run the protocol at all (final), or
+/// anything else (retried with backoff).
+#[derive(Debug)]
+enum HeartbeatError {
+    Unsupported(Unsupported),
+    Client(Error),
+}
+
+impl From<Error> for HeartbeatError {
+    fn from(e: Error) -> Self {
+        HeartbeatError::Client(e)
     }
 }

@@ -192,6 +192,9 @@ impl Consumer {
                 }
             }
             GroupMember::Consumer(m) => {
+                if let Some(unsupported) = &m.lock().unsupported {
+                    return Err(unsupported.to_error().into());
+                }
                 m.subscribe(topics);
                 let lost = m.lock().lost.take();
                 if let Some(reason) = lost {
