@@ -228,3 +228,92 @@ fn murmur2_matches_the_java_client() {
     );
     assert_eq!(murmur2(b"abc") as i32, 479470107);
 }
+
+/// A user format: comma-separated integers.
+#[derive(Clone)]
+struct Csv;
+
+impl flumen_runtime::format::Decode for Csv {
+    type Family = flumen_runtime::format::Owned<Vec<i64>>;
+    fn decode<'a>(
+        &self,
+        value: Option<&'a [u8]>,
+    ) -> Result<Vec<i64>, flumen_runtime::format::FormatError> {
+        let text = std::str::from_utf8(value.unwrap_or_default())
+            .map_err(|e| flumen_runtime::format::FormatError::new(e.to_string()))?;
+        text.split(',')
+            .map(|n| {
+                n.trim().parse().map_err(|_| {
+                    flumen_runtime::format::FormatError::new(format!("{n:?} is not a number"))
+                })
+            })
+            .collect()
+    }
+}
+
+impl flumen_runtime::format::Encode<flumen_runtime::format::Owned<Vec<i64>>> for Csv {
+    fn encode<'b>(
+        &self,
+        item: &'b Vec<i64>,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], flumen_runtime::format::FormatError> {
+        let text: Vec<String> = item.iter().map(i64::to_string).collect();
+        scratch.extend_from_slice(text.join(",").as_bytes());
+        Ok(scratch)
+    }
+}
+
+#[test]
+fn a_user_format_decodes_and_encodes_and_its_errors_follow_the_policy() {
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Csv).on_error(OnError::Skip))
+        .map(|v: Vec<i64>| v.into_iter().rev().collect::<Vec<i64>>())
+        .to("out", Csv);
+    let mut run = MemoryRun::new(&p, "app");
+    run.push_values("in", 0, &[b"1,2,3", b"4,x", b"5"])
+        .expect("run");
+    assert_eq!(values(&run), ["3,2,1", "5"]);
+    assert_eq!(run.task_metrics(0, 0).expect("task").0.records_skipped, 1);
+}
+
+#[test]
+fn a_pattern_source_reads_matching_topics_and_a_chooser_picks_each_output_topic() {
+    let mut p = Pipeline::new();
+    p.source(Kafka::pattern("visits-[a-z]+").format(Utf8))
+        .to_topic_by(
+            |cx, v: &&str| {
+                if v.starts_with("err") || cx.topic().ends_with("eu") {
+                    "alerts"
+                } else {
+                    "normal"
+                }
+            },
+            Utf8,
+        );
+    let mut run = MemoryRun::new(&p, "app");
+    run.push_values("visits-us", 0, &[b"ok", b"error"])
+        .expect("us");
+    run.push_values("visits-eu", 1, &[b"ok"]).expect("eu");
+    assert!(
+        run.push_values("visits-1", 0, &[b"ok"]).is_err(),
+        "the pattern is anchored"
+    );
+    let topics: Vec<(String, String)> = run
+        .output()
+        .iter()
+        .map(|r| {
+            (
+                r.topic.clone(),
+                String::from_utf8(r.value.clone()).expect("utf-8"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            ("normal".to_owned(), "ok".to_owned()),
+            ("alerts".to_owned(), "error".to_owned()),
+            ("alerts".to_owned(), "ok".to_owned()),
+        ]
+    );
+}
