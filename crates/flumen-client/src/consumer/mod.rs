@@ -63,6 +63,7 @@ pub use self::records::{
     ConsumerRecord, ConsumerRecords, Iter, OwnedRecord, PartitionIter, PartitionRecords,
 };
 use self::state::{PartState, Reset, Shared};
+use self::records::Rewind;
 use crate::admin::Admin;
 pub use crate::admin::{IsolationLevel, OffsetAndMetadata};
 use crate::cluster::{Cluster, TopicPartition};
@@ -525,7 +526,8 @@ impl Consumer {
                 break;
             }
             let (tp, offset, generation) = (f.tp.clone(), f.fetch_offset, f.generation);
-            match PartitionRecords::prepare(f, read_committed, self.config.check_crcs) {
+            let rewind = Rewind::new(self.shared.clone(), generation);
+            match PartitionRecords::prepare(f, read_committed, self.config.check_crcs, rewind) {
                 Ok(p) => {
                     epochs.push((tp, p.last_leader_epoch()));
                     parts.push(p);
