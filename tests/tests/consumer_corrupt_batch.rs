@@ -93,13 +93,14 @@ async fn read_until_error(c: &mut Consumer, timeout: Duration) -> (Vec<i64>, Con
 
 fn assert_corrupt_at(err: &ConsumerError, tp: &TopicPartition, base: i64) {
     match err {
-        ConsumerError::Corrupt { tp: at, offset, source } => {
+        ConsumerError::Corrupt {
+            tp: at,
+            offset,
+            source,
+        } => {
             assert_eq!(at, tp, "{err}");
             assert_eq!(*offset, base, "{err}");
-            assert!(
-                matches!(source, RecordError::CrcMismatch { .. }),
-                "{err}"
-            );
+            assert!(matches!(source, RecordError::CrcMismatch { .. }), "{err}");
         }
         other => panic!("expected a corrupt batch, got {other}"),
     }
@@ -122,7 +123,11 @@ async fn corrupt_batch_is_reported_after_the_records_before_it_and_again_until_s
     c.assign([tp.clone()]).expect("assign");
 
     let (delivered, err) = read_until_error(&mut c, Duration::from_secs(30)).await;
-    assert_eq!(delivered, (0..10).collect::<Vec<i64>>(), "records before it");
+    assert_eq!(
+        delivered,
+        (0..10).collect::<Vec<i64>>(),
+        "records before it"
+    );
     assert_corrupt_at(&err, &tp, 10);
     assert_eq!(c.position(&tp).await.expect("position"), 10, "not skipped");
 

@@ -2,8 +2,7 @@
 //! `RecordBatch` view gives back exactly, and `record_size` predicts each append exactly.
 
 use flumen_protocol::record::{
-    BatchBuilder, Compression, Decompressor, RecordBatch, RecordBatches, RecordError,
-    TimestampType,
+    BatchBuilder, Compression, Decompressor, RecordBatch, RecordBatches, RecordError, TimestampType,
 };
 use proptest::prelude::*;
 

@@ -59,11 +59,11 @@ pub use self::error::{ConsumerError, Result};
 use self::fetcher::{FetchSettings, Fetcher};
 pub use self::group::{CommitOnRevoke, ConsumerGroupMetadata, RebalanceListener};
 use self::group::{GroupMember, listener::NoopListener};
+use self::records::Rewind;
 pub use self::records::{
     ConsumerRecord, ConsumerRecords, Iter, OwnedRecord, PartitionIter, PartitionRecords,
 };
 use self::state::{PartState, Reset, Shared};
-use self::records::Rewind;
 use crate::admin::Admin;
 pub use crate::admin::{IsolationLevel, OffsetAndMetadata};
 use crate::cluster::{Cluster, TopicPartition};
