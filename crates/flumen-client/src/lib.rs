@@ -30,3 +30,9 @@ pub use connection::{
 pub use consumer::{Consumer, ConsumerConfig};
 pub use error::{Error, Result};
 pub use producer::{Producer, ProducerConfig, ProducerRecord};
+
+/// The README's "Use it from Rust" examples, compiled as this crate's doc tests so that they
+/// keep up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
