@@ -588,6 +588,35 @@ mod tests {
     }
 
     #[test]
+    fn printed_offsets_of_revoked_partitions_are_handed_over_once_and_lost_ones_dropped() {
+        let tp = |p| TopicPartition::new("t", p);
+        let mut printed = Printed::default();
+        let mut polled = BTreeMap::from([
+            (tp(0), OffsetAndMetadata::new(10)),
+            (tp(1), OffsetAndMetadata::new(20)),
+            (tp(2), OffsetAndMetadata::new(30)),
+        ]);
+        printed.extend(&mut polled);
+        assert!(polled.is_empty());
+
+        let handed = printed.commit_on_revoke(&[tp(0), tp(3)]).expect("offsets");
+        let handed = futures::executor::block_on(handed);
+        assert_eq!(
+            handed,
+            BTreeMap::from([(tp(0), OffsetAndMetadata::new(10))])
+        );
+        printed.on_partitions_lost(&[tp(1)]);
+        // Only the partition still owned is left for the periodic and exit commits.
+        assert_eq!(
+            printed.snapshot(),
+            BTreeMap::from([(tp(2), OffsetAndMetadata::new(30))])
+        );
+        let again =
+            futures::executor::block_on(printed.commit_on_revoke(&[tp(0)]).expect("offsets"));
+        assert!(again.is_empty(), "handed over twice: {again:?}");
+    }
+
+    #[test]
     fn from_time_accepts_absolute_and_relative() {
         assert_eq!("1700000000000".parse(), Ok(FromTime::At(1_700_000_000_000)));
         assert_eq!("-10m".parse(), Ok(FromTime::Ago(600_000)));
