@@ -481,3 +481,178 @@ pub struct OwnedRecord {
     /// The headers in wire order.
     pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use flumen_protocol::record::{BatchBuilder, Compression};
+
+    use super::*;
+    use crate::consumer::state::PartState;
+
+    fn tp() -> TopicPartition {
+        TopicPartition::new("t", 0)
+    }
+
+    fn batch(base: i64, n: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None).base_offset(base);
+        for offset in base..base + n {
+            b.append(0, None, Some(format!("v{offset}").as_bytes()), &[])
+                .expect("append");
+        }
+        b.seal().expect("seal").to_vec()
+    }
+
+    fn transactional(base: i64, n: i64, pid: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None)
+            .base_offset(base)
+            .producer(pid, 0, 0)
+            .transactional(true);
+        for _ in 0..n {
+            b.append(0, None, Some(b"txn"), &[]).expect("append");
+        }
+        b.seal().expect("seal").to_vec()
+    }
+
+    fn abort_marker(base: i64, pid: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None)
+            .base_offset(base)
+            .producer(pid, 0, -1)
+            .transactional(true)
+            .control(true);
+        let key = ControlRecord::marker_key(ControlRecordType::Abort);
+        b.append(0, Some(&key), Some(&ControlRecord::marker_value(0)), &[])
+            .expect("append");
+        b.seal().expect("seal").to_vec()
+    }
+
+    /// Flips a bit of the batch's last byte: covered by the CRC, invisible to the framing.
+    fn corrupt(mut batch: Vec<u8>) -> Vec<u8> {
+        let last = batch.len() - 1;
+        batch[last] ^= 1;
+        batch
+    }
+
+    /// Shared state as `poll` leaves it: the position already past the handed-out records.
+    fn shared(generation: u64, position: i64) -> Arc<Shared> {
+        let shared = Arc::new(Shared::default());
+        let mut state = shared.lock();
+        let mut p = PartState::new(generation);
+        p.position = Some(position);
+        p.fetch_offset = position;
+        state.parts.insert(tp(), p);
+        state.next_generation = generation;
+        drop(state);
+        shared
+    }
+
+    fn prepare(
+        shared: &Arc<Shared>,
+        blob: Vec<Vec<u8>>,
+        fetch_offset: i64,
+        next_offset: i64,
+        aborted: Vec<(i64, i64)>,
+    ) -> PartitionRecords {
+        let fetched = Fetched {
+            tp: tp(),
+            generation: 1,
+            fetch_offset,
+            next_offset,
+            records: Bytes::from(blob.concat()),
+            aborted,
+            high_watermark: next_offset,
+        };
+        PartitionRecords::prepare(fetched, false, true, Rewind::new(shared.clone(), 1))
+            .expect("prepare")
+    }
+
+    /// Offsets delivered, then the corrupt batch's offset; checks that nothing follows.
+    fn read(part: &mut PartitionRecords) -> (Vec<i64>, Option<i64>) {
+        let mut offsets = Vec::new();
+        let mut it = part.iter();
+        for r in it.by_ref() {
+            match r {
+                Ok(r) => offsets.push(r.offset()),
+                Err(ConsumerError::Corrupt { offset, source, .. }) => {
+                    assert!(
+                        matches!(source, RecordError::CrcMismatch { .. }),
+                        "{source}"
+                    );
+                    assert!(it.next().is_none(), "records after a corrupt batch");
+                    return (offsets, Some(offset));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (offsets, None)
+    }
+
+    fn position(shared: &Shared) -> (Option<i64>, i64, u64) {
+        let state = shared.lock();
+        let p = &state.parts[&tp()];
+        (p.position, p.fetch_offset, p.generation)
+    }
+
+    #[test]
+    fn corrupt_batch_ends_the_iteration_after_the_records_before_it_and_rewinds_to_it() {
+        let shared = shared(1, 9);
+        let blob = vec![batch(0, 3), corrupt(batch(3, 3)), batch(6, 3)];
+        let mut part = prepare(&shared, blob, 0, 9, Vec::new());
+        assert_eq!(read(&mut part), (vec![0, 1, 2], Some(3)));
+        let (position, fetch_offset, generation) = position(&shared);
+        assert_eq!((position, fetch_offset), (Some(3), 3));
+        assert_ne!(
+            generation, 1,
+            "data fetched after the batch must be dropped"
+        );
+    }
+
+    #[test]
+    fn rewind_goes_to_the_position_when_it_lies_inside_the_corrupt_batch() {
+        let shared = shared(1, 6);
+        let mut part = prepare(&shared, vec![corrupt(batch(3, 3))], 4, 6, Vec::new());
+        assert_eq!(read(&mut part), (vec![], Some(3)));
+        assert_eq!(position(&shared).0, Some(4));
+    }
+
+    #[test]
+    fn a_seek_after_the_poll_wins_over_the_rewind() {
+        let shared = shared(1, 9);
+        let blob = vec![batch(0, 3), corrupt(batch(3, 3)), batch(6, 3)];
+        let mut part = prepare(&shared, blob, 0, 9, Vec::new());
+        {
+            let mut state = shared.lock();
+            let g = state.bump_generation();
+            let p = state.parts.get_mut(&tp()).expect("part");
+            p.position = Some(100);
+            p.generation = g;
+        }
+        assert_eq!(read(&mut part), (vec![0, 1, 2], Some(3)));
+        assert_eq!(position(&shared).0, Some(100));
+    }
+
+    #[test]
+    fn corrupt_abort_marker_under_read_committed_is_reported_in_its_place() {
+        let shared = shared(1, 7);
+        let blob = [
+            batch(0, 2),
+            transactional(2, 2, 7),
+            corrupt(abort_marker(4, 7)),
+            batch(5, 2),
+        ];
+        let fetched = Fetched {
+            tp: tp(),
+            generation: 1,
+            fetch_offset: 0,
+            next_offset: 7,
+            records: Bytes::from(blob.concat()),
+            aborted: vec![(7, 2)],
+            high_watermark: 7,
+        };
+        let mut part =
+            PartitionRecords::prepare(fetched, true, true, Rewind::new(shared.clone(), 1))
+                .expect("prepare");
+        // The aborted transaction's records are skipped; nothing after the marker is read.
+        assert_eq!(read(&mut part), (vec![0, 1], Some(4)));
+        assert_eq!(position(&shared).0, Some(4));
+    }
+}
