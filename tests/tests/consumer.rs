@@ -787,3 +787,110 @@ async fn closing_a_member_leaves_the_group_without_waiting_for_the_session_timeo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Records each revocation and asks for fixed offsets: the committed offsets then show whether
+/// the listener's offsets, not the positions, were committed.
+#[derive(Clone)]
+struct FixedCommitOnRevoke {
+    revoked: std::sync::Arc<std::sync::Mutex<Vec<TopicPartition>>>,
+    offsets: BTreeMap<TopicPartition, i64>,
+}
+
+impl flumen_client::consumer::RebalanceListener for FixedCommitOnRevoke {
+    fn commit_on_revoke(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Option<flumen_client::consumer::CommitOnRevoke> {
+        self.revoked
+            .lock()
+            .expect("revoked")
+            .extend(partitions.iter().cloned());
+        let offsets: BTreeMap<_, _> = partitions
+            .iter()
+            .filter_map(|tp| {
+                let at = self.offsets.get(tp)?;
+                Some((tp.clone(), OffsetAndMetadata::new(*at)))
+            })
+            .collect();
+        // The consumer waits for the future, which may itself wait (here: one yield).
+        Some(Box::pin(async move {
+            tokio::task::yield_now().await;
+            offsets
+        }))
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn commit_on_revoke_offsets_are_committed_when_an_eager_rebalance_revokes_everything() {
+    let kafka = KafkaCluster::shared();
+    let topic = topic(kafka, "c-commit-revoke", 2, 1).await;
+    produce(kafka, &topic, 0, &values("a", 10));
+    produce(kafka, &topic, 1, &values("b", 10));
+    let group = KafkaCluster::unique_topic("g-commit-revoke");
+    let (p0, p1) = (
+        TopicPartition::new(&topic, 0),
+        TopicPartition::new(&topic, 1),
+    );
+    let props = [
+        ("group.id", group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "range"),
+        ("heartbeat.interval.ms", "300"),
+    ];
+    let revoked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut a = consumer(kafka, &props).await;
+    a.set_rebalance_listener(FixedCommitOnRevoke {
+        revoked: revoked.clone(),
+        offsets: BTreeMap::from([(p0.clone(), 3), (p1.clone(), 7)]),
+    });
+    a.subscribe(&[topic.as_str()]).expect("subscribe");
+    let mut seen = Seen::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() < 2 || seen.values().map(Vec::len).sum::<usize>() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "a: {seen:?}");
+        poll_into(&mut a, &mut seen).await;
+    }
+    assert!(revoked.lock().expect("revoked").is_empty());
+
+    // A second member joins: the eager rebalance revokes both of a's partitions first.
+    let mut b = consumer(kafka, &props).await;
+    b.subscribe(&[topic.as_str()]).expect("subscribe");
+    let b_task = tokio::spawn(async move {
+        let mut seen = Seen::new();
+        while seen.is_empty() {
+            poll_into(&mut b, &mut seen).await;
+        }
+        (b, seen)
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !b_task.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "b read nothing");
+        a.poll(Duration::from_millis(100)).await.expect("a polls");
+    }
+    let (b, b_seen) = b_task.await.expect("b");
+    let mut got = revoked.lock().expect("revoked").clone();
+    got.sort();
+    assert_eq!(got, [p0.clone(), p1.clone()], "eager: everything revoked");
+
+    let committed = admin(kafka)
+        .await
+        .list_group_offsets(&group, Some(&[p0.clone(), p1.clone()]))
+        .await
+        .expect("committed offsets");
+    let offset = |tp: &TopicPartition| {
+        committed
+            .get(tp)
+            .and_then(|r| r.as_ref().ok())
+            .map(|o| o.offset)
+    };
+    assert_eq!(offset(&p0), Some(3), "{committed:?}");
+    assert_eq!(offset(&p1), Some(7), "{committed:?}");
+    // The new owner starts where the listener said.
+    for (tp, records) in &b_seen {
+        let start = if *tp == p0 { 3 } else { 7 };
+        assert_eq!(records[0].0, start, "{tp}: {records:?}");
+    }
+    b.close().await.expect("close b");
+    a.close().await.expect("close a");
+}

@@ -2,7 +2,7 @@
 //! `RecordBatch` view gives back exactly, and `record_size` predicts each append exactly.
 
 use flumen_protocol::record::{
-    BatchBuilder, Compression, Decompressor, RecordBatch, RecordBatches, TimestampType,
+    BatchBuilder, Compression, Decompressor, RecordBatch, RecordBatches, RecordError, TimestampType,
 };
 use proptest::prelude::*;
 
@@ -131,10 +131,18 @@ proptest! {
             Err(e) => prop_assert!(matches!(at, 8..=11 | 16 | 21..=22), "{e} at {at}"),
             Ok(batch) => {
                 // Bytes 12..=16 (leader epoch, magic) and 0..8 (base offset) are outside the CRC.
+                let mut scratch = Decompressor::new();
                 if at >= 17 {
                     prop_assert!(batch.verify_crc().is_err(), "flip at {at} must break the CRC");
+                    // The checked way in hands out no record of a corrupt batch.
+                    prop_assert!(
+                        matches!(
+                            batch.verified_records(&mut scratch),
+                            Err(RecordError::CrcMismatch { .. })
+                        ),
+                        "flip at {at}: verified_records must refuse the batch"
+                    );
                 }
-                let mut scratch = Decompressor::new();
                 if let Ok(records) = batch.records(&mut scratch) {
                     for r in records {
                         if r.is_err() { break; }

@@ -47,3 +47,9 @@ pub use stream::{
     KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, UserFn,
 };
 pub use task::{MemoryRecord, TaskCounters};
+
+/// The README's Rust examples (the client's and the runtime's), compiled as this crate's doc
+/// tests so that they keep up with the API: this crate sees both.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -48,6 +48,39 @@ pub fn flumen_bin() -> &'static Path {
     })
 }
 
+/// The example program `name` of `package`, built (or brought up to date) by
+/// `cargo build --example` into the same target directory and profile as the test.
+pub fn example_bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target directory");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "--quiet", "-p", package, "--example", name])
+        .arg("--target-dir")
+        .arg(target_dir);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build --example");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --example {name} failed"
+    );
+    let bin = profile_dir.join("examples").join(name);
+    assert!(bin.is_file(), "no example binary at {}", bin.display());
+    bin
+}
+
 /// What one run printed and how it ended.
 pub struct Run {
     pub code: Option<i32>,

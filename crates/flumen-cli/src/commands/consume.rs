@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use flumen_client::admin::{IsolationLevel, OffsetAndMetadata, OffsetSpec};
-use flumen_client::consumer::Consumer;
+use flumen_client::consumer::{CommitOnRevoke, Consumer, RebalanceListener};
 use flumen_client::{Admin, TopicPartition};
 
 use crate::config::{Origin, Settings};
@@ -281,6 +282,9 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
     let admin = Admin::new(consumer.cluster().clone());
     let isolation = consumer.config().isolation_level;
 
+    // The next offset after the last printed record, per partition: what a group commits,
+    // periodically, at exit, and (through the listener) before partitions are revoked.
+    let printed_upto = Printed::default();
     // Without a group the partitions are assigned here and positioned as asked.
     let mut ends: Option<BTreeMap<TopicPartition, i64>> = None;
     if args.group.is_none() {
@@ -338,6 +342,7 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
             admin.describe_topic(topic).await?;
         }
         consumer.subscribe(&topics).map_err(CliError::consume)?;
+        consumer.set_rebalance_listener(printed_upto.clone());
     }
 
     let started = Instant::now();
@@ -347,8 +352,9 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
     let max = args.max_messages.unwrap_or(u64::MAX);
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut broken_pipe = false;
-    // The next offset after the last printed record, per partition: what a group commits.
-    let mut printed_upto: BTreeMap<TopicPartition, OffsetAndMetadata> = BTreeMap::new();
+    // This poll's printed positions; they join `printed_upto` once stdout is flushed, so that
+    // nothing committed is unprinted.
+    let mut polled_upto: BTreeMap<TopicPartition, OffsetAndMetadata> = BTreeMap::new();
     let mut last_commit = Instant::now();
     'poll: while printed < max {
         if args.exit_at_end && at_end(&mut consumer, ends.as_ref()).await? {
@@ -360,6 +366,7 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
         };
         let mut records = polled.map_err(CliError::consume)?;
         out.clear();
+        polled_upto.clear();
         'partitions: for part in records.partitions_mut() {
             let tp = part.topic_partition().clone();
             let mut last = None;
@@ -378,13 +385,13 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
                 last = Some(record.offset());
                 if printed >= max {
                     if let Some(offset) = last {
-                        printed_upto.insert(tp, OffsetAndMetadata::new(offset + 1));
+                        polled_upto.insert(tp, OffsetAndMetadata::new(offset + 1));
                     }
                     break 'partitions;
                 }
             }
             if let Some(offset) = last {
-                printed_upto.insert(tp, OffsetAndMetadata::new(offset + 1));
+                polled_upto.insert(tp, OffsetAndMetadata::new(offset + 1));
             }
         }
         if !out.is_empty() {
@@ -400,18 +407,24 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
                 });
             }
         }
+        printed_upto.extend(&mut polled_upto);
         if args.group.is_some() && last_commit.elapsed() >= COMMIT_INTERVAL {
-            consumer
-                .commit_offsets_sync(printed_upto.clone())
-                .await
-                .map_err(CliError::consume)?;
+            let offsets = printed_upto.snapshot();
+            if !offsets.is_empty() {
+                consumer
+                    .commit_offsets_sync(offsets)
+                    .await
+                    .map_err(CliError::consume)?;
+            }
             last_commit = Instant::now();
         }
     }
-    // With a group, commit what was printed, and nothing past it.
-    if args.group.is_some() && !printed_upto.is_empty() {
+    // With a group, commit what was printed, and nothing past it (`close` hands the same
+    // offsets to the listener's revocation again; a static member keeps its partitions).
+    let offsets = printed_upto.snapshot();
+    if args.group.is_some() && !offsets.is_empty() {
         consumer
-            .commit_offsets_sync(printed_upto)
+            .commit_offsets_sync(offsets)
             .await
             .map_err(CliError::consume)?;
     }
@@ -423,6 +436,52 @@ pub async fn run(args: ConsumeArgs, mut settings: Settings) -> Result<ExitCode> 
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a group member has printed: per partition it owns, the offset after the last record
+/// written to stdout and flushed. The print loop adds to it after each flush; as the consumer's
+/// rebalance listener it hands the revoked partitions' offsets over to be committed while this
+/// member still owns them (all of them at the start of an eager rebalance), so the next owner
+/// starts right after what was printed. Lost partitions are forgotten without a commit.
+#[derive(Clone, Debug, Default)]
+struct Printed(Arc<Mutex<BTreeMap<TopicPartition, OffsetAndMetadata>>>);
+
+impl Printed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves one poll's flushed positions in (once per poll, not per record).
+    fn extend(&self, polled: &mut BTreeMap<TopicPartition, OffsetAndMetadata>) {
+        if !polled.is_empty() {
+            self.lock().append(polled);
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        self.lock().clone()
+    }
+
+    /// Takes the entries of `partitions` out: once revoked or lost, a partition's offsets are
+    /// its next owner's to commit.
+    fn take(&self, partitions: &[TopicPartition]) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        let mut printed = self.lock();
+        partitions
+            .iter()
+            .filter_map(|tp| printed.remove_entry(tp))
+            .collect()
+    }
+}
+
+impl RebalanceListener for Printed {
+    fn commit_on_revoke(&mut self, partitions: &[TopicPartition]) -> Option<CommitOnRevoke> {
+        let offsets = self.take(partitions);
+        Some(Box::pin(async move { offsets }))
+    }
+
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.take(partitions);
+    }
 }
 
 /// How often a group consumer commits what it printed (and once more at exit).
@@ -526,6 +585,35 @@ mod tests {
     fn unknown_placeholder_is_refused() {
         let err = Format::parse("%x").unwrap_err();
         assert!(err.to_string().contains("%x"), "{err}");
+    }
+
+    #[test]
+    fn printed_offsets_of_revoked_partitions_are_handed_over_once_and_lost_ones_dropped() {
+        let tp = |p| TopicPartition::new("t", p);
+        let mut printed = Printed::default();
+        let mut polled = BTreeMap::from([
+            (tp(0), OffsetAndMetadata::new(10)),
+            (tp(1), OffsetAndMetadata::new(20)),
+            (tp(2), OffsetAndMetadata::new(30)),
+        ]);
+        printed.extend(&mut polled);
+        assert!(polled.is_empty());
+
+        let handed = printed.commit_on_revoke(&[tp(0), tp(3)]).expect("offsets");
+        let handed = futures::executor::block_on(handed);
+        assert_eq!(
+            handed,
+            BTreeMap::from([(tp(0), OffsetAndMetadata::new(10))])
+        );
+        printed.on_partitions_lost(&[tp(1)]);
+        // Only the partition still owned is left for the periodic and exit commits.
+        assert_eq!(
+            printed.snapshot(),
+            BTreeMap::from([(tp(2), OffsetAndMetadata::new(30))])
+        );
+        let again =
+            futures::executor::block_on(printed.commit_on_revoke(&[tp(0)]).expect("offsets"));
+        assert!(again.is_empty(), "handed over twice: {again:?}");
     }
 
     #[test]

@@ -11,11 +11,16 @@ pub enum ConsumerError {
     /// A client error (connection, broker error code, configuration, ...).
     #[error(transparent)]
     Client(#[from] crate::Error),
-    /// Fetched record data is corrupt (bad CRC, bad framing, decompression failure).
-    #[error("corrupt record data in {tp}: {source}")]
+    /// Fetched record data is corrupt (bad CRC, bad framing, decompression failure). The
+    /// consumer does not move past it: the next `poll` reads the same batch again and reports
+    /// this again, unless the application seeks past `offset`.
+    #[error("corrupt record data in {tp} at offset {offset}: {source}")]
     Corrupt {
         /// The partition.
         tp: TopicPartition,
+        /// The base offset of the corrupt batch (for bad framing: the offset after the last
+        /// readable batch).
+        offset: i64,
         /// What the record layer found.
         source: RecordError,
     },

@@ -368,7 +368,11 @@ impl FetchTask {
                 }
                 if let Some(source) = corrupt {
                     p.fetch_from = None;
-                    errors.push(ConsumerError::Corrupt { tp, source });
+                    errors.push(ConsumerError::Corrupt {
+                        tp,
+                        offset: next,
+                        source,
+                    });
                     signal = true;
                     continue;
                 }

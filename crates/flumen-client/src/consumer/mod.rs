@@ -59,6 +59,7 @@ pub use self::error::{ConsumerError, Result};
 use self::fetcher::{FetchSettings, Fetcher};
 pub use self::group::{CommitOnRevoke, ConsumerGroupMetadata, RebalanceListener};
 use self::group::{GroupMember, listener::NoopListener};
+use self::records::Rewind;
 pub use self::records::{
     ConsumerRecord, ConsumerRecords, Iter, OwnedRecord, PartitionIter, PartitionRecords,
 };
@@ -525,7 +526,8 @@ impl Consumer {
                 break;
             }
             let (tp, offset, generation) = (f.tp.clone(), f.fetch_offset, f.generation);
-            match PartitionRecords::prepare(f, read_committed, self.config.check_crcs) {
+            let rewind = Rewind::new(self.shared.clone(), generation);
+            match PartitionRecords::prepare(f, read_committed, self.config.check_crcs, rewind) {
                 Ok(p) => {
                     epochs.push((tp, p.last_leader_epoch()));
                     parts.push(p);

@@ -329,6 +329,15 @@ impl RecordBatch {
         }
     }
 
+    /// Checks the CRC ([`verify_crc`](Self::verify_crc)), then iterates the records
+    /// ([`records`](Self::records)): the way to read an untrusted batch. Checking each batch just
+    /// before reading it leaves the batch in cache for the parse; checking every batch of a
+    /// large fetch first reads each one from memory twice.
+    pub fn verified_records<'a>(&'a self, scratch: &'a mut Decompressor) -> Result<Records<'a>> {
+        self.verify_crc()?;
+        self.records(scratch)
+    }
+
     /// Iterates the records. Uncompressed batches are read in place; compressed ones are first
     /// decompressed into `scratch`, whose buffer is reused from batch to batch and capped.
     ///

@@ -28,6 +28,10 @@ pub type CommitOnRevoke =
 /// commits the offsets it returns while the partitions are still this member's (the Java
 /// client's `commitSync` inside `onPartitionsRevoked`).
 ///
+/// The example program `crates/flumen-client/examples/commit_on_revoke.rs` is this pattern in
+/// full (`cargo run -p flumen-client --example commit_on_revoke -- -b HOST:PORT TOPIC GROUP`),
+/// and `flumen consume --group` uses it to commit what it printed.
+///
 /// ```
 /// use std::collections::BTreeMap;
 /// use std::sync::{Arc, Mutex};
