@@ -423,7 +423,10 @@ fn runtime_uppercase(
         .source(Kafka::topic(input).format(Bytes))
         .map(|v: &[u8]| v.to_ascii_uppercase())
         .to(output, Bytes);
-    let config = RuntimeConfig::new(bootstrap, app).workers(workers);
+    let pin = std::env::var("FLUMEN_PIN_WORKERS").map_or(true, |v| v != "false");
+    let config = RuntimeConfig::new(bootstrap, app)
+        .workers(workers)
+        .pin_workers(pin);
     let runtime = Runtime::new(config, pipeline);
     let result = if bounded {
         runtime.run_until_end()

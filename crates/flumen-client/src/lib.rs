@@ -30,4 +30,3 @@ pub use connection::{
 pub use consumer::{Consumer, ConsumerConfig};
 pub use error::{Error, Result};
 pub use producer::{Producer, ProducerConfig, ProducerRecord};
-

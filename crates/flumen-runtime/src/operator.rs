@@ -411,6 +411,9 @@ where
                 topic: topic.to_owned(),
                 message: e.0,
             })?;
+        if cx.headers.is_none() {
+            return output.write(topic, cx.key, value, &[], cx.timestamp).await;
+        }
         let mut h = recycle(std::mem::take(headers));
         h.extend(cx.headers());
         let result = output.write(topic, cx.key, value, &h, cx.timestamp).await;
@@ -465,6 +468,11 @@ where
                 topic: topic.clone(),
                 message: e.0,
             })?;
+        if cx.headers.is_none() {
+            return output
+                .write(topic, Some(key.as_ref()), value, &[], cx.timestamp)
+                .await;
+        }
         let mut h = recycle(std::mem::take(headers));
         h.extend(cx.headers());
         let result = output

@@ -24,6 +24,7 @@ pub struct RuntimeConfig {
     pub(crate) application_id: String,
     pub(crate) workers: usize,
     pub(crate) commit_interval: Duration,
+    pub(crate) pin_workers: bool,
     pub(crate) properties: BTreeMap<String, String>,
 }
 
@@ -36,6 +37,7 @@ impl RuntimeConfig {
             application_id: application_id.into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             commit_interval: Duration::from_secs(5),
+            pin_workers: true,
             properties: BTreeMap::new(),
         }
     }
@@ -52,9 +54,17 @@ impl RuntimeConfig {
         self
     }
 
+    /// Whether each worker thread is pinned to one core (`pin.workers`, default true: worker
+    /// `i` on core `i mod cores`). Turn it off where the cores are shared with other busy
+    /// processes (a broker on the same machine, say): a pinned thread cannot move away from them.
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.pin_workers = pin;
+        self
+    }
+
     /// A Kafka client property for both the consumers and the producers (`security.protocol`,
     /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
-    /// runtime's own keys are `num.workers` and `commit.interval.ms`. Unknown keys are an
+    /// runtime's own keys are `num.workers`, `commit.interval.ms` and `pin.workers`. Unknown keys are an
     /// error when the runtime starts.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
@@ -75,6 +85,10 @@ pub(crate) struct Plan {
     factories: Vec<Arc<dyn TaskFactory>>,
     outputs: BTreeSet<String>,
     subscription_pattern: Option<String>,
+    /// Bounded runs: the end offset of every non-empty source partition at the start.
+    pub(crate) ends: BTreeMap<TopicPartition, i64>,
+    /// Signalled by a worker after each commit, so a bounded run notices its end at once.
+    pub(crate) committed: Arc<tokio::sync::Notify>,
 }
 
 impl Plan {
@@ -225,6 +239,13 @@ impl Runtime {
         {
             config.commit_interval = Duration::from_millis(ms);
         }
+        if let Some(pin) = config
+            .properties
+            .remove("pin.workers")
+            .and_then(|v| v.parse().ok())
+        {
+            config.pin_workers = pin;
+        }
         let board = MetricsBoard::new(config.workers);
         Runtime {
             config,
@@ -335,6 +356,8 @@ impl Runtime {
             factories: pipeline.subs.iter().map(|s| s.factory.clone()).collect(),
             outputs,
             subscription_pattern,
+            ends: stages.source_ends(),
+            committed: Arc::new(tokio::sync::Notify::new()),
         });
 
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -386,7 +409,12 @@ impl Runtime {
                         break;
                     }
                 }
-                _ = check.tick(), if bounded && !stop.load(Ordering::Acquire) => {
+                _ = async {
+                    tokio::select! {
+                        _ = check.tick() => {}
+                        _ = plan.committed.notified() => {}
+                    }
+                }, if bounded && !stop.load(Ordering::Acquire) => {
                     if stages.all_done(&admin, &config.application_id).await? {
                         tracing::info!("bounded run: every input processed and committed");
                         stop.store(true, Ordering::Release);
@@ -433,6 +461,16 @@ struct Stage {
 }
 
 impl Stages {
+    /// The end offsets known at the start (the sources read from outside the pipeline).
+    fn source_ends(&self) -> BTreeMap<TopicPartition, i64> {
+        self.subs
+            .iter()
+            .filter_map(|s| s.ends.as_ref())
+            .flatten()
+            .map(|(tp, end)| (tp.clone(), *end))
+            .collect()
+    }
+
     async fn all_done(&self, admin: &Admin, group: &str) -> Result<bool> {
         // Cheap enough at 20 Hz: one OffsetFetch, plus ListOffsets when a stage opens.
         let committed = admin.list_group_offsets(group, None).await?;

@@ -120,7 +120,9 @@ pub(crate) fn run(
     stop: Arc<AtomicBool>,
     board: Arc<MetricsBoard>,
 ) -> Result<WorkerReport> {
-    pin_to_core(index);
+    if plan.config.pin_workers {
+        pin_to_core(index);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -269,9 +271,16 @@ impl WorkerLoop {
         let mut last_commit = Instant::now();
         let interval = self.plan.config.commit_interval;
         while !stop.load(Ordering::Acquire) {
-            let mut records = self.consumer.poll(Duration::from_millis(100)).await?;
+            // A bounded run that has reached its ends only waits for the stop: poll briefly.
+            let wait = if self.plan.bounded && self.at_end() {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            let mut records = self.consumer.poll(wait).await?;
             self.after_rebalance()?;
             let idle = records.is_empty();
+            let mut reached_end = false;
             if !idle {
                 let started = Instant::now();
                 for part in records.partitions_mut() {
@@ -297,6 +306,8 @@ impl WorkerLoop {
                     let mut offset = OffsetAndMetadata::new(next);
                     offset.leader_epoch = part.last_leader_epoch();
                     self.lag.insert(tp.clone(), (next, part.high_watermark()));
+                    reached_end |= self.plan.bounded
+                        && self.plan.ends.get(&tp).is_some_and(|&end| next >= end);
                     lock(&self.progress).processed.insert(tp, offset);
                     self.dirty = true;
                 }
@@ -304,15 +315,32 @@ impl WorkerLoop {
             }
             self.backpressure();
             // Bounded runs need their progress committed as soon as a partition is caught up.
-            if self.dirty && (last_commit.elapsed() >= interval || (idle && self.plan.bounded)) {
+            if self.dirty
+                && (last_commit.elapsed() >= interval
+                    || (self.plan.bounded && (idle || reached_end)))
+            {
                 self.commit().await?;
                 last_commit = Instant::now();
+                if self.plan.bounded {
+                    self.plan.committed.notify_one();
+                }
             }
             if self.last_publish.elapsed() >= Duration::from_millis(500) {
                 self.publish();
             }
         }
         Ok(())
+    }
+
+    /// Whether every assigned partition with a known end (a bounded run's source) is
+    /// processed up to it.
+    fn at_end(&self) -> bool {
+        let assigned = self.consumer.assignment();
+        !assigned.is_empty()
+            && assigned.iter().all(|tp| match self.plan.ends.get(tp) {
+                Some(&end) => self.lag.get(tp).is_some_and(|&(pos, _)| pos >= end),
+                None => true,
+            })
     }
 
     /// Pauses fetching while the producer holds half of `buffer.memory` or more (outputs are
