@@ -54,6 +54,9 @@ pub struct PipelineArgs {
     /// How long the latency run offers records, seconds.
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
+    /// The engine the latency run measures: `flumen-runtime` or `raw-loop`.
+    #[arg(long, default_value = "flumen-runtime")]
+    pub latency_engine: String,
 }
 
 /// End-to-end latency of the runtime under a steady offered rate.
@@ -94,8 +97,13 @@ pub fn latency(
     for &workers in &args.workers {
         let input = current.block_on(broker.create_topic("latency-in", args.partitions))?;
         let output = current.block_on(broker.create_topic("latency-out", args.partitions))?;
+        let (engine, records) = match args.latency_engine.as_str() {
+            "flumen-runtime" => ("flumen-runtime-unbounded", 0),
+            "raw-loop" => ("raw-loop", u64::MAX),
+            other => return Err(format!("unknown engine {other}")),
+        };
         let mut child = Command::new(&program)
-            .args(["flumen-runtime-unbounded", &workers.to_string(), "0"])
+            .args([engine, &workers.to_string(), &records.to_string()])
             .args([&broker.bootstrap, &input, &output])
             .arg(KafkaCluster::unique_topic("latency-app"))
             .stdout(std::process::Stdio::null())
@@ -115,7 +123,7 @@ pub fn latency(
         }
         let q = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         results.push(LatencyResult {
-            engine: "flumen-runtime".to_owned(),
+            engine: args.latency_engine.clone(),
             workers,
             offered_per_s: rate,
             records: histogram.len(),
@@ -136,6 +144,8 @@ fn micros_now() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The writer and the reader run on threads (and runtimes) of their own, so that neither
+/// waits for the other: a late read would count as latency.
 async fn offer_and_read(
     args: &PipelineArgs,
     broker: &Broker,
@@ -143,15 +153,60 @@ async fn offer_and_read(
     output: &str,
     rate: u64,
 ) -> Result<hdrhistogram::Histogram<u64>, String> {
+    let bootstrap = broker.bootstrap.clone();
+    let (input, seconds, size) = (input.to_owned(), args.latency_seconds, args.record_size);
+    let writer = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(offer(&bootstrap, &input, rate, seconds, size))
+    });
+    let read = read_latencies(args, broker, output, rate).await;
+    writer
+        .join()
+        .map_err(|_| "the writer thread panicked".to_owned())??;
+    read
+}
+
+async fn offer(
+    bootstrap: &str,
+    input: &str,
+    rate: u64,
+    seconds: u64,
+    size: usize,
+) -> Result<(), String> {
     let producer = Producer::connect(
-        ProducerConfig::from_properties([
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("linger.ms", "0"),
-        ])
-        .map_err(|e| e.to_string())?,
+        ProducerConfig::from_properties([("bootstrap.servers", bootstrap), ("linger.ms", "0")])
+            .map_err(|e| e.to_string())?,
     )
     .await
     .map_err(|e| e.to_string())?;
+    let total = rate * (seconds + 3);
+    let start = Instant::now();
+    let mut value = vec![b'x'; size.max(16)];
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now + Duration::from_millis(1) {
+            tokio::time::sleep(due - now).await;
+        }
+        let stamp = format!("{:016}", micros_now());
+        value[..16].copy_from_slice(stamp.as_bytes());
+        let _ = producer
+            .send(ProducerRecord::new(input).value(&value))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    producer.flush().await.map_err(|e| e.to_string())
+}
+
+async fn read_latencies(
+    args: &PipelineArgs,
+    broker: &Broker,
+    output: &str,
+    rate: u64,
+) -> Result<hdrhistogram::Histogram<u64>, String> {
     let mut consumer = Consumer::connect(
         ConsumerConfig::from_properties([
             ("bootstrap.servers", broker.bootstrap.as_str()),
@@ -165,53 +220,28 @@ async fn offer_and_read(
         .assign((0..args.partitions).map(|p| TopicPartition::new(output, p)))
         .map_err(|e| e.to_string())?;
     let mut histogram = super::new_histogram();
-    let reader = async {
-        // Warm-up: records sent before the runtime owns every partition are not measured.
-        let measure_from = micros_now() + 3_000_000;
-        let end = Instant::now() + Duration::from_secs(args.latency_seconds + 3 + 10);
-        let expected = rate * args.latency_seconds;
-        while Instant::now() < end && histogram.len() < expected {
-            let mut polled = consumer
-                .poll(Duration::from_millis(50))
-                .await
-                .map_err(|e| e.to_string())?;
-            let now = micros_now();
-            for record in polled.iter() {
-                let record = record.map_err(|e| e.to_string())?;
-                let value = record.value().unwrap_or_default();
-                let sent: u64 = std::str::from_utf8(&value[..value.len().min(16)])
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                if sent >= measure_from {
-                    let _ = histogram.record(now.saturating_sub(sent).max(1));
-                }
+    // Warm-up: records sent before the runtime owns every partition are not measured.
+    let measure_from = micros_now() + 3_000_000;
+    let end = Instant::now() + Duration::from_secs(args.latency_seconds + 3 + 10);
+    let expected = rate * args.latency_seconds;
+    while Instant::now() < end && histogram.len() < expected {
+        let mut polled = consumer
+            .poll(Duration::from_millis(50))
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = micros_now();
+        for record in polled.iter() {
+            let record = record.map_err(|e| e.to_string())?;
+            let value = record.value().unwrap_or_default();
+            let sent: u64 = std::str::from_utf8(&value[..value.len().min(16)])
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            if sent >= measure_from {
+                let _ = histogram.record(now.saturating_sub(sent).max(1));
             }
         }
-        Ok::<_, String>(())
-    };
-    let writer = async {
-        let total = rate * (args.latency_seconds + 3);
-        let start = Instant::now();
-        let mut value = vec![b'x'; args.record_size.max(16)];
-        for i in 0..total {
-            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-            let now = Instant::now();
-            if due > now + Duration::from_millis(1) {
-                tokio::time::sleep(due - now).await;
-            }
-            let stamp = format!("{:016}", micros_now());
-            value[..16].copy_from_slice(stamp.as_bytes());
-            let _ = producer
-                .send(ProducerRecord::new(input).value(&value))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        producer.flush().await.map_err(|e| e.to_string())
-    };
-    let (r, w) = tokio::join!(reader, writer);
-    r?;
-    w?;
+    }
     Ok(histogram)
 }
 
