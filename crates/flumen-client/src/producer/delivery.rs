@@ -417,6 +417,8 @@ mod tests {
         // One slot per task: the last future to leave the first task's slot took it over.
         assert_eq!(registered(&batch), N as usize);
         batch.complete(ack(1000));
+        // The first task no longer waits on any of them: its waker was replaced.
+        assert_eq!(woken(&one), 0);
         assert!(own.iter().all(|(c, _)| woken(c) == 1));
         for (i, (f, (_, w))) in futures.iter_mut().zip(&own).enumerate() {
             match poll_with(f, w) {
