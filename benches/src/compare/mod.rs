@@ -390,12 +390,12 @@ pub fn print_results(results: &[ClientResult], json: bool) {
         println!("settings (every client): {settings}");
     }
     println!(
-        "{:<10} {:>14} {:>10} {:>14} {:>9} {:>9} {:>10}",
+        "{:<14} {:>10} {:>10} {:>14} {:>9} {:>9} {:>10}",
         "client", "records/s", "MB/s", "CPU s/M rec", "p50 ms", "p99 ms", "peak MB"
     );
     for r in results {
         println!(
-            "{:<10} {:>14.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10}",
+            "{:<14} {:>10.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10}",
             r.client,
             r.records_per_s,
             r.mb_per_s,
