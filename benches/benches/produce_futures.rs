@@ -5,7 +5,9 @@
 //! 1 M records of 100 bytes per iteration, acks=all, idempotent, linger 5 ms, 6 partitions,
 //! every future awaited from its own task through `FuturesUnordered` (how rust-rdkafka's
 //! `FutureProducer` is used), at `batch.size` 16 KiB, 256 KiB and 1 MiB. The broker is
-//! `FLUMEN_KAFKA_BOOTSTRAP` or one the harness starts (production JVM settings).
+//! `FLUMEN_KAFKA_BOOTSTRAP` or one the harness starts (production JVM settings). Each
+//! iteration writes to a topic of its own, deleted after it, so a run leaves no 100 MB per
+//! iteration behind on the broker's disk.
 
 use std::time::{Duration, Instant};
 
@@ -48,16 +50,13 @@ fn produce_futures(c: &mut Criterion) {
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(30))
+        .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Elements(RECORDS));
     for (label, batch_size) in [
         ("16KiB", 16 << 10),
         ("256KiB", 256 << 10),
         ("1MiB", 1 << 20),
     ] {
-        let topic = rt
-            .block_on(broker.create_topic("bench-futures", PARTITIONS))
-            .expect("topic");
         let config = ProducerConfig::from_properties([
             ("bootstrap.servers", broker.bootstrap.clone()),
             ("acks", "all".to_owned()),
@@ -67,20 +66,27 @@ fn produce_futures(c: &mut Criterion) {
         ])
         .expect("config");
         let producer = rt.block_on(Producer::connect(config)).expect("producer");
-        rt.block_on(producer.partitions_for(&topic))
-            .expect("metadata");
         g.bench_function(format!("1M_records/batch_size_{label}"), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
+                let mut timed = Duration::ZERO;
                 for _ in 0..iters {
+                    // A fresh topic per iteration, deleted after it (untimed): 100 MB per
+                    // iteration would otherwise pile up on the broker's disk.
+                    let topic = rt
+                        .block_on(broker.create_topic("bench-futures", PARTITIONS))
+                        .expect("topic");
+                    rt.block_on(producer.partitions_for(&topic))
+                        .expect("metadata");
+                    let start = Instant::now();
                     rt.block_on(send_and_await_all(&producer, &topic, &value));
+                    timed += start.elapsed();
+                    rt.block_on(broker.delete_topic(&topic));
                 }
-                start.elapsed()
+                timed
             })
         });
         rt.block_on(producer.close(Duration::from_secs(10)))
             .expect("closed");
-        rt.block_on(broker.delete_topic(&topic));
     }
     g.finish();
 }
