@@ -570,6 +570,39 @@ async fn max_request_size_below_batch_size_refuses_only_records_over_it() {
     p.close(Duration::from_secs(10)).await.expect("close");
 }
 
+/// A record over `max.request.size` is refused even when the open batch (`batch.size` far
+/// above the limit) has room for it, as the Java client checks every record.
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_over_max_request_size_is_refused_even_with_room_in_the_open_batch() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "max-request-open", 1).await;
+    let p = producer(
+        kafka,
+        &[
+            ("max.request.size", "20000"),
+            ("batch.size", "1000000"),
+            ("linger.ms", "1000"),
+        ],
+    )
+    .await;
+    let small = p
+        .send(ProducerRecord::new(&topic).value(b"small"))
+        .await
+        .expect("a small record is accepted");
+    let big = vec![b'x'; 50_000];
+    let err = match p.send(ProducerRecord::new(&topic).value(&big)).await {
+        Ok(_) => panic!("a 50 kB record joined an open batch past a 20 kB max.request.size"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, ProduceError::RecordTooLarge { max: 20000, size } if size > 50_000),
+        "{err}"
+    );
+    p.flush().await.expect("flushed");
+    assert_eq!(small.await.expect("delivered").offset, 0);
+    p.close(Duration::from_secs(10)).await.expect("close");
+}
+
 /// Partitions added to a topic while a producer writes to it are learnt from the metadata
 /// refreshed every `metadata.max.age.ms`; from then on, keys hash over the new count (the
 /// partition the Java client picks), and records reach the new partitions.

@@ -35,6 +35,17 @@ const PREFETCH_BYTES: &str = "67108864";
 
 /// Runs the consume comparison (or, in a child process, one client's round).
 pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, String> {
+    // `flumen-futures` differs from `flumen` in how the producer is awaited only.
+    let clients: Vec<ClientKind> = args
+        .clients
+        .iter()
+        .copied()
+        .filter(|c| *c != ClientKind::FlumenFutures)
+        .collect();
+    let args = &ConsumeArgs {
+        clients,
+        ..args.clone()
+    };
     let children = args
         .clients
         .iter()

@@ -28,6 +28,9 @@ use serde::Serialize;
 pub enum ClientKind {
     /// This project's client.
     Flumen,
+    /// This project's client awaiting every record's delivery future from its own task
+    /// (`FuturesUnordered`), as users of rust-rdkafka's `FutureProducer` do. Produce only.
+    FlumenFutures,
     /// rust-rdkafka (librdkafka, vendored and built with cmake).
     Rdkafka,
     /// rskafka (pure Rust, minimal).
@@ -39,6 +42,7 @@ impl ClientKind {
     pub fn name(self) -> &'static str {
         match self {
             ClientKind::Flumen => "flumen",
+            ClientKind::FlumenFutures => "flumen-futures",
             ClientKind::Rdkafka => "rdkafka",
             ClientKind::Rskafka => "rskafka",
         }
@@ -50,10 +54,11 @@ impl FromStr for ClientKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim() {
             "flumen" => Ok(ClientKind::Flumen),
+            "flumen-futures" => Ok(ClientKind::FlumenFutures),
             "rdkafka" => Ok(ClientKind::Rdkafka),
             "rskafka" => Ok(ClientKind::Rskafka),
             other => Err(format!(
-                "unknown client {other:?} (expected flumen, rdkafka or rskafka)"
+                "unknown client {other:?} (expected flumen, flumen-futures, rdkafka or rskafka)"
             )),
         }
     }
@@ -77,8 +82,12 @@ pub struct WorkloadArgs {
     /// Partitions of each round's topic.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
-    /// Comma-separated clients to compare.
-    #[arg(long, value_delimiter = ',', default_value = "flumen,rdkafka,rskafka")]
+    /// Comma-separated clients to compare (`flumen-futures`: produce only).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "flumen,flumen-futures,rdkafka,rskafka"
+    )]
     pub clients: Vec<ClientKind>,
     /// Rounds per client (alternating between clients).
     #[arg(long, default_value_t = 3)]
@@ -382,12 +391,12 @@ pub fn print_results(results: &[ClientResult], json: bool) {
         println!("settings (every client): {settings}");
     }
     println!(
-        "{:<10} {:>14} {:>10} {:>14} {:>9} {:>9} {:>10}",
+        "{:<14} {:>10} {:>10} {:>14} {:>9} {:>9} {:>10}",
         "client", "records/s", "MB/s", "CPU s/M rec", "p50 ms", "p99 ms", "peak MB"
     );
     for r in results {
         println!(
-            "{:<10} {:>14.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10}",
+            "{:<14} {:>10.0} {:>10.1} {:>14.3} {:>9.2} {:>9.2} {:>10}",
             r.client,
             r.records_per_s,
             r.mb_per_s,

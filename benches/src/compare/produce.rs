@@ -76,6 +76,9 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
                 .block_on(broker.create_topic(&format!("compare-{client}"), args.partitions))?;
             let result = match client {
                 ClientKind::Flumen => current.block_on(flumen(args, broker, &topic, &payload)),
+                ClientKind::FlumenFutures => {
+                    current.block_on(flumen_futures(args, broker, &topic, &payload))
+                }
                 ClientKind::Rdkafka => rdkafka(args, broker, &topic, &payload),
                 ClientKind::Rskafka => multi.block_on(rskafka(args, broker, &topic, &payload)),
             }
@@ -118,12 +121,12 @@ fn compression_or_none(args: &ProduceArgs) -> &str {
     }
 }
 
-async fn flumen(
+/// Flumen's producer, as every client here is set up.
+async fn flumen_producer(
     args: &ProduceArgs,
     broker: &Broker,
     topic: &str,
-    payload: &[u8],
-) -> Result<RoundResult, String> {
+) -> Result<Producer, String> {
     let props = [
         ("bootstrap.servers", broker.bootstrap.clone()),
         ("acks", "all".to_owned()),
@@ -143,6 +146,17 @@ async fn flumen(
         .partitions_for(topic)
         .await
         .map_err(|e| e.to_string())?;
+    Ok(producer)
+}
+
+/// Flumen, the application keeping its futures in order and looking at the oldest.
+async fn flumen(
+    args: &ProduceArgs,
+    broker: &Broker,
+    topic: &str,
+    payload: &[u8],
+) -> Result<RoundResult, String> {
+    let producer = flumen_producer(args, broker, topic).await?;
     let mut latency = new_histogram();
     let mut pending = VecDeque::new();
     let cpu0 = cpu_time();
@@ -172,6 +186,58 @@ async fn flumen(
         if let Some(sent) = sent {
             record(&mut latency, sent.elapsed());
         }
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_time() - cpu0;
+    producer
+        .close(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(RoundResult {
+        records: args.records,
+        bytes: args.records * payload.len() as u64,
+        elapsed,
+        cpu,
+        latency_us: latency,
+    })
+}
+
+/// Flumen, every record's future awaited from its own task in a `FuturesUnordered` (how
+/// rust-rdkafka's `FutureProducer` is used, and what `flumen bench produce` does).
+async fn flumen_futures(
+    args: &ProduceArgs,
+    broker: &Broker,
+    topic: &str,
+    payload: &[u8],
+) -> Result<RoundResult, String> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    use futures::{FutureExt, TryFutureExt};
+
+    let producer = flumen_producer(args, broker, topic).await?;
+    let mut latency = new_histogram();
+    let mut pending = FuturesUnordered::new();
+    let mut finished = |result: Result<Option<Instant>, String>| {
+        if let Some(sent) = result? {
+            record(&mut latency, sent.elapsed());
+        }
+        Ok::<_, String>(())
+    };
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    for i in 0..args.records {
+        let sent = sampled(args, i).then(Instant::now);
+        let delivery = producer
+            .send(ProducerRecord::new(topic).value(payload))
+            .await
+            .map_err(|e| e.to_string())?;
+        pending.push(delivery.map_ok(move |_| sent).map_err(|e| e.to_string()));
+        // Collect what is done without waiting, as an application's select loop would.
+        while let Some(Some(result)) = pending.next().now_or_never() {
+            finished(result)?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        finished(result)?;
     }
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;

@@ -23,6 +23,11 @@ Examples:
 ///
 /// Client settings use the standard Kafka property names (as with the Java client and
 /// kcat): pass them with -X key=value or in a --config file (TOML or .properties).
+///
+/// The producer commands (produce, bench produce, bench e2e, and bench consume's fill)
+/// default to librdkafka's throughput settings, batch.size=1000000 and linger.ms=5 (bench
+/// e2e: linger.ms=0, it measures latency), unless -X or --config sets them; the library
+/// keeps the Java client's defaults (batch.size=16384, linger.ms=5).
 #[derive(Parser, Debug)]
 #[command(name = "flumen", version, about, long_about, after_help = EXAMPLES)]
 pub struct Cli {
@@ -65,7 +70,8 @@ pub enum Command {
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
-    /// Write records read from stdin (one per line) or a file to a topic.
+    /// Write records read from stdin (one per line) or a file to a topic
+    /// [default: -X batch.size=1000000 -X linger.ms=5].
     Produce(produce::ProduceArgs),
     /// Read records from topics and print them (kcat-style --format).
     Consume(consume::ConsumeArgs),

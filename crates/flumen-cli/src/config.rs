@@ -11,6 +11,11 @@ use flumen_client::config::Properties;
 use crate::cli::GlobalArgs;
 use crate::error::{CliError, Result};
 
+/// `batch.size` of the producer commands unless set: librdkafka's default.
+pub const CLI_BATCH_SIZE: &str = "1000000";
+/// `linger.ms` of the producer commands unless set: librdkafka's default.
+pub const CLI_LINGER_MS: &str = "5";
+
 /// Where a property was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -76,6 +81,14 @@ impl Settings {
         if self.props.get(key).is_none() {
             self.set(key, value, Origin::Command);
         }
+    }
+
+    /// The producer commands' defaults: librdkafka's throughput settings (`batch.size`
+    /// 1000000, `linger.ms` 5) rather than the library's Java ones (16384, 5), unless `-X` or
+    /// `--config` set them. A command-line tool mostly moves many records at once.
+    pub fn producer_throughput_defaults(&mut self) {
+        self.set_default("batch.size", CLI_BATCH_SIZE);
+        self.set_default("linger.ms", CLI_LINGER_MS);
     }
 
     /// Whether `bootstrap.servers` was given in any way.
@@ -292,6 +305,18 @@ mod tests {
             err.to_string(),
             "unknown property `no.such.key` (given with -X)"
         );
+    }
+
+    #[test]
+    fn producer_defaults_yield_to_flags() {
+        let global = GlobalArgs {
+            properties: vec!["linger.ms=50".into()],
+            ..GlobalArgs::default()
+        };
+        let mut settings = Settings::load(&global).expect("loads");
+        settings.producer_throughput_defaults();
+        assert_eq!(settings.get("batch.size"), Some("1000000"));
+        assert_eq!(settings.get("linger.ms"), Some("50"));
     }
 
     #[test]

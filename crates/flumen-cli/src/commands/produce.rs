@@ -1,15 +1,18 @@
 //! `flumen produce`: records from stdin or a file, one per line, to a topic.
 
+use std::collections::VecDeque;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use clap::Args;
-use flumen_client::producer::{ProduceError, Producer, ProducerRecord, RecordMetadata};
+use flumen_client::producer::{
+    DeliveryFuture, ProduceError, Producer, ProducerRecord, RecordMetadata,
+};
 use flumen_protocol::record::HeaderRef;
-use futures::FutureExt;
-use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::error::{CliError, Result};
@@ -49,7 +52,7 @@ pub struct Line<'a> {
 /// Splits `line` (without its newline) at the first `separator`, as `kcat -K` does.
 pub fn split_line<'a>(line: &'a [u8], separator: Option<&[u8]>) -> Line<'a> {
     if let Some(sep) = separator.filter(|s| !s.is_empty())
-        && let Some(at) = line.windows(sep.len()).position(|w| w == sep)
+        && let Some(at) = memchr::memmem::find(line, sep)
     {
         return Line {
             key: Some(&line[..at]),
@@ -62,7 +65,7 @@ pub fn split_line<'a>(line: &'a [u8], separator: Option<&[u8]>) -> Line<'a> {
     }
 }
 
-/// Strips one trailing `\n` (and a `\r` before it).
+/// Strips one trailing `\n` (and a `\r` before it, or alone at the end).
 pub fn trim_newline(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
@@ -82,78 +85,68 @@ pub fn parse_headers(raw: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Failures reported one by one before only counting them.
 const REPORTED_FAILURES: u64 = 10;
-/// Deliveries awaited together; beyond this `produce` waits for the oldest.
-const MAX_PENDING: usize = 50_000;
+/// Deliveries not yet known; beyond this `produce` waits for the oldest. About two
+/// `buffer.memory`s' worth of 100-byte records, so the limit does not throttle the producer.
+const MAX_PENDING: usize = 500_000;
+/// Bytes asked of the input per read.
+const READ_SIZE: usize = 1 << 20;
+/// Chunks of input read ahead of the producer.
+const READ_AHEAD: usize = 4;
 
 /// Runs `produce`.
-pub async fn run(args: ProduceArgs, settings: Settings) -> Result<ExitCode> {
+pub async fn run(args: ProduceArgs, mut settings: Settings) -> Result<ExitCode> {
     let headers = parse_headers(&args.headers)?;
     let header_refs: Vec<HeaderRef<'_>> = headers
         .iter()
         .map(|(k, v)| (k.as_bytes(), Some(v.as_slice())))
         .collect();
+    settings.producer_throughput_defaults();
     let producer = super::producer(settings).await?;
     check_topic(&producer, &args.topic, args.partition).await?;
 
-    let input: Box<dyn AsyncRead + Unpin> = match &args.file {
-        Some(path) => {
-            Box::new(
-                tokio::fs::File::open(path)
-                    .await
-                    .map_err(|source| CliError::Io {
-                        context: format!("opening {}", path.display()),
-                        source,
-                    })?,
-            )
-        }
-        None => Box::new(tokio::io::stdin()),
+    let input: Box<dyn Read + Send> = match &args.file {
+        Some(path) => Box::new(std::fs::File::open(path).map_err(|source| CliError::Io {
+            context: format!("opening {}", path.display()),
+            source,
+        })?),
+        None => Box::new(std::io::stdin()),
     };
-    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut chunks = spawn_reader(input)?;
     let separator = args.key_separator.as_deref().map(str::as_bytes);
 
     let started = Instant::now();
     let mut tally = Tally::default();
-    let mut pending = FuturesUnordered::new();
-    let mut line = Vec::new();
+    // Every record's future, oldest first, with the record's line number.
+    let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
     let mut number = 0u64;
-    loop {
-        line.clear();
-        let read = input
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|source| CliError::Io {
-                context: "reading records".to_owned(),
-                source,
-            })?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        let Line { key, value } = split_line(trim_newline(&line), separator);
-        let mut record = ProducerRecord::new(&args.topic)
-            .value(value)
-            .headers(&header_refs);
-        record.key = key;
-        record.partition = args.partition;
-        match producer.send(record).await {
-            Ok(delivery) => {
-                pending.push(async move { (number, delivery.await) });
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk.map_err(|source| CliError::Io {
+            context: "reading records".to_owned(),
+            source,
+        })?;
+        for line in Lines::new(&chunk) {
+            number += 1;
+            let Line { key, value } = split_line(trim_newline(line), separator);
+            let mut record = ProducerRecord::new(&args.topic)
+                .value(value)
+                .headers(&header_refs);
+            record.key = key;
+            record.partition = args.partition;
+            match producer.send(record).await {
+                Ok(delivery) => pending.push_back((number, delivery)),
+                Err(e) => tally.failed(number, &e),
             }
-            Err(e) => tally.failed(number, &e),
-        }
-        while pending.len() >= MAX_PENDING {
-            if let Some((n, result)) = pending.next().await {
-                tally.record(n, result);
+            if pending.len() >= MAX_PENDING
+                && let Some((n, oldest)) = pending.pop_front()
+            {
+                tally.record(n, oldest.await);
             }
         }
-        // Collect what has already completed without waiting.
-        while let Some(Some((n, result))) = pending.next().now_or_never() {
-            tally.record(n, result);
-        }
+        tally.collect_done(&mut pending);
     }
     let flushed = producer.flush().await;
-    while let Some((n, result)) = pending.next().await {
-        tally.record(n, result);
+    for (n, delivery) in pending.drain(..) {
+        tally.record(n, delivery.await);
     }
     let _ = producer.close(Duration::from_secs(5)).await;
     if let Err(e) = flushed
@@ -181,6 +174,80 @@ pub async fn run(args: ProduceArgs, settings: Settings) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads `input` on a thread of its own (reads block; stdin cannot be read asynchronously
+/// without one) in reads of up to [`READ_SIZE`], and hands over chunks of whole lines: each
+/// chunk ends with a newline, except the last one when the input does not. A chunk is sent as
+/// soon as a read completes a line, so lines typed at a terminal go out as they are typed.
+fn spawn_reader(mut input: Box<dyn Read + Send>) -> Result<mpsc::Receiver<io::Result<Bytes>>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let read = move || {
+        let mut scratch = vec![0u8; READ_SIZE];
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        loop {
+            let n = match input.read(&mut scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            if n == 0 {
+                if !buf.is_empty() {
+                    let _ = tx.blocking_send(Ok(buf.split().freeze()));
+                }
+                return;
+            }
+            let old = buf.len();
+            buf.extend_from_slice(&scratch[..n]);
+            if let Some(last) = memchr::memrchr(b'\n', &buf[old..]) {
+                let whole_lines = buf.split_to(old + last + 1).freeze();
+                if tx.blocking_send(Ok(whole_lines)).is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    // A thread rather than `spawn_blocking`: a read blocked on a terminal must not hold the
+    // runtime's shutdown when produce ends early on an error.
+    std::thread::Builder::new()
+        .name("flumen-produce-input".to_owned())
+        .spawn(read)
+        .map_err(|source| CliError::Io {
+            context: "starting the input reader".to_owned(),
+            source,
+        })?;
+    Ok(rx)
+}
+
+/// The lines of a chunk, without their newline; a last line without one is a line too.
+pub struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Lines<'a> {
+    /// The lines of `chunk`.
+    pub fn new(chunk: &'a [u8]) -> Self {
+        Lines { rest: chunk }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+            Some(at) => (&self.rest[..at], &self.rest[at + 1..]),
+            None => (self.rest, &[][..]),
+        };
+        self.rest = rest;
+        Some(line)
+    }
+}
+
 /// Fails early, with a clear line, on an unknown topic or partition.
 pub async fn check_topic(producer: &Producer, topic: &str, partition: Option<i32>) -> Result<i32> {
     let metadata = producer.cluster().topic(topic).await?;
@@ -203,6 +270,18 @@ struct Tally {
 }
 
 impl Tally {
+    /// Takes the results already known from the front of `pending`, without waiting.
+    fn collect_done(&mut self, pending: &mut VecDeque<(u64, DeliveryFuture)>) {
+        while let Some((n, oldest)) = pending.front() {
+            let Some(result) = oldest.try_result() else {
+                break;
+            };
+            let n = *n;
+            pending.pop_front();
+            self.record(n, result);
+        }
+    }
+
     fn record(&mut self, number: u64, result: std::result::Result<RecordMetadata, ProduceError>) {
         match result {
             Ok(_) => self.delivered += 1,
@@ -263,6 +342,15 @@ mod tests {
         assert_eq!(trim_newline(b"a\r\n"), b"a");
         assert_eq!(trim_newline(b"a\n\n"), b"a\n");
         assert_eq!(trim_newline(b"a"), b"a");
+    }
+
+    #[test]
+    fn chunks_split_into_lines_with_or_without_a_last_newline() {
+        let lines: Vec<&[u8]> = Lines::new(b"a\n\nb\r\nc").collect();
+        assert_eq!(lines, [&b"a"[..], b"", b"b\r", b"c"]);
+        assert_eq!(Lines::new(b"a\n").count(), 1);
+        assert_eq!(Lines::new(b"").count(), 0);
+        assert_eq!(trim_newline(b"b\r"), b"b");
     }
 
     #[test]

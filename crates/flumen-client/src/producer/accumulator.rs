@@ -223,6 +223,26 @@ fn record_size_bound(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header
     size
 }
 
+/// The size of a batch holding only this record, if that is more than `max_request_size`
+/// (the Java client's check of every record against `max.request.size`, whatever batch it
+/// would join). Exact only when the cheap bound says it might be too large.
+#[inline]
+pub(crate) fn too_large(
+    timestamp: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[HeaderRef<'_>],
+    max_request_size: usize,
+) -> Option<usize> {
+    let header = flumen_protocol::record::HEADER_LEN;
+    if header + record_size_bound(key, value, headers) <= max_request_size {
+        return None;
+    }
+    let size =
+        header + BatchBuilder::new(Compression::None).record_size(timestamp, key, value, headers);
+    (size > max_request_size).then_some(size)
+}
+
 impl PartitionQueue {
     /// Encodes one record into the partition's open batch, opening one (with `reservation`)
     /// when there is none or the record does not fit.

@@ -8,6 +8,24 @@
 //! A batch the broker refused as too large is split into smaller batches (see
 //! `producer::split`); its completion then resolves to the pieces, and each record's future
 //! moves on to the piece that holds it (with its index there) and waits for that one.
+//!
+//! # Waker registration
+//!
+//! Registering costs O(1) whatever the number of futures waiting on the batch, and the
+//! completion wakes each registered waker once (O(wakers)):
+//!
+//! - A future remembers the slot it registered in (`slot`, an index into the batch's waker
+//!   list). Re-polled with the waker already there, it does nothing; with another waker, it
+//!   replaces its own slot's waker when it is the slot's only user, else it leaves the slot
+//!   to the others and takes a new one. No scan over the other futures' wakers.
+//! - A future first polled by the task that registered last joins that slot (one
+//!   `will_wake` check against the last entry): one task polling many futures of a batch,
+//!   in order, registers one waker, not one per record.
+//! - A slot is an index into one batch's list: it is reset when the future moves on to a
+//!   piece of a split batch.
+//!
+//! A slot's user count may overstate its users (a future dropped while waiting does not
+//! leave its slot); that only costs a new slot or a spurious wake-up, never a lost one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,8 +74,18 @@ pub(crate) struct BatchCompletion {
     topic: Arc<str>,
     partition: i32,
     result: OnceLock<Resolution>,
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<Vec<WakerSlot>>,
 }
+
+/// A registered waker and the number of waiting futures that use it.
+#[derive(Debug)]
+struct WakerSlot {
+    waker: Waker,
+    users: u32,
+}
+
+/// `DeliveryFuture::slot` of a future not registered with its current batch.
+const NO_SLOT: u32 = u32::MAX;
 
 impl BatchCompletion {
     pub(crate) fn new(topic: Arc<str>, partition: i32) -> Self {
@@ -85,8 +113,8 @@ impl BatchCompletion {
         let _ = self.result.set(resolution);
         let wakers =
             std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
-        for w in wakers {
-            w.wake();
+        for slot in wakers {
+            slot.waker.wake();
         }
     }
 
@@ -111,6 +139,8 @@ impl BatchCompletion {
 pub struct DeliveryFuture {
     batch: Arc<BatchCompletion>,
     index: i32,
+    /// The index of this future's entry in `batch`'s waker list, or `NO_SLOT`.
+    slot: u32,
     timestamp: i64,
 }
 
@@ -119,6 +149,7 @@ impl DeliveryFuture {
         DeliveryFuture {
             batch,
             index,
+            slot: NO_SLOT,
             timestamp,
         }
     }
@@ -176,9 +207,7 @@ impl Future for DeliveryFuture {
                     match batch.result.get() {
                         Some(r) => r,
                         None => {
-                            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                                wakers.push(cx.waker().clone());
-                            }
+                            this.slot = register(&mut wakers, this.slot, cx.waker());
                             return Poll::Pending;
                         }
                     }
@@ -189,9 +218,39 @@ impl Future for DeliveryFuture {
                 Resolution::Acked(r) => return Poll::Ready(this.metadata(batch, this.index, r)),
                 Resolution::Split(parts) => piece(parts, this.index),
             };
-            (this.batch, this.index) = (next.clone(), index);
+            (this.batch, this.index, this.slot) = (next.clone(), index, NO_SLOT);
         }
     }
+}
+
+/// Registers `waker` for the future whose slot in `wakers` is `slot` (`NO_SLOT` if none);
+/// returns the future's slot. O(1): see the module docs.
+fn register(wakers: &mut Vec<WakerSlot>, slot: u32, waker: &Waker) -> u32 {
+    if let Some(own) = wakers.get_mut(slot as usize) {
+        if own.waker.will_wake(waker) {
+            return slot;
+        }
+        if own.users <= 1 {
+            own.waker.clone_from(waker);
+            return slot;
+        }
+        // Others still wait on the old waker: leave it to them.
+        own.users -= 1;
+    }
+    if let Some(last) = wakers.last_mut()
+        && last.waker.will_wake(waker)
+    {
+        last.users += 1;
+        return (wakers.len() - 1) as u32;
+    }
+    // A batch holds far fewer than `NO_SLOT` records; past it the future still registers,
+    // only without remembering where.
+    let new = u32::try_from(wakers.len()).unwrap_or(NO_SLOT);
+    wakers.push(WakerSlot {
+        waker: waker.clone(),
+        users: 1,
+    });
+    new
 }
 
 /// The piece of a split batch that holds the record at `index`, and its index there.
@@ -208,6 +267,36 @@ mod tests {
 
     fn poll(f: &mut DeliveryFuture) -> Poll<Result<RecordMetadata, ProduceError>> {
         Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let c = Arc::new(Counter::default());
+        (c.clone(), Waker::from(c))
+    }
+
+    fn woken(c: &Counter) -> usize {
+        c.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn poll_with(f: &mut DeliveryFuture, w: &Waker) -> Poll<Result<RecordMetadata, ProduceError>> {
+        Pin::new(f).poll(&mut Context::from_waker(w))
+    }
+
+    fn registered(batch: &BatchCompletion) -> usize {
+        batch.wakers.lock().expect("not poisoned").len()
     }
 
     fn ack(base_offset: i64) -> Result<BatchAck, ProduceError> {
@@ -266,5 +355,115 @@ mod tests {
             })
             .collect();
         assert_eq!(results, [None, Some(10), Some(11), Some(12)]);
+    }
+
+    #[test]
+    fn a_future_re_polled_with_a_new_waker_wakes_the_new_one() {
+        let batch = Arc::new(BatchCompletion::new(Arc::from("t"), 0));
+        let mut f = DeliveryFuture::new(batch.clone(), 0, 0);
+        let (old, old_waker) = counter();
+        let (new, new_waker) = counter();
+        assert!(poll_with(&mut f, &old_waker).is_pending());
+        assert!(poll_with(&mut f, &new_waker).is_pending());
+        assert!(poll_with(&mut f, &new_waker).is_pending());
+        // The future's own slot was reused: one waker registered, the new one.
+        assert_eq!(registered(&batch), 1);
+        batch.complete(ack(5));
+        assert_eq!((woken(&old), woken(&new)), (0, 1));
+        assert!(matches!(poll_with(&mut f, &new_waker), Poll::Ready(Ok(m)) if m.offset == 5));
+    }
+
+    #[test]
+    fn a_future_leaving_a_shared_waker_keeps_it_for_the_others() {
+        let batch = Arc::new(BatchCompletion::new(Arc::from("t"), 0));
+        let mut a = DeliveryFuture::new(batch.clone(), 0, 0);
+        let mut b = DeliveryFuture::new(batch.clone(), 1, 0);
+        let (shared, shared_waker) = counter();
+        let (moved, moved_waker) = counter();
+        assert!(poll_with(&mut a, &shared_waker).is_pending());
+        assert!(poll_with(&mut b, &shared_waker).is_pending());
+        assert_eq!(registered(&batch), 1);
+        // `a` moves to another task; `b` still waits on the first one.
+        assert!(poll_with(&mut a, &moved_waker).is_pending());
+        assert_eq!(registered(&batch), 2);
+        batch.complete(ack(0));
+        assert_eq!((woken(&shared), woken(&moved)), (1, 1));
+    }
+
+    #[test]
+    fn many_futures_of_one_batch_register_once_per_task() {
+        const N: i32 = 10_000;
+        let batch = Arc::new(BatchCompletion::new(Arc::from("t"), 0));
+        let mut futures: Vec<_> = (0..N)
+            .map(|i| DeliveryFuture::new(batch.clone(), i, 0))
+            .collect();
+        // One task polling every future, twice.
+        let (one, one_waker) = counter();
+        for _ in 0..2 {
+            assert!(
+                futures
+                    .iter_mut()
+                    .all(|f| poll_with(f, &one_waker).is_pending())
+            );
+        }
+        assert_eq!(registered(&batch), 1);
+        // Then each future from its own task (as `FuturesUnordered` does), twice.
+        let own: Vec<_> = (0..N).map(|_| counter()).collect();
+        for _ in 0..2 {
+            for (f, (_, w)) in futures.iter_mut().zip(&own) {
+                assert!(poll_with(f, w).is_pending());
+            }
+        }
+        // One slot per task: the last future to leave the first task's slot took it over.
+        assert_eq!(registered(&batch), N as usize);
+        batch.complete(ack(1000));
+        // The first task no longer waits on any of them: its waker was replaced.
+        assert_eq!(woken(&one), 0);
+        assert!(own.iter().all(|(c, _)| woken(c) == 1));
+        for (i, (f, (_, w))) in futures.iter_mut().zip(&own).enumerate() {
+            match poll_with(f, w) {
+                Poll::Ready(Ok(m)) => assert_eq!(m.offset, 1000 + i as i64),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn futures_moved_to_a_split_piece_register_afresh_there() {
+        let topic: Arc<str> = Arc::from("t");
+        let original = Arc::new(BatchCompletion::new(topic.clone(), 0));
+        let mut futures: Vec<_> = (0..4)
+            .map(|i| DeliveryFuture::new(original.clone(), i, 0))
+            .collect();
+        let wakers: Vec<_> = (0..4).map(|_| counter()).collect();
+        for (f, (_, w)) in futures.iter_mut().zip(&wakers) {
+            assert!(poll_with(f, w).is_pending());
+        }
+        let a = Arc::new(BatchCompletion::new(topic.clone(), 0));
+        let b = Arc::new(BatchCompletion::new(topic, 0));
+        original.split_into(vec![(0, a.clone()), (2, b.clone())]);
+        assert!(wakers.iter().all(|(c, _)| woken(c) == 1));
+        // Record 1 registers in piece `a` first; record 0, which held slot 0 of the
+        // original batch, must not take record 1's slot 0 in `a`.
+        for i in [1, 0, 3, 2] {
+            assert!(poll_with(&mut futures[i], &wakers[i].1).is_pending());
+        }
+        assert_eq!((registered(&a), registered(&b)), (2, 2));
+        a.complete(ack(10));
+        assert_eq!(
+            wakers.iter().map(|(c, _)| woken(c)).collect::<Vec<_>>(),
+            [2, 2, 1, 1]
+        );
+        b.complete(ack(20));
+        assert!(wakers.iter().all(|(c, _)| woken(c) == 2));
+        let offsets: Vec<i64> = futures
+            .iter_mut()
+            .zip(&wakers)
+            .map(|(f, (_, w))| match poll_with(f, w) {
+                Poll::Ready(Ok(m)) => m.offset,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(offsets, [10, 11, 20, 21]);
     }
 }

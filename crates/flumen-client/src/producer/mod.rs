@@ -483,6 +483,18 @@ impl Producer {
         if inner.closing.load(Ordering::Relaxed) {
             return Err(ProduceError::Closed);
         }
+        if let Some(size) = accumulator::too_large(
+            timestamp,
+            record.key,
+            record.value,
+            record.headers,
+            inner.config.max_request_size,
+        ) {
+            return Err(ProduceError::RecordTooLarge {
+                size,
+                max: inner.config.max_request_size,
+            });
+        }
         let mut guard = inner.state();
         let state = &mut *guard;
         if let Some(e) = &state.fatal {

@@ -20,6 +20,7 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn run(args: BenchArgs, settings: Settings) -> Result<ExitCode> {
     let mut producer_settings = settings.clone();
     args.apply_producer_options(&mut producer_settings);
+    producer_settings.producer_throughput_defaults();
     let producer = crate::commands::producer(producer_settings).await?;
     let admin = Admin::new(producer.cluster().clone());
     let count = ensure_topic(&admin, &args.topic, args.partitions).await?;

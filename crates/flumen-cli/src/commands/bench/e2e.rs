@@ -28,8 +28,10 @@ pub async fn run(args: BenchArgs, settings: Settings) -> Result<ExitCode> {
     }
     let mut producer_settings = settings.clone();
     args.apply_producer_options(&mut producer_settings);
-    // Latency, not batching, is measured: send at once unless -X linger.ms says otherwise.
+    // Latency, not batching, is measured: send at once unless -X linger.ms says otherwise
+    // (set before the producer commands' defaults, so their linger.ms does not apply here).
     producer_settings.set_default("linger.ms", "0");
+    producer_settings.producer_throughput_defaults();
     let producer = crate::commands::producer(producer_settings).await?;
     let admin = Admin::new(producer.cluster().clone());
     let count = ensure_topic(&admin, &args.topic, args.partitions).await?;

@@ -19,11 +19,13 @@ use crate::error::Result;
   flumen -b localhost:9092 bench consume --topic flumen-bench --records 1000000
   flumen -b localhost:9092 bench e2e --records 100000 --rate 10000 --json")]
 pub enum BenchCommand {
-    /// Producer throughput and acknowledgement latency.
+    /// Producer throughput and acknowledgement latency
+    /// [default: -X batch.size=1000000 -X linger.ms=5].
     Produce(BenchArgs),
     /// Consumer throughput (fills the topic first if it holds fewer records than asked).
     Consume(BenchArgs),
-    /// Produce-to-consume latency: each record carries its send time.
+    /// Produce-to-consume latency: each record carries its send time
+    /// [default: -X batch.size=1000000 -X linger.ms=0].
     E2e(BenchArgs),
 }
 

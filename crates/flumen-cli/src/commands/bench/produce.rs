@@ -21,6 +21,7 @@ const MAX_PENDING: usize = 100_000;
 /// Runs `bench produce`.
 pub async fn run(args: BenchArgs, mut settings: Settings) -> Result<ExitCode> {
     args.apply_producer_options(&mut settings);
+    settings.producer_throughput_defaults();
     let producer = crate::commands::producer(settings).await?;
     ensure_topic(
         &Admin::new(producer.cluster().clone()),
