@@ -87,7 +87,7 @@ async fn produce(topic: &str, records: &[(String, String)]) {
     for (i, (k, v)) in records.iter().enumerate() {
         let seq = i.to_string();
         let headers = [(b"seq".as_slice(), Some(seq.as_bytes()))];
-        let _ = producer
+        let _delivery = producer
             .send(
                 ProducerRecord::new(topic)
                     .key(k.as_bytes())

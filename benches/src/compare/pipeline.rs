@@ -193,10 +193,13 @@ async fn offer(
         }
         let stamp = format!("{:016}", micros_now());
         value[..16].copy_from_slice(stamp.as_bytes());
-        let _ = producer
-            .send(ProducerRecord::new(input).value(&value))
-            .await
-            .map_err(|e| e.to_string())?;
+        // The delivery is not awaited: the reader sees the record.
+        drop(
+            producer
+                .send(ProducerRecord::new(input).value(&value))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     producer.flush().await.map_err(|e| e.to_string())
 }
@@ -556,7 +559,8 @@ async fn raw_worker(
                 let mut out = ProducerRecord::new(output).value(&upper);
                 out.key = record.key();
                 out.timestamp = Some(record.timestamp());
-                let _ = producer.send(out).await.map_err(|e| e.to_string())?;
+                // As the runtime does: no await per record, a flush before each commit.
+                drop(producer.send(out).await.map_err(|e| e.to_string())?);
                 n += 1;
             }
             positions.insert(tp, OffsetAndMetadata::new(part.next_offset()));

@@ -160,7 +160,7 @@ impl<T> Default for Json<T> {
 
 impl<T> Clone for Json<T> {
     fn clone(&self) -> Self {
-        Json::new()
+        *self
     }
 }
 
@@ -175,7 +175,7 @@ impl<T> std::fmt::Debug for Json<T> {
 impl<T: DeserializeOwned + 'static> Decode for Json<T> {
     type Family = Owned<T>;
 
-    fn decode<'a>(&self, value: Option<&'a [u8]>) -> Result<T, FormatError> {
+    fn decode(&self, value: Option<&[u8]>) -> Result<T, FormatError> {
         let bytes = value.ok_or_else(|| FormatError::new("null value, expected JSON"))?;
         serde_json::from_slice(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
     }

@@ -131,9 +131,10 @@ impl Plan {
 
 /// Splits the properties into the consumer's and the producer's, and rejects a key neither
 /// knows.
-fn split_properties(
-    props: &BTreeMap<String, String>,
-) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+/// Key-value pairs of client properties.
+type PropertyList = Vec<(String, String)>;
+
+fn split_properties(props: &BTreeMap<String, String>) -> Result<(PropertyList, PropertyList)> {
     let mut consumer = Vec::new();
     let mut producer = Vec::new();
     for (key, value) in props {
@@ -153,7 +154,7 @@ fn split_properties(
     let mut p: Properties = producer.iter().cloned().collect();
     p.set("bootstrap.servers", "localhost:1");
     ProducerConfig::take_from(&mut p)?;
-    for (key, _) in props {
+    for key in props.keys() {
         let unknown = if let Some(k) = key.strip_prefix("consumer.") {
             c.get(k).is_some()
         } else if let Some(k) = key.strip_prefix("producer.") {

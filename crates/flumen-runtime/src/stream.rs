@@ -459,6 +459,7 @@ where
 
     /// A function with the record's context (key, timestamp, headers, partition, offset)
     /// and a collector for any number of outputs of type `O`.
+    #[allow(clippy::type_complexity)]
     pub fn process<O, M>(self, f: M) -> Stream<'p, D, Owned<O>, ProcessLink<C, M, ProcessOut<F, O>>>
     where
         O: 'static,

@@ -235,9 +235,9 @@ struct Csv;
 
 impl flumen_runtime::format::Decode for Csv {
     type Family = flumen_runtime::format::Owned<Vec<i64>>;
-    fn decode<'a>(
+    fn decode(
         &self,
-        value: Option<&'a [u8]>,
+        value: Option<&[u8]>,
     ) -> Result<Vec<i64>, flumen_runtime::format::FormatError> {
         let text = std::str::from_utf8(value.unwrap_or_default())
             .map_err(|e| flumen_runtime::format::FormatError::new(e.to_string()))?;
