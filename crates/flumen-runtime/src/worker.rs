@@ -281,6 +281,7 @@ impl WorkerLoop {
             self.after_rebalance()?;
             let idle = records.is_empty();
             let mut reached_end = false;
+            let mut publish_now = false;
             if !idle {
                 let started = Instant::now();
                 for part in records.partitions_mut() {
@@ -294,6 +295,8 @@ impl WorkerLoop {
                         std::collections::hash_map::Entry::Vacant(v) => {
                             let id = format!("{sub}_{}", tp.partition);
                             tracing::info!(task = %id, "task started");
+                            // The metrics show a new task at once, not at the next snapshot.
+                            publish_now = true;
                             v.insert(Task {
                                 id,
                                 chain: self.plan.factory(sub).instantiate(&self.env),
@@ -325,7 +328,7 @@ impl WorkerLoop {
                     self.plan.committed.notify_one();
                 }
             }
-            if self.last_publish.elapsed() >= Duration::from_millis(500) {
+            if publish_now || self.last_publish.elapsed() >= Duration::from_millis(500) {
                 self.publish();
             }
         }
