@@ -54,7 +54,8 @@ pub struct PipelineArgs {
     /// How long the latency run offers records, seconds.
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
-    /// The engine the latency run measures: `flumen-runtime` or `raw-loop`.
+    /// The engine the latency run measures: `flumen-runtime`, `raw-loop`, or `none` (the
+    /// reader reads the input topic: the floor of the harness itself).
     #[arg(long, default_value = "flumen-runtime")]
     pub latency_engine: String,
 }
@@ -100,8 +101,27 @@ pub fn latency(
         let (engine, records) = match args.latency_engine.as_str() {
             "flumen-runtime" => ("flumen-runtime-unbounded", 0),
             "raw-loop" => ("raw-loop", u64::MAX),
+            // No job: the reader reads the input itself (the harness's own floor).
+            "none" => ("none", 0),
             other => return Err(format!("unknown engine {other}")),
         };
+        if engine == "none" {
+            let histogram = current.block_on(offer_and_read(args, broker, &input, &input, rate))?;
+            let q = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+            results.push(LatencyResult {
+                engine: "none".to_owned(),
+                workers: 0,
+                offered_per_s: rate,
+                records: histogram.len(),
+                p50_ms: q(0.5),
+                p99_ms: q(0.99),
+                p999_ms: q(0.999),
+                max_ms: histogram.max() as f64 / 1000.0,
+            });
+            current.block_on(broker.delete_topic(&input));
+            current.block_on(broker.delete_topic(&output));
+            continue;
+        }
         let mut child = Command::new(&program)
             .args([engine, &workers.to_string(), &records.to_string()])
             .args([&broker.bootstrap, &input, &output])
