@@ -26,6 +26,7 @@
 //! has flushed every output derived from them (see `docs/DESIGN.md`).
 #![warn(missing_docs)]
 
+pub mod aggregate;
 mod context;
 mod error;
 pub mod format;
