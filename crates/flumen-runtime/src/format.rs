@@ -62,6 +62,57 @@ pub trait Decode: Clone + Send + Sync + 'static {
         &self,
         value: Option<&'a [u8]>,
     ) -> Result<<Self::Family as Family>::Item<'a>, FormatError>;
+
+    /// The event time of `item`, whose record has the timestamp `record_time`: the record's
+    /// timestamp unless a source sets an extractor ([`crate::KafkaSource::timestamps`]).
+    #[inline]
+    fn timestamp(&self, _item: &<Self::Family as Family>::Item<'_>, record_time: i64) -> i64 {
+        record_time
+    }
+}
+
+/// A format whose items carry their own event time: `T` reads it from each decoded item.
+pub struct Timestamped<D, T> {
+    pub(crate) inner: D,
+    pub(crate) extract: T,
+}
+
+impl<D: Clone, T: Clone> Clone for Timestamped<D, T> {
+    fn clone(&self) -> Self {
+        Timestamped {
+            inner: self.inner.clone(),
+            extract: self.extract.clone(),
+        }
+    }
+}
+
+impl<D: std::fmt::Debug, T> std::fmt::Debug for Timestamped<D, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timestamped")
+            .field("format", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D, T> Decode for Timestamped<D, T>
+where
+    D: Decode,
+    T: for<'a, 'b> Fn(&'b <D::Family as Family>::Item<'a>) -> i64 + Clone + Send + Sync + 'static,
+{
+    type Family = D::Family;
+
+    #[inline]
+    fn decode<'a>(
+        &self,
+        value: Option<&'a [u8]>,
+    ) -> Result<<Self::Family as Family>::Item<'a>, FormatError> {
+        self.inner.decode(value)
+    }
+
+    #[inline]
+    fn timestamp(&self, item: &<Self::Family as Family>::Item<'_>, _: i64) -> i64 {
+        (self.extract)(item)
+    }
 }
 
 /// Turns an item of family `F` into record value bytes.

@@ -36,6 +36,8 @@ mod runtime;
 mod stream;
 mod task;
 pub mod testing;
+pub mod time;
+pub mod window;
 mod worker;
 
 pub use context::RecordContext;

@@ -23,6 +23,8 @@ pub struct TaskMetrics {
     pub counters: TaskCounters,
     /// Its operators, in chain order.
     pub operators: Vec<OperatorMetrics>,
+    /// Its event-time watermark (ms; `i64::MIN` before the first).
+    pub watermark: i64,
 }
 
 /// How far a partition's processing is behind its log end.

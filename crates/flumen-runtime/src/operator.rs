@@ -17,6 +17,7 @@ use flumen_protocol::record::HeaderRef;
 use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Encode, Family, Owned};
+use crate::time::{MARKER_HEADER, Time, encode_marker};
 
 /// Records into one operator, for the metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,6 +27,13 @@ pub struct OperatorMetrics {
     pub name: String,
     /// Items pushed into it.
     pub records_in: u64,
+    /// Items that came too late for every window they belong to (windows only).
+    pub records_late: u64,
+    /// Bytes of state it holds (windows and keyed state; an estimate of keys, accumulators and
+    /// the tables' overhead).
+    pub state_bytes: u64,
+    /// Keys in its state.
+    pub state_keys: u64,
 }
 
 /// One fused operator that takes items of family `F`.
@@ -37,6 +45,10 @@ pub trait Operator<F: Family> {
     /// Handles one item derived from the record `cx` describes.
     async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()>;
 
+    /// Time moved: the task's watermark advanced, or processing time ticked. Operators that
+    /// hold items back (windows, timers) emit what is due; every operator passes it on.
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()>;
+
     /// Appends this operator's metrics, then the ones after it.
     fn metrics(&self, out: &mut Vec<OperatorMetrics>);
 }
@@ -45,6 +57,7 @@ fn named(out: &mut Vec<OperatorMetrics>, name: &str, records_in: u64) {
     out.push(OperatorMetrics {
         name: format!("{}:{name}", out.len()),
         records_in,
+        ..OperatorMetrics::default()
     });
 }
 
@@ -67,6 +80,11 @@ where
         self.count += 1;
         let out = (self.f)(item);
         self.next.push(cx, out).await
+    }
+
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
@@ -98,6 +116,11 @@ where
         }
     }
 
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "filter", self.count);
         self.next.metrics(out);
@@ -125,6 +148,11 @@ where
             Some(out) => self.next.push(cx, out).await,
             None => Ok(()),
         }
+    }
+
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
@@ -157,6 +185,11 @@ where
         Ok(())
     }
 
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "flat_map", self.count);
         self.next.metrics(out);
@@ -181,6 +214,11 @@ where
         self.count += 1;
         (self.f)(cx, &item);
         self.next.push(cx, item).await
+    }
+
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
@@ -262,6 +300,11 @@ where
         result
     }
 
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "process", self.count);
         self.next.metrics(out);
@@ -286,6 +329,10 @@ where
         Ok(())
     }
 
+    async fn advance(&mut self, _: &Time<'_>) -> Result<()> {
+        Ok(())
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "for_each", self.count);
     }
@@ -304,6 +351,8 @@ pub struct CapturedRecord {
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Its timestamp.
     pub timestamp: i64,
+    /// The partition it was written to, when the writer chose it (watermark markers).
+    pub partition: Option<i32>,
 }
 
 /// Where sinks write: the worker's producer, or a buffer when run in memory.
@@ -351,6 +400,46 @@ impl Output {
                         .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
                         .collect(),
                     timestamp,
+                    partition: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes a watermark marker (no key, no value, the marker header) to one partition.
+    pub(crate) async fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        marker: &[u8],
+        timestamp: i64,
+    ) -> Result<()> {
+        match self {
+            Output::Kafka(producer) => {
+                let headers = [(MARKER_HEADER, Some(marker))];
+                let record = ProducerRecord {
+                    topic,
+                    partition: Some(partition),
+                    key: None,
+                    value: None,
+                    headers: &headers,
+                    timestamp: Some(timestamp),
+                };
+                let _delivery = producer
+                    .send(record)
+                    .await
+                    .map_err(|e| Error::produce(topic, e))?;
+                Ok(())
+            }
+            Output::Memory(records) => {
+                records.borrow_mut().push(CapturedRecord {
+                    topic: topic.to_owned(),
+                    key: None,
+                    value: Vec::new(),
+                    headers: vec![(MARKER_HEADER.to_vec(), Some(marker.to_vec()))],
+                    timestamp,
+                    partition: Some(partition),
                 });
                 Ok(())
             }
@@ -421,6 +510,10 @@ where
         result
     }
 
+    async fn advance(&mut self, _: &Time<'_>) -> Result<()> {
+        Ok(())
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         let name = match &self.topic {
             TopicChoice::Fixed(t) => format!("to:{t}"),
@@ -434,6 +527,10 @@ where
 /// the producer's murmur2 partitioner sends every key to one partition.
 pub struct Repartition<K, E> {
     pub(crate) topic: String,
+    /// The repartition topic's partition count (every one gets the watermark markers).
+    pub(crate) partitions: i32,
+    pub(crate) published: i64,
+    pub(crate) published_at: i64,
     pub(crate) key: K,
     pub(crate) encoder: E,
     pub(crate) output: Output,
@@ -480,6 +577,29 @@ where
             .await;
         *headers = recycle(h);
         result
+    }
+
+    /// Publishes the watermark to every partition of the repartition topic as a marker
+    /// record, at most every 100 ms of processing time (and at once at the end of input), so
+    /// that the tasks reading it know how far this task has come.
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        let wm = time.watermark();
+        // In memory (tests) every publication goes out: there is no traffic to save.
+        let throttled = matches!(self.output, Output::Kafka(_))
+            && wm < i64::MAX
+            && time.processing_time().saturating_sub(self.published_at) < 100;
+        if !time.publish() || wm <= self.published || throttled {
+            return Ok(());
+        }
+        let marker = encode_marker(time.partition(), wm);
+        for p in 0..self.partitions {
+            self.output
+                .write_marker(&self.topic, p, &marker, time.processing_time())
+                .await?;
+        }
+        self.published = wm;
+        self.published_at = time.processing_time();
+        Ok(())
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {

@@ -87,6 +87,13 @@ pub(crate) struct Plan {
     subscription_pattern: Option<String>,
     /// Bounded runs: the end offset of every non-empty source partition at the start.
     pub(crate) ends: BTreeMap<TopicPartition, i64>,
+    /// Bounded runs: the source partitions that were empty at the start, with their end
+    /// offset (committed when their task ends, so that the run sees every task ended).
+    pub(crate) empty: BTreeMap<TopicPartition, i64>,
+    /// Per sub-topology: its tasks' partition count (the repartition topic it writes has as
+    /// many), and the sub-topology writing its input when it reads a repartition topic.
+    pub(crate) partitions: Vec<i32>,
+    pub(crate) upstream: Vec<Option<usize>>,
     /// Signalled by a worker after each commit, so a bounded run notices its end at once.
     pub(crate) committed: Arc<tokio::sync::Notify>,
 }
@@ -358,6 +365,13 @@ impl Runtime {
             outputs,
             subscription_pattern,
             ends: stages.source_ends(),
+            empty: stages
+                .subs
+                .iter()
+                .flat_map(|s| s.empty.iter().map(|(tp, e)| (tp.clone(), *e)))
+                .collect(),
+            partitions: stages.subs.iter().map(|s| s.partitions).collect(),
+            upstream: stages.subs.iter().map(|s| s.upstream).collect(),
             committed: Arc::new(tokio::sync::Notify::new()),
         });
 
@@ -458,6 +472,10 @@ struct Stage {
     topics: Vec<String>,
     /// The offsets to reach; `None` until the upstream stage is done.
     ends: Option<BTreeMap<TopicPartition, i64>>,
+    /// Source partitions empty at the start: their tasks commit the end offset when they end.
+    empty: BTreeMap<TopicPartition, i64>,
+    /// Its tasks' partition count.
+    partitions: i32,
     done: bool,
 }
 
@@ -484,24 +502,31 @@ impl Stages {
         for (i, stage) in self.subs.iter().enumerate() {
             let ends = match (&stage.ends, stage.upstream) {
                 (Some(e), _) => e.clone(),
-                (None, Some(up)) if done[up] => end_offsets(admin, &stage.topics).await?.0,
+                (None, Some(up)) if done[up] => end_offsets(admin, &stage.topics).await?.ends,
                 (None, _) => continue,
             };
             done[i] = stage.done
                 || ends
                     .iter()
+                    .chain(&stage.empty)
                     .all(|(tp, &end)| committed.get(tp).is_some_and(|&c| c >= end));
         }
         Ok(done.iter().all(|d| *d))
     }
 }
 
-/// Each partition's end offset, for partitions with records (an empty partition has nothing
-/// to reach), and the partition count per topic.
-async fn end_offsets(
-    admin: &Admin,
-    topics: &[String],
-) -> Result<(BTreeMap<TopicPartition, i64>, BTreeMap<String, i32>)> {
+/// What a bounded run reads of some topics.
+struct TopicEnds {
+    /// End offsets of the partitions with records.
+    ends: BTreeMap<TopicPartition, i64>,
+    /// End offsets of the empty partitions.
+    empty: BTreeMap<TopicPartition, i64>,
+    /// Partition count per topic.
+    counts: BTreeMap<String, i32>,
+}
+
+/// Each partition's end offset, empty partitions apart, and the partition count per topic.
+async fn end_offsets(admin: &Admin, topics: &[String]) -> Result<TopicEnds> {
     let mut specs = Vec::new();
     let mut counts = BTreeMap::new();
     for t in topics {
@@ -526,6 +551,7 @@ async fn end_offsets(
         .list_offsets(&earliest, IsolationLevel::ReadUncommitted)
         .await?;
     let mut ends = BTreeMap::new();
+    let mut empty = BTreeMap::new();
     for (tp, end) in latest {
         let end = end?.offset;
         let start = earliest
@@ -534,9 +560,15 @@ async fn end_offsets(
             .map_or(0, |o| o.offset);
         if end > start {
             ends.insert(tp, end);
+        } else {
+            empty.insert(tp, end);
         }
     }
-    Ok((ends, counts))
+    Ok(TopicEnds {
+        ends,
+        empty,
+        counts,
+    })
 }
 
 /// Checks the source topics, creates the repartition topics, and records what a bounded run
@@ -555,14 +587,17 @@ async fn prepare_topics(
         }
         let stage = match &sub.source {
             SourceTopics::Topics(topics) => {
-                let (ends, counts) = end_offsets(admin, topics)
+                let t = end_offsets(admin, topics)
                     .await
                     .map_err(|e| Error::Topology(format!("source topics {topics:?}: {e}")))?;
-                partitions_of_sub.push(counts.values().copied().max().unwrap_or(1));
+                let partitions = t.counts.values().copied().max().unwrap_or(1);
+                partitions_of_sub.push(partitions);
                 Stage {
                     upstream: None,
                     topics: topics.clone(),
-                    ends: Some(ends),
+                    ends: Some(t.ends),
+                    empty: t.empty,
+                    partitions,
                     done: false,
                 }
             }
@@ -575,12 +610,15 @@ async fn prepare_topics(
                     .into_iter()
                     .filter(|t| re.is_match(t))
                     .collect();
-                let (ends, counts) = end_offsets(admin, &topics).await?;
-                partitions_of_sub.push(counts.values().copied().max().unwrap_or(1));
+                let t = end_offsets(admin, &topics).await?;
+                let partitions = t.counts.values().copied().max().unwrap_or(1);
+                partitions_of_sub.push(partitions);
                 Stage {
                     upstream: None,
                     topics,
-                    ends: Some(ends),
+                    ends: Some(t.ends),
+                    empty: t.empty,
+                    partitions,
                     done: false,
                 }
             }
@@ -619,6 +657,8 @@ async fn prepare_topics(
                     upstream: Some(up),
                     topics: vec![topic],
                     ends: None,
+                    empty: BTreeMap::new(),
+                    partitions,
                     done: false,
                 }
             }

@@ -13,7 +13,8 @@ use crate::format::{Decode, Encode, Family, Owned};
 use crate::operator::{
     Collector, Filter, FilterMap, FlatMap, Inspect, Map, Operator, Process, TopicChoice,
 };
-use crate::task::{Factory, TaskFactory};
+use crate::task::{Factory, TaskEnv, TaskFactory};
+use crate::time::Watermarks;
 
 /// What to do with a record whose value does not deserialize.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,6 +46,7 @@ pub struct KafkaSource<D> {
     pub(crate) topics: SourceTopics,
     pub(crate) format: D,
     pub(crate) on_error: OnError,
+    pub(crate) watermarks: Watermarks,
 }
 
 /// Constructors for Kafka sources.
@@ -65,6 +67,7 @@ impl Kafka {
             topics: SourceTopics::Topics(topics.into_iter().map(Into::into).collect()),
             format: crate::format::Bytes,
             on_error: OnError::Fail,
+            watermarks: Watermarks::default(),
         }
     }
 
@@ -74,6 +77,31 @@ impl Kafka {
             topics: SourceTopics::Pattern(regex.into()),
             format: crate::format::Bytes,
             on_error: OnError::Fail,
+            watermarks: Watermarks::default(),
+        }
+    }
+}
+
+impl<D: Decode> KafkaSource<D> {
+    /// Event time read from each decoded item by `extract` (ms since the epoch) instead of
+    /// the record's timestamp. Results and records written downstream carry it as their
+    /// timestamp.
+    pub fn timestamps<T>(self, extract: T) -> KafkaSource<crate::format::Timestamped<D, T>>
+    where
+        T: for<'a, 'b> Fn(&'b <D::Family as Family>::Item<'a>) -> i64
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        KafkaSource {
+            topics: self.topics,
+            format: crate::format::Timestamped {
+                inner: self.format,
+                extract,
+            },
+            on_error: self.on_error,
+            watermarks: self.watermarks,
         }
     }
 }
@@ -85,7 +113,14 @@ impl<D> KafkaSource<D> {
             topics: self.topics,
             format,
             on_error: self.on_error,
+            watermarks: self.watermarks,
         }
+    }
+
+    /// How event-time watermarks follow the records (default: in order, no idleness).
+    pub fn watermarks(mut self, watermarks: Watermarks) -> Self {
+        self.watermarks = watermarks;
+        self
     }
 
     /// What to do with records that do not deserialize (default [`OnError::Fail`]).
@@ -147,6 +182,7 @@ impl Pipeline {
             source,
             chain: Identity,
             operators: Vec::new(),
+            side_outputs: Vec::new(),
             _family: PhantomData,
         }
     }
@@ -178,8 +214,8 @@ impl Pipeline {
 pub trait Chain<In: Family, F: Family>: Clone + Send + Sync + 'static {
     /// The operator it builds in front of `N`.
     type Out<N: Operator<F>>: Operator<In>;
-    /// Builds the operators, ending in `next`.
-    fn build<N: Operator<F>>(&self, next: N) -> Self::Out<N>;
+    /// Builds the operators of one task, ending in `next`.
+    fn build<N: Operator<F>>(&self, env: &TaskEnv, next: N) -> Self::Out<N>;
 }
 
 /// The empty chain.
@@ -188,7 +224,7 @@ pub struct Identity;
 
 impl<F: Family> Chain<F, F> for Identity {
     type Out<N: Operator<F>> = N;
-    fn build<N: Operator<F>>(&self, next: N) -> N {
+    fn build<N: Operator<F>>(&self, _: &TaskEnv, next: N) -> N {
         next
     }
 }
@@ -252,12 +288,15 @@ where
     M: for<'a> FnMut(F::Item<'a>) -> O + UserFn,
 {
     type Out<N: Operator<Owned<O>>> = C::Out<Map<M, N>>;
-    fn build<N: Operator<Owned<O>>>(&self, next: N) -> Self::Out<N> {
-        self.chain.build(Map {
-            f: self.f.clone(),
-            next,
-            count: 0,
-        })
+    fn build<N: Operator<Owned<O>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            Map {
+                f: self.f.clone(),
+                next,
+                count: 0,
+            },
+        )
     }
 }
 
@@ -269,12 +308,15 @@ where
     P: for<'a, 'b> FnMut(&'b F::Item<'a>) -> bool + UserFn,
 {
     type Out<N: Operator<F>> = C::Out<Filter<P, N>>;
-    fn build<N: Operator<F>>(&self, next: N) -> Self::Out<N> {
-        self.chain.build(Filter {
-            f: self.f.clone(),
-            next,
-            count: 0,
-        })
+    fn build<N: Operator<F>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            Filter {
+                f: self.f.clone(),
+                next,
+                count: 0,
+            },
+        )
     }
 }
 
@@ -287,12 +329,15 @@ where
     M: for<'a> FnMut(F::Item<'a>) -> Option<O> + UserFn,
 {
     type Out<N: Operator<Owned<O>>> = C::Out<FilterMap<M, N>>;
-    fn build<N: Operator<Owned<O>>>(&self, next: N) -> Self::Out<N> {
-        self.chain.build(FilterMap {
-            f: self.f.clone(),
-            next,
-            count: 0,
-        })
+    fn build<N: Operator<Owned<O>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            FilterMap {
+                f: self.f.clone(),
+                next,
+                count: 0,
+            },
+        )
     }
 }
 
@@ -306,12 +351,15 @@ where
     M: for<'a> FnMut(F::Item<'a>) -> I + UserFn,
 {
     type Out<N: Operator<Owned<I::Item>>> = C::Out<FlatMap<M, N>>;
-    fn build<N: Operator<Owned<I::Item>>>(&self, next: N) -> Self::Out<N> {
-        self.chain.build(FlatMap {
-            f: self.f.clone(),
-            next,
-            count: 0,
-        })
+    fn build<N: Operator<Owned<I::Item>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            FlatMap {
+                f: self.f.clone(),
+                next,
+                count: 0,
+            },
+        )
     }
 }
 
@@ -323,12 +371,15 @@ where
     P: for<'a, 'b> FnMut(&'b RecordContext<'a>, &'b F::Item<'a>) + UserFn,
 {
     type Out<N: Operator<F>> = C::Out<Inspect<P, N>>;
-    fn build<N: Operator<F>>(&self, next: N) -> Self::Out<N> {
-        self.chain.build(Inspect {
-            f: self.f.clone(),
-            next,
-            count: 0,
-        })
+    fn build<N: Operator<F>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            Inspect {
+                f: self.f.clone(),
+                next,
+                count: 0,
+            },
+        )
     }
 }
 
@@ -344,18 +395,20 @@ where
     M: for<'a, 'b> FnMut(&'b RecordContext<'a>, F::Item<'a>, &'b mut Collector<O>) + UserFn,
 {
     type Out<N: Operator<Owned<O>>> = C::Out<Process<M, N, O>>;
-    fn build<N: Operator<Owned<O>>>(&self, next: N) -> Self::Out<N> {
-        self.chain.build(Process::new(self.f.clone(), next))
+    fn build<N: Operator<Owned<O>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(env, Process::new(self.f.clone(), next))
     }
 }
 
 /// A typed stream of items of family `F`, read by a source with format `D`.
 pub struct Stream<'p, D: Decode, F: Family, C> {
-    pipeline: &'p mut Pipeline,
-    source: KafkaSource<D>,
-    chain: C,
-    operators: Vec<String>,
-    _family: PhantomData<fn() -> F>,
+    pub(crate) pipeline: &'p mut Pipeline,
+    pub(crate) source: KafkaSource<D>,
+    pub(crate) chain: C,
+    pub(crate) operators: Vec<String>,
+    /// Topics operators write besides the sink (late outputs).
+    pub(crate) side_outputs: Vec<String>,
+    pub(crate) _family: PhantomData<fn() -> F>,
 }
 
 impl<D: Decode, F: Family, C> std::fmt::Debug for Stream<'_, D, F, C> {
@@ -376,7 +429,7 @@ where
     F: Family,
     C: Chain<D::Family, F>,
 {
-    fn then<F2: Family, C2>(self, name: &str, chain: C2) -> Stream<'p, D, F2, C2> {
+    pub(crate) fn then<F2: Family, C2>(self, name: &str, chain: C2) -> Stream<'p, D, F2, C2> {
         let mut operators = self.operators;
         operators.push(name.to_owned());
         Stream {
@@ -384,6 +437,7 @@ where
             source: self.source,
             chain,
             operators,
+            side_outputs: self.side_outputs,
             _family: PhantomData,
         }
     }
@@ -476,7 +530,7 @@ where
     fn finish<T>(
         self,
         operators: Vec<String>,
-        outputs: Vec<String>,
+        mut outputs: Vec<String>,
         repartition: Option<String>,
         terminal: T,
     ) -> &'p mut Pipeline
@@ -487,13 +541,21 @@ where
             pipeline,
             source,
             chain,
+            side_outputs,
             ..
         } = self;
+        outputs.extend(side_outputs);
         let dead_letter = match &source.on_error {
             OnError::DeadLetter(t) => Some(t.clone()),
             _ => None,
         };
-        let factory = Factory::new(source.format, source.on_error, chain, terminal);
+        let factory = Factory::new(
+            source.format,
+            source.on_error,
+            source.watermarks,
+            chain,
+            terminal,
+        );
         pipeline.subs.push(SubTopology {
             source: source.topics,
             outputs,
@@ -579,6 +641,7 @@ where
             encoder: format.clone(),
         };
         let on_error = self.source.on_error.clone();
+        let watermarks = self.source.watermarks;
         let pipeline = self.finish(operators, Vec::new(), Some(name.to_owned()), terminal);
         Stream {
             pipeline,
@@ -586,9 +649,11 @@ where
                 topics: SourceTopics::Repartition(name.to_owned()),
                 format,
                 on_error,
+                watermarks,
             },
             chain: Identity,
             operators: Vec::new(),
+            side_outputs: Vec::new(),
             _family: PhantomData,
         }
     }

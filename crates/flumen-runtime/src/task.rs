@@ -18,11 +18,38 @@ use crate::error::{Error, Result};
 use crate::format::{Decode, Encode, Family};
 use crate::operator::{ForEach, Operator, OperatorMetrics, Output, Repartition, Sink, recycle};
 use crate::stream::{Chain, OnError, TopicSpec};
+use crate::time::{MARKER_HEADER, TaskClock, Time, Watermarks, decode_marker, now_ms};
 
-/// What a task runs with: where its sinks write, and the application's name.
-pub(crate) struct TaskEnv {
+/// What a task's operators are built with: where its sinks write, the application's name,
+/// and the task's inputs.
+pub struct TaskEnv {
     pub(crate) output: Output,
     pub(crate) application_id: String,
+    /// The task's partition number.
+    pub(crate) partition: i32,
+    pub(crate) inputs: TaskInputs,
+    /// Partitions of the repartition topic this sub-topology writes (0: it writes none).
+    pub(crate) repartition_partitions: i32,
+    /// Processing time at the task's start, ms.
+    pub(crate) now: i64,
+}
+
+impl std::fmt::Debug for TaskEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEnv")
+            .field("application_id", &self.application_id)
+            .field("partition", &self.partition)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a task reads: source partitions (each with its own event-time clock), or a
+/// repartition topic's partition written by `upstream` tasks (each with the watermark it
+/// last published).
+#[derive(Clone, Debug)]
+pub(crate) enum TaskInputs {
+    Partitions(Vec<TopicPartition>),
+    Repartition { tp: TopicPartition, upstream: usize },
 }
 
 /// The name of a repartition topic.
@@ -113,10 +140,15 @@ impl<F: Family, E: Encode<F>> Operator<F> for Printer<E> {
             })
     }
 
+    async fn advance(&mut self, _: &Time<'_>) -> Result<()> {
+        Ok(())
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         out.push(OperatorMetrics {
             name: format!("{}:print", out.len()),
             records_in: self.count,
+            ..OperatorMetrics::default()
         });
     }
 }
@@ -149,6 +181,9 @@ where
     fn build(&self, env: &TaskEnv) -> Repartition<K, E> {
         Repartition {
             topic: repartition_topic(&env.application_id, &self.name),
+            partitions: env.repartition_partitions,
+            published: i64::MIN,
+            published_at: i64::MIN,
             key: self.key.clone(),
             encoder: self.encoder.clone(),
             output: env.output.clone(),
@@ -184,6 +219,20 @@ pub struct MemoryRecord {
     pub value: Option<Vec<u8>>,
     /// The timestamp.
     pub timestamp: i64,
+    /// Headers (only the runtime's own, such as watermark markers, are read).
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl MemoryRecord {
+    /// A record with `key`, `value` and `timestamp`, no headers.
+    pub fn new(key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Self {
+        MemoryRecord {
+            key: key.map(<[u8]>::to_vec),
+            value: Some(value.to_vec()),
+            timestamp,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// One running task, behind one virtual call per fetched chunk.
@@ -193,13 +242,22 @@ pub(crate) trait TaskChain {
         &'s mut self,
         records: &'s mut PartitionRecords,
     ) -> LocalBoxFuture<'s, Result<()>>;
-    /// Processes records from memory, offsets counted from `first_offset`.
+    /// Processes records from memory, offsets counted from `first_offset`, at processing
+    /// time `now`.
     fn process_memory<'s>(
         &'s mut self,
         tp: &'s TopicPartition,
         first_offset: i64,
         records: &'s [MemoryRecord],
+        now: i64,
     ) -> LocalBoxFuture<'s, Result<()>>;
+    /// Processing time moved to `now`: idle inputs, processing-time windows, watermark
+    /// publication.
+    fn tick(&mut self, now: i64) -> LocalBoxFuture<'_, Result<()>>;
+    /// A bounded run reached the end of the task's inputs: the final watermark.
+    fn end_of_input(&mut self, now: i64) -> LocalBoxFuture<'_, Result<()>>;
+    /// The task's event-time watermark.
+    fn watermark(&self) -> i64;
     /// Processes bare values from memory (no key, timestamp 0).
     fn process_values<'s>(
         &'s mut self,
@@ -218,16 +276,24 @@ pub(crate) trait TaskFactory: Send + Sync {
 pub(crate) struct Factory<D, F, C, T> {
     format: D,
     on_error: OnError,
+    watermarks: Watermarks,
     chain: C,
     terminal: T,
     _family: PhantomData<fn() -> F>,
 }
 
 impl<D, F, C, T> Factory<D, F, C, T> {
-    pub(crate) fn new(format: D, on_error: OnError, chain: C, terminal: T) -> Self {
+    pub(crate) fn new(
+        format: D,
+        on_error: OnError,
+        watermarks: Watermarks,
+        chain: C,
+        terminal: T,
+    ) -> Self {
         Factory {
             format,
             on_error,
+            watermarks,
             chain,
             terminal,
             _family: PhantomData,
@@ -243,12 +309,32 @@ where
     T: Terminal<F>,
 {
     fn instantiate(&self, env: &TaskEnv) -> Box<dyn TaskChain> {
+        let (inputs, markers, clock) = match &env.inputs {
+            TaskInputs::Partitions(tps) => (
+                tps.clone(),
+                false,
+                TaskClock::new(tps.len(), &self.watermarks, true, env.now),
+            ),
+            TaskInputs::Repartition { tp, upstream } => (
+                vec![tp.clone()],
+                true,
+                TaskClock::new(*upstream, &self.watermarks, false, env.now),
+            ),
+        };
+        let home = inputs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| TopicPartition::new("", env.partition));
         Box::new(TaskRunner {
             format: self.format.clone(),
-            op: self.chain.build(self.terminal.build(env)),
+            op: self.chain.build(env, self.terminal.build(env)),
             on_error: self.on_error.clone(),
             output: env.output.clone(),
             counters: TaskCounters::default(),
+            clock,
+            inputs,
+            markers,
+            home,
             _family: PhantomData::<fn() -> F>,
         })
     }
@@ -260,16 +346,79 @@ struct TaskRunner<D, Op, F> {
     on_error: OnError,
     output: Output,
     counters: TaskCounters,
+    clock: TaskClock,
+    /// Source partitions by clock input (partition inputs), or the repartition partition.
+    inputs: Vec<TopicPartition>,
+    /// The task reads a repartition topic: its watermark comes from upstream markers.
+    markers: bool,
+    /// The context of records operators emit on their own.
+    home: TopicPartition,
     _family: PhantomData<fn() -> F>,
 }
 
 impl<D: Decode, Op: Operator<D::Family>, F> TaskRunner<D, Op, F> {
+    /// One record from clock input `input`, at processing time `now`.
     #[inline]
-    async fn one<'a>(&mut self, cx: &RecordContext<'a>, value: Option<&'a [u8]>) -> Result<()> {
+    async fn one<'a>(
+        &mut self,
+        cx: &mut RecordContext<'a>,
+        value: Option<&'a [u8]>,
+        input: usize,
+        now: i64,
+    ) -> Result<()> {
         self.counters.records_in += 1;
         match self.format.decode(value) {
-            Ok(item) => self.op.push(cx, item).await,
+            Ok(item) => {
+                let t = self.format.timestamp(&item, cx.timestamp);
+                cx.timestamp = t;
+                self.op.push(cx, item).await?;
+                if !self.markers && self.clock.observe(input, t, now).is_some() {
+                    self.advance(now, false).await?;
+                }
+                Ok(())
+            }
             Err(e) => self.undecodable(cx, value, e.0).await,
+        }
+    }
+
+    /// Tells the operators the task's time.
+    async fn advance(&mut self, now: i64, publish: bool) -> Result<()> {
+        let time = Time {
+            tp: &self.home,
+            watermark: self.clock.watermark(),
+            now,
+            publish,
+        };
+        self.op.advance(&time).await
+    }
+
+    /// A watermark marker from upstream task `task`.
+    async fn marker(&mut self, task: i32, watermark: i64, now: i64) -> Result<()> {
+        let Ok(mut i) = usize::try_from(task) else {
+            return Ok(());
+        };
+        while i >= self.clock.inputs() {
+            i = i.max(self.clock.add_input(now));
+        }
+        if self.clock.observe(i, watermark, now).is_some() {
+            self.advance(now, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The clock input of source partition `tp` (a partition first seen now gets one).
+    fn input_of(&mut self, tp: &TopicPartition, now: i64) -> usize {
+        if self.markers {
+            return 0;
+        }
+        if let Some(i) = self.inputs.iter().position(|t| t == tp) {
+            return i;
+        }
+        self.inputs.push(tp.clone());
+        if self.inputs.len() <= self.clock.inputs() {
+            self.inputs.len() - 1
+        } else {
+            self.clock.add_input(now)
         }
     }
 
@@ -326,7 +475,9 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
     ) -> LocalBoxFuture<'s, Result<()>> {
         Box::pin(async move {
             let started = Instant::now();
+            let now = now_ms();
             let tp = records.topic_partition().clone();
+            let input = self.input_of(&tp, now);
             let mut result = Ok(());
             for record in records.iter() {
                 let record = match record {
@@ -336,18 +487,35 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
                         break;
                     }
                 };
-                let cx = RecordContext {
+                let has_headers = record.record().header_count() > 0;
+                if self.markers
+                    && has_headers
+                    && let Some((name, Some(value))) = record.headers().next()
+                    && name == MARKER_HEADER
+                {
+                    if let Some((task, wm)) = decode_marker(value)
+                        && let Err(e) = self.marker(task, wm, now).await
+                    {
+                        result = Err(e);
+                        break;
+                    }
+                    continue;
+                }
+                let mut cx = RecordContext {
                     tp: &tp,
                     offset: record.offset(),
                     timestamp: record.timestamp(),
                     key: record.key(),
                     // Most records have none: the sinks then skip collecting them.
-                    headers: (record.record().header_count() > 0).then(|| record.headers()),
+                    headers: has_headers.then(|| record.headers()),
                 };
-                if let Err(e) = self.one(&cx, record.value()).await {
+                if let Err(e) = self.one(&mut cx, record.value(), input, now).await {
                     result = Err(e);
                     break;
                 }
+            }
+            if result.is_ok() {
+                result = self.advance(now, true).await;
             }
             self.finish(started, &result);
             result
@@ -359,20 +527,55 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
         tp: &'s TopicPartition,
         first_offset: i64,
         records: &'s [MemoryRecord],
+        now: i64,
     ) -> LocalBoxFuture<'s, Result<()>> {
         Box::pin(async move {
             let started = Instant::now();
+            let input = self.input_of(tp, now);
             let mut result = Ok(());
             for (offset, r) in (first_offset..).zip(records) {
-                let cx = RecordContext::new(tp, offset, r.timestamp, r.key.as_deref());
-                if let Err(e) = self.one(&cx, r.value.as_deref()).await {
+                if self.markers
+                    && let Some((_, Some(value))) =
+                        r.headers.iter().find(|(k, _)| k == MARKER_HEADER)
+                {
+                    if let Some((task, wm)) = decode_marker(value)
+                        && let Err(e) = self.marker(task, wm, now).await
+                    {
+                        result = Err(e);
+                        break;
+                    }
+                    continue;
+                }
+                let mut cx = RecordContext::new(tp, offset, r.timestamp, r.key.as_deref());
+                if let Err(e) = self.one(&mut cx, r.value.as_deref(), input, now).await {
                     result = Err(e);
                     break;
                 }
             }
+            if result.is_ok() {
+                result = self.advance(now, true).await;
+            }
             self.finish(started, &result);
             result
         })
+    }
+
+    fn tick(&mut self, now: i64) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.clock.check_idle(now);
+            self.advance(now, true).await
+        })
+    }
+
+    fn end_of_input(&mut self, now: i64) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.clock.end();
+            self.advance(now, true).await
+        })
+    }
+
+    fn watermark(&self) -> i64 {
+        self.clock.watermark()
     }
 
     fn process_values<'s>(
@@ -381,10 +584,11 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
         values: &'s [&'s [u8]],
     ) -> LocalBoxFuture<'s, Result<()>> {
         Box::pin(async move {
+            let input = self.input_of(tp, 0);
             let mut result = Ok(());
             for (offset, v) in (0..).zip(values) {
-                let cx = RecordContext::new(tp, offset, 0, None);
-                if let Err(e) = self.one(&cx, Some(v)).await {
+                let mut cx = RecordContext::new(tp, offset, 0, None);
+                if let Err(e) = self.one(&mut cx, Some(v), input, 0).await {
                     result = Err(e);
                     break;
                 }

@@ -25,7 +25,7 @@ use flumen_client::TopicPartition;
 use crate::error::{Error, Result};
 use crate::operator::{CapturedRecord, OperatorMetrics, Output};
 use crate::stream::{Pipeline, SourceTopics};
-use crate::task::{MemoryRecord, TaskChain, TaskCounters, TaskEnv, repartition_topic};
+use crate::task::{MemoryRecord, TaskChain, TaskCounters, TaskEnv, TaskInputs, repartition_topic};
 
 /// A pipeline's tasks run in memory: sinks write to a buffer, and records written to a
 /// repartition topic are fed to the sub-topology that reads it (partitioned by key hash).
@@ -35,6 +35,10 @@ pub struct MemoryRun<'p> {
     captured: Rc<RefCell<Vec<CapturedRecord>>>,
     tasks: HashMap<(usize, i32), Box<dyn TaskChain>>,
     next_offset: HashMap<TopicPartition, i64>,
+    /// Partitions of every topic (sources and repartition topics).
+    partitions: i32,
+    /// Processing time, ms.
+    now: i64,
 }
 
 impl std::fmt::Debug for MemoryRun<'_> {
@@ -54,7 +58,53 @@ impl<'p> MemoryRun<'p> {
             captured: Rc::default(),
             tasks: HashMap::new(),
             next_offset: HashMap::new(),
+            partitions: 1,
+            now: 0,
         }
+    }
+
+    /// Every topic has `partitions` partitions (default 1): repartitioned records are routed
+    /// among that many tasks, and watermarks come from that many upstream tasks.
+    pub fn with_partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Moves processing time to `now` (ms) and ticks every task (idle inputs,
+    /// processing-time windows).
+    pub fn set_processing_time(&mut self, now: i64) -> Result<()> {
+        self.now = now;
+        for task in self.tasks.values_mut() {
+            futures::executor::block_on(task.tick(now))?;
+        }
+        self.route_repartitions()
+    }
+
+    /// Ends the input (a bounded run's end): every source task of every partition gets the
+    /// final watermark, and it travels through the repartitions.
+    pub fn end_of_input(&mut self) -> Result<()> {
+        let sources: Vec<usize> = self
+            .pipeline
+            .sub_topologies()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s.source, SourceTopics::Repartition(_)))
+            .map(|(i, _)| i)
+            .collect();
+        for sub in sources {
+            for partition in 0..self.partitions {
+                let now = self.now;
+                let task = self.task(sub, partition, None);
+                futures::executor::block_on(task.end_of_input(now))?;
+                self.route_repartitions()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The event-time watermark of task `sub`/`partition`.
+    pub fn watermark(&self, sub: usize, partition: i32) -> Option<i64> {
+        self.tasks.get(&(sub, partition)).map(|t| t.watermark())
     }
 
     fn sub_of(&self, topic: &str) -> Result<usize> {
@@ -73,15 +123,41 @@ impl<'p> MemoryRun<'p> {
             .ok_or_else(|| Error::Topology(format!("no source reads {topic}")))
     }
 
-    fn task(&mut self, sub: usize, partition: i32) -> &mut Box<dyn TaskChain> {
+    fn task(&mut self, sub: usize, partition: i32, topic: Option<&str>) -> &mut Box<dyn TaskChain> {
+        let pipeline = self.pipeline;
+        let s = &pipeline.sub_topologies()[sub];
+        let inputs = match &s.source {
+            SourceTopics::Repartition(name) => TaskInputs::Repartition {
+                tp: TopicPartition::new(repartition_topic(&self.application_id, name), partition),
+                upstream: self.partitions as usize,
+            },
+            SourceTopics::Topics(t) => TaskInputs::Partitions(
+                t.iter()
+                    .map(|t| TopicPartition::new(t.clone(), partition))
+                    .collect(),
+            ),
+            SourceTopics::Pattern(_) => TaskInputs::Partitions(
+                topic
+                    .map(|t| TopicPartition::new(t, partition))
+                    .into_iter()
+                    .collect(),
+            ),
+        };
         let env = TaskEnv {
             output: Output::Memory(self.captured.clone()),
             application_id: self.application_id.clone(),
+            partition,
+            inputs,
+            repartition_partitions: if s.repartition.is_some() {
+                self.partitions
+            } else {
+                0
+            },
+            now: self.now,
         };
-        let pipeline = self.pipeline;
         self.tasks
             .entry((sub, partition))
-            .or_insert_with(|| pipeline.sub_topologies()[sub].factory.instantiate(&env))
+            .or_insert_with(|| s.factory.instantiate(&env))
     }
 
     /// Feeds bare values (no key, timestamp 0) to the task of `topic`/`partition`. Nothing
@@ -89,7 +165,7 @@ impl<'p> MemoryRun<'p> {
     pub fn push_values(&mut self, topic: &str, partition: i32, values: &[&[u8]]) -> Result<()> {
         let sub = self.sub_of(topic)?;
         let tp = TopicPartition::new(topic, partition);
-        let task = self.task(sub, partition);
+        let task = self.task(sub, partition, Some(topic));
         futures::executor::block_on(task.process_values(&tp, values))?;
         self.route_repartitions()
     }
@@ -102,8 +178,9 @@ impl<'p> MemoryRun<'p> {
         let offset = self.next_offset.entry(tp.clone()).or_insert(0);
         let first = *offset;
         *offset += records.len() as i64;
-        let task = self.task(sub, partition);
-        futures::executor::block_on(task.process_memory(&tp, first, records))?;
+        let now = self.now;
+        let task = self.task(sub, partition, Some(topic));
+        futures::executor::block_on(task.process_memory(&tp, first, records, now))?;
         self.route_repartitions()
     }
 
@@ -122,22 +199,16 @@ impl<'p> MemoryRun<'p> {
                 return Ok(());
             }
             for r in pending {
-                let partitions = 1 + self
-                    .tasks
-                    .keys()
-                    .filter(|(s, _)| *s == 0)
-                    .map(|(_, p)| *p)
-                    .max()
-                    .unwrap_or(0);
-                let partition = r
-                    .key
-                    .as_deref()
-                    .map_or(0, |k| (murmur2(k) & 0x7fff_ffff) % partitions.max(1) as u32)
-                    as i32;
+                let partition = r.partition.unwrap_or_else(|| {
+                    r.key.as_deref().map_or(0, |k| {
+                        ((murmur2(k) & 0x7fff_ffff) % self.partitions as u32) as i32
+                    })
+                });
                 let record = MemoryRecord {
                     key: r.key,
                     value: Some(r.value),
                     timestamp: r.timestamp,
+                    headers: r.headers,
                 };
                 self.push(&r.topic, partition, std::slice::from_ref(&record))?;
             }

@@ -12,7 +12,7 @@
 //! - Nothing on the record path is shared with another worker; the listener state is locked
 //!   once per fetched chunk and at rebalances, never per record.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,7 +29,8 @@ use crate::error::{Error, Result};
 use crate::metrics::{MetricsBoard, PartitionLag, TaskMetrics, WorkerMetrics, WorkerSnapshot};
 use crate::operator::Output;
 use crate::runtime::Plan;
-use crate::task::{TaskChain, TaskEnv};
+use crate::task::{TaskChain, TaskEnv, TaskInputs};
+use crate::time::now_ms;
 
 /// What a worker reports when it stops.
 #[derive(Debug, Default)]
@@ -205,18 +206,17 @@ async fn run_async(
         }
         Subscription::Pattern(p) => consumer.subscribe_pattern(&p)?,
     }
-    let env = TaskEnv {
-        output: Output::Kafka(producer.clone()),
-        application_id: plan.config.application_id.clone(),
-    };
+    let output = Output::Kafka(producer.clone());
     let mut w = WorkerLoop {
         index,
         plan: plan.clone(),
         consumer,
         producer,
         progress,
-        env,
+        output,
         tasks: HashMap::new(),
+        ended: HashSet::new(),
+        last_tick: 0,
         lag: BTreeMap::new(),
         started: Instant::now(),
         busy: Duration::ZERO,
@@ -248,9 +248,13 @@ struct WorkerLoop {
     consumer: Consumer,
     producer: Producer,
     progress: Arc<Mutex<Progress>>,
-    env: TaskEnv,
+    output: Output,
     /// Tasks by (sub-topology, partition).
     tasks: HashMap<(usize, i32), Task>,
+    /// Tasks a bounded run has ended (given the final watermark).
+    ended: HashSet<(usize, i32)>,
+    /// Processing time of the last tick of every task, ms.
+    last_tick: i64,
     lag: BTreeMap<TopicPartition, (i64, i64)>,
     started: Instant,
     busy: Duration,
@@ -290,19 +294,12 @@ impl WorkerLoop {
                         continue;
                     };
                     let key = (sub, tp.partition);
-                    let task = match self.tasks.entry(key) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            let id = format!("{sub}_{}", tp.partition);
-                            tracing::info!(task = %id, "task started");
-                            // The metrics show a new task at once, not at the next snapshot.
-                            publish_now = true;
-                            v.insert(Task {
-                                id,
-                                chain: self.plan.factory(sub).instantiate(&self.env),
-                            })
-                        }
-                    };
+                    if !self.tasks.contains_key(&key) {
+                        self.start_task(sub, tp.partition);
+                        // The metrics show a new task at once, not at the next snapshot.
+                        publish_now = true;
+                    }
+                    let task = self.tasks.get_mut(&key).expect("started");
                     let span = tracing::debug_span!("task", id = %task.id);
                     task.chain.process(part).instrument(span).await?;
                     let next = part.next_offset();
@@ -315,6 +312,16 @@ impl WorkerLoop {
                     self.dirty = true;
                 }
                 self.busy += started.elapsed();
+            }
+            let now = now_ms();
+            if self.plan.bounded {
+                self.end_tasks(now).await?;
+            }
+            if now - self.last_tick >= 50 {
+                self.last_tick = now;
+                for task in self.tasks.values_mut() {
+                    task.chain.tick(now).await?;
+                }
             }
             self.backpressure();
             // Bounded runs need their progress committed as soon as a partition is caught up.
@@ -331,6 +338,93 @@ impl WorkerLoop {
             if publish_now || self.last_publish.elapsed() >= Duration::from_millis(500) {
                 self.publish();
             }
+        }
+        Ok(())
+    }
+
+    /// The environment a new task of `sub` over partition number `partition` is built with.
+    fn task_env(&self, sub: usize, partition: i32) -> TaskEnv {
+        let plan = &self.plan;
+        let inputs = match plan.upstream[sub] {
+            Some(up) => TaskInputs::Repartition {
+                tp: self
+                    .consumer
+                    .assignment()
+                    .into_iter()
+                    .find(|tp| tp.partition == partition && plan.sub_of(&tp.topic) == Some(sub))
+                    .unwrap_or_else(|| TopicPartition::new("", partition)),
+                upstream: usize::try_from(plan.partitions[up]).unwrap_or(1),
+            },
+            None => TaskInputs::Partitions(
+                self.consumer
+                    .assignment()
+                    .into_iter()
+                    .filter(|tp| tp.partition == partition && plan.sub_of(&tp.topic) == Some(sub))
+                    .collect(),
+            ),
+        };
+        TaskEnv {
+            output: self.output.clone(),
+            application_id: plan.config.application_id.clone(),
+            partition,
+            inputs,
+            repartition_partitions: plan.partitions[sub],
+            now: now_ms(),
+        }
+    }
+
+    fn start_task(&mut self, sub: usize, partition: i32) {
+        let id = format!("{sub}_{partition}");
+        tracing::info!(task = %id, "task started");
+        let env = self.task_env(sub, partition);
+        let chain = self.plan.factory(sub).instantiate(&env);
+        self.tasks.insert((sub, partition), Task { id, chain });
+    }
+
+    /// Bounded runs: gives the final watermark to every task whose source partitions are all
+    /// processed up to their end (starting tasks of empty partitions for it), and marks empty
+    /// partitions as done for the commit.
+    async fn end_tasks(&mut self, now: i64) -> Result<()> {
+        let assigned = self.consumer.assignment();
+        let mut due: BTreeMap<(usize, i32), bool> = BTreeMap::new();
+        for tp in &assigned {
+            let Some(sub) = self.plan.sub_of(&tp.topic) else {
+                continue;
+            };
+            if self.plan.upstream[sub].is_some() || self.ended.contains(&(sub, tp.partition)) {
+                continue;
+            }
+            let done = match (self.plan.ends.get(tp), self.plan.empty.get(tp)) {
+                (Some(&end), _) => self.lag.get(tp).is_some_and(|&(pos, _)| pos >= end),
+                (None, Some(_)) => true,
+                // A partition created after the start: nothing of it belongs to the run.
+                (None, None) => true,
+            };
+            let entry = due.entry((sub, tp.partition)).or_insert(true);
+            *entry &= done;
+        }
+        for ((sub, partition), done) in due {
+            if !done {
+                continue;
+            }
+            if !self.tasks.contains_key(&(sub, partition)) {
+                self.start_task(sub, partition);
+            }
+            let task = self.tasks.get_mut(&(sub, partition)).expect("started");
+            task.chain.end_of_input(now).await?;
+            self.ended.insert((sub, partition));
+            let mut p = lock(&self.progress);
+            for tp in assigned
+                .iter()
+                .filter(|tp| tp.partition == partition && self.plan.sub_of(&tp.topic) == Some(sub))
+            {
+                if let Some(&end) = self.plan.empty.get(tp) {
+                    p.processed.insert(tp.clone(), OffsetAndMetadata::new(end));
+                }
+            }
+            drop(p);
+            // What the final watermark emitted is flushed by the next commit.
+            self.dirty = true;
         }
         Ok(())
     }
@@ -389,6 +483,7 @@ impl WorkerLoop {
                 .iter()
                 .any(|a| a.partition == tp.partition && self.plan.sub_of(&a.topic) == Some(sub));
             if !still && let Some(task) = self.tasks.remove(&(sub, tp.partition)) {
+                self.ended.remove(&(sub, tp.partition));
                 tracing::info!(task = %task.id, "task moved away");
                 self.dropped_records += task.chain.counters().records_in;
             }
@@ -455,6 +550,7 @@ impl WorkerLoop {
                     worker: self.index,
                     counters: t.chain.counters().clone(),
                     operators,
+                    watermark: t.chain.watermark(),
                 }
             })
             .collect();

@@ -54,11 +54,13 @@ fn sinks_keep_the_input_key_timestamp_and_headers_free_order() {
             key: Some(b"k1".to_vec()),
             value: Some(b"a".to_vec()),
             timestamp: 10,
+            ..MemoryRecord::default()
         },
         MemoryRecord {
             key: None,
             value: Some(b"b".to_vec()),
             timestamp: 20,
+            ..MemoryRecord::default()
         },
     ];
     run.push("in", 3, &input).expect("run");
@@ -93,6 +95,7 @@ fn process_sees_the_context_and_emits_any_number_of_outputs() {
         key: None,
         value: Some(v.as_bytes().to_vec()),
         timestamp: 0,
+        ..MemoryRecord::default()
     };
     run.push("in", 2, &[rec("ab"), rec(""), rec("c")])
         .expect("run");

@@ -1,0 +1,831 @@
+//! Windows on a keyed stream: tumbling, sliding, session and global (count) windows, each
+//! key's items aggregated by an [`Aggregate`], results emitted when a window closes (or on
+//! every update), late items sent to a side output.
+//!
+//! The key is the record's key: after a `key_by`, or the Kafka key of a source that is
+//! already partitioned by it.
+//!
+//! # Invariants
+//! - Tumbling and sliding windows are aligned to the epoch: a window starts at
+//!   `t - (t - offset) mod slide`; `[start, end)` holds timestamps `start <= t < end`.
+//! - A window fires when the watermark reaches `end - 1` (its last timestamp). With allowed
+//!   lateness `l` its state is kept until the watermark reaches `end - 1 + l`; a record for it
+//!   in between updates it and re-emits the key's result. A record all of whose windows are
+//!   past that point is late: it goes to the late output and is counted, never dropped
+//!   silently.
+//! - Per record, an already-seen key of an open window costs a hash lookup and the
+//!   aggregate's `add`: no allocation.
+//! - Results carry the key, `timestamp = end - 1`, and no headers.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::aggregate::{Aggregate, Count};
+use crate::context::RecordContext;
+use crate::error::Result;
+use crate::format::{Decode, Encode, Family};
+use crate::operator::{Operator, OperatorMetrics};
+use crate::stream::{Chain, Stream};
+use crate::task::TaskEnv;
+use crate::time::Time;
+
+/// Which windows items fall into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    kind: Kind,
+    processing_time: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Aligned { size: i64, slide: i64, offset: i64 },
+    Session { gap: i64 },
+    GlobalCount { count: u64 },
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+impl Windows {
+    /// Back-to-back windows of `size`, aligned to the epoch.
+    pub fn tumbling(size: Duration) -> Self {
+        Windows::sliding(size, size)
+    }
+
+    /// Windows of `size` starting every `slide` (hopping), aligned to the epoch; an item
+    /// belongs to `size / slide` of them.
+    ///
+    /// # Panics
+    /// If `slide` is longer than `size` (items would fall between windows).
+    pub fn sliding(size: Duration, slide: Duration) -> Self {
+        let (size, slide) = (ms(size), ms(slide));
+        assert!(slide <= size, "a window's slide must not exceed its size");
+        Windows {
+            kind: Kind::Aligned {
+                size,
+                slide,
+                offset: 0,
+            },
+            processing_time: false,
+        }
+    }
+
+    /// Per key, a window that grows while items keep coming less than `gap` apart.
+    pub fn session(gap: Duration) -> Self {
+        Windows {
+            kind: Kind::Session { gap: ms(gap) },
+            processing_time: false,
+        }
+    }
+
+    /// One window per key that fires (and starts over) every `count` items; no time.
+    pub fn global_count(count: u64) -> Self {
+        Windows {
+            kind: Kind::GlobalCount {
+                count: count.max(1),
+            },
+            processing_time: false,
+        }
+    }
+
+    /// Shifts aligned windows by `offset` (a 1-day window starting at 02:00, say).
+    pub fn offset(mut self, offset: Duration) -> Self {
+        if let Kind::Aligned {
+            slide,
+            offset: ref mut o,
+            ..
+        } = self.kind
+        {
+            *o = ms(offset) % slide;
+        }
+        self
+    }
+
+    /// Windows over processing time (the wall clock when an item is processed) instead of
+    /// event time.
+    pub fn processing_time(mut self) -> Self {
+        self.processing_time = true;
+        self
+    }
+
+    fn describe(&self) -> String {
+        let domain = if self.processing_time {
+            ", processing time"
+        } else {
+            ""
+        };
+        match self.kind {
+            Kind::Aligned { size, slide, .. } if size == slide => {
+                format!("tumbling({size} ms{domain})")
+            }
+            Kind::Aligned { size, slide, .. } => {
+                format!("sliding({size} ms every {slide} ms{domain})")
+            }
+            Kind::Session { gap } => format!("session(gap {gap} ms{domain})"),
+            Kind::GlobalCount { count } => format!("global(every {count})"),
+        }
+    }
+}
+
+/// When a window emits its result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Emit {
+    /// Once when the window closes, and again for each late update within the allowed
+    /// lateness (Flink's event-time trigger). The default.
+    #[default]
+    Final,
+    /// After every item (a changelog of the result, as Kafka Streams emits).
+    EveryUpdate,
+}
+
+/// A window's result for one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windowed<'a, R> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The window's first timestamp (ms; `i64::MIN` for global windows).
+    pub start: i64,
+    /// The first timestamp after the window (ms, exclusive; `i64::MAX` for global windows).
+    pub end: i64,
+    /// The aggregate's result.
+    pub value: R,
+}
+
+impl<R> Windowed<'_, R> {
+    /// The key as UTF-8 (lossy).
+    pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.key)
+    }
+}
+
+/// The family of window results: [`Windowed`] items borrowing the key from the window state.
+pub struct WindowedView<R>(PhantomData<fn() -> R>);
+
+impl<R: 'static> Family for WindowedView<R> {
+    type Item<'a> = Windowed<'a, R>;
+}
+
+type Key = Box<[u8]>;
+
+struct Slot<Acc> {
+    acc: Acc,
+}
+
+struct Pane<Acc> {
+    keys: HashMap<Key, Slot<Acc>>,
+    fired: bool,
+}
+
+struct Session<Acc> {
+    start: i64,
+    end: i64,
+    acc: Acc,
+    fired: bool,
+}
+
+enum State<Acc> {
+    /// Aligned windows by start.
+    Aligned(BTreeMap<i64, Pane<Acc>>),
+    /// Sessions per key (sorted by start, disjoint), and when to look at them again:
+    /// `(time, session end, key)`, earliest first; entries whose session has changed since
+    /// are skipped.
+    Session {
+        keys: HashMap<Key, Vec<Session<Acc>>>,
+        due: BinaryHeap<std::cmp::Reverse<(i64, i64, Key)>>,
+    },
+    Global(HashMap<Key, (u64, Acc)>),
+}
+
+/// The window operator (built by [`crate::Stream::window`]).
+pub struct WindowOp<F, A: Aggregate<F>, L, N>
+where
+    F: Family,
+{
+    windows: Windows,
+    lateness: i64,
+    emit: Emit,
+    agg: A,
+    state: State<A::Acc>,
+    late: L,
+    next: N,
+    /// Event-time watermark (or processing time, for processing-time windows).
+    clock: i64,
+    now: i64,
+    count: u64,
+    late_count: u64,
+    /// Window starts of the record being added (sliding windows), reused.
+    starts: Vec<i64>,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
+    pub(crate) fn new(
+        windows: Windows,
+        lateness: i64,
+        emit: Emit,
+        agg: A,
+        late: L,
+        next: N,
+    ) -> Self {
+        let state = match windows.kind {
+            Kind::Aligned { .. } => State::Aligned(BTreeMap::new()),
+            Kind::Session { .. } => State::Session {
+                keys: HashMap::new(),
+                due: BinaryHeap::new(),
+            },
+            Kind::GlobalCount { .. } => State::Global(HashMap::new()),
+        };
+        WindowOp {
+            windows,
+            lateness,
+            emit,
+            agg,
+            state,
+            late,
+            next,
+            clock: i64::MIN,
+            now: 0,
+            count: 0,
+            late_count: 0,
+            starts: Vec::new(),
+            _family: PhantomData,
+        }
+    }
+}
+
+/// Emits one result downstream.
+async fn emit<R: 'static, N: Operator<WindowedView<R>>>(
+    next: &mut N,
+    tp: &flumen_client::TopicPartition,
+    key: &[u8],
+    start: i64,
+    end: i64,
+    value: R,
+) -> Result<()> {
+    let timestamp = if end == i64::MAX { end } else { end - 1 };
+    let cx = RecordContext::new(tp, -1, timestamp, Some(key));
+    next.push(
+        &cx,
+        Windowed {
+            key,
+            start,
+            end,
+            value,
+        },
+    )
+    .await
+}
+
+impl<F, A, L, N> Operator<F> for WindowOp<F, A, L, N>
+where
+    F: Family,
+    A: Aggregate<F>,
+    L: Operator<F>,
+    N: Operator<WindowedView<A::Out>>,
+{
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        let key = cx.key().unwrap_or_default();
+        let t = if self.windows.processing_time {
+            self.now
+        } else {
+            cx.timestamp()
+        };
+        let WindowOp {
+            windows,
+            lateness,
+            emit: mode,
+            agg,
+            state,
+            next,
+            clock,
+            starts,
+            ..
+        } = self;
+        let (lateness, clock) = (*lateness, *clock);
+        let every = *mode == Emit::EveryUpdate;
+        let accepted = match (state, windows.kind) {
+            (
+                State::Aligned(panes),
+                Kind::Aligned {
+                    size,
+                    slide,
+                    offset,
+                },
+            ) => {
+                starts.clear();
+                let last = t - (t - offset).rem_euclid(slide);
+                let mut start = last;
+                while start > t.saturating_sub(size) {
+                    // Late for this window: its state is gone or about to go.
+                    if start.saturating_add(size - 1).saturating_add(lateness) > clock {
+                        starts.push(start);
+                    }
+                    start -= slide;
+                }
+                for &start in starts.iter() {
+                    let end = start + size;
+                    let pane = panes.entry(start).or_insert_with(|| Pane {
+                        keys: HashMap::new(),
+                        fired: false,
+                    });
+                    let slot = match pane.keys.get_mut(key) {
+                        Some(s) => s,
+                        None => pane
+                            .keys
+                            .entry(Key::from(key))
+                            .or_insert_with(|| Slot { acc: agg.create() }),
+                    };
+                    agg.add(&mut slot.acc, &item);
+                    // A fired window still within its lateness re-emits on a late update.
+                    if every || pane.fired {
+                        let value = agg.result(&slot.acc);
+                        emit(next, cx.topic_partition(), key, start, end, value).await?;
+                    }
+                }
+                !starts.is_empty()
+            }
+            (State::Session { keys, due }, Kind::Session { gap }) => {
+                let (start, end) = (t, t.saturating_add(gap));
+                if (end - 1).saturating_add(lateness) <= clock {
+                    false
+                } else {
+                    let sessions = match keys.get_mut(key) {
+                        Some(s) => s,
+                        None => keys.entry(Key::from(key)).or_default(),
+                    };
+                    let mut merged = Session {
+                        start,
+                        end,
+                        acc: agg.create(),
+                        fired: false,
+                    };
+                    agg.add(&mut merged.acc, &item);
+                    // Sessions overlapping [start, end) merge into one.
+                    let mut i = 0;
+                    while i < sessions.len() {
+                        let s = &sessions[i];
+                        if s.start < merged.end && merged.start < s.end {
+                            let s = sessions.remove(i);
+                            merged.start = merged.start.min(s.start);
+                            merged.end = merged.end.max(s.end);
+                            merged.fired |= s.fired;
+                            let mut acc = s.acc;
+                            agg.merge(&mut acc, merged.acc);
+                            merged.acc = acc;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    let (s_start, s_end) = (merged.start, merged.end);
+                    let pos = sessions.partition_point(|s| s.start < s_start);
+                    sessions.insert(pos, merged);
+                    due.push(std::cmp::Reverse((s_end - 1, s_end, Key::from(key))));
+                    if every || (s_end - 1) <= clock {
+                        let value = agg.result(&sessions[pos].acc);
+                        emit(next, cx.topic_partition(), key, s_start, s_end, value).await?;
+                    }
+                    true
+                }
+            }
+            (State::Global(keys), Kind::GlobalCount { count }) => {
+                let entry = match keys.get_mut(key) {
+                    Some(e) => e,
+                    None => keys.entry(Key::from(key)).or_insert((0, agg.create())),
+                };
+                agg.add(&mut entry.1, &item);
+                entry.0 += 1;
+                if every || entry.0 >= count {
+                    let value = agg.result(&entry.1);
+                    let cx_tp = cx.topic_partition();
+                    let full = entry.0 >= count;
+                    if full {
+                        entry.0 = 0;
+                        entry.1 = agg.create();
+                    }
+                    let context = RecordContext::new(cx_tp, -1, cx.timestamp(), Some(key));
+                    next.push(
+                        &context,
+                        Windowed {
+                            key,
+                            start: i64::MIN,
+                            end: i64::MAX,
+                            value,
+                        },
+                    )
+                    .await?;
+                }
+                true
+            }
+            _ => unreachable!("window state matches its kind"),
+        };
+        if accepted {
+            Ok(())
+        } else {
+            self.late_count += 1;
+            self.late.push(cx, item).await
+        }
+    }
+
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.now = time.processing_time();
+        let clock = if self.windows.processing_time {
+            // Processing-time windows close once the wall clock has passed their end; at the
+            // end of a bounded run, every one closes.
+            if time.watermark() == i64::MAX {
+                i64::MAX
+            } else {
+                time.processing_time() - 1
+            }
+        } else {
+            time.watermark()
+        };
+        if clock > self.clock {
+            self.clock = clock;
+            self.fire(time).await?;
+        }
+        self.late.advance(time).await?;
+        self.next.advance(time).await
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        let (keys, bytes) = self.state_size();
+        out.push(OperatorMetrics {
+            name: format!("{}:window {}", out.len(), self.windows.describe()),
+            records_in: self.count,
+            records_late: self.late_count,
+            state_bytes: bytes,
+            state_keys: keys,
+        });
+        self.next.metrics(out);
+    }
+}
+
+impl<F, A, L, N> WindowOp<F, A, L, N>
+where
+    F: Family,
+    A: Aggregate<F>,
+    N: Operator<WindowedView<A::Out>>,
+{
+    /// Emits the windows the clock has passed, and drops the state past its lateness.
+    async fn fire(&mut self, time: &Time<'_>) -> Result<()> {
+        let WindowOp {
+            windows,
+            lateness,
+            agg,
+            state,
+            next,
+            clock,
+            emit: mode,
+            ..
+        } = self;
+        let (lateness, clock) = (*lateness, *clock);
+        // Every-update windows emitted each change already: closing only drops state.
+        let final_results = *mode == Emit::Final;
+        let tp = time.topic_partition();
+        match (state, windows.kind) {
+            (State::Aligned(panes), Kind::Aligned { size, .. }) => {
+                // Panes whose last timestamp the clock has reached, oldest first.
+                let limit = clock.saturating_sub(size - 1);
+                for (&start, pane) in panes.range_mut(..=limit) {
+                    if !pane.fired && final_results {
+                        for (key, slot) in &pane.keys {
+                            let value = agg.result(&slot.acc);
+                            emit(next, tp, key, start, start + size, value).await?;
+                        }
+                    }
+                    pane.fired = true;
+                }
+                while let Some(entry) = panes.first_entry() {
+                    if (*entry.key() + size - 1).saturating_add(lateness) > clock {
+                        break;
+                    }
+                    entry.remove();
+                }
+            }
+            (State::Session { keys, due }, Kind::Session { .. }) => {
+                while let Some(std::cmp::Reverse((at, _, _))) = due.peek() {
+                    if *at > clock {
+                        break;
+                    }
+                    let std::cmp::Reverse((_, end, key)) = due.pop().expect("peeked");
+                    let Some(sessions) = keys.get_mut(&key) else {
+                        continue;
+                    };
+                    let Some(i) = sessions.iter().position(|s| s.end == end) else {
+                        continue; // merged into a longer session since
+                    };
+                    let s = &mut sessions[i];
+                    if !s.fired {
+                        s.fired = true;
+                        if final_results {
+                            let value = agg.result(&s.acc);
+                            emit(next, tp, &key, s.start, s.end, value).await?;
+                        }
+                    }
+                    let cleanup = (end - 1).saturating_add(lateness);
+                    if cleanup <= clock {
+                        sessions.remove(i);
+                        if sessions.is_empty() {
+                            keys.remove(&key);
+                        }
+                    } else {
+                        due.push(std::cmp::Reverse((cleanup, end, key)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> (u64, u64) {
+        let entry = |key: &Key| key.len().next_multiple_of(16) as u64 + 1;
+        let acc = std::mem::size_of::<A::Acc>() as u64;
+        match &self.state {
+            State::Aligned(panes) => panes.values().fold((0, 0), |(k, b), p| {
+                let slot = (std::mem::size_of::<Key>() as u64 + acc) * p.keys.capacity() as u64
+                    / p.keys.len().max(1) as u64;
+                let bytes: u64 = p
+                    .keys
+                    .iter()
+                    .map(|(key, s)| entry(key) + slot + self.agg.heap_bytes(&s.acc) as u64)
+                    .sum();
+                (k + p.keys.len() as u64, b + bytes)
+            }),
+            State::Session { keys, due } => {
+                let mut bytes = due.len() as u64 * 40;
+                for (key, sessions) in keys {
+                    bytes += entry(key) + 40;
+                    for s in sessions {
+                        bytes += 24 + acc + self.agg.heap_bytes(&s.acc) as u64;
+                    }
+                }
+                (keys.len() as u64, bytes)
+            }
+            State::Global(keys) => {
+                let bytes = keys
+                    .iter()
+                    .map(|(key, (_, a))| entry(key) + 24 + acc + self.agg.heap_bytes(a) as u64)
+                    .sum();
+                (keys.len() as u64, bytes)
+            }
+        }
+    }
+}
+
+/// Where late items go: nowhere but the count ([`NoLate`]), or a topic.
+pub trait LateSpec<F: Family>: Send + Sync + 'static {
+    /// The operator late items are pushed into.
+    type Op: Operator<F>;
+    /// Builds it for one task.
+    fn build(&self, env: &TaskEnv) -> Self::Op;
+    /// For the operator graph.
+    fn describe(&self) -> Option<String>;
+}
+
+/// Late items are counted (`records_late` in the window's metrics) and logged, not written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLate;
+
+/// Counts late items it is handed and logs the first.
+#[derive(Debug, Default)]
+pub struct CountLate {
+    seen: u64,
+}
+
+impl<F: Family> Operator<F> for CountLate {
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, _: F::Item<'a>) -> Result<()> {
+        if self.seen == 0 {
+            tracing::warn!(tp = %cx.topic_partition(), offset = cx.offset(), timestamp = cx.timestamp(),
+                "a record came after its windows closed; it is counted as late (set a late output to keep it)");
+        }
+        self.seen += 1;
+        Ok(())
+    }
+
+    async fn advance(&mut self, _: &Time<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn metrics(&self, _: &mut Vec<OperatorMetrics>) {}
+}
+
+impl<F: Family> LateSpec<F> for NoLate {
+    type Op = CountLate;
+    fn build(&self, _: &TaskEnv) -> CountLate {
+        CountLate::default()
+    }
+    fn describe(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Late items are written to a topic with a format, key, headers and timestamp kept.
+pub struct LateTo<E> {
+    pub(crate) topic: String,
+    pub(crate) encoder: E,
+}
+
+impl<F, E> LateSpec<F> for LateTo<E>
+where
+    F: Family,
+    E: crate::format::Encode<F>,
+{
+    type Op = crate::operator::Sink<E, crate::stream::FixedTopic<F>>;
+    fn build(&self, env: &TaskEnv) -> Self::Op {
+        crate::operator::Sink {
+            topic: crate::operator::TopicChoice::Fixed(self.topic.clone()),
+            encoder: self.encoder.clone(),
+            output: env.output.clone(),
+            scratch: Vec::new(),
+            headers: Vec::new(),
+            count: 0,
+        }
+    }
+    fn describe(&self) -> Option<String> {
+        Some(self.topic.clone())
+    }
+}
+
+/// A stream cut into windows, before its aggregation (built by [`Stream::window`]).
+pub struct WindowedStream<'p, D: Decode, F: Family, C, L> {
+    stream: Stream<'p, D, F, C>,
+    windows: Windows,
+    lateness: i64,
+    emit: Emit,
+    late: L,
+}
+
+impl<D: Decode, F: Family, C, L> std::fmt::Debug for WindowedStream<'_, D, F, C, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedStream")
+            .field("windows", &self.windows)
+            .field("lateness", &self.lateness)
+            .field("emit", &self.emit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'p, D, F, C> Stream<'p, D, F, C>
+where
+    D: Decode,
+    F: Family,
+    C: Chain<D::Family, F>,
+{
+    /// Cuts the stream, per record key, into `windows`; an aggregation
+    /// ([`WindowedStream::aggregate`], [`WindowedStream::count`]) follows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flumen_runtime::{Kafka, Pipeline, format::{Json, Utf8}, window::Windows};
+    ///
+    /// let mut pipeline = Pipeline::new();
+    /// pipeline
+    ///     .source(Kafka::topic("words").format(Utf8))
+    ///     .window(Windows::tumbling(Duration::from_secs(5)))
+    ///     .count()
+    ///     .map(|w| serde_json::json!({"word": w.key_str(), "start": w.start, "count": w.value}))
+    ///     .to("counts", Json::<serde_json::Value>::new());
+    /// ```
+    pub fn window(self, windows: Windows) -> WindowedStream<'p, D, F, C, NoLate> {
+        WindowedStream {
+            stream: self,
+            windows,
+            lateness: 0,
+            emit: Emit::Final,
+            late: NoLate,
+        }
+    }
+}
+
+impl<'p, D, F, C, L> WindowedStream<'p, D, F, C, L>
+where
+    D: Decode,
+    F: Family,
+    C: Chain<D::Family, F>,
+    L: LateSpec<F>,
+{
+    /// How long after a window closes a late record still updates it (and re-emits its
+    /// result); default zero.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness = i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// When results are emitted (default [`Emit::Final`]).
+    pub fn emit(mut self, emit: Emit) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    /// Writes records too late for their windows to `topic` with `format`, key, headers and
+    /// timestamp kept (a late side output).
+    pub fn late_to<E: Encode<F>>(
+        self,
+        topic: impl Into<String>,
+        format: E,
+    ) -> WindowedStream<'p, D, F, C, LateTo<E>> {
+        WindowedStream {
+            stream: self.stream,
+            windows: self.windows,
+            lateness: self.lateness,
+            emit: self.emit,
+            late: LateTo {
+                topic: topic.into(),
+                encoder: format,
+            },
+        }
+    }
+
+    /// Aggregates each key's items per window with `agg`.
+    #[allow(clippy::type_complexity)]
+    pub fn aggregate<A: Aggregate<F>>(
+        self,
+        agg: A,
+    ) -> Stream<'p, D, WindowedView<A::Out>, WindowLink<C, A, L, F>> {
+        let WindowedStream {
+            mut stream,
+            windows,
+            lateness,
+            emit,
+            late,
+        } = self;
+        let mut name = format!("window {}", windows.describe());
+        if lateness > 0 {
+            name.push_str(&format!(" lateness {lateness} ms"));
+        }
+        if let Some(topic) = late.describe() {
+            name.push_str(&format!(" late->{topic}"));
+            stream.side_outputs.push(topic);
+        }
+        let link = WindowLink {
+            chain: stream.chain.clone(),
+            windows,
+            lateness,
+            emit,
+            agg,
+            late: std::sync::Arc::new(late),
+            _family: PhantomData,
+        };
+        stream.then(&name, link)
+    }
+
+    /// Counts each key's items per window.
+    #[allow(clippy::type_complexity)]
+    pub fn count(self) -> Stream<'p, D, WindowedView<u64>, WindowLink<C, Count, L, F>> {
+        self.aggregate(Count)
+    }
+}
+
+/// Description of a window and its aggregation.
+pub struct WindowLink<C, A, L, F> {
+    chain: C,
+    windows: Windows,
+    lateness: i64,
+    emit: Emit,
+    agg: A,
+    late: std::sync::Arc<L>,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<C: Clone, A: Clone, L, F> Clone for WindowLink<C, A, L, F> {
+    fn clone(&self) -> Self {
+        WindowLink {
+            chain: self.chain.clone(),
+            windows: self.windows,
+            lateness: self.lateness,
+            emit: self.emit,
+            agg: self.agg.clone(),
+            late: self.late.clone(),
+            _family: PhantomData,
+        }
+    }
+}
+
+impl<In, F, C, A, L> Chain<In, WindowedView<A::Out>> for WindowLink<C, A, L, F>
+where
+    In: Family,
+    F: Family,
+    C: Chain<In, F>,
+    A: Aggregate<F>,
+    L: LateSpec<F>,
+{
+    type Out<N: Operator<WindowedView<A::Out>>> = C::Out<WindowOp<F, A, L::Op, N>>;
+    fn build<N: Operator<WindowedView<A::Out>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        let op = WindowOp::new(
+            self.windows,
+            self.lateness,
+            self.emit,
+            self.agg.clone(),
+            self.late.build(env),
+            next,
+        );
+        self.chain.build(env, op)
+    }
+}
