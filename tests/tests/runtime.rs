@@ -2,76 +2,15 @@
 //! examples run as processes (bounded, two workers; a second process joining and leaving;
 //! kill -9 and a restart), their output read back by kcat and checked record by record.
 
+mod runtime_support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flumen_client::admin::NewTopic;
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
-use flumen_client::{Admin, ClientConfig};
 use flumen_testcontainers::KafkaCluster;
-
-/// The runtime's examples, built on first use into this test's target directory and profile.
-fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target directory");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root");
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(workspace)
-            .args(["build", "--quiet", "-p", "flumen-runtime", "--examples"])
-            .arg("--target-dir")
-            .arg(target_dir);
-        if release {
-            build.arg("--release");
-        }
-        assert!(
-            build.status().expect("cargo build").success(),
-            "building the runtime's examples failed"
-        );
-        profile_dir.join("examples")
-    });
-    dir.join(name)
-}
-
-fn kafka() -> &'static KafkaCluster {
-    KafkaCluster::shared()
-}
-
-async fn admin() -> Admin {
-    Admin::connect(
-        ClientConfig::from_properties([("bootstrap.servers", kafka().bootstrap())])
-            .expect("config"),
-    )
-    .await
-    .expect("admin")
-}
-
-async fn topic(prefix: &str, partitions: i32) -> String {
-    let name = KafkaCluster::unique_topic(prefix);
-    admin()
-        .await
-        .create_topic(
-            NewTopic::new(&name)
-                .partitions(partitions)
-                .replication_factor(1),
-        )
-        .await
-        .expect("create topic");
-    name
-}
+use runtime_support::{Read, admin, example, kafka, read_all, run_example, topic, wait};
 
 /// Writes `(key, value)` records, each with a header `seq=<index>`.
 async fn produce(topic: &str, records: &[(String, String)]) {
@@ -99,78 +38,6 @@ async fn produce(topic: &str, records: &[(String, String)]) {
     }
     producer.flush().await.expect("flush");
     assert_eq!(producer.failed_records(), 0);
-}
-
-/// One output record as kcat reads it.
-#[derive(Debug, Clone)]
-struct Read {
-    partition: i32,
-    key: String,
-    value: String,
-    headers: String,
-}
-
-/// Reads the whole topic with kcat until it holds at least `at_least` records (or 60 s).
-fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = Command::new("kcat")
-            .args(["-b", &kafka().bootstrap(), "-C", "-t", topic, "-e", "-q"])
-            .args(["-f", "%p\t%k\t%s\t%h\n"])
-            .output()
-            .expect("run kcat");
-        assert!(
-            out.status.success(),
-            "kcat: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("utf-8");
-        let records: Vec<Read> = text
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.splitn(4, '\t').collect();
-                Read {
-                    partition: f[0].parse().expect("partition"),
-                    key: f[1].to_owned(),
-                    value: f.get(2).copied().unwrap_or_default().to_owned(),
-                    headers: f.get(3).copied().unwrap_or_default().to_owned(),
-                }
-            })
-            .collect();
-        if records.len() >= at_least || Instant::now() >= deadline {
-            return records;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn run_example(name: &str, args: &[&str], timeout: Duration) -> Output {
-    let child = Command::new(example(name))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start example");
-    wait(child, timeout)
-}
-
-fn wait(mut child: Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "example still running after {timeout:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn input(n: usize, keys: usize) -> Vec<(String, String)> {

@@ -96,6 +96,9 @@ pub(crate) struct Plan {
     pub(crate) upstream: Vec<Option<usize>>,
     /// Signalled by a worker after each commit, so a bounded run notices its end at once.
     pub(crate) committed: Arc<tokio::sync::Notify>,
+    /// Workers of this process that have joined the group: none processes a record before
+    /// all have, so the rebalances of the start move no task that has state.
+    pub(crate) joined: std::sync::atomic::AtomicUsize,
 }
 
 impl Plan {
@@ -373,6 +376,7 @@ impl Runtime {
             partitions: stages.subs.iter().map(|s| s.partitions).collect(),
             upstream: stages.subs.iter().map(|s| s.upstream).collect(),
             committed: Arc::new(tokio::sync::Notify::new()),
+            joined: std::sync::atomic::AtomicUsize::new(0),
         });
 
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();

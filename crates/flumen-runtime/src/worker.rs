@@ -217,6 +217,8 @@ async fn run_async(
         tasks: HashMap::new(),
         ended: HashSet::new(),
         last_tick: 0,
+        joined: false,
+        processing: false,
         lag: BTreeMap::new(),
         started: Instant::now(),
         busy: Duration::ZERO,
@@ -255,6 +257,10 @@ struct WorkerLoop {
     ended: HashSet<(usize, i32)>,
     /// Processing time of the last tick of every task, ms.
     last_tick: i64,
+    /// This worker has joined the group (counted in `Plan::joined`).
+    joined: bool,
+    /// Every worker of the process has joined: records are processed.
+    processing: bool,
     lag: BTreeMap<TopicPartition, (i64, i64)>,
     started: Instant,
     busy: Duration,
@@ -283,6 +289,9 @@ impl WorkerLoop {
             };
             let mut records = self.consumer.poll(wait).await?;
             self.after_rebalance()?;
+            if !self.processing && !self.start_barrier(&mut records)? {
+                continue;
+            }
             let idle = records.is_empty();
             let mut reached_end = false;
             let mut publish_now = false;
@@ -340,6 +349,42 @@ impl WorkerLoop {
             }
         }
         Ok(())
+    }
+
+    /// Until every worker of this process has joined the group, records are not processed:
+    /// the partitions are rewound to the first record fetched and paused. Otherwise the
+    /// first worker to join would start tasks, with state, that the next join moves away.
+    /// Returns whether processing may start.
+    fn start_barrier(
+        &mut self,
+        records: &mut flumen_client::consumer::ConsumerRecords,
+    ) -> Result<bool> {
+        if !self.joined
+            && self
+                .consumer
+                .group_metadata()
+                .is_some_and(|m| m.generation_id > 0)
+        {
+            self.joined = true;
+            self.plan.joined.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.plan.joined.load(Ordering::Acquire) >= self.plan.config.workers {
+            self.processing = true;
+            let paused = self.consumer.paused();
+            self.consumer.resume(&paused);
+            tracing::debug!("every worker has joined: processing starts");
+            return Ok(true);
+        }
+        for part in records.partitions_mut() {
+            let tp = part.topic_partition().clone();
+            if let Some(Ok(first)) = part.iter().next() {
+                let offset = first.offset();
+                self.consumer.seek(&tp, offset)?;
+            }
+        }
+        let assigned = self.consumer.assignment();
+        self.consumer.pause(&assigned);
+        Ok(false)
     }
 
     /// The environment a new task of `sub` over partition number `partition` is built with.

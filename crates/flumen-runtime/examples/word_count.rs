@@ -1,0 +1,155 @@
+//! Counts words per event-time window: lines are split into words, re-keyed by word (a
+//! repartition through `<application-id>-words-repartition`), and counted in tumbling windows
+//! of `--window`. Each window's count goes to `--output` when the window closes, keyed by the
+//! word, as JSON `{"window_start": ms, "window_end": ms, "count": n}`.
+//!
+//! Event time is the input record's timestamp; records may be up to `--max-out-of-orderness`
+//! late. Records later than their window's close go to `--output-late` when given (else they
+//! are counted and logged).
+//!
+//! ```sh
+//! cargo run --release -p flumen-runtime --example word_count -- \
+//!     -b localhost:9092 --input lines --output word-counts --window 5s --exit-at-end
+//! ```
+
+use std::time::Duration;
+
+use clap::Parser;
+use flumen_runtime::format::{Json, Utf8};
+use flumen_runtime::time::Watermarks;
+use flumen_runtime::window::Windows;
+use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig};
+use serde::Serialize;
+
+/// Counts words per tumbling event-time window.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(short = 'b', long = "bootstrap", env = "FLUMEN_BOOTSTRAP")]
+    bootstrap: String,
+    /// The topic of text lines to read.
+    #[arg(long)]
+    input: String,
+    /// The topic the counts go to.
+    #[arg(long)]
+    output: String,
+    /// Records too late for their window go here (default: counted and logged).
+    #[arg(long)]
+    output_late: Option<String>,
+    /// The window size (`5s`, `500ms`, `1m`).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    window: Duration,
+    /// How far out of order (in event time) records may arrive.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    max_out_of_orderness: Duration,
+    /// A partition with no records for this long stops holding the windows back.
+    #[arg(long, value_parser = parse_duration)]
+    idleness: Option<Duration>,
+    /// The application id.
+    #[arg(long, default_value = "word-count")]
+    application_id: String,
+    /// Worker threads in this process.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Process what the input holds now, close every window, commit, and exit.
+    #[arg(long)]
+    exit_at_end: bool,
+}
+
+/// `500ms`, `5s`, `2m`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: the unit must be ms, s or m")),
+    }
+}
+
+/// One output value.
+#[derive(Serialize)]
+struct WindowCount {
+    window_start: i64,
+    window_end: i64,
+    count: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("word_count: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut watermarks = Watermarks::bounded(args.max_out_of_orderness);
+    if let Some(idle) = args.idleness {
+        watermarks = watermarks.idleness(idle);
+    }
+    let mut pipeline = Pipeline::new();
+    let words = pipeline
+        .source(
+            Kafka::topic(&args.input)
+                .format(Utf8)
+                .watermarks(watermarks),
+        )
+        .flat_map(|line: &str| {
+            line.split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<String>>()
+        })
+        .key_by("words", |w: &String| w.clone(), Utf8)
+        .window(Windows::tumbling(args.window));
+    let to_json = |w: flumen_runtime::window::Windowed<'_, u64>| WindowCount {
+        window_start: w.start,
+        window_end: w.end,
+        count: w.value,
+    };
+    match &args.output_late {
+        Some(late) => words
+            .late_to(late, Utf8)
+            .count()
+            .map(to_json)
+            .to(&args.output, Json::<WindowCount>::new()),
+        None => words
+            .count()
+            .map(to_json)
+            .to(&args.output, Json::<WindowCount>::new()),
+    }
+    let mut config = RuntimeConfig::new(&args.bootstrap, &args.application_id);
+    if let Some(n) = args.workers {
+        config = config.workers(n);
+    }
+    let runtime = Runtime::new(config, pipeline);
+    let summary = if args.exit_at_end {
+        runtime.run_until_end()?
+    } else {
+        runtime.run()?
+    };
+    let late: u64 = summary
+        .metrics()
+        .tasks
+        .iter()
+        .flat_map(|t| &t.operators)
+        .map(|o| o.records_late)
+        .sum();
+    eprintln!(
+        "word_count: {} records processed, {late} late",
+        summary.records_in()
+    );
+    Ok(())
+}
