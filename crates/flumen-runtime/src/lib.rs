@@ -33,6 +33,7 @@ pub mod format;
 mod metrics;
 mod operator;
 mod runtime;
+pub mod state;
 mod stream;
 mod task;
 pub mod testing;

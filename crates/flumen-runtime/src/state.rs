@@ -1,0 +1,579 @@
+//! Keyed state and timers: a [`KeyedProcess`] function sees, for each record, the state of
+//! the record's key and may set event-time and processing-time timers for it (Flink's
+//! `KeyedProcessFunction`).
+//!
+//! State belongs to the task (one partition of the keys), lives in a [`KeyedStore`], and is
+//! typed per key by the function: a struct whose fields are the values, lists and maps the
+//! function keeps ([`ValueState`], [`ListState`], [`MapState`] or plain fields).
+//!
+//! # Invariants
+//! - Timers are per key and timestamp (setting the same one twice keeps one) and fire in
+//!   timestamp order: event-time timers once the watermark reaches them, processing-time
+//!   timers once the wall clock does; a timer set while firing that is already due fires in
+//!   the same pass.
+//! - With a TTL, a key's state not written for that long (processing time) is dropped: on
+//!   its next access, or by the sweep on each tick, whichever comes first.
+//! - The in-memory store is the default; the store trait is what a changelog-backed or
+//!   on-disk store implements.
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::context::RecordContext;
+use crate::error::{Error, Result};
+use crate::format::{Decode, Family, Owned};
+use crate::operator::{Operator, OperatorMetrics};
+use crate::stream::{Chain, Stream};
+use crate::task::TaskEnv;
+use crate::time::Time;
+
+/// Per-key state of a task.
+pub trait KeyedStore<S> {
+    /// The state of `key`, if it has any.
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut S>;
+    /// The state of `key`, created with `S::default()` if it has none. `now` is the
+    /// processing time of the write (for the TTL).
+    fn entry(&mut self, key: &[u8], now: i64) -> &mut S;
+    /// Drops the state of `key`.
+    fn remove(&mut self, key: &[u8]) -> Option<S>;
+    /// Drops states last written before `before`; returns how many.
+    fn expire(&mut self, before: i64) -> usize;
+    /// Keys with state.
+    fn len(&self) -> usize;
+    /// Whether no key has state.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes held (keys, states and table overhead; an estimate).
+    fn size_bytes(&self) -> usize;
+}
+
+/// A state's heap bytes beyond its own size, for the state-size metric.
+pub trait StateSize {
+    /// Heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+struct Entry<S> {
+    state: S,
+    written: i64,
+}
+
+/// The in-memory store.
+pub struct MemoryStore<S> {
+    map: HashMap<Box<[u8]>, Entry<S>>,
+}
+
+impl<S> Default for MemoryStore<S> {
+    fn default() -> Self {
+        MemoryStore {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for MemoryStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.map.len())
+            .finish()
+    }
+}
+
+impl<S: Default + StateSize> KeyedStore<S> for MemoryStore<S> {
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut S> {
+        self.map.get_mut(key).map(|e| &mut e.state)
+    }
+
+    fn entry(&mut self, key: &[u8], now: i64) -> &mut S {
+        // No allocation when the key has state already.
+        if !self.map.contains_key(key) {
+            self.map.insert(
+                Box::from(key),
+                Entry {
+                    state: S::default(),
+                    written: now,
+                },
+            );
+        }
+        let e = self.map.get_mut(key).expect("present");
+        e.written = now;
+        &mut e.state
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<S> {
+        self.map.remove(key).map(|e| e.state)
+    }
+
+    fn expire(&mut self, before: i64) -> usize {
+        let n = self.map.len();
+        self.map.retain(|_, e| e.written >= before);
+        n - self.map.len()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn size_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Box<[u8]>, Entry<S>)>() + 1;
+        self.map.capacity() * slot
+            + self
+                .map
+                .iter()
+                .map(|(k, e)| k.len().next_multiple_of(16) + e.state.heap_bytes())
+                .sum::<usize>()
+    }
+}
+
+/// One value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValueState<T>(pub Option<T>);
+
+impl<T> ValueState<T> {
+    /// The value.
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+    /// Sets the value.
+    pub fn set(&mut self, value: T) {
+        self.0 = Some(value);
+    }
+    /// Clears the value.
+    pub fn clear(&mut self) -> Option<T> {
+        self.0.take()
+    }
+}
+
+impl<T> StateSize for ValueState<T> {}
+
+/// A list of values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListState<T>(pub Vec<T>);
+
+impl<T> Default for ListState<T> {
+    fn default() -> Self {
+        ListState(Vec::new())
+    }
+}
+
+impl<T> ListState<T> {
+    /// Appends a value.
+    pub fn push(&mut self, value: T) {
+        self.0.push(value);
+    }
+    /// The values, oldest first.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+    /// Takes every value out.
+    pub fn take(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl<T> StateSize for ListState<T> {
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<T>()
+    }
+}
+
+/// A map of values.
+#[derive(Clone, Debug)]
+pub struct MapState<K, V>(pub HashMap<K, V>);
+
+impl<K, V> Default for MapState<K, V> {
+    fn default() -> Self {
+        MapState(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> MapState<K, V> {
+    /// The value of `k`.
+    pub fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
+    {
+        self.0.get(k)
+    }
+    /// Sets the value of `k`.
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.0.insert(k, v)
+    }
+    /// Removes `k`.
+    pub fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
+    {
+        self.0.remove(k)
+    }
+    /// The entries, in no order.
+    pub fn iter(&self) -> hashbrown::hash_map::Iter<'_, K, V> {
+        self.0.iter()
+    }
+}
+
+impl<K, V> StateSize for MapState<K, V> {
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+    }
+}
+
+impl StateSize for () {}
+impl StateSize for u64 {}
+impl StateSize for i64 {}
+impl StateSize for f64 {}
+
+/// Which clock a timer follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
+    /// The task's watermark.
+    EventTime,
+    /// The wall clock.
+    ProcessingTime,
+}
+
+/// A timer that fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    /// When it was set for (ms).
+    pub timestamp: i64,
+    /// Its clock.
+    pub domain: TimeDomain,
+}
+
+/// Timers of a task: `(timestamp, key)` per domain.
+#[derive(Default)]
+struct Timers {
+    event: BTreeSet<(i64, Box<[u8]>)>,
+    processing: BTreeSet<(i64, Box<[u8]>)>,
+}
+
+/// What a [`KeyedProcess`] function sees for one record or timer.
+pub struct KeyedContext<'c, S, O> {
+    key: &'c [u8],
+    timestamp: i64,
+    watermark: i64,
+    now: i64,
+    /// The key's state.
+    pub state: &'c mut S,
+    out: &'c mut Vec<O>,
+    timers: &'c mut Timers,
+    failed: &'c mut Option<String>,
+}
+
+impl<S, O> KeyedContext<'_, S, O> {
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        self.key
+    }
+    /// The record's event time (or the timer's timestamp).
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    /// The task's watermark.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+    /// Processing time (ms since the epoch).
+    pub fn processing_time(&self) -> i64 {
+        self.now
+    }
+    /// Emits `item` downstream, with the key and this timestamp.
+    pub fn emit(&mut self, item: O) {
+        self.out.push(item);
+    }
+    /// Calls `on_timer` for this key once the watermark reaches `timestamp`.
+    pub fn set_event_timer(&mut self, timestamp: i64) {
+        self.timers.event.insert((timestamp, Box::from(self.key)));
+    }
+    /// Calls `on_timer` for this key once the wall clock reaches `timestamp`.
+    pub fn set_processing_timer(&mut self, timestamp: i64) {
+        self.timers
+            .processing
+            .insert((timestamp, Box::from(self.key)));
+    }
+    /// Deletes this key's event-time timer at `timestamp`.
+    pub fn delete_event_timer(&mut self, timestamp: i64) {
+        self.timers.event.remove(&(timestamp, Box::from(self.key)));
+    }
+    /// Deletes this key's processing-time timer at `timestamp`.
+    pub fn delete_processing_timer(&mut self, timestamp: i64) {
+        self.timers
+            .processing
+            .remove(&(timestamp, Box::from(self.key)));
+    }
+    /// Fails the pipeline with `message`.
+    pub fn fail(&mut self, message: impl Into<String>) {
+        *self.failed = Some(message.into());
+    }
+}
+
+/// A function over a keyed stream with per-key state and timers.
+pub trait KeyedProcess<F: Family>: Clone + Send + Sync + 'static {
+    /// The state of one key.
+    type State: Default + StateSize + 'static;
+    /// What it emits.
+    type Out: 'static;
+    /// Handles one item of the key `cx.key()`.
+    fn process(&mut self, cx: &mut KeyedContext<'_, Self::State, Self::Out>, item: F::Item<'_>);
+    /// A timer of the key `cx.key()` fired.
+    fn on_timer(&mut self, cx: &mut KeyedContext<'_, Self::State, Self::Out>, timer: Timer) {
+        let _ = (cx, timer);
+    }
+}
+
+/// The keyed-process operator.
+pub struct KeyedProcessOp<F, P: KeyedProcess<F>, N>
+where
+    F: Family,
+{
+    f: P,
+    store: MemoryStore<P::State>,
+    timers: Timers,
+    ttl: Option<i64>,
+    out: Vec<P::Out>,
+    watermark: i64,
+    now: i64,
+    count: u64,
+    next: N,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<F, P, N> KeyedProcessOp<F, P, N>
+where
+    F: Family,
+    P: KeyedProcess<F>,
+    N: Operator<Owned<P::Out>>,
+{
+    /// Emits what the function collected, with `key` and `timestamp`.
+    async fn flush(
+        &mut self,
+        tp: &flumen_client::TopicPartition,
+        offset: i64,
+        key: &[u8],
+        timestamp: i64,
+        failed: Option<String>,
+    ) -> Result<()> {
+        if let Some(message) = failed {
+            self.out.clear();
+            return Err(Error::User {
+                tp: tp.clone(),
+                offset,
+                message,
+            });
+        }
+        let cx = RecordContext::new(tp, offset, timestamp, Some(key));
+        let mut items = std::mem::take(&mut self.out);
+        let mut result = Ok(());
+        for item in items.drain(..) {
+            if result.is_ok() {
+                result = self.next.push(&cx, item).await;
+            }
+        }
+        self.out = items;
+        result
+    }
+
+    /// Fires the due timers of `domain` up to `until`, earliest first.
+    async fn fire(
+        &mut self,
+        tp: &flumen_client::TopicPartition,
+        domain: TimeDomain,
+        until: i64,
+    ) -> Result<()> {
+        loop {
+            let set = match domain {
+                TimeDomain::EventTime => &mut self.timers.event,
+                TimeDomain::ProcessingTime => &mut self.timers.processing,
+            };
+            let due = set.first().is_some_and(|(t, _)| *t <= until);
+            if !due {
+                return Ok(());
+            }
+            let (timestamp, key) = set.pop_first().expect("due");
+            let mut failed = None;
+            {
+                // A timer does not refresh the state's TTL: only records write it.
+                if self.store.get_mut(&key).is_none() {
+                    self.store.entry(&key, self.now);
+                }
+                let state = self.store.get_mut(&key).expect("present");
+                let mut cx = KeyedContext {
+                    key: &key,
+                    timestamp,
+                    watermark: self.watermark,
+                    now: self.now,
+                    state,
+                    out: &mut self.out,
+                    timers: &mut self.timers,
+                    failed: &mut failed,
+                };
+                self.f.on_timer(&mut cx, Timer { timestamp, domain });
+            }
+            self.flush(tp, -1, &key, timestamp, failed).await?;
+        }
+    }
+}
+
+impl<F, P, N> Operator<F> for KeyedProcessOp<F, P, N>
+where
+    F: Family,
+    P: KeyedProcess<F>,
+    N: Operator<Owned<P::Out>>,
+{
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        let key = cx.key().unwrap_or_default();
+        if let Some(ttl) = self.ttl {
+            let expired = self
+                .store
+                .map
+                .get(key)
+                .is_some_and(|e| e.written < self.now - ttl);
+            if expired {
+                self.store.remove(key);
+            }
+        }
+        let mut failed = None;
+        {
+            let state = self.store.entry(key, self.now);
+            let mut kcx = KeyedContext {
+                key,
+                timestamp: cx.timestamp(),
+                watermark: self.watermark,
+                now: self.now,
+                state,
+                out: &mut self.out,
+                timers: &mut self.timers,
+                failed: &mut failed,
+            };
+            self.f.process(&mut kcx, item);
+        }
+        self.flush(
+            cx.topic_partition(),
+            cx.offset(),
+            key,
+            cx.timestamp(),
+            failed,
+        )
+        .await
+    }
+
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.now = time.processing_time();
+        let tp = time.topic_partition();
+        if time.watermark() > self.watermark {
+            self.watermark = time.watermark();
+            self.fire(tp, TimeDomain::EventTime, self.watermark).await?;
+        }
+        let until = if time.watermark() == i64::MAX {
+            i64::MAX
+        } else {
+            self.now
+        };
+        self.fire(tp, TimeDomain::ProcessingTime, until).await?;
+        if time.publish()
+            && let Some(ttl) = self.ttl
+        {
+            self.store.expire(self.now - ttl);
+        }
+        self.next.advance(time).await
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        out.push(OperatorMetrics {
+            name: format!("{}:process_keyed", out.len()),
+            records_in: self.count,
+            state_bytes: self.store.size_bytes() as u64,
+            state_keys: self.store.len() as u64,
+            ..OperatorMetrics::default()
+        });
+        self.next.metrics(out);
+    }
+}
+
+/// Description of a `process_keyed`.
+pub struct KeyedProcessLink<C, P, F> {
+    chain: C,
+    f: P,
+    ttl: Option<i64>,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<C: Clone, P: Clone, F> Clone for KeyedProcessLink<C, P, F> {
+    fn clone(&self) -> Self {
+        KeyedProcessLink {
+            chain: self.chain.clone(),
+            f: self.f.clone(),
+            ttl: self.ttl,
+            _family: PhantomData,
+        }
+    }
+}
+
+impl<In, F, C, P> Chain<In, Owned<P::Out>> for KeyedProcessLink<C, P, F>
+where
+    In: Family,
+    F: Family,
+    C: Chain<In, F>,
+    P: KeyedProcess<F>,
+{
+    type Out<N: Operator<Owned<P::Out>>> = C::Out<KeyedProcessOp<F, P, N>>;
+    fn build<N: Operator<Owned<P::Out>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            KeyedProcessOp {
+                f: self.f.clone(),
+                store: MemoryStore::default(),
+                timers: Timers::default(),
+                ttl: self.ttl,
+                out: Vec::new(),
+                watermark: i64::MIN,
+                now: env.now,
+                count: 0,
+                next,
+                _family: PhantomData,
+            },
+        )
+    }
+}
+
+impl<'p, D, F, C> Stream<'p, D, F, C>
+where
+    D: Decode,
+    F: Family,
+    C: Chain<D::Family, F>,
+{
+    /// Runs `f` on each item with the state of the record's key and timers per key (the
+    /// key is the record's: after a `key_by`, or the Kafka key).
+    #[allow(clippy::type_complexity)]
+    pub fn process_keyed<P: KeyedProcess<F>>(
+        self,
+        f: P,
+    ) -> Stream<'p, D, Owned<P::Out>, KeyedProcessLink<C, P, F>> {
+        self.process_keyed_with_ttl(f, None)
+    }
+
+    /// As [`Stream::process_keyed`], dropping a key's state once it has not been written for
+    /// `ttl` (processing time).
+    #[allow(clippy::type_complexity)]
+    pub fn process_keyed_with_ttl<P: KeyedProcess<F>>(
+        self,
+        f: P,
+        ttl: Option<Duration>,
+    ) -> Stream<'p, D, Owned<P::Out>, KeyedProcessLink<C, P, F>> {
+        let link = KeyedProcessLink {
+            chain: self.chain.clone(),
+            f,
+            ttl: ttl.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            _family: PhantomData,
+        };
+        self.then("process_keyed", link)
+    }
+}
