@@ -30,6 +30,7 @@ pub mod aggregate;
 mod context;
 mod error;
 pub mod format;
+pub mod join;
 mod metrics;
 mod operator;
 mod runtime;

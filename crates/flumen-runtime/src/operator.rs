@@ -49,6 +49,18 @@ pub trait Operator<F: Family> {
     /// hold items back (windows, timers) emit what is due; every operator passes it on.
     async fn advance(&mut self, time: &Time<'_>) -> Result<()>;
 
+    /// A record of the task's table number `table` (the latest value per key of a compacted
+    /// topic; `None` deletes the key). Operators before a table join pass it on.
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        let _ = (table, cx, value);
+        Ok(())
+    }
+
     /// Appends this operator's metrics, then the ones after it.
     fn metrics(&self, out: &mut Vec<OperatorMetrics>);
 }
@@ -87,6 +99,15 @@ where
         self.next.advance(time).await
     }
 
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "map", self.count);
         self.next.metrics(out);
@@ -121,6 +142,15 @@ where
         self.next.advance(time).await
     }
 
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "filter", self.count);
         self.next.metrics(out);
@@ -153,6 +183,15 @@ where
     #[inline]
     async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
         self.next.advance(time).await
+    }
+
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
@@ -190,6 +229,15 @@ where
         self.next.advance(time).await
     }
 
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "flat_map", self.count);
         self.next.metrics(out);
@@ -219,6 +267,15 @@ where
     #[inline]
     async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
         self.next.advance(time).await
+    }
+
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
@@ -303,6 +360,15 @@ where
     #[inline]
     async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
         self.next.advance(time).await
+    }
+
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {

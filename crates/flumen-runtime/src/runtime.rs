@@ -99,6 +99,8 @@ pub(crate) struct Plan {
     /// Workers of this process that have joined the group: none processes a record before
     /// all have, so the rebalances of the start move no task that has state.
     pub(crate) joined: std::sync::atomic::AtomicUsize,
+    /// Table topics: read from the beginning whenever a task starts.
+    pub(crate) tables: BTreeSet<String>,
 }
 
 impl Plan {
@@ -329,6 +331,7 @@ impl Runtime {
         let mut patterns = Vec::new();
         let mut outputs = BTreeSet::new();
         let mut pattern_parts = Vec::new();
+        let mut tables = BTreeSet::new();
         for (i, sub) in pipeline.subs.iter().enumerate() {
             match &sub.source {
                 SourceTopics::Topics(t) => {
@@ -346,6 +349,10 @@ impl Runtime {
                     patterns.push((re, i));
                     pattern_parts.push(format!("(?:{p})"));
                 }
+            }
+            for table in &sub.tables {
+                by_topic.insert(table.clone(), i);
+                tables.insert(table.clone());
             }
             outputs.extend(sub.outputs.iter().cloned());
             outputs.extend(sub.dead_letter.iter().cloned());
@@ -377,6 +384,7 @@ impl Runtime {
             upstream: stages.subs.iter().map(|s| s.upstream).collect(),
             committed: Arc::new(tokio::sync::Notify::new()),
             joined: std::sync::atomic::AtomicUsize::new(0),
+            tables,
         });
 
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -519,6 +527,23 @@ impl Stages {
     }
 }
 
+/// Topics one task reads together must have the same partition count.
+fn check_co_partitioned(counts: &BTreeMap<String, i32>) -> Result<()> {
+    let mut iter = counts.iter();
+    let Some((first, &n)) = iter.next() else {
+        return Ok(());
+    };
+    for (other, &m) in iter {
+        if m != n {
+            return Err(Error::Topology(format!(
+                "topics read by one task must be co-partitioned: {first} has {n} partitions, \
+                 {other} has {m} (re-key one side with key_by, or repartition a topic to match)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What a bounded run reads of some topics.
 struct TopicEnds {
     /// End offsets of the partitions with records.
@@ -591,14 +616,17 @@ async fn prepare_topics(
         }
         let stage = match &sub.source {
             SourceTopics::Topics(topics) => {
-                let t = end_offsets(admin, topics)
+                let mut all = topics.clone();
+                all.extend(sub.tables.iter().cloned());
+                let t = end_offsets(admin, &all)
                     .await
-                    .map_err(|e| Error::Topology(format!("source topics {topics:?}: {e}")))?;
+                    .map_err(|e| Error::Topology(format!("source topics {all:?}: {e}")))?;
                 let partitions = t.counts.values().copied().max().unwrap_or(1);
+                check_co_partitioned(&t.counts)?;
                 partitions_of_sub.push(partitions);
                 Stage {
                     upstream: None,
-                    topics: topics.clone(),
+                    topics: all,
                     ends: Some(t.ends),
                     empty: t.empty,
                     partitions,
@@ -656,6 +684,15 @@ async fn prepare_topics(
                     Some(Err(e)) => return Err(Error::Topology(format!("creating {topic}: {e}"))),
                     None => {}
                 }
+                let mut counts = BTreeMap::from([(topic.clone(), partitions)]);
+                for table in &sub.tables {
+                    let d = admin
+                        .describe_topic(table)
+                        .await
+                        .map_err(|e| Error::Topology(format!("table topic {table}: {e}")))?;
+                    counts.insert(table.clone(), d.partitions.len() as i32);
+                }
+                check_co_partitioned(&counts)?;
                 partitions_of_sub.push(partitions);
                 Stage {
                     upstream: Some(up),

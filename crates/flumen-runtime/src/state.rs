@@ -486,6 +486,15 @@ where
         self.next.advance(time).await
     }
 
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         out.push(OperatorMetrics {
             name: format!("{}:process_keyed", out.len()),

@@ -133,6 +133,8 @@ impl<D> KafkaSource<D> {
 /// One sub-topology as the runtime runs it.
 pub(crate) struct SubTopology {
     pub(crate) source: SourceTopics,
+    /// Table topics it reads (co-partitioned with its source), by table number.
+    pub(crate) tables: Vec<String>,
     /// Output topics with a fixed name (their metadata is loaded before the first record).
     pub(crate) outputs: Vec<String>,
     /// The repartition this sub-topology writes, by name.
@@ -183,6 +185,7 @@ impl Pipeline {
             chain: Identity,
             operators: Vec::new(),
             side_outputs: Vec::new(),
+            tables: Vec::new(),
             _family: PhantomData,
         }
     }
@@ -195,6 +198,11 @@ impl Pipeline {
                 SourceTopics::Topics(t) => t.join(","),
                 SourceTopics::Pattern(p) => format!("/{p}/"),
                 SourceTopics::Repartition(name) => format!("<{name}-repartition>"),
+            };
+            let source = if s.tables.is_empty() {
+                source
+            } else {
+                format!("{source} + table {}", s.tables.join(","))
             };
             out.push_str(&format!(
                 "sub-topology {i}: {source} -> {}\n",
@@ -408,6 +416,8 @@ pub struct Stream<'p, D: Decode, F: Family, C> {
     pub(crate) operators: Vec<String>,
     /// Topics operators write besides the sink (late outputs).
     pub(crate) side_outputs: Vec<String>,
+    /// Table topics the chain joins with, by table number.
+    pub(crate) tables: Vec<String>,
     pub(crate) _family: PhantomData<fn() -> F>,
 }
 
@@ -438,6 +448,7 @@ where
             chain,
             operators,
             side_outputs: self.side_outputs,
+            tables: self.tables,
             _family: PhantomData,
         }
     }
@@ -542,6 +553,7 @@ where
             source,
             chain,
             side_outputs,
+            tables,
             ..
         } = self;
         outputs.extend(side_outputs);
@@ -553,11 +565,13 @@ where
             source.format,
             source.on_error,
             source.watermarks,
+            tables.clone(),
             chain,
             terminal,
         );
         pipeline.subs.push(SubTopology {
             source: source.topics,
+            tables,
             outputs,
             repartition,
             dead_letter,
@@ -654,6 +668,7 @@ where
             chain: Identity,
             operators: Vec::new(),
             side_outputs: Vec::new(),
+            tables: Vec::new(),
             _family: PhantomData,
         }
     }

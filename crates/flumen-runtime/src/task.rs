@@ -277,6 +277,7 @@ pub(crate) struct Factory<D, F, C, T> {
     format: D,
     on_error: OnError,
     watermarks: Watermarks,
+    tables: Vec<String>,
     chain: C,
     terminal: T,
     _family: PhantomData<fn() -> F>,
@@ -287,6 +288,7 @@ impl<D, F, C, T> Factory<D, F, C, T> {
         format: D,
         on_error: OnError,
         watermarks: Watermarks,
+        tables: Vec<String>,
         chain: C,
         terminal: T,
     ) -> Self {
@@ -294,6 +296,7 @@ impl<D, F, C, T> Factory<D, F, C, T> {
             format,
             on_error,
             watermarks,
+            tables,
             chain,
             terminal,
             _family: PhantomData,
@@ -310,11 +313,16 @@ where
 {
     fn instantiate(&self, env: &TaskEnv) -> Box<dyn TaskChain> {
         let (inputs, markers, clock) = match &env.inputs {
-            TaskInputs::Partitions(tps) => (
-                tps.clone(),
-                false,
-                TaskClock::new(tps.len(), &self.watermarks, true, env.now),
-            ),
+            TaskInputs::Partitions(tps) => {
+                // Tables have no event time of their own: they do not hold the watermark.
+                let streams: Vec<TopicPartition> = tps
+                    .iter()
+                    .filter(|tp| !self.tables.contains(&tp.topic))
+                    .cloned()
+                    .collect();
+                let clock = TaskClock::new(streams.len(), &self.watermarks, true, env.now);
+                (streams, false, clock)
+            }
             TaskInputs::Repartition { tp, upstream } => (
                 vec![tp.clone()],
                 true,
@@ -335,6 +343,7 @@ where
             inputs,
             markers,
             home,
+            tables: self.tables.clone(),
             _family: PhantomData::<fn() -> F>,
         })
     }
@@ -353,6 +362,8 @@ struct TaskRunner<D, Op, F> {
     markers: bool,
     /// The context of records operators emit on their own.
     home: TopicPartition,
+    /// Table topics, by table number: their records go to the chain's table joins.
+    tables: Vec<String>,
     _family: PhantomData<fn() -> F>,
 }
 
@@ -477,6 +488,26 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
             let started = Instant::now();
             let now = now_ms();
             let tp = records.topic_partition().clone();
+            if let Some(table) = self.tables.iter().position(|t| *t == tp.topic) {
+                let mut result = Ok(());
+                for record in records.iter() {
+                    let record = match record {
+                        Ok(r) => r,
+                        Err(e) => {
+                            result = Err(e.into());
+                            break;
+                        }
+                    };
+                    let cx =
+                        RecordContext::new(&tp, record.offset(), record.timestamp(), record.key());
+                    if let Err(e) = self.op.side(table, &cx, record.value()).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                self.finish(started, &result);
+                return result;
+            }
             let input = self.input_of(&tp, now);
             let mut result = Ok(());
             for record in records.iter() {
@@ -531,6 +562,18 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
     ) -> LocalBoxFuture<'s, Result<()>> {
         Box::pin(async move {
             let started = Instant::now();
+            if let Some(table) = self.tables.iter().position(|t| *t == tp.topic) {
+                let mut result = Ok(());
+                for (offset, r) in (first_offset..).zip(records) {
+                    let cx = RecordContext::new(tp, offset, r.timestamp, r.key.as_deref());
+                    if let Err(e) = self.op.side(table, &cx, r.value.as_deref()).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                self.finish(started, &result);
+                return result;
+            }
             let input = self.input_of(tp, now);
             let mut result = Ok(());
             for (offset, r) in (first_offset..).zip(records) {

@@ -111,14 +111,16 @@ impl<'p> MemoryRun<'p> {
         self.pipeline
             .sub_topologies()
             .iter()
-            .position(|s| match &s.source {
-                SourceTopics::Topics(t) => t.iter().any(|t| t == topic),
-                SourceTopics::Pattern(p) => {
-                    regex::Regex::new(&format!("^(?:{p})$")).is_ok_and(|re| re.is_match(topic))
-                }
-                SourceTopics::Repartition(name) => {
-                    repartition_topic(&self.application_id, name) == topic
-                }
+            .position(|s| {
+                s.tables.iter().any(|t| t == topic)
+                    || match &s.source {
+                        SourceTopics::Topics(t) => t.iter().any(|t| t == topic),
+                        SourceTopics::Pattern(p) => regex::Regex::new(&format!("^(?:{p})$"))
+                            .is_ok_and(|re| re.is_match(topic)),
+                        SourceTopics::Repartition(name) => {
+                            repartition_topic(&self.application_id, name) == topic
+                        }
+                    }
             })
             .ok_or_else(|| Error::Topology(format!("no source reads {topic}")))
     }

@@ -12,7 +12,7 @@
 //! - Nothing on the record path is shared with another worker; the listener state is locked
 //!   once per fetched chunk and at rebalances, never per record.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -219,6 +219,8 @@ async fn run_async(
         last_tick: 0,
         joined: false,
         processing: false,
+        tables_seen: BTreeSet::new(),
+        bootstrap: BTreeMap::new(),
         lag: BTreeMap::new(),
         started: Instant::now(),
         busy: Duration::ZERO,
@@ -261,6 +263,11 @@ struct WorkerLoop {
     joined: bool,
     /// Every worker of the process has joined: records are processed.
     processing: bool,
+    /// Assigned table partitions, read from the beginning since their assignment.
+    tables_seen: BTreeSet<TopicPartition>,
+    /// Table partitions not read up to their end yet, with that end: until they are, stream
+    /// partitions are paused.
+    bootstrap: BTreeMap<TopicPartition, i64>,
     lag: BTreeMap<TopicPartition, (i64, i64)>,
     started: Instant,
     busy: Duration,
@@ -292,6 +299,7 @@ impl WorkerLoop {
             if !self.processing && !self.start_barrier(&mut records)? {
                 continue;
             }
+            let skip = self.bootstrap_tables(&mut records)?;
             let idle = records.is_empty();
             let mut reached_end = false;
             let mut publish_now = false;
@@ -299,6 +307,9 @@ impl WorkerLoop {
                 let started = Instant::now();
                 for part in records.partitions_mut() {
                     let tp = part.topic_partition().clone();
+                    if skip.contains(&tp) {
+                        continue;
+                    }
                     let Some(sub) = self.plan.sub_of(&tp.topic) else {
                         continue;
                     };
@@ -317,6 +328,14 @@ impl WorkerLoop {
                     self.lag.insert(tp.clone(), (next, part.high_watermark()));
                     reached_end |= self.plan.bounded
                         && self.plan.ends.get(&tp).is_some_and(|&end| next >= end);
+                    if self.bootstrap.get(&tp).is_some_and(|&end| next >= end) {
+                        self.bootstrap.remove(&tp);
+                        if self.bootstrap.is_empty() {
+                            tracing::info!("tables read: stream processing starts");
+                            let paused = self.consumer.paused();
+                            self.consumer.resume(&paused);
+                        }
+                    }
                     lock(&self.progress).processed.insert(tp, offset);
                     self.dirty = true;
                 }
@@ -385,6 +404,51 @@ impl WorkerLoop {
         let assigned = self.consumer.assignment();
         self.consumer.pause(&assigned);
         Ok(false)
+    }
+
+    /// Table partitions newly assigned are read from the beginning (a table is its own
+    /// changelog); until every assigned table partition is read up to the end it had at the
+    /// start, stream records are rewound and their partitions paused. Returns the
+    /// partitions whose fetched records this poll must not process.
+    fn bootstrap_tables(
+        &mut self,
+        records: &mut flumen_client::consumer::ConsumerRecords,
+    ) -> Result<Vec<TopicPartition>> {
+        let mut skip = Vec::new();
+        if self.plan.tables.is_empty() {
+            return Ok(skip);
+        }
+        let assigned = self.consumer.assignment();
+        for tp in &assigned {
+            if self.plan.tables.contains(&tp.topic) && self.tables_seen.insert(tp.clone()) {
+                self.consumer.seek_to_beginning(std::slice::from_ref(tp))?;
+                skip.push(tp.clone());
+                let end = self.plan.ends.get(tp).copied().unwrap_or(0);
+                if end > 0 {
+                    self.bootstrap.insert(tp.clone(), end);
+                }
+            }
+        }
+        if self.bootstrap.is_empty() {
+            return Ok(skip);
+        }
+        for part in records.partitions_mut() {
+            let tp = part.topic_partition().clone();
+            if self.plan.tables.contains(&tp.topic) {
+                continue;
+            }
+            if let Some(Ok(first)) = part.iter().next() {
+                let offset = first.offset();
+                self.consumer.seek(&tp, offset)?;
+            }
+            skip.push(tp);
+        }
+        let streams: Vec<TopicPartition> = assigned
+            .into_iter()
+            .filter(|tp| !self.plan.tables.contains(&tp.topic))
+            .collect();
+        self.consumer.pause(&streams);
+        Ok(skip)
     }
 
     /// The environment a new task of `sub` over partition number `partition` is built with.
@@ -498,7 +562,7 @@ impl WorkerLoop {
             self.paused = true;
             self.pauses += 1;
             tracing::debug!(buffered, "outputs backed up: fetching paused");
-        } else if self.paused && buffered.saturating_mul(4) <= limit {
+        } else if self.paused && buffered.saturating_mul(4) <= limit && self.bootstrap.is_empty() {
             let paused = self.consumer.paused();
             self.consumer.resume(&paused);
             self.paused = false;
@@ -520,6 +584,8 @@ impl WorkerLoop {
         let assigned = self.consumer.assignment();
         for tp in &revoked {
             self.lag.remove(tp);
+            self.tables_seen.remove(tp);
+            self.bootstrap.remove(tp);
             let Some(sub) = self.plan.sub_of(&tp.topic) else {
                 continue;
             };
