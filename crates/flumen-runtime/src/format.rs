@@ -63,6 +63,18 @@ pub trait Decode: Clone + Send + Sync + 'static {
         value: Option<&'a [u8]>,
     ) -> Result<<Self::Family as Family>::Item<'a>, FormatError>;
 
+    /// Decodes a value of a record read from `topic` (formats that read several topics
+    /// differently, such as a two-stream join's, look at it; others ignore it).
+    #[inline]
+    fn decode_from<'a>(
+        &self,
+        topic: &str,
+        value: Option<&'a [u8]>,
+    ) -> Result<<Self::Family as Family>::Item<'a>, FormatError> {
+        let _ = topic;
+        self.decode(value)
+    }
+
     /// The event time of `item`, whose record has the timestamp `record_time`: the record's
     /// timestamp unless a source sets an extractor ([`crate::KafkaSource::timestamps`]).
     #[inline]

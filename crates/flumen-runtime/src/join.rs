@@ -248,3 +248,368 @@ where
         self.then(&name, link)
     }
 }
+
+/// One item of a two-stream join's input: from the left or the right stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Either<L, R> {
+    /// From the left stream.
+    Left(L),
+    /// From the right stream.
+    Right(R),
+}
+
+/// The format of a two-stream join's source: left topics decode with `DL`, the others with
+/// `DR`.
+#[derive(Clone, Debug)]
+pub struct TwoStreams<DL, DR> {
+    left_topics: Vec<String>,
+    left: DL,
+    right: DR,
+}
+
+impl<DL, DR, L, R> Decode for TwoStreams<DL, DR>
+where
+    DL: Decode<Family = Owned<L>>,
+    DR: Decode<Family = Owned<R>>,
+    L: 'static,
+    R: 'static,
+{
+    type Family = Owned<Either<L, R>>;
+
+    fn decode<'a>(
+        &self,
+        value: Option<&'a [u8]>,
+    ) -> Result<Either<L, R>, crate::format::FormatError> {
+        self.left.decode(value).map(Either::Left)
+    }
+
+    fn decode_from<'a>(
+        &self,
+        topic: &str,
+        value: Option<&'a [u8]>,
+    ) -> Result<Either<L, R>, crate::format::FormatError> {
+        if self.left_topics.iter().any(|t| t == topic) {
+            self.left.decode(value).map(Either::Left)
+        } else {
+            self.right.decode(value).map(Either::Right)
+        }
+    }
+}
+
+/// Which records of a two-stream join are emitted without a partner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamJoinKind {
+    /// Only pairs.
+    Inner,
+    /// Pairs, and left records that found none once their window has passed.
+    Left,
+    /// Pairs, and records of either side that found none once their window has passed.
+    Outer,
+}
+
+impl crate::stream::Pipeline {
+    /// A stream of the records of `left` and `right` (read by the same tasks: their topics
+    /// must be co-partitioned, checked at start), for [`Stream::join_within`]. Watermarks
+    /// follow `left`'s strategy.
+    pub fn source2<DL, DR, L, R>(
+        &mut self,
+        left: KafkaSource<DL>,
+        right: KafkaSource<DR>,
+    ) -> Stream<'_, TwoStreams<DL, DR>, Owned<Either<L, R>>, crate::stream::Identity>
+    where
+        DL: Decode<Family = Owned<L>>,
+        DR: Decode<Family = Owned<R>>,
+        L: 'static,
+        R: 'static,
+    {
+        let (SourceTopics::Topics(mut topics), SourceTopics::Topics(right_topics)) =
+            (left.topics, right.topics)
+        else {
+            panic!("a two-stream join reads named topics, not patterns");
+        };
+        let left_topics = topics.clone();
+        topics.extend(right_topics);
+        self.source(KafkaSource {
+            topics: SourceTopics::Topics(topics),
+            format: TwoStreams {
+                left_topics,
+                left: left.format,
+                right: right.format,
+            },
+            on_error: left.on_error,
+            watermarks: left.watermarks,
+        })
+    }
+}
+
+struct Buffered<T> {
+    ts: i64,
+    item: T,
+    matched: bool,
+}
+
+/// The two-stream windowed join operator.
+pub struct IntervalJoin<L, R, J, N> {
+    within: i64,
+    kind: StreamJoinKind,
+    left: HashMap<Box<[u8]>, Vec<Buffered<L>>>,
+    right: HashMap<Box<[u8]>, Vec<Buffered<R>>>,
+    /// `(expiry, key)`: when the watermark reaches `expiry`, the key's old records go.
+    due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, Box<[u8]>)>>,
+    watermark: i64,
+    f: J,
+    next: N,
+    count: u64,
+}
+
+impl<L, R, O, J, N> IntervalJoin<L, R, J, N>
+where
+    L: 'static,
+    R: 'static,
+    O: 'static,
+    J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O,
+    N: Operator<Owned<O>>,
+{
+    async fn emit(
+        next: &mut N,
+        tp: &flumen_client::TopicPartition,
+        key: &[u8],
+        ts: i64,
+        out: O,
+    ) -> Result<()> {
+        let cx = RecordContext::new(tp, -1, ts, Some(key));
+        next.push(&cx, out).await
+    }
+}
+
+impl<L, R, O, J, N> Operator<Owned<Either<L, R>>> for IntervalJoin<L, R, J, N>
+where
+    L: 'static,
+    R: 'static,
+    O: 'static,
+    J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O,
+    N: Operator<Owned<O>>,
+{
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: Either<L, R>) -> Result<()> {
+        self.count += 1;
+        let key = cx.key().unwrap_or_default();
+        let ts = cx.timestamp();
+        let within = self.within;
+        let IntervalJoin {
+            left,
+            right,
+            due,
+            f,
+            next,
+            ..
+        } = self;
+        let tp = cx.topic_partition();
+        let mut matched = false;
+        match item {
+            Either::Left(l) => {
+                if let Some(rs) = right.get_mut(key) {
+                    for r in rs.iter_mut().filter(|r| (r.ts - ts).abs() <= within) {
+                        r.matched = true;
+                        matched = true;
+                        let out = f(Some(&l), Some(&r.item));
+                        Self::emit(next, tp, key, ts.max(r.ts), out).await?;
+                    }
+                }
+                let entry = Buffered {
+                    ts,
+                    item: l,
+                    matched,
+                };
+                match left.get_mut(key) {
+                    Some(v) => v.push(entry),
+                    None => {
+                        left.insert(Box::from(key), vec![entry]);
+                    }
+                }
+            }
+            Either::Right(r) => {
+                if let Some(ls) = left.get_mut(key) {
+                    for l in ls.iter_mut().filter(|l| (l.ts - ts).abs() <= within) {
+                        l.matched = true;
+                        matched = true;
+                        let out = f(Some(&l.item), Some(&r));
+                        Self::emit(next, tp, key, ts.max(l.ts), out).await?;
+                    }
+                }
+                let entry = Buffered {
+                    ts,
+                    item: r,
+                    matched,
+                };
+                match right.get_mut(key) {
+                    Some(v) => v.push(entry),
+                    None => {
+                        right.insert(Box::from(key), vec![entry]);
+                    }
+                }
+            }
+        }
+        due.push(std::cmp::Reverse((
+            ts.saturating_add(within),
+            Box::from(key),
+        )));
+        Ok(())
+    }
+
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        if time.watermark() > self.watermark {
+            self.watermark = time.watermark();
+            let wm = self.watermark;
+            let tp = time.topic_partition();
+            let IntervalJoin {
+                left,
+                right,
+                due,
+                f,
+                next,
+                kind,
+                within,
+                ..
+            } = self;
+            while due.peek().is_some_and(|d| d.0.0 <= wm) {
+                let std::cmp::Reverse((_, key)) = due.pop().expect("peeked");
+                let expired = |ts: i64| ts.saturating_add(*within) <= wm;
+                if let Some(ls) = left.get_mut(&key) {
+                    let mut i = 0;
+                    while i < ls.len() {
+                        if expired(ls[i].ts) {
+                            let l = ls.remove(i);
+                            if !l.matched && *kind != StreamJoinKind::Inner {
+                                let out = f(Some(&l.item), None);
+                                Self::emit(next, tp, &key, l.ts, out).await?;
+                            }
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if ls.is_empty() {
+                        left.remove(&key);
+                    }
+                }
+                if let Some(rs) = right.get_mut(&key) {
+                    let mut i = 0;
+                    while i < rs.len() {
+                        if expired(rs[i].ts) {
+                            let r = rs.remove(i);
+                            if !r.matched && *kind == StreamJoinKind::Outer {
+                                let out = f(None, Some(&r.item));
+                                Self::emit(next, tp, &key, r.ts, out).await?;
+                            }
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if rs.is_empty() {
+                        right.remove(&key);
+                    }
+                }
+            }
+        }
+        self.next.advance(time).await
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        let buffered: usize = self.left.values().map(Vec::len).sum::<usize>()
+            + self.right.values().map(Vec::len).sum::<usize>();
+        out.push(OperatorMetrics {
+            name: format!("{}:join_within({} ms)", out.len(), self.within),
+            records_in: self.count,
+            state_keys: (self.left.len() + self.right.len()) as u64,
+            state_bytes: (buffered
+                * (std::mem::size_of::<Buffered<L>>().max(std::mem::size_of::<Buffered<R>>())))
+                as u64,
+            ..OperatorMetrics::default()
+        });
+        self.next.metrics(out);
+    }
+}
+
+/// Description of a `join_within`.
+pub struct IntervalJoinLink<C, J, LR> {
+    chain: C,
+    within: i64,
+    kind: StreamJoinKind,
+    f: J,
+    _types: PhantomData<fn() -> LR>,
+}
+
+impl<C: Clone, J: Clone, LR> Clone for IntervalJoinLink<C, J, LR> {
+    fn clone(&self) -> Self {
+        IntervalJoinLink {
+            chain: self.chain.clone(),
+            within: self.within,
+            kind: self.kind,
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<In, L, R, O, C, J> Chain<In, Owned<O>> for IntervalJoinLink<C, J, (L, R)>
+where
+    In: Family,
+    L: 'static,
+    R: 'static,
+    O: 'static,
+    C: Chain<In, Owned<Either<L, R>>>,
+    J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O + UserFn,
+{
+    type Out<N: Operator<Owned<O>>> = C::Out<IntervalJoin<L, R, J, N>>;
+    fn build<N: Operator<Owned<O>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            IntervalJoin {
+                within: self.within,
+                kind: self.kind,
+                left: HashMap::new(),
+                right: HashMap::new(),
+                due: std::collections::BinaryHeap::new(),
+                watermark: i64::MIN,
+                f: self.f.clone(),
+                next,
+                count: 0,
+            },
+        )
+    }
+}
+
+impl<'p, D, L, R, C> Stream<'p, D, Owned<Either<L, R>>, C>
+where
+    D: Decode,
+    L: 'static,
+    R: 'static,
+    C: Chain<D::Family, Owned<Either<L, R>>>,
+{
+    /// Joins the records of the two streams of a [`crate::Pipeline::source2`] that have the
+    /// same key and timestamps at most `within` apart: `f(Some(left), Some(right))` for
+    /// each pair; with [`StreamJoinKind::Left`] or [`StreamJoinKind::Outer`], also
+    /// `f(Some(left), None)` (and `f(None, Some(right))`) for records that found no partner
+    /// once the watermark has passed their timestamp plus `within`.
+    #[allow(clippy::type_complexity)]
+    pub fn join_within<O, J>(
+        self,
+        within: std::time::Duration,
+        kind: StreamJoinKind,
+        f: J,
+    ) -> Stream<'p, D, Owned<O>, IntervalJoinLink<C, J, (L, R)>>
+    where
+        O: 'static,
+        J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O + UserFn,
+    {
+        let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        let link = IntervalJoinLink {
+            chain: self.chain.clone(),
+            within,
+            kind,
+            f,
+            _types: PhantomData,
+        };
+        self.then(&format!("join_within({within} ms, {kind:?})"), link)
+    }
+}

@@ -378,7 +378,7 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskRunner<D, Op, F> {
         now: i64,
     ) -> Result<()> {
         self.counters.records_in += 1;
-        match self.format.decode(value) {
+        match self.format.decode_from(&cx.tp.topic, value) {
             Ok(item) => {
                 let t = self.format.timestamp(&item, cx.timestamp);
                 cx.timestamp = t;
