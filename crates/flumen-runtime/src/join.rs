@@ -276,17 +276,14 @@ where
 {
     type Family = Owned<Either<L, R>>;
 
-    fn decode<'a>(
-        &self,
-        value: Option<&'a [u8]>,
-    ) -> Result<Either<L, R>, crate::format::FormatError> {
+    fn decode(&self, value: Option<&[u8]>) -> Result<Either<L, R>, crate::format::FormatError> {
         self.left.decode(value).map(Either::Left)
     }
 
-    fn decode_from<'a>(
+    fn decode_from(
         &self,
         topic: &str,
-        value: Option<&'a [u8]>,
+        value: Option<&[u8]>,
     ) -> Result<Either<L, R>, crate::format::FormatError> {
         if self.left_topics.iter().any(|t| t == topic) {
             self.left.decode(value).map(Either::Left)
