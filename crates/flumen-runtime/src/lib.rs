@@ -49,7 +49,7 @@ pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
 pub use runtime::{RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
 pub use stream::{
     Chain, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink, Kafka,
-    KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, UserFn,
+    KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink, UserFn,
 };
 pub use task::{MemoryRecord, TaskCounters};
 

@@ -672,3 +672,60 @@ where
         named(out, &format!("repartition:{}", self.topic), self.count);
     }
 }
+
+/// `also_to`: writes `f(item)` (when it gives one) to a topic, and passes the item on.
+pub struct Tap<E, M, N> {
+    pub(crate) topic: String,
+    pub(crate) encoder: E,
+    pub(crate) f: M,
+    pub(crate) output: Output,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) next: N,
+    pub(crate) count: u64,
+}
+
+impl<F, O, E, M, N> Operator<F> for Tap<E, M, N>
+where
+    F: Family,
+    O: 'static,
+    E: Encode<Owned<O>>,
+    M: for<'a, 'b> FnMut(&'b F::Item<'a>) -> Option<O>,
+    N: Operator<F>,
+{
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        if let Some(out) = (self.f)(&item) {
+            self.count += 1;
+            self.scratch.clear();
+            let value =
+                self.encoder
+                    .encode(&out, &mut self.scratch)
+                    .map_err(|e| Error::Serialize {
+                        topic: self.topic.clone(),
+                        message: e.0,
+                    })?;
+            self.output
+                .write(&self.topic, cx.key, value, &[], cx.timestamp)
+                .await?;
+        }
+        self.next.push(cx, item).await
+    }
+
+    #[inline]
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        self.next.advance(time).await
+    }
+
+    async fn side<'a>(
+        &mut self,
+        table: usize,
+        cx: &RecordContext<'a>,
+        value: Option<&'a [u8]>,
+    ) -> Result<()> {
+        self.next.side(table, cx, value).await
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(out, &format!("also_to:{}", self.topic), self.count);
+        self.next.metrics(out);
+    }
+}

@@ -283,6 +283,53 @@ link!(
     ProcessLink
 );
 
+/// Description of an `also_to`.
+pub struct TapLink<C, M, E, F> {
+    chain: C,
+    topic: String,
+    encoder: E,
+    f: M,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<C: Clone, M: Clone, E: Clone, F> Clone for TapLink<C, M, E, F> {
+    fn clone(&self) -> Self {
+        TapLink {
+            chain: self.chain.clone(),
+            topic: self.topic.clone(),
+            encoder: self.encoder.clone(),
+            f: self.f.clone(),
+            _family: PhantomData,
+        }
+    }
+}
+
+impl<In, F, O, C, M, E> Chain<In, F> for TapLink<C, M, E, F>
+where
+    In: Family,
+    F: Family,
+    O: 'static,
+    C: Chain<In, F>,
+    E: Encode<Owned<O>>,
+    M: for<'a, 'b> FnMut(&'b F::Item<'a>) -> Option<O> + UserFn,
+{
+    type Out<N: Operator<F>> = C::Out<crate::operator::Tap<E, M, N>>;
+    fn build<N: Operator<F>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            crate::operator::Tap {
+                topic: self.topic.clone(),
+                encoder: self.encoder.clone(),
+                f: self.f.clone(),
+                output: env.output.clone(),
+                scratch: Vec::new(),
+                next,
+                count: 0,
+            },
+        )
+    }
+}
+
 /// Bounds every user function shares: each task clones its own copy.
 pub trait UserFn: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> UserFn for T {}
@@ -536,6 +583,33 @@ where
             _family: PhantomData,
         };
         self.then("process", link)
+    }
+
+    /// Writes `f(item)`, when it gives a value, to `topic` (with the record's key and
+    /// timestamp), and passes every item on unchanged: a side output in the middle of a
+    /// chain (results to a topic that a later stage also aggregates, alerts derived from
+    /// them, ...).
+    pub fn also_to<O, E, M>(
+        mut self,
+        topic: impl Into<String>,
+        format: E,
+        f: M,
+    ) -> Stream<'p, D, F, TapLink<C, M, E, F>>
+    where
+        O: 'static,
+        E: Encode<Owned<O>>,
+        M: for<'a, 'b> FnMut(&'b F::Item<'a>) -> Option<O> + UserFn,
+    {
+        let topic = topic.into();
+        self.side_outputs.push(topic.clone());
+        let link = TapLink {
+            chain: self.chain.clone(),
+            topic: topic.clone(),
+            encoder: format,
+            f,
+            _family: PhantomData,
+        };
+        self.then(&format!("also_to({topic})"), link)
     }
 
     fn finish<T>(
