@@ -253,11 +253,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         '_,
         (u64, u64, u64, Vec<u64>, BTreeMap<String, u64>),
     >| {
+        let url = w.key_str().into_owned();
         let (views, users, errors, latency, countries) = w.value;
         Stats {
             window_start: w.start,
             window_end: w.end,
-            url: w.key_str().into_owned(),
+            url,
             views,
             users,
             errors,

@@ -245,3 +245,6 @@ impl<'p> MemoryRun<'p> {
 pub fn murmur2(data: &[u8]) -> u32 {
     flumen_client::producer::partitioner::murmur2(data) as u32
 }
+
+#[path = "visits.rs"]
+pub mod visits;
