@@ -141,3 +141,246 @@ async fn word_count_counts_every_word_of_every_window_exactly_once() {
     assert_eq!(read.len(), expected.len(), "one record per word and window");
     assert_eq!(actual, expected);
 }
+
+mod visit_analytics {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
+    use flumen_runtime::testing::visits::{Visit, VisitGen};
+    use flumen_testcontainers::KafkaCluster;
+    use serde_json::Value;
+
+    use super::runtime_support::{kafka, read_all, run_example, topic};
+
+    const WINDOW: i64 = 10_000;
+
+    /// Nearest rank: the smallest value with at least `q` of the values at or below it.
+    fn percentile(sorted: &[u64], q: f64) -> u64 {
+        let n = sorted.len();
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        sorted[rank - 1]
+    }
+
+    #[derive(Debug, Default)]
+    struct Expect {
+        views: u64,
+        users: BTreeSet<String>,
+        errors: u64,
+        latency: Vec<u64>,
+        countries: BTreeMap<String, u64>,
+    }
+
+    async fn produce(topic: &str, records: &[(Option<i32>, Option<String>, Vec<u8>)]) {
+        let producer = Producer::connect(
+            ProducerConfig::from_properties([("bootstrap.servers", kafka().bootstrap().as_str())])
+                .expect("config"),
+        )
+        .await
+        .expect("producer");
+        for (partition, key, value) in records {
+            let mut record = ProducerRecord::new(topic).value(value);
+            record.partition = *partition;
+            record.key = key.as_deref().map(str::as_bytes);
+            let _delivery = producer.send(record).await.expect("send");
+        }
+        producer.flush().await.expect("flush");
+        assert_eq!(producer.failed_records(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visit_analytics_emits_every_window_statistic_top_list_and_alert_exactly() {
+        let input = topic("va-in", 6).await;
+        let users_topic = topic("va-users", 6).await;
+        let (stats, top, alerts, late) = (
+            topic("va-stats", 3).await,
+            topic("va-top", 3).await,
+            topic("va-alerts", 3).await,
+            topic("va-late", 3).await,
+        );
+        let app = KafkaCluster::unique_topic("va-app");
+        let start = 1_700_000_000_000i64;
+        let visits: Vec<Visit> = VisitGen::new(11)
+            .users(300)
+            .url_count(25)
+            .start_ms(start)
+            .events_per_sec(150.0)
+            .error_share(0.01)
+            .error_burst("/url-3", start + 20_000, start + 30_000, 0.5)
+            .out_of_order_ms(3_000)
+            .visits()
+            .take(9_000)
+            .collect();
+        // Spread over the partitions in turn: out of order by at most 3 s anywhere, so on
+        // time for the job's 5 s bound in every partition.
+        let records: Vec<_> = visits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (Some((i % 6) as i32), None, v.to_json()))
+            .collect();
+        produce(&input, &records).await;
+        // Profiles for two users in three; the others join with nothing.
+        let countries = ["CN", "FR", "BR", "US"];
+        let profiles: BTreeMap<String, &str> = (0..300)
+            .filter(|u| u % 3 != 2)
+            .map(|u| (format!("u{u}"), countries[u % 4]))
+            .collect();
+        let users: Vec<_> = profiles
+            .iter()
+            .map(|(u, c)| {
+                (
+                    None,
+                    Some(u.clone()),
+                    format!(r#"{{"country":"{c}"}}"#).into_bytes(),
+                )
+            })
+            .collect();
+        produce(&users_topic, &users).await;
+
+        let out = run_example(
+            "visit_analytics",
+            &[
+                "-b",
+                &kafka().bootstrap(),
+                "--input",
+                &input,
+                "--users",
+                &users_topic,
+                "--output-stats",
+                &stats,
+                "--output-top",
+                &top,
+                "--output-alerts",
+                &alerts,
+                "--output-late",
+                &late,
+                "--window",
+                "10s",
+                "--application-id",
+                &app,
+                "--workers",
+                "2",
+                "--exit-at-end",
+            ],
+            Duration::from_secs(180),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "visit_analytics failed:\n{stderr}");
+        assert!(stderr.contains("records processed, 0 late"), "{stderr}");
+
+        // The expected results, from the visits themselves.
+        let mut expected: BTreeMap<(String, i64), Expect> = BTreeMap::new();
+        for v in &visits {
+            assert!(v.latency_ms < 2048, "percentiles are exact below 2048");
+            let e = expected
+                .entry((v.url.clone(), v.ts - v.ts.rem_euclid(WINDOW)))
+                .or_default();
+            e.views += 1;
+            e.users.insert(v.user.clone());
+            e.errors += u64::from(v.status >= 500);
+            e.latency.push(u64::from(v.latency_ms));
+            if let Some(c) = profiles.get(&v.user) {
+                *e.countries.entry((*c).to_owned()).or_default() += 1;
+            }
+        }
+
+        let read = read_all(&stats, expected.len());
+        assert_eq!(
+            read.len(),
+            expected.len(),
+            "one statistic per URL and window"
+        );
+        let mut seen = BTreeSet::new();
+        for r in &read {
+            let s: Value = serde_json::from_str(&r.value).expect("JSON");
+            let ws = s["window_start"].as_i64().expect("window_start");
+            let url = s["url"].as_str().expect("url").to_owned();
+            assert_eq!(r.key, url);
+            assert!(seen.insert((url.clone(), ws)), "twice: {url} {ws}");
+            let e = expected
+                .get_mut(&(url.clone(), ws))
+                .expect("an expected window");
+            e.latency.sort_unstable();
+            let countries: BTreeMap<String, u64> =
+                serde_json::from_value(s["countries"].clone()).expect("countries");
+            assert_eq!(
+                (
+                    s["window_end"].as_i64(),
+                    s["views"].as_u64(),
+                    s["users"].as_u64(),
+                    s["errors"].as_u64(),
+                    s["p50_ms"].as_u64(),
+                    s["p99_ms"].as_u64(),
+                    &countries,
+                ),
+                (
+                    Some(ws + WINDOW),
+                    Some(e.views),
+                    Some(e.users.len() as u64),
+                    Some(e.errors),
+                    Some(percentile(&e.latency, 0.5)),
+                    Some(percentile(&e.latency, 0.99)),
+                    &e.countries,
+                ),
+                "{url} at {ws}"
+            );
+        }
+
+        // Top 10 per window: views descending, then URL.
+        let mut by_window: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
+        for ((url, ws), e) in &expected {
+            by_window
+                .entry(*ws)
+                .or_default()
+                .push((url.clone(), e.views));
+        }
+        let read = read_all(&top, by_window.len());
+        assert_eq!(read.len(), by_window.len(), "one top list per window");
+        for r in &read {
+            let ws: i64 = r.key.parse().expect("key = window start");
+            let mut want = by_window[&ws].clone();
+            want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            want.truncate(10);
+            let got: Vec<(String, u64)> = serde_json::from_str::<Vec<Value>>(&r.value)
+                .expect("JSON list")
+                .iter()
+                .map(|t| {
+                    (
+                        t["url"].as_str().expect("url").to_owned(),
+                        t["views"].as_u64().expect("views"),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "top of {ws}");
+        }
+
+        // Alerts: error rate above 5 % with at least 20 views.
+        let want: BTreeSet<(String, i64, u64, u64)> = expected
+            .iter()
+            .filter(|(_, e)| e.views >= 20 && e.errors as f64 / e.views as f64 > 0.05)
+            .map(|((url, ws), e)| (url.clone(), *ws, e.views, e.errors))
+            .collect();
+        assert!(!want.is_empty(), "the error burst raises alerts");
+        let read = read_all(&alerts, want.len());
+        let got: BTreeSet<(String, i64, u64, u64)> = read
+            .iter()
+            .map(|r| {
+                let a: Value = serde_json::from_str(&r.value).expect("JSON");
+                let (views, errors) = (
+                    a["views"].as_u64().expect("views"),
+                    a["errors"].as_u64().expect("errors"),
+                );
+                assert_eq!(a["error_rate"].as_f64(), Some(errors as f64 / views as f64));
+                (
+                    a["url"].as_str().expect("url").to_owned(),
+                    a["window_start"].as_i64().expect("start"),
+                    views,
+                    errors,
+                )
+            })
+            .collect();
+        assert_eq!(read.len(), want.len());
+        assert_eq!(got, want);
+        assert!(read_all(&late, 0).is_empty(), "nothing was late");
+    }
+}

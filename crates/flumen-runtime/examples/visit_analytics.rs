@@ -125,7 +125,11 @@ struct Enriched {
 struct VisitOnly;
 
 impl Encode<Owned<Enriched>> for VisitOnly {
-    fn encode<'b>(&self, e: &'b Enriched, scratch: &'b mut Vec<u8>) -> Result<&'b [u8], FormatError> {
+    fn encode<'b>(
+        &self,
+        e: &'b Enriched,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], FormatError> {
         e.visit.write_json(scratch);
         Ok(scratch)
     }
@@ -180,10 +184,8 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Views, distinct users, errors, latency p50 and p99, and views per country.
-fn stats_aggregate() -> impl Aggregate<
-    Owned<Enriched>,
-    Out = (u64, u64, u64, Vec<u64>, BTreeMap<String, u64>),
-> {
+fn stats_aggregate()
+-> impl Aggregate<Owned<Enriched>, Out = (u64, u64, u64, Vec<u64>, BTreeMap<String, u64>)> {
     (
         aggregate::count(),
         aggregate::distinct_count_by_ref(|e: &Enriched| e.visit.user.as_str()),
@@ -228,12 +230,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             pipeline
                 .source(source)
                 .key_by("by-user", |v: &Visit| v.user.clone(), Json::<Visit>::new())
-                .join_table(&profiles, JoinKind::Left, |visit: Visit, p: Option<&Profile>| {
-                    Enriched {
+                .join_table(
+                    &profiles,
+                    JoinKind::Left,
+                    |visit: Visit, p: Option<&Profile>| Enriched {
                         visit,
                         country: p.map(|p| p.country.clone()),
-                    }
-                })
+                    },
+                )
                 .key_by("by-url", by_url, Json::<Enriched>::new())
         }
         None => pipeline
@@ -285,7 +289,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .late_to(late, VisitOnly)
             .aggregate(stats_aggregate())
             .map(to_stats)
-            .also_to(&args.output_stats, Json::<Stats>::new(), |s: &Stats| Some(s.clone()))
+            .also_to(&args.output_stats, Json::<Stats>::new(), |s: &Stats| {
+                Some(s.clone())
+            })
             .also_to(&args.output_alerts, Json::<serde_json::Value>::new(), alert)
             .key_by(
                 "by-window",
@@ -295,7 +301,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => windowed
             .aggregate(stats_aggregate())
             .map(to_stats)
-            .also_to(&args.output_stats, Json::<Stats>::new(), |s: &Stats| Some(s.clone()))
+            .also_to(&args.output_stats, Json::<Stats>::new(), |s: &Stats| {
+                Some(s.clone())
+            })
             .also_to(&args.output_alerts, Json::<serde_json::Value>::new(), alert)
             .key_by(
                 "by-window",

@@ -101,6 +101,8 @@ pub(crate) struct Plan {
     pub(crate) joined: std::sync::atomic::AtomicUsize,
     /// Table topics: read from the beginning whenever a task starts.
     pub(crate) tables: BTreeSet<String>,
+    /// Their partitions' end offsets at the start (non-empty partitions only).
+    pub(crate) table_ends: BTreeMap<TopicPartition, i64>,
 }
 
 impl Plan {
@@ -385,6 +387,7 @@ impl Runtime {
             committed: Arc::new(tokio::sync::Notify::new()),
             joined: std::sync::atomic::AtomicUsize::new(0),
             tables,
+            table_ends: stages.table_ends.clone(),
         });
 
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -476,6 +479,9 @@ impl Runtime {
 /// must reach.
 struct Stages {
     subs: Vec<Stage>,
+    /// End offsets of the tables' non-empty partitions at the start: a task reads its table
+    /// partitions up to them before its first stream record.
+    table_ends: BTreeMap<TopicPartition, i64>,
 }
 
 struct Stage {
@@ -706,5 +712,15 @@ async fn prepare_topics(
         };
         subs.push(stage);
     }
-    Ok(Stages { subs })
+    let tables: Vec<String> = pipeline
+        .sub_topologies()
+        .iter()
+        .flat_map(|s| s.tables.iter().cloned())
+        .collect();
+    let table_ends = if tables.is_empty() {
+        BTreeMap::new()
+    } else {
+        end_offsets(admin, &tables).await?.ends
+    };
+    Ok(Stages { subs, table_ends })
 }

@@ -423,7 +423,7 @@ impl WorkerLoop {
             if self.plan.tables.contains(&tp.topic) && self.tables_seen.insert(tp.clone()) {
                 self.consumer.seek_to_beginning(std::slice::from_ref(tp))?;
                 skip.push(tp.clone());
-                let end = self.plan.ends.get(tp).copied().unwrap_or(0);
+                let end = self.plan.table_ends.get(tp).copied().unwrap_or(0);
                 if end > 0 {
                     self.bootstrap.insert(tp.clone(), end);
                 }
