@@ -253,10 +253,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .allowed_lateness(args.allowed_lateness);
     let with_countries = args.users.is_some();
     let (rate, min_views) = (args.alert_error_rate, args.alert_min_views);
-    let to_stats = move |w: flumen_runtime::window::Windowed<
-        '_,
-        (u64, u64, u64, Vec<u64>, BTreeMap<String, u64>),
-    >| {
+    let to_stats = move |w: flumen_runtime::window::Windowed<'_, StatsAcc>| {
         let url = w.key_str().into_owned();
         let (views, users, errors, latency, countries) = w.value;
         Stats {
