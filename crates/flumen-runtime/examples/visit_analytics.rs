@@ -183,9 +183,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Views, distinct users, errors, latency p50 and p99, and views per country.
-fn stats_aggregate()
--> impl Aggregate<Owned<Enriched>, Out = (u64, u64, u64, Vec<u64>, BTreeMap<String, u64>)> {
+/// Views, distinct users, errors, latency percentiles (p50, p99) and views per country.
+type StatsAcc = (u64, u64, u64, Vec<u64>, BTreeMap<String, u64>);
+
+/// How [`StatsAcc`] is computed.
+fn stats_aggregate() -> impl Aggregate<Owned<Enriched>, Out = StatsAcc> {
     (
         aggregate::count(),
         aggregate::distinct_count_by_ref(|e: &Enriched| e.visit.user.as_str()),
