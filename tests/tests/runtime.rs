@@ -5,12 +5,14 @@
 mod runtime_support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
-use runtime_support::{Read, admin, example, kafka, read_all, run_example, topic, wait};
+use runtime_support::{
+    Read, admin, example, kafka, kill9, read_all, run_example, terminate, topic, wait,
+};
 
 /// Writes `(key, value)` records, each with a header `seq=<index>`.
 async fn produce(topic: &str, records: &[(String, String)]) {
@@ -385,23 +387,6 @@ async fn a_second_process_joining_and_leaving_mid_stream_loses_nothing() {
     );
     // Revoked partitions are flushed and committed before they move: nothing is read twice.
     assert_eq!(duplicates, 0, "duplicates after cooperative hand-overs");
-}
-
-fn terminate(child: &Child) {
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
-}
-
-fn kill9(child: &Child) {
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc_kill(pid, 9) }, 0);
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[tokio::test(flavor = "current_thread")]

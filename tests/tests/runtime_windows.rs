@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
-use runtime_support::{kafka, read_all, run_example, topic};
+use runtime_support::{example, kafka, read_all, run_example, terminate, topic, wait};
 
 const WORDS: [&str; 12] = [
     "kafka", "stream", "window", "event", "time", "count", "rust", "flink", "state", "key",
@@ -78,6 +78,95 @@ async fn produce(topic: &str, records: &[(i32, i64, String)]) {
     }
     producer.flush().await.expect("flush");
     assert_eq!(producer.failed_records(), 0);
+}
+
+/// Reads `topic` until it holds at least `n` records (or 60 s).
+fn wait_for(topic: &str, n: usize) -> Vec<runtime_support::Read> {
+    let read = read_all(topic, n);
+    assert!(read.len() >= n, "{} of {n} records in {topic}", read.len());
+    read
+}
+
+/// Late records, made deterministic by phases: the job runs unbounded; once its output proves
+/// how far the watermark has come, a record within the allowed lateness updates its window
+/// (emitted again) and one beyond goes, unchanged, to the late output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_updates_windows_within_the_lateness_and_sends_later_records_aside() {
+    let input_topic = topic("wcl-in", 6).await;
+    let output = topic("wcl-out", 3).await;
+    let late = topic("wcl-late", 3).await;
+    let app = KafkaCluster::unique_topic("wcl-app");
+    let t = 1_700_000_000_000i64;
+    // Phase 1: every partition has "alpha" at t + 5.2 s, "probe" at t + 45 s and "final"
+    // at t + 60 s. Every window before t + 46 s closes (watermark t + 60 s - 1 at most);
+    // the windows of t + 60 s stay open.
+    let mut phase1 = Vec::new();
+    for p in 0..6 {
+        phase1.push((p, t + 5_200, "alpha".to_owned()));
+        phase1.push((p, t + 45_000, "probe".to_owned()));
+        phase1.push((p, t + 60_000, "final".to_owned()));
+    }
+    produce(&input_topic, &phase1).await;
+    let child = std::process::Command::new(example("word_count"))
+        .args(["-b", &kafka().bootstrap(), "--input", &input_topic])
+        .args(["--output", &output, "--output-late", &late])
+        .args(["--application-id", &app, "--workers", "2", "--window", "1s"])
+        .args(["--allowed-lateness", "30s"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start word_count");
+    // "probe" counted proves the watermark past t + 46 s - 1 (and below t + 60 s).
+    let first = wait_for(&output, 2);
+    let first: Vec<(String, String)> = first.into_iter().map(|r| (r.key, r.value)).collect();
+    let count = |start: i64, n: u64| {
+        format!(
+            r#"{{"window_start":{start},"window_end":{},"count":{n}}}"#,
+            start + 1_000
+        )
+    };
+    assert!(
+        first.contains(&("alpha".to_owned(), count(t + 5_000, 6))),
+        "{first:?}"
+    );
+    assert!(
+        first.contains(&("probe".to_owned(), count(t + 45_000, 6))),
+        "{first:?}"
+    );
+    // Phase 2, with the watermark W in [t + 46 s - 1, t + 60 s - 1]:
+    // - "beta" at t + 30.5 s: its window [t + 30 s, t + 31 s) has closed (end - 1 <= W) and
+    //   is kept until t + 61 s - 1 > W: it is counted and emitted at once;
+    // - "alpha gamma" at t + 5.5 s: [t + 5 s, t + 6 s) was dropped at t + 36 s - 1 <= W: both
+    //   words go to the late output.
+    produce(
+        &input_topic,
+        &[
+            (0, t + 30_500, "beta".to_owned()),
+            (1, t + 5_500, "alpha gamma".to_owned()),
+        ],
+    )
+    .await;
+    let out = wait_for(&output, 3);
+    let lates = wait_for(&late, 1);
+    terminate(&child);
+    let done = wait(child, Duration::from_secs(60));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let out: Vec<(String, String)> = out.into_iter().map(|r| (r.key, r.value)).collect();
+    assert!(
+        out.contains(&("beta".to_owned(), count(t + 30_000, 1))),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 3, "nothing else emitted: {out:?}");
+    let lates: Vec<(String, String)> = lates.into_iter().map(|r| (r.key, r.value)).collect();
+    // The late record, split into words, keyed by each: both words of the line.
+    let mut words: Vec<&str> = lates.iter().map(|(_, v)| v.as_str()).collect();
+    words.sort_unstable();
+    assert_eq!(words, ["alpha", "gamma"], "{lates:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

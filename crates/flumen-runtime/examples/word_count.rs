@@ -4,8 +4,9 @@
 //! word, as JSON `{"window_start": ms, "window_end": ms, "count": n}`.
 //!
 //! Event time is the input record's timestamp; records may be up to `--max-out-of-orderness`
-//! late. Records later than their window's close go to `--output-late` when given (else they
-//! are counted and logged).
+//! late. A record for a window closed less than `--allowed-lateness` ago updates it, and the
+//! window's count is emitted again; records later than that go to `--output-late` when given
+//! (else they are counted and logged).
 //!
 //! ```sh
 //! cargo run --release -p flumen-runtime --example word_count -- \
@@ -42,6 +43,9 @@ struct Args {
     /// How far out of order (in event time) records may arrive.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     max_out_of_orderness: Duration,
+    /// How long after its close a window still takes late records (and emits again).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    allowed_lateness: Duration,
     /// A partition with no records for this long stops holding the windows back.
     #[arg(long, value_parser = parse_duration)]
     idleness: Option<Duration>,
@@ -113,7 +117,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .collect::<Vec<String>>()
         })
         .key_by("words", |w: &String| w.clone(), Utf8)
-        .window(Windows::tumbling(args.window));
+        .window(Windows::tumbling(args.window))
+        .allowed_lateness(args.allowed_lateness);
     let to_json = |w: flumen_runtime::window::Windowed<'_, u64>| WindowCount {
         window_start: w.start,
         window_end: w.end,

@@ -342,7 +342,11 @@ where
                             .or_insert_with(|| Slot { acc: agg.create() }),
                     };
                     agg.add(&mut slot.acc, &item);
-                    // A fired window still within its lateness re-emits on a late update.
+                    // A window the clock has passed (fired, or first seen now, within its
+                    // lateness) emits on every late update.
+                    if end - 1 <= clock {
+                        pane.fired = true;
+                    }
                     if every || pane.fired {
                         let value = agg.result(&slot.acc);
                         emit(next, cx.topic_partition(), key, start, end, value).await?;

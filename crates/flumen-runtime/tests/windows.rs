@@ -263,3 +263,20 @@ fn a_repartition_carries_the_slowest_upstream_watermark() {
     assert_eq!(run.watermark(1, 0), Some(i64::MAX));
     assert_eq!(run.watermark(1, 1), Some(i64::MAX));
 }
+
+#[test]
+fn a_late_record_within_the_lateness_for_a_window_that_had_nothing_emits_at_once() {
+    let p = counting(
+        Windows::tumbling(Duration::from_millis(10)),
+        0,
+        50,
+        Emit::Final,
+    );
+    let mut run = MemoryRun::new(&p, "app");
+    run.push("in", 0, &[rec("a", 0), rec("a", 35)])
+        .expect("run");
+    assert_eq!(results(&mut run), ["a 0 10 1"]);
+    // [20, 30) closed with nothing in it; 25 is within its lateness.
+    run.push("in", 0, &[rec("b", 25)]).expect("run");
+    assert_eq!(results(&mut run), ["b 20 30 1"]);
+}

@@ -142,3 +142,22 @@ pub fn wait(mut child: Child, timeout: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Sends SIGTERM to a child.
+pub fn terminate(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+}
+
+/// Sends SIGKILL to a child.
+pub fn kill9(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc_kill(pid, 9) }, 0);
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
