@@ -41,8 +41,9 @@
 //! assert!(slowest.is_some() && users <= 1000);
 //! ```
 //!
-//! `merge` agrees with adding one by one for every built-in (property tests below), given an
-//! associative function for [`reduce`] and up to floating-point rounding for [`avg`].
+//! `merge` agrees with adding one by one for every built-in (property tests in
+//! `aggregate/tests.rs`), given an associative function for [`reduce`] and up to
+//! floating-point rounding for [`avg`].
 //! `heap_bytes` counts what an accumulator's own tables hold; heap data owned by the values
 //! stored in them (a `String`'s bytes) is counted only where noted.
 
