@@ -41,8 +41,9 @@
 //! assert!(slowest.is_some() && users <= 1000);
 //! ```
 //!
-//! `merge` agrees with adding one by one for every built-in (property tests below), given an
-//! associative function for [`reduce`] and up to floating-point rounding for [`avg`].
+//! `merge` agrees with adding one by one for every built-in (property tests in
+//! `aggregate/tests.rs`), given an associative function for [`reduce`] and up to
+//! floating-point rounding for [`avg`].
 //! `heap_bytes` counts what an accumulator's own tables hold; heap data owned by the values
 //! stored in them (a `String`'s bytes) is counted only where noted.
 
@@ -921,10 +922,10 @@ where
 
     fn result(&self, acc: &HashMap<V, S>) -> Vec<(V, S)> {
         let order = |a: &(&V, &S), b: &(&V, &S)| score_order(b.1, a.1).then_with(|| a.0.cmp(b.0));
-        let mut all: Vec<(&V, &S)> = acc.iter().collect();
         if self.n == 0 {
             return Vec::new();
         }
+        let mut all: Vec<(&V, &S)> = acc.iter().collect();
         if all.len() > self.n {
             all.select_nth_unstable_by(self.n - 1, order);
             all.truncate(self.n);
@@ -950,8 +951,8 @@ where
 /// below 2048 has a bucket of its own, so there the answer is exactly the `k`-th smallest
 /// value; above, it is at most 1/1024 larger. With no value recorded every quantile gives 0.
 ///
-/// The accumulator starts with 2048 counters (16 KiB) and doubles them as values reach each
-/// next power of two; `heap_bytes` is the counters' size. Recording a value in range
+/// The accumulator starts with 2048 counters (16 KiB) and adds 1024 (8 KiB) for each further
+/// power of two the values reach; `heap_bytes` is the counters' size. Recording a value in range
 /// allocates nothing.
 ///
 /// ```

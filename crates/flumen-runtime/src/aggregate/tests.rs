@@ -368,7 +368,12 @@ fn heap_bytes_follow_the_tables() {
     let small = acc_of(&p, &values);
     assert_eq!(Aggregate::<Owned<u64>>::heap_bytes(&p, &small), 2048 * 8);
     let large = acc_of(&p, &[1_000_000]);
-    assert!(Aggregate::<Owned<u64>>::heap_bytes(&p, &large) > 2048 * 8);
+    // 2048 counters cover values below 2^11, and each 1024 more one more power of two: 2^20
+    // (above 1,000,000) takes 9 more.
+    assert_eq!(
+        Aggregate::<Owned<u64>>::heap_bytes(&p, &large),
+        (2048 + 9 * 1024) * 8
+    );
 
     let both = (count(), p);
     let acc = acc_of(&both, &values);
