@@ -9,6 +9,7 @@
 //! (log roll, page cache) does not land on one client only. Each round uses a fresh topic.
 
 pub mod consume;
+pub mod jobs;
 pub mod pipeline;
 pub mod produce;
 

@@ -26,7 +26,8 @@ use super::{Broker, WorkloadArgs, cpu_time};
 /// Arguments of `compare pipeline`.
 #[derive(Args, Clone, Debug)]
 pub struct PipelineArgs {
-    /// The job (only `uppercase` so far).
+    /// The job: `uppercase` (the runtime against a hand-written loop), `word_count` or
+    /// `visit_analytics` (the runtime's example programs, bounded, on input of their kind).
     #[arg(long, default_value = "uppercase")]
     pub job: String,
     /// Input records.
@@ -290,8 +291,14 @@ const ENGINES: [&str; 2] = ["flumen-runtime", "raw-loop"];
 
 /// Runs the comparison.
 pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, String> {
-    if args.job != "uppercase" {
-        return Err(format!("unknown job {:?} (expected uppercase)", args.job));
+    match args.job.as_str() {
+        "uppercase" => {}
+        "word_count" | "visit_analytics" => return super::jobs::run(args, broker),
+        other => {
+            return Err(format!(
+                "unknown job {other:?} (expected uppercase, word_count or visit_analytics)"
+            ));
+        }
     }
     let program = super::consume::child_program_named("compare-child-pipeline")?;
     let current = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,181 @@
+//! `compare pipeline --job word_count|visit_analytics`: the runtime's example programs, run
+//! as a user runs them (bounded, `--exit-at-end`), over a pre-loaded input of their own kind,
+//! with 1 and 2 workers. CPU time and peak RSS are the example process's (from `wait4`).
+//!
+//! There is no hand-written peer for windowed jobs here; the figures are the runtime's own:
+//! input records per second, CPU seconds per million input records, peak RSS.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
+use flumen_runtime::testing::visits::VisitGen;
+use flumen_testcontainers::KafkaCluster;
+
+use super::Broker;
+use super::pipeline::{EngineResult, PipelineArgs};
+
+/// The example program `name`, built (or brought up to date) under `cargo run`.
+fn example(name: &str) -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no directory of the running program")?;
+    let release = dir.file_name().is_some_and(|d| d == "release");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "flumen-runtime", "--example", name]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .map_err(|e| format!("cannot run cargo to build {name}: {e}"))?;
+        if !status.success() {
+            return Err(format!("building the example {name} failed ({status})"));
+        }
+    }
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: build it with `cargo build --release -p flumen-runtime --examples`",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+/// Writes the job's input: text lines of about `record_size` bytes for `word_count`, JSON
+/// visits for `visit_analytics`, timestamps over `records / 20,000` seconds of event time.
+async fn fill(args: &PipelineArgs, broker: &Broker, topic: &str) -> Result<(), String> {
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+        ])
+        .map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let start = 1_700_000_000_000i64;
+    let mut value = Vec::new();
+    let mut visits = VisitGen::new(7)
+        .users(100_000)
+        .url_count(1_000)
+        .start_ms(start)
+        .events_per_sec(20_000.0)
+        .error_share(0.01)
+        .out_of_order_ms(2_000)
+        .visits();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..args.records {
+        value.clear();
+        let ts = match args.job.as_str() {
+            "word_count" => {
+                // Words from a vocabulary of 10,000 (the same ones keep coming back).
+                while value.len() + 12 < args.record_size {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    value.extend_from_slice(format!("w{} ", seed % 10_000).as_bytes());
+                }
+                start + (i as i64) / 20
+            }
+            _ => visits.next_json(&mut value).ts,
+        };
+        let mut record = ProducerRecord::new(topic).value(&value);
+        record.timestamp = Some(ts);
+        drop(producer.send(record).await.map_err(|e| e.to_string())?);
+    }
+    producer.flush().await.map_err(|e| e.to_string())?;
+    if producer.failed_records() > 0 {
+        return Err(format!("{} input records failed", producer.failed_records()));
+    }
+    Ok(())
+}
+
+/// Runs `program` to its end; its wall time, CPU time (user + system) and peak RSS (MB).
+fn measure(program: &mut Command) -> Result<(Duration, Duration, f64), String> {
+    let started = Instant::now();
+    let child = program
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
+    let mut status = 0;
+    // SAFETY: wait4 writes the status and the rusage structs we own, for our own child.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::wait4(pid, &mut status, 0, &mut usage) != pid {
+            return Err(format!("waiting for {program:?} failed"));
+        }
+        usage
+    };
+    let wall = started.elapsed();
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!(
+            "{program:?} failed (status {status}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((
+        wall,
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+        usage.ru_maxrss as f64 / 1024.0,
+    ))
+}
+
+/// Runs the job's example with each worker count.
+pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, String> {
+    let program = example(&args.job)?;
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let input = current.block_on(broker.create_topic("job-in", args.partitions))?;
+    current.block_on(fill(args, broker, &input))?;
+    let mut results = Vec::new();
+    for &workers in &args.workers {
+        let (mut secs, mut cpu, mut peak) = (0.0, 0.0, 0.0f64);
+        for round in 0..args.rounds {
+            let outputs: Vec<String> = (0..4)
+                .map(|_| current.block_on(broker.create_topic("job-out", args.partitions)))
+                .collect::<Result<_, _>>()?;
+            let mut cmd = Command::new(&program);
+            cmd.args(["-b", &broker.bootstrap, "--input", &input])
+                .args(["--workers", &workers.to_string(), "--exit-at-end"])
+                .args(["--application-id", &KafkaCluster::unique_topic("job-app")]);
+            match args.job.as_str() {
+                "word_count" => cmd.args(["--output", &outputs[0]]),
+                _ => cmd
+                    .args(["--output-stats", &outputs[0], "--output-top", &outputs[1]])
+                    .args(["--output-alerts", &outputs[2], "--output-late", &outputs[3]]),
+            };
+            let (wall, used, rss) = measure(&mut cmd)?;
+            eprintln!(
+                "round {round} {} x{workers}: {:.0} records/s, cpu {:.2} s/M, peak RSS {rss:.1} MB",
+                args.job,
+                args.records as f64 / wall.as_secs_f64(),
+                used.as_secs_f64() / (args.records as f64 / 1e6)
+            );
+            secs += wall.as_secs_f64();
+            cpu += used.as_secs_f64() / (args.records as f64 / 1e6);
+            peak = peak.max(rss);
+            for t in &outputs {
+                current.block_on(broker.delete_topic(t));
+            }
+        }
+        results.push(EngineResult {
+            engine: "flumen-runtime".to_owned(),
+            job: args.job.clone(),
+            workers,
+            records_per_s: args.records as f64 * f64::from(args.rounds) / secs,
+            cpu_s_per_million: cpu / f64::from(args.rounds),
+            peak_rss_mb: peak,
+        });
+    }
+    current.block_on(broker.delete_topic(&input));
+    Ok(results)
+}
