@@ -22,7 +22,14 @@ fn example(name: &str) -> Result<std::path::PathBuf, String> {
     let release = dir.file_name().is_some_and(|d| d == "release");
     if let Ok(cargo) = std::env::var("CARGO") {
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "flumen-runtime", "--example", name]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "flumen-runtime",
+            "--example",
+            name,
+        ]);
         if release {
             build.arg("--release");
         }
@@ -88,7 +95,10 @@ async fn fill(args: &PipelineArgs, broker: &Broker, topic: &str) -> Result<(), S
     }
     producer.flush().await.map_err(|e| e.to_string())?;
     if producer.failed_records() > 0 {
-        return Err(format!("{} input records failed", producer.failed_records()));
+        return Err(format!(
+            "{} input records failed",
+            producer.failed_records()
+        ));
     }
     Ok(())
 }

@@ -951,9 +951,11 @@ where
 /// below 2048 has a bucket of its own, so there the answer is exactly the `k`-th smallest
 /// value; above, it is at most 1/1024 larger. With no value recorded every quantile gives 0.
 ///
-/// The accumulator starts with 2048 counters (16 KiB) and adds 1024 (8 KiB) for each further
-/// power of two the values reach; `heap_bytes` is the counters' size. Recording a value in range
-/// allocates nothing.
+/// Up to [`PercentileAcc::FEW`] values the accumulator keeps the values themselves (8 bytes
+/// each, the same nearest-rank answer, exact at any size: most keys of a window see few
+/// values). From then on it is a histogram of 2048 counters (16 KiB) plus 1024 (8 KiB) for
+/// each further power of two the values reach; `heap_bytes` is what either holds. Recording a
+/// value in the histogram's range allocates nothing.
 ///
 /// ```
 /// use flumen_runtime::aggregate::{self, fold};
@@ -996,45 +998,132 @@ impl<G> Percentiles<G> {
     }
 }
 
+/// A [`Percentiles`] accumulator: the values themselves while they are few (exact
+/// nearest-rank, a few bytes each), an HDR histogram from [`PercentileAcc::FEW`] on.
+#[derive(Clone, Debug)]
+pub enum PercentileAcc {
+    /// Up to `FEW` values, unsorted.
+    Few(Vec<u64>),
+    /// More: the histogram.
+    Many(Box<Histogram<u64>>),
+}
+
+impl PercentileAcc {
+    /// Values kept as they are before a histogram takes over.
+    pub const FEW: usize = 64;
+
+    fn record(hist: &mut Histogram<u64>, value: u64) {
+        // `record` grows the histogram as needed; it fails only where the counters would
+        // not fit in memory, and then the largest trackable value stands in.
+        if hist.record(value).is_err() {
+            hist.saturating_record(value);
+        }
+    }
+
+    fn histogram(values: &[u64]) -> Box<Histogram<u64>> {
+        let mut hist =
+            Box::new(Histogram::new(3).expect("3 significant digits is a valid precision"));
+        for &v in values {
+            Self::record(&mut hist, v);
+        }
+        hist
+    }
+}
+
 impl<F, G> Aggregate<F> for Percentiles<G>
 where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> u64 + Clone + Send + Sync + 'static,
 {
-    type Acc = Histogram<u64>;
+    type Acc = PercentileAcc;
     type Out = Vec<u64>;
 
-    fn create(&self) -> Histogram<u64> {
-        Histogram::new(3).expect("3 significant digits is a valid precision")
+    fn create(&self) -> PercentileAcc {
+        PercentileAcc::Few(Vec::new())
     }
 
     #[inline]
-    fn add(&self, acc: &mut Histogram<u64>, item: &F::Item<'_>) {
+    fn add(&self, acc: &mut PercentileAcc, item: &F::Item<'_>) {
         let value = (self.extract)(item);
-        // `record` grows the histogram as needed; it fails only where the counters would
-        // not fit in memory, and then the largest trackable value stands in.
-        if acc.record(value).is_err() {
-            acc.saturating_record(value);
+        match acc {
+            PercentileAcc::Few(values) if values.len() < PercentileAcc::FEW => values.push(value),
+            PercentileAcc::Few(values) => {
+                let mut hist = PercentileAcc::histogram(values);
+                PercentileAcc::record(&mut hist, value);
+                *acc = PercentileAcc::Many(hist);
+            }
+            PercentileAcc::Many(hist) => PercentileAcc::record(hist, value),
         }
     }
 
-    fn merge(&self, into: &mut Histogram<u64>, other: Histogram<u64>) {
-        if into.add(&other).is_err() {
-            for v in other.iter_recorded() {
-                into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+    fn merge(&self, into: &mut PercentileAcc, other: PercentileAcc) {
+        match (&mut *into, other) {
+            (PercentileAcc::Few(a), PercentileAcc::Few(b))
+                if a.len() + b.len() <= PercentileAcc::FEW =>
+            {
+                a.extend(b);
+            }
+            (PercentileAcc::Many(a), PercentileAcc::Few(b)) => {
+                for v in b {
+                    PercentileAcc::record(a, v);
+                }
+            }
+            (_, other) => {
+                let mut hist = match std::mem::replace(into, PercentileAcc::Few(Vec::new())) {
+                    PercentileAcc::Few(values) => PercentileAcc::histogram(&values),
+                    PercentileAcc::Many(hist) => hist,
+                };
+                match other {
+                    PercentileAcc::Few(values) => {
+                        for v in values {
+                            PercentileAcc::record(&mut hist, v);
+                        }
+                    }
+                    PercentileAcc::Many(o) => {
+                        if hist.add(&*o).is_err() {
+                            for v in o.iter_recorded() {
+                                hist.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                            }
+                        }
+                    }
+                }
+                *into = PercentileAcc::Many(hist);
             }
         }
     }
 
-    fn result(&self, acc: &Histogram<u64>) -> Vec<u64> {
-        self.quantiles
-            .iter()
-            .map(|q| acc.value_at_quantile(*q))
-            .collect()
+    fn result(&self, acc: &PercentileAcc) -> Vec<u64> {
+        match acc {
+            PercentileAcc::Few(values) if values.is_empty() => vec![0; self.quantiles.len()],
+            PercentileAcc::Few(values) => {
+                let mut sorted = values.clone();
+                sorted.sort_unstable();
+                let n = sorted.len();
+                self.quantiles
+                    .iter()
+                    .map(|q| {
+                        // The histogram's rank, computed the same way (in f64).
+                        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+                        sorted[rank - 1]
+                    })
+                    .collect()
+            }
+            PercentileAcc::Many(hist) => self
+                .quantiles
+                .iter()
+                .map(|q| hist.value_at_quantile(*q))
+                .collect(),
+        }
     }
 
-    fn heap_bytes(&self, acc: &Histogram<u64>) -> usize {
-        acc.distinct_values() * std::mem::size_of::<u64>()
+    fn heap_bytes(&self, acc: &PercentileAcc) -> usize {
+        match acc {
+            PercentileAcc::Few(values) => values.capacity() * std::mem::size_of::<u64>(),
+            PercentileAcc::Many(hist) => {
+                std::mem::size_of::<Histogram<u64>>()
+                    + hist.distinct_values() * std::mem::size_of::<u64>()
+            }
+        }
     }
 }
 

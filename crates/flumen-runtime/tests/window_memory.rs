@@ -58,7 +58,9 @@ fn words(n: usize, from_ts: i64) -> Vec<MemoryRecord> {
 
 #[test]
 fn counting_already_seen_words_of_an_open_window_allocates_nothing() {
-    let _turn = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let p = counting();
     let mut run = MemoryRun::new(&p, "app");
     // The first 10,000 records create the 1,000 keys of window [0, 5 s).
@@ -68,12 +70,18 @@ fn counting_already_seen_words_of_an_open_window_allocates_nothing() {
     run.push("words", 0, &again).expect("run");
     let during = ALLOCATIONS.load(Ordering::Relaxed) - before;
     // A few per call (the task's boxed future); none per record.
-    assert!(during <= 8, "{during} allocations for {} records", again.len());
+    assert!(
+        during <= 8,
+        "{during} allocations for {} records",
+        again.len()
+    );
 }
 
 #[test]
 fn a_count_window_holds_a_million_keys_in_at_most_100_bytes_each() {
-    let _turn = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let p = counting();
     let mut run = MemoryRun::new(&p, "app");
     let keys = 1_000_000usize;
@@ -105,14 +113,15 @@ fn a_count_window_holds_a_million_keys_in_at_most_100_bytes_each() {
     );
 }
 
-
 #[test]
 fn visit_statistics_state_per_key_is_measured_and_the_metric_follows_it() {
     use flumen_runtime::aggregate;
     use flumen_runtime::format::Json;
     use flumen_runtime::testing::visits::Visit;
 
-    let _turn = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut p = Pipeline::new();
     p.source(Kafka::topic("visits").format(Json::<Visit>::new()))
         .window(Windows::tumbling(Duration::from_secs(60)))

@@ -365,19 +365,30 @@ fn heap_bytes_follow_the_tables() {
     assert!(Aggregate::<Owned<u64>>::heap_bytes(&top, &acc) >= 1000 * 16);
 
     let p = percentiles(&[0.5], |x: &u64| *x);
+    let hist = std::mem::size_of::<hdrhistogram::Histogram<u64>>();
     let small = acc_of(&p, &values);
-    assert_eq!(Aggregate::<Owned<u64>>::heap_bytes(&p, &small), 2048 * 8);
-    let large = acc_of(&p, &[1_000_000]);
+    assert_eq!(
+        Aggregate::<Owned<u64>>::heap_bytes(&p, &small),
+        hist + 2048 * 8
+    );
+    // Few values are kept as they are: 8 bytes each (and the vector's spare room).
+    let few = acc_of(&p, &[1_000_000, 3, 5]);
+    assert_eq!(Aggregate::<Owned<u64>>::heap_bytes(&p, &few), 4 * 8);
     // 2048 counters cover values below 2^11, and each 1024 more one more power of two: 2^20
     // (above 1,000,000) takes 9 more.
+    let many: Vec<u64> = (0..100).map(|i| 1_000_000 + i).collect();
+    let large = acc_of(&p, &many);
     assert_eq!(
         Aggregate::<Owned<u64>>::heap_bytes(&p, &large),
-        (2048 + 9 * 1024) * 8
+        hist + (2048 + 9 * 1024) * 8
     );
 
     let both = (count(), p);
     let acc = acc_of(&both, &values);
-    assert_eq!(Aggregate::<Owned<u64>>::heap_bytes(&both, &acc), 2048 * 8);
+    assert_eq!(
+        Aggregate::<Owned<u64>>::heap_bytes(&both, &acc),
+        hist + 2048 * 8
+    );
 
     let fns = from_fns(
         Vec::<u64>::new,
