@@ -473,3 +473,33 @@ mod visit_analytics {
         assert!(read_all(&late, 0).is_empty(), "nothing was late");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_is_not_co_partitioned_with_its_stream_is_refused_naming_both() {
+    use flumen_runtime::format::{Json, Utf8};
+    use flumen_runtime::join::{JoinKind, Table};
+    use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig};
+
+    let stream = topic("cp-stream", 6).await;
+    let table = topic("cp-table", 4).await;
+    let output = topic("cp-out", 1).await;
+    let users = Table::new(Kafka::topic(&table).format(Json::<serde_json::Value>::new()));
+    let mut pipeline = Pipeline::new();
+    pipeline
+        .source(Kafka::topic(&stream).format(Utf8))
+        .join_table(
+            &users,
+            JoinKind::Left,
+            |v: &str, _: Option<&serde_json::Value>| v.to_owned(),
+        )
+        .to(&output, Utf8);
+    let config = RuntimeConfig::new(kafka().bootstrap(), KafkaCluster::unique_topic("cp-app"));
+    let err = tokio::task::spawn_blocking(move || Runtime::new(config, pipeline).run_until_end())
+        .await
+        .expect("join")
+        .expect_err("refused");
+    let text = err.to_string();
+    for part in [stream.as_str(), table.as_str(), "6 partitions", "4"] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+}

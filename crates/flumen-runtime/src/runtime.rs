@@ -533,6 +533,22 @@ impl Stages {
     }
 }
 
+/// Describes `topic`, waiting up to 5 s for one created a moment ago to be known.
+async fn describe(admin: &Admin, topic: &str) -> Result<flumen_client::admin::TopicDescription> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match admin.describe_topic(topic).await {
+            Ok(d) => return Ok(d),
+            Err(e) if e.code() == Some(flumen_protocol::ErrorCode::UnknownTopicOrPartition)
+                && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Topics one task reads together must have the same partition count.
 fn check_co_partitioned(counts: &BTreeMap<String, i32>) -> Result<()> {
     let mut iter = counts.iter();
@@ -565,7 +581,7 @@ async fn end_offsets(admin: &Admin, topics: &[String]) -> Result<TopicEnds> {
     let mut specs = Vec::new();
     let mut counts = BTreeMap::new();
     for t in topics {
-        let d = admin.describe_topic(t).await?;
+        let d = describe(admin, t).await?;
         counts.insert(t.clone(), d.partitions.len() as i32);
         for p in 0..d.partitions.len() as i32 {
             specs.push(TopicPartition::new(t.clone(), p));
