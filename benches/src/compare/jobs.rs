@@ -106,14 +106,22 @@ async fn fill(args: &PipelineArgs, broker: &Broker, topic: &str) -> Result<(), S
 /// Runs `program` to its end; its wall time, CPU time (user + system) and peak RSS (MB).
 fn measure(program: &mut Command) -> Result<(Duration, Duration, f64), String> {
     let started = Instant::now();
-    let child = program
+    let mut child = program
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
+    // Read stderr on the side: the child must not block on a full pipe.
+    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let mut status = 0;
-    // SAFETY: wait4 writes the status and the rusage structs we own, for our own child.
+    // SAFETY: wait4 writes the status and the rusage structs we own, for our own child
+    // (reaped here: `child` is not waited for again).
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         if libc::wait4(pid, &mut status, 0, &mut usage) != pid {
@@ -122,12 +130,9 @@ fn measure(program: &mut Command) -> Result<(Duration, Duration, f64), String> {
         usage
     };
     let wall = started.elapsed();
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stderr = reader.join().unwrap_or_default();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(format!(
-            "{program:?} failed (status {status}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
+        return Err(format!("{program:?} failed (status {status}): {stderr}"));
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok((
