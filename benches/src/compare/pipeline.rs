@@ -418,7 +418,9 @@ pub fn print(results: &[EngineResult], json: bool) {
         );
     }
     for pair in results.chunks(2) {
-        if let [a, b] = pair {
+        if let [a, b] = pair
+            && a.engine != b.engine
+        {
             println!(
                 "{} vs {} ({} workers): {:.2}x records/s, {:.2}x CPU per record",
                 a.engine,
