@@ -89,6 +89,9 @@ struct Args {
     /// Process what the input holds now, close every window, commit, and exit.
     #[arg(long)]
     exit_at_end: bool,
+    /// Serve `/metrics` (Prometheus), `/health` and a live page at this address.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `500ms`, `5s`, `2m`, or a bare number of seconds.
@@ -325,6 +328,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = RuntimeConfig::new(&args.bootstrap, &args.application_id);
     if let Some(n) = args.workers {
         config = config.workers(n);
+    }
+    if let Some(addr) = args.metrics_addr {
+        config = config.metrics_addr(addr);
     }
     let runtime = Runtime::new(config, pipeline);
     let summary = if args.exit_at_end {

@@ -34,6 +34,7 @@ pub mod join;
 mod metrics;
 mod operator;
 mod runtime;
+mod serve;
 pub mod state;
 mod stream;
 mod task;

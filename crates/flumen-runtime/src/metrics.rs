@@ -85,13 +85,32 @@ pub(crate) struct WorkerSnapshot {
 #[derive(Debug, Default)]
 pub(crate) struct MetricsBoard {
     workers: Mutex<Vec<WorkerSnapshot>>,
+    /// Workers that process records (past the start barrier).
+    processing: std::sync::atomic::AtomicUsize,
+    count: usize,
 }
 
 impl MetricsBoard {
     pub(crate) fn new(workers: usize) -> Arc<Self> {
         Arc::new(MetricsBoard {
             workers: Mutex::new(vec![WorkerSnapshot::default(); workers]),
+            processing: std::sync::atomic::AtomicUsize::new(0),
+            count: workers,
         })
+    }
+
+    /// A worker has started processing records.
+    pub(crate) fn set_processing(&self) {
+        self.processing
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Workers processing, and workers in the process.
+    pub(crate) fn processing(&self) -> (usize, usize) {
+        (
+            self.processing.load(std::sync::atomic::Ordering::Acquire),
+            self.count,
+        )
     }
 
     pub(crate) fn publish(&self, index: usize, snapshot: WorkerSnapshot) {

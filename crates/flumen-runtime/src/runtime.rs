@@ -25,6 +25,8 @@ pub struct RuntimeConfig {
     pub(crate) workers: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) pin_workers: bool,
+    /// Where the monitoring endpoint listens (`metrics.addr`), if anywhere.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     pub(crate) properties: BTreeMap<String, String>,
 }
 
@@ -38,6 +40,7 @@ impl RuntimeConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             commit_interval: Duration::from_secs(5),
             pin_workers: true,
+            metrics_addr: None,
             properties: BTreeMap::new(),
         }
     }
@@ -54,6 +57,13 @@ impl RuntimeConfig {
         self
     }
 
+    /// Serves `/metrics` (Prometheus text format), `/health` and a live page at `addr`
+    /// (`metrics.addr`; off by default).
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
     /// Whether each worker thread is pinned to one core (`pin.workers`, default true: worker
     /// `i` on core `i mod cores`). Turn it off where the cores are shared with other busy
     /// processes (a broker on the same machine, say): a pinned thread cannot move away from them.
@@ -64,7 +74,8 @@ impl RuntimeConfig {
 
     /// A Kafka client property for both the consumers and the producers (`security.protocol`,
     /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
-    /// runtime's own keys are `num.workers`, `commit.interval.ms` and `pin.workers`. Unknown keys are an
+    /// runtime's own keys are `num.workers`, `commit.interval.ms`, `pin.workers` and
+    /// `metrics.addr`. Unknown keys are an
     /// error when the runtime starts.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
@@ -261,6 +272,13 @@ impl Runtime {
         {
             config.pin_workers = pin;
         }
+        if let Some(addr) = config
+            .properties
+            .remove("metrics.addr")
+            .and_then(|v| v.parse().ok())
+        {
+            config.metrics_addr = Some(addr);
+        }
         let board = MetricsBoard::new(config.workers);
         Runtime {
             config,
@@ -390,6 +408,25 @@ impl Runtime {
             table_ends: stages.table_ends.clone(),
         });
 
+        // The monitoring endpoint runs on this (control) thread until the run ends.
+        let server = match config.metrics_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Io {
+                        context: format!("listening for metrics on {addr}"),
+                        source,
+                    })?;
+                let local = listener.local_addr().map_err(|source| Error::Io {
+                    context: "reading the metrics address".to_owned(),
+                    source,
+                })?;
+                tracing::info!(%local, "metrics at http://{local}/metrics, live page at http://{local}/");
+                Some(tokio::spawn(crate::serve::serve(listener, board.clone())))
+            }
+            None => None,
+        };
+        let _server = AbortOnDrop(server);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut handles = Vec::new();
         for index in 0..config.workers {
@@ -475,6 +512,17 @@ impl Runtime {
     }
 }
 
+/// Stops the monitoring endpoint when the run ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
 /// Per sub-topology, the partitions it reads and (once known) the offsets a bounded run
 /// must reach.
 struct Stages {
@@ -539,8 +587,9 @@ async fn describe(admin: &Admin, topic: &str) -> Result<flumen_client::admin::To
     loop {
         match admin.describe_topic(topic).await {
             Ok(d) => return Ok(d),
-            Err(e) if e.code() == Some(flumen_protocol::ErrorCode::UnknownTopicOrPartition)
-                && std::time::Instant::now() < deadline =>
+            Err(e)
+                if e.code() == Some(flumen_protocol::ErrorCode::UnknownTopicOrPartition)
+                    && std::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

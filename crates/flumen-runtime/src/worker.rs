@@ -389,6 +389,7 @@ impl WorkerLoop {
         }
         if self.plan.joined.load(Ordering::Acquire) >= self.plan.config.workers {
             self.processing = true;
+            self.board.set_processing();
             let paused = self.consumer.paused();
             self.consumer.resume(&paused);
             tracing::debug!("every worker has joined: processing starts");
