@@ -80,6 +80,17 @@ async fn produce(topic: &str, records: &[(i32, i64, String)]) {
     assert_eq!(producer.failed_records(), 0);
 }
 
+/// An event time an hour ago, on a whole minute: recent enough that the broker's 7-day
+/// retention (which goes by record timestamps) keeps the test's records.
+fn recent() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let t = now - 3_600_000;
+    t - t.rem_euclid(60_000)
+}
+
 /// Reads `topic` until it holds at least `n` records (or 60 s).
 fn wait_for(topic: &str, n: usize) -> Vec<runtime_support::Read> {
     let read = read_all(topic, n);
@@ -96,7 +107,7 @@ async fn word_count_updates_windows_within_the_lateness_and_sends_later_records_
     let output = topic("wcl-out", 3).await;
     let late = topic("wcl-late", 3).await;
     let app = KafkaCluster::unique_topic("wcl-app");
-    let t = 1_700_000_000_000i64;
+    let t = recent();
     // Phase 1: every partition has "alpha" at t + 5.2 s, "probe" at t + 45 s and "final"
     // at t + 60 s. Every window before t + 46 s closes (watermark t + 60 s - 1 at most);
     // the windows of t + 60 s stay open.
@@ -175,7 +186,7 @@ async fn word_count_counts_every_word_of_every_window_exactly_once() {
     let output = topic("wc-out", 6).await;
     let app = KafkaCluster::unique_topic("wc-app");
     // 1 s windows over 20 s of event time, out of order by up to 1.5 s within a partition.
-    let start = 1_700_000_000_000i64 + 250;
+    let start = recent() + 250;
     let records = input(6, 400, start, 20_000, 1_500);
     produce(&input_topic, &records).await;
 
@@ -288,7 +299,7 @@ mod visit_analytics {
             topic("va-late", 3).await,
         );
         let app = KafkaCluster::unique_topic("va-app");
-        let start = 1_700_000_000_000i64;
+        let start = super::recent();
         let visits: Vec<Visit> = VisitGen::new(11)
             .users(300)
             .url_count(25)

@@ -63,7 +63,11 @@ async fn fill(args: &PipelineArgs, broker: &Broker, topic: &str) -> Result<(), S
     )
     .await
     .map_err(|e| e.to_string())?;
-    let start = 1_700_000_000_000i64;
+    // An hour ago: the broker's retention goes by record timestamps.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        - 3_600_000;
     let mut value = Vec::new();
     let mut visits = VisitGen::new(7)
         .users(100_000)

@@ -581,9 +581,9 @@ impl Stages {
     }
 }
 
-/// Describes `topic`, waiting up to 5 s for one created a moment ago to be known.
+/// Describes `topic`, waiting up to 10 s for one created a moment ago to be known.
 async fn describe(admin: &Admin, topic: &str) -> Result<flumen_client::admin::TopicDescription> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match admin.describe_topic(topic).await {
             Ok(d) => return Ok(d),
