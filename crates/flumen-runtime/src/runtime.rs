@@ -539,8 +539,9 @@ async fn describe(admin: &Admin, topic: &str) -> Result<flumen_client::admin::To
     loop {
         match admin.describe_topic(topic).await {
             Ok(d) => return Ok(d),
-            Err(e) if e.code() == Some(flumen_protocol::ErrorCode::UnknownTopicOrPartition)
-                && std::time::Instant::now() < deadline =>
+            Err(e)
+                if e.code() == Some(flumen_protocol::ErrorCode::UnknownTopicOrPartition)
+                    && std::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
