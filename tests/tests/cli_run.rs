@@ -1,0 +1,354 @@
+//! `flumen run PIPELINE.toml`: the runtime's example jobs as pipeline files
+//! (`crates/flumen-runtime/examples/pipelines/`) run bounded against the real broker with the
+//! same expected outputs as the Rust examples; `--check`, `--set`, and errors naming the
+//! file's line and step.
+
+mod cli_support;
+mod runtime_support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cli_support::{Run, flumen_with_input};
+use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
+use flumen_testcontainers::KafkaCluster;
+use runtime_support::{kafka, read_all, topic};
+
+fn pipeline(name: &str) -> String {
+    let p: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "crates",
+        "flumen-runtime",
+        "examples",
+        "pipelines",
+        name,
+    ]
+    .iter()
+    .collect();
+    p.to_string_lossy().into_owned()
+}
+
+fn flumen(args: &[&str]) -> Run {
+    flumen_with_input(args, b"", Duration::from_secs(180))
+}
+
+/// `(partition, key, value, timestamp)` records.
+async fn produce(topic: &str, records: &[(i32, Option<String>, String, i64)]) {
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([("bootstrap.servers", kafka().bootstrap().as_str())])
+            .expect("config"),
+    )
+    .await
+    .expect("producer");
+    for (i, (p, key, value, ts)) in records.iter().enumerate() {
+        let seq = i.to_string();
+        let headers = [(b"seq".as_slice(), Some(seq.as_bytes()))];
+        let mut record = ProducerRecord::new(topic)
+            .value(value.as_bytes())
+            .headers(&headers);
+        if let Some(k) = key {
+            record = record.key(k.as_bytes());
+        }
+        record.partition = Some(*p);
+        record.timestamp = Some(*ts);
+        let _delivery = producer.send(record).await.expect("send");
+    }
+    producer.flush().await.expect("flush");
+    assert_eq!(producer.failed_records(), 0);
+}
+
+#[test]
+fn check_prints_the_operator_graph_without_connecting() {
+    let out = flumen(&["run", "--check", &pipeline("word_count.toml")]).ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: lines -> process -> key_by(words)\n\
+         sub-topology 1: <words-repartition> -> window tumbling(5000 ms) -> flat_map -> to(word-counts)\n"
+    );
+    let out = flumen(&["run", "--check", &pipeline("uppercase.toml")]).ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: input -> process -> to(output)\n"
+    );
+    let out = flumen(&["run", "--check", &pipeline("visit_analytics.toml")]).ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: visits -> key_by(by-url)\n\
+         sub-topology 1: <by-url-repartition> -> window tumbling(60000 ms) lateness 10000 ms \
+         late->late-visits -> flat_map -> to(url-stats)\n"
+    );
+}
+
+#[test]
+fn set_overrides_any_key_by_its_dotted_path() {
+    let out = flumen(&[
+        "run",
+        "--check",
+        &pipeline("word_count.toml"),
+        "--set",
+        "source.topics=a,b",
+        "--set",
+        "steps.4.size=10s",
+        "--set",
+        "sink.topic=counts",
+        "--set",
+        "application_id=counts-v2",
+    ])
+    .ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: a,b -> process -> key_by(words)\n\
+         sub-topology 1: <words-repartition> -> window tumbling(10000 ms) -> flat_map -> to(counts)\n"
+    );
+    // A one-element array from a value without a comma, where the file has an array.
+    let out = flumen(&[
+        "run",
+        "--check",
+        &pipeline("uppercase.toml"),
+        "--set",
+        "source.topics=visits",
+    ])
+    .ok();
+    assert!(out.stdout_text().starts_with("sub-topology 0: visits -> "));
+    let err = flumen(&[
+        "run",
+        "--check",
+        &pipeline("word_count.toml"),
+        "--set",
+        "steps.9.size=1s",
+    ])
+    .one_line_error();
+    assert!(err.contains("there are 6 steps, not 9"), "{err}");
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+    f
+}
+
+const BAD: &str = r#"application_id = "bad"
+
+[source]
+topics = ["in"]
+
+[[steps]]
+kind = "filter"
+path = "status"
+op = ">="
+value = 500
+
+[[steps]]
+kind = "window"
+type = "tumbling"
+size = "5 parsecs"
+
+[[steps]]
+kind = "aggregate"
+aggregations = [{ name = "n", fn = "count" }]
+
+[sink]
+topic = "out"
+"#;
+
+/// Runs `--check` on `text` and returns its one-line error, without the file name.
+fn check_error(text: &str) -> String {
+    let f = write(text);
+    let path = f.path().to_string_lossy().into_owned();
+    let line = flumen(&["run", "--check", &path]).one_line_error();
+    line.replace(&path, "FILE")
+}
+
+#[test]
+fn errors_in_the_file_name_the_line_the_step_and_what_was_expected() {
+    assert_eq!(
+        check_error(BAD),
+        "flumen: FILE:15: step 2 (window): \"5 parsecs\" is not a duration such as 500ms, 5s \
+         or 2m (units: ms, s, m, h)"
+    );
+    let good = BAD.replace("5 parsecs", "5s");
+    flumen(&["run", "--check", &write(&good).path().to_string_lossy()]).ok();
+    assert_eq!(
+        check_error(&good.replace("op = \">=\"", "op = \"=~\"")),
+        "flumen: FILE:9: step 1 (filter): op \"=~\": expected one of == != < <= > >="
+    );
+    assert_eq!(
+        check_error(&good.replace("size = \"5s\"", "siz = \"5s\"")),
+        "flumen: FILE:15: step 2 (window): `siz` is not a key of a window step (expected \
+         type, size, slide, gap, time, allowed_lateness)"
+    );
+    assert_eq!(
+        check_error(&good.replace("kind = \"window\"", "kind = \"windw\"")),
+        "flumen: FILE:13: step 2 (windw): unknown kind \"windw\": expected filter, map, split, \
+         key_by, window, aggregate or join"
+    );
+    assert_eq!(
+        check_error(&good.replace("\"count\" }", "\"median\" }")),
+        "flumen: FILE:19: step 3 (aggregate): fn \"median\": expected count, sum, min, max, \
+         avg, distinct_count, percentiles or top_n"
+    );
+    assert_eq!(
+        check_error(&good.replace("size = \"5s\"", "size = 5")),
+        "flumen: FILE:15: step 2 (window): invalid type: integer `5`, expected a string"
+    );
+    assert_eq!(
+        check_error(&good.replace(
+            "[[steps]]\nkind = \"aggregate\"",
+            "[[steps]]\nkind = \"map\"\nupper = true\n[[steps]]\nkind = \"aggregate\""
+        )),
+        "flumen: FILE:18: step 3 (map): expected an aggregate step right after the window step"
+    );
+    assert_eq!(
+        check_error(&format!("guarantee = \"exactly_once\"\n{good}")),
+        "flumen: FILE:1: guarantee \"exactly_once\" is not supported yet: use \"at_least_once\""
+    );
+    assert_eq!(
+        check_error(&good.replace("topic = \"out\"", "topc = \"out\"")),
+        "flumen: FILE:22: unknown field `topc`, expected `topic` or `format`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uppercase_toml_upper_cases_every_value_keeping_keys_and_headers() {
+    let input = topic("run-up-in", 3).await;
+    let output = topic("run-up-out", 3).await;
+    let app = KafkaCluster::unique_topic("run-up-app");
+    let records: Vec<(i32, Option<String>, String, i64)> = (0..300)
+        .map(|i| {
+            (
+                i % 3,
+                Some(format!("k{}", i % 7)),
+                format!("visit-{i}-ok"),
+                1_700_000_000_000 + i64::from(i),
+            )
+        })
+        .collect();
+    produce(&input, &records).await;
+    let out = flumen(&[
+        "-b",
+        &kafka().bootstrap(),
+        "-X",
+        "pin.workers=false",
+        "run",
+        &pipeline("uppercase.toml"),
+        "--set",
+        &format!("source.topics={input}"),
+        "--set",
+        &format!("sink.topic={output}"),
+        "--set",
+        &format!("application_id={app}"),
+        "--set",
+        "workers=2",
+        "--exit-at-end",
+    ])
+    .ok();
+    assert!(
+        out.stderr.contains("300 records processed"),
+        "{}",
+        out.stderr
+    );
+    let read = read_all(&output, records.len());
+    assert_eq!(read.len(), records.len());
+    // Keys and headers kept (the sink partitions by key, as the Rust example does).
+    let expected: BTreeMap<String, String> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (_, k, v, _))| {
+            (
+                format!("{}\tseq={i}", v.to_uppercase()),
+                k.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let actual: BTreeMap<String, String> = read
+        .iter()
+        .map(|r| (format!("{}\t{}", r.value, r.headers), r.key.clone()))
+        .collect();
+    assert_eq!(actual, expected);
+}
+
+const WORDS: [&str; 6] = ["kafka", "Stream", "window", "EVENT", "time", "rust"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
+    let input = topic("run-wc-in", 4).await;
+    let output = topic("run-wc-out", 4).await;
+    let app = KafkaCluster::unique_topic("run-wc-app");
+    // 1 s windows over 10 s of event time, in order within each partition.
+    let start = 1_700_000_000_000i64 + 250;
+    let mut records = Vec::new();
+    for p in 0..4 {
+        for i in 0..200i64 {
+            let n = (i as usize + p as usize) % 4 + 1;
+            let line: Vec<&str> = (0..n)
+                .map(|j| WORDS[(i as usize * 7 + j * 3 + p as usize) % WORDS.len()])
+                .collect();
+            records.push((p, None, line.join(" "), start + i * 50));
+        }
+    }
+    produce(&input, &records).await;
+    let out = flumen(&[
+        "-b",
+        &kafka().bootstrap(),
+        "-X",
+        "pin.workers=false",
+        "run",
+        &pipeline("word_count.toml"),
+        "--set",
+        &format!("source.topics={input}"),
+        "--set",
+        &format!("sink.topic={output}"),
+        "--set",
+        &format!("application_id={app}"),
+        "--set",
+        "steps.4.size=1s",
+        "--set",
+        "workers=2",
+        "--exit-at-end",
+    ])
+    .ok();
+    assert!(
+        out.stderr.contains("800 records processed, 0 late"),
+        "{}",
+        out.stderr
+    );
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for (_, _, line, ts) in &records {
+        for word in line.split_whitespace() {
+            *expected
+                .entry((word.to_lowercase(), ts - ts.rem_euclid(1_000)))
+                .or_default() += 1;
+        }
+    }
+    let read = read_all(&output, expected.len());
+    let mut actual: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for r in &read {
+        let v: serde_json::Value = serde_json::from_str(&r.value).expect("JSON value");
+        let window_start = v["window_start"].as_i64().expect("window_start");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "window_start": window_start,
+                "window_end": window_start + 1_000,
+                "count": v["count"],
+            }),
+            "the Rust example's fields, no others"
+        );
+        let previous = actual.insert(
+            (r.key.clone(), window_start),
+            v["count"].as_u64().expect("count"),
+        );
+        assert!(
+            previous.is_none(),
+            "two results for {} at {window_start}",
+            r.key
+        );
+    }
+    assert_eq!(read.len(), expected.len(), "one record per word and window");
+    assert_eq!(actual, expected);
+}
