@@ -34,6 +34,17 @@ fn flumen(args: &[&str]) -> Run {
     flumen_with_input(args, b"", Duration::from_secs(180))
 }
 
+/// A recent time (ms), a whole minute: input timestamps start from it. Records years old
+/// would be deleted by the broker's time retention (7 days) when its first check runs, 30 s
+/// after it starts.
+fn recent_minute() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    now - now.rem_euclid(60_000) - 3_600_000
+}
+
 /// `(partition, key, value, timestamp)` records.
 async fn produce(topic: &str, records: &[(i32, Option<String>, String, i64)]) {
     let producer = Producer::connect(
@@ -218,13 +229,14 @@ async fn uppercase_toml_upper_cases_every_value_keeping_keys_and_headers() {
     let input = topic("run-up-in", 3).await;
     let output = topic("run-up-out", 3).await;
     let app = KafkaCluster::unique_topic("run-up-app");
+    let start = recent_minute();
     let records: Vec<(i32, Option<String>, String, i64)> = (0..300)
         .map(|i| {
             (
                 i % 3,
                 Some(format!("k{}", i % 7)),
                 format!("visit-{i}-ok"),
-                1_700_000_000_000 + i64::from(i),
+                start + i64::from(i),
             )
         })
         .collect();
@@ -248,7 +260,7 @@ async fn uppercase_toml_upper_cases_every_value_keeping_keys_and_headers() {
     ])
     .ok();
     assert!(
-        out.stderr.contains("300 records processed"),
+        out.stderr.contains("run: 300 records processed, 0 late"),
         "{}",
         out.stderr
     );
@@ -280,7 +292,7 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
     let output = topic("run-wc-out", 4).await;
     let app = KafkaCluster::unique_topic("run-wc-app");
     // 1 s windows over 10 s of event time, in order within each partition.
-    let start = 1_700_000_000_000i64 + 250;
+    let start = recent_minute() + 250;
     let mut records = Vec::new();
     for p in 0..4 {
         for i in 0..200i64 {
@@ -312,11 +324,10 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
         "--exit-at-end",
     ])
     .ok();
-    assert!(
-        out.stderr.contains("800 records processed, 0 late"),
-        "{}",
-        out.stderr
-    );
+    // Lines, then words read back from the repartition topic.
+    let words: usize = records.iter().map(|r| r.2.split_whitespace().count()).sum();
+    let processed = format!("run: {} records processed, 0 late", 800 + words);
+    assert!(out.stderr.contains(&processed), "{}", out.stderr);
     let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
     for (_, _, line, ts) in &records {
         for word in line.split_whitespace() {
@@ -351,4 +362,320 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
     }
     assert_eq!(read.len(), expected.len(), "one record per word and window");
     assert_eq!(actual, expected);
+}
+
+mod visit_analytics {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use flumen_runtime::testing::visits::{Visit, VisitGen};
+    use flumen_testcontainers::KafkaCluster;
+    use serde_json::Value;
+
+    use super::{flumen, pipeline, produce, write};
+    use crate::runtime_support::{kafka, read_all, topic};
+
+    const WINDOW: i64 = 10_000;
+
+    /// Nearest rank: the smallest value with at least `q` of the values at or below it.
+    fn percentile(sorted: &[u64], q: f64) -> u64 {
+        let n = sorted.len();
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        sorted[rank - 1]
+    }
+
+    #[derive(Debug, Default)]
+    struct Expect {
+        views: u64,
+        users: BTreeSet<String>,
+        errors: u64,
+        latency: Vec<u64>,
+        countries: BTreeMap<String, u64>,
+    }
+
+    fn visits(start: i64) -> Vec<Visit> {
+        VisitGen::new(11)
+            .users(300)
+            .url_count(25)
+            .start_ms(start)
+            .events_per_sec(150.0)
+            .error_share(0.01)
+            .error_burst("/url-3", start + 20_000, start + 30_000, 0.5)
+            .out_of_order_ms(3_000)
+            .visits()
+            .take(6_000)
+            .collect()
+    }
+
+    fn expected(
+        visits: &[Visit],
+        profiles: &BTreeMap<String, &str>,
+    ) -> BTreeMap<(String, i64), Expect> {
+        let mut expected: BTreeMap<(String, i64), Expect> = BTreeMap::new();
+        for v in visits {
+            assert!(v.latency_ms < 2048, "percentiles are exact below 2048");
+            let e = expected
+                .entry((v.url.clone(), v.ts - v.ts.rem_euclid(WINDOW)))
+                .or_default();
+            e.views += 1;
+            e.users.insert(v.user.clone());
+            e.errors += u64::from(v.status >= 500);
+            e.latency.push(u64::from(v.latency_ms));
+            if let Some(c) = profiles.get(&v.user) {
+                *e.countries.entry((*c).to_owned()).or_default() += 1;
+            }
+        }
+        for e in expected.values_mut() {
+            e.latency.sort_unstable();
+        }
+        expected
+    }
+
+    /// Checks every statistic of `stats` against `expected`; returns each window's result.
+    fn check(stats: &str, expected: &BTreeMap<(String, i64), Expect>) -> Vec<Value> {
+        let read = read_all(stats, expected.len());
+        assert_eq!(
+            read.len(),
+            expected.len(),
+            "one statistic per URL and window"
+        );
+        let mut seen = BTreeSet::new();
+        let mut all = Vec::new();
+        for r in &read {
+            let s: Value = serde_json::from_str(&r.value).expect("JSON");
+            let ws = s["window_start"].as_i64().expect("window_start");
+            let url = s["url"].as_str().expect("url").to_owned();
+            assert_eq!(r.key, url);
+            assert!(seen.insert((url.clone(), ws)), "twice: {url} {ws}");
+            let e = expected
+                .get(&(url.clone(), ws))
+                .expect("an expected window");
+            assert_eq!(
+                (
+                    s["window_end"].as_i64(),
+                    s["views"].as_u64(),
+                    s["users"].as_u64(),
+                    s["errors"].as_u64(),
+                    s["p50_ms"].as_u64(),
+                    s["p99_ms"].as_u64(),
+                ),
+                (
+                    Some(ws + WINDOW),
+                    Some(e.views),
+                    Some(e.users.len() as u64),
+                    Some(e.errors),
+                    Some(percentile(&e.latency, 0.5)),
+                    Some(percentile(&e.latency, 0.99)),
+                ),
+                "{url} at {ws}"
+            );
+            all.push(s);
+        }
+        all
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visit_analytics_toml_emits_every_window_statistic_exactly() {
+        let input = topic("run-va-in", 6).await;
+        let stats = topic("run-va-stats", 3).await;
+        let late = topic("run-va-late", 3).await;
+        let app = KafkaCluster::unique_topic("run-va-app");
+        let visits = visits(super::recent_minute());
+        let records: Vec<_> = visits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let json = String::from_utf8(v.to_json()).expect("utf-8");
+                ((i % 6) as i32, None, json, v.ts)
+            })
+            .collect();
+        produce(&input, &records).await;
+        let out = flumen(&[
+            "-b",
+            &kafka().bootstrap(),
+            "-X",
+            "pin.workers=false",
+            "run",
+            &pipeline("visit_analytics.toml"),
+            "--set",
+            &format!("source.topics={input}"),
+            "--set",
+            &format!("sink.topic={stats}"),
+            "--set",
+            &format!("late.topic={late}"),
+            "--set",
+            &format!("application_id={app}"),
+            "--set",
+            "steps.2.size=10s",
+            "--set",
+            "workers=2",
+            "--exit-at-end",
+        ])
+        .ok();
+        assert!(
+            out.stderr.contains("run: 12000 records processed, 0 late"),
+            "{}",
+            out.stderr
+        );
+        let expected = expected(&visits, &BTreeMap::new());
+        for s in check(&stats, &expected) {
+            let mut keys: Vec<&str> = s
+                .as_object()
+                .expect("object")
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys,
+                [
+                    "errors",
+                    "p50_ms",
+                    "p99_ms",
+                    "url",
+                    "users",
+                    "views",
+                    "window_end",
+                    "window_start"
+                ]
+            );
+        }
+    }
+
+    /// The `--users` variant: visits re-keyed by user, left-joined with the profiles table,
+    /// re-keyed by URL; the countries of a window counted by a `top_n` without `by`.
+    const WITH_USERS: &str = r#"application_id = "visit-analytics-users"
+
+[source]
+topics = ["visits"]
+timestamp = "ts"
+max_out_of_orderness = "5s"
+
+[[steps]]
+kind = "key_by"
+path = "user"
+name = "by-user"
+
+[[steps]]
+kind = "join"
+table = "users"
+type = "left"
+as = "profile"
+
+[[steps]]
+kind = "key_by"
+path = "url"
+name = "by-url"
+
+[[steps]]
+kind = "window"
+type = "tumbling"
+size = "10s"
+allowed_lateness = "10s"
+
+[[steps]]
+kind = "aggregate"
+key_as = "url"
+aggregations = [
+    { name = "views", fn = "count" },
+    { name = "users", fn = "distinct_count", field = "user" },
+    { name = "errors", fn = "count", where = { path = "status", op = ">=", value = 500 } },
+    { fn = "percentiles", field = "latency_ms", quantiles = [0.5, 0.99], names = ["p50_ms", "p99_ms"] },
+    { name = "countries", fn = "top_n", field = "profile.country", n = 10 },
+]
+
+[sink]
+topic = "url-stats"
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_join_step_enriches_visits_with_the_users_table() {
+        let input = topic("run-vj-in", 6).await;
+        let users_topic = topic("run-vj-users", 6).await;
+        let stats = topic("run-vj-stats", 3).await;
+        let app = KafkaCluster::unique_topic("run-vj-app");
+        let visits = visits(super::recent_minute() + 120_000);
+        let records: Vec<_> = visits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let json = String::from_utf8(v.to_json()).expect("utf-8");
+                ((i % 6) as i32, None, json, v.ts)
+            })
+            .collect();
+        produce(&input, &records).await;
+        let countries = ["CN", "FR", "BR", "US"];
+        let profiles: BTreeMap<String, &str> = (0..300)
+            .filter(|u| u % 3 != 2)
+            .map(|u| (format!("u{u}"), countries[u % 4]))
+            .collect();
+        let producer = flumen_client::producer::Producer::connect(
+            flumen_client::producer::ProducerConfig::from_properties([(
+                "bootstrap.servers",
+                kafka().bootstrap().as_str(),
+            )])
+            .expect("config"),
+        )
+        .await
+        .expect("producer");
+        for (u, c) in &profiles {
+            let value = format!(r#"{{"country":"{c}"}}"#);
+            let record = flumen_client::producer::ProducerRecord::new(&users_topic)
+                .key(u.as_bytes())
+                .value(value.as_bytes());
+            let _delivery = producer.send(record).await.expect("send");
+        }
+        producer.flush().await.expect("flush");
+
+        let file = write(WITH_USERS);
+        let path = file.path().to_string_lossy().into_owned();
+        let graph = flumen(&["run", "--check", &path]).ok();
+        assert_eq!(
+            graph.stdout_text(),
+            "sub-topology 0: visits -> key_by(by-user)\n\
+             sub-topology 1: <by-user-repartition> + table users -> left_join_table(users) -> key_by(by-url)\n\
+             sub-topology 2: <by-url-repartition> -> window tumbling(10000 ms) lateness 10000 ms -> flat_map -> to(url-stats)\n"
+        );
+        let out = flumen(&[
+            "-b",
+            &kafka().bootstrap(),
+            "-X",
+            "pin.workers=false",
+            "run",
+            &path,
+            "--set",
+            &format!("source.topics={input}"),
+            "--set",
+            &format!("steps.2.table={users_topic}"),
+            "--set",
+            &format!("sink.topic={stats}"),
+            "--set",
+            &format!("application_id={app}"),
+            "--set",
+            "workers=2",
+            "--exit-at-end",
+        ])
+        .ok();
+        assert!(out.stderr.contains(", 0 late"), "{}", out.stderr);
+        let expected = expected(&visits, &profiles);
+        for s in check(&stats, &expected) {
+            let url = s["url"].as_str().expect("url").to_owned();
+            let ws = s["window_start"].as_i64().expect("window_start");
+            let counted: BTreeMap<String, u64> = s["countries"]
+                .as_array()
+                .expect("countries")
+                .iter()
+                .map(|c| {
+                    (
+                        c["country"].as_str().expect("country").to_owned(),
+                        c["count"].as_u64().expect("count"),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                counted,
+                expected[&(url.clone(), ws)].countries,
+                "{url} at {ws}"
+            );
+        }
+    }
 }
