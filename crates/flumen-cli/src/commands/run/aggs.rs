@@ -329,3 +329,76 @@ impl Aggregate<Owned<Value>> for Aggs {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flumen_runtime::aggregate::fold;
+    use serde_json::json;
+
+    use super::*;
+    use crate::commands::run::value::Op;
+
+    #[test]
+    fn every_aggregation_over_json_items() {
+        let field = |f: &str| Path::parse(f);
+        let agg = |name: &str, func: Func, f: &str| Agg {
+            name: name.to_owned(),
+            func,
+            field: field(f),
+            when: None,
+        };
+        let aggs = Aggs(Arc::from(vec![
+            agg("n", Func::Count, ""),
+            agg("sum", Func::Sum, "ms"),
+            agg("fsum", Func::Sum, "x"),
+            agg("min", Func::Min, "ms"),
+            agg("max", Func::Max, "ms"),
+            agg("avg", Func::avg(), "ms"),
+            agg("users", Agg::distinct(), "user"),
+            agg(
+                "",
+                Agg::percentiles(&[0.5, 1.0], vec!["p50".into(), "p100".into()]),
+                "ms",
+            ),
+            agg("top", Func::TopN { n: 1, by: None }, "user"),
+            agg(
+                "best",
+                Func::TopN {
+                    n: 2,
+                    by: Some(field("ms")),
+                },
+                "user",
+            ),
+            Agg {
+                when: Some(Condition::Compare {
+                    path: field("ms"),
+                    op: Op::Gt,
+                    value: json!(15),
+                }),
+                ..agg("slow", Func::Count, "")
+            },
+        ]));
+        let items = [
+            json!({"user": "a", "ms": 10, "x": 0.5}),
+            json!({"user": "b", "ms": 30, "x": 1.0}),
+            json!({"user": "a", "ms": 20}),
+        ];
+        let out = fold::<Owned<Value>, _>(&aggs, &items);
+        assert_eq!(
+            Value::Object(out),
+            json!({
+                "n": 3, "sum": 60, "fsum": 1.5, "min": 10, "max": 30, "avg": 20.0, "users": 2,
+                "p50": 20, "p100": 30, "top": [{"user": "a", "count": 2}],
+                "best": [{"user": "b", "ms": 30}, {"user": "a", "ms": 20}], "slow": 2,
+            })
+        );
+        // Merging two halves agrees with adding one by one (session windows merge).
+        let mut left = aggs.create();
+        aggs.add(&mut left, &items[0]);
+        let mut right = aggs.create();
+        aggs.add(&mut right, &items[1]);
+        aggs.add(&mut right, &items[2]);
+        aggs.merge(&mut left, right);
+        assert_eq!(aggs.result(&left), fold::<Owned<Value>, _>(&aggs, &items));
+    }
+}

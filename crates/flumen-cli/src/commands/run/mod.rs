@@ -39,6 +39,8 @@ pub struct RunArgs {
     pub file: PathBuf,
     /// Overrides a key of the file: a dotted path (`source.topics=visits`,
     /// `sink.topic=counts`, `steps.2.size=10s`); a comma list for an array (repeatable).
+    /// A key the file lacks is added after its table's last key, which moves the lines after
+    /// it down by one in error messages.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Checks the file and prints the operator graph, without connecting.

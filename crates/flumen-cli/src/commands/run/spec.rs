@@ -942,7 +942,7 @@ fn parse_set_value(value: &str, array: bool) -> toml_edit::Value {
     let scalar = |s: &str| -> toml_edit::Value {
         let s = s.trim();
         match s.parse::<toml_edit::Value>() {
-            Ok(v) if !v.is_array() && !v.is_inline_table() => v.decorated("", ""),
+            Ok(v) if !v.is_array() && !v.is_inline_table() => v.decorated(" ", ""),
             _ => toml_edit::Value::from(s),
         }
     };
@@ -954,5 +954,193 @@ fn parse_set_value(value: &str, array: bool) -> toml_edit::Value {
         toml_edit::Value::Array(a)
     } else {
         scalar(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::commands::run::value::run_steps;
+
+    const HEAD: &str = "application_id = \"t\"\n[source]\ntopics = [\"in\"]\n";
+    const SINK: &str = "[sink]\ntopic = \"out\"\n";
+
+    fn plan(steps: &str) -> Result<Plan, String> {
+        parse("p.toml", &format!("{HEAD}{steps}{SINK}"))
+    }
+
+    fn stateless(steps: &str, input: Value) -> Vec<Value> {
+        let plan = plan(steps).expect("valid");
+        let mut out = Vec::new();
+        run_steps(&plan.stages[0].pre, input, &mut out);
+        out
+    }
+
+    #[test]
+    fn every_stateless_step_does_what_the_file_says() {
+        let v = json!({"url": "/a", "status": 503, "user": "u1", "ua": "Mozilla"});
+        let f = |op: &str, value: &str| {
+            stateless(
+                &format!(
+                    "[[steps]]\nkind = \"filter\"\npath = \"status\"\nop = \"{op}\"\nvalue = {value}\n"
+                ),
+                v.clone(),
+            )
+            .len()
+        };
+        assert_eq!(
+            [
+                f("==", "503"),
+                f("!=", "503"),
+                f("<", "500"),
+                f("<=", "503"),
+                f(">", "500"),
+                f(">=", "504")
+            ],
+            [1, 0, 0, 1, 1, 0]
+        );
+        let regex = "[[steps]]\nkind = \"filter\"\npath = \"url\"\nregex = \"^/a$\"\n";
+        assert_eq!(stateless(regex, v.clone()).len(), 1);
+        let map = "[[steps]]\nkind = \"map\"\nfields = [\"url\", \"user\"]\nrename = { user = \"who\" }\nset = { site = \"x\" }\nupper = \"url\"\n";
+        assert_eq!(
+            stateless(map, v.clone()),
+            vec![json!({"url": "/A", "who": "u1", "site": "x"})]
+        );
+        let whole = "[[steps]]\nkind = \"map\"\nupper = true\n[[steps]]\nkind = \"split\"\n";
+        assert_eq!(stateless(whole, json!("a b")), vec![json!("A"), json!("B")]);
+    }
+
+    #[test]
+    fn stages_are_cut_at_key_by_and_hold_a_join_and_a_window() {
+        let p = plan(
+            "[[steps]]\nkind = \"key_by\"\npath = \"user\"\n\
+             [[steps]]\nkind = \"join\"\ntable = \"users\"\ntype = \"left\"\nas = \"profile\"\n\
+             [[steps]]\nkind = \"window\"\ntype = \"sliding\"\nsize = \"10s\"\nslide = \"5s\"\ntime = \"processing\"\n\
+             [[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"n\", fn = \"count\" }]\n\
+             [[steps]]\nkind = \"filter\"\npath = \"n\"\nop = \">\"\nvalue = 1\n",
+        )
+        .expect("valid");
+        assert_eq!(p.stages.len(), 2);
+        assert_eq!(
+            p.stages[0].key_by.as_ref().map(|k| k.0.as_str()),
+            Some("by-user")
+        );
+        let s = &p.stages[1];
+        assert!(
+            s.join
+                .as_ref()
+                .is_some_and(|j| j.left && j.field == "profile")
+        );
+        let w = s.window.as_ref().expect("window");
+        assert!(w.processing_time);
+        assert!(
+            matches!(w.kind, WindowKind::Sliding(a, b) if a.as_secs() == 10 && b.as_secs() == 5)
+        );
+        assert_eq!(s.post.len(), 1);
+    }
+
+    #[test]
+    fn structural_mistakes_name_the_step() {
+        let cases = [
+            (
+                "[[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"n\", fn = \"count\" }]\n",
+                "p.toml:5: step 1 (aggregate): an aggregate step must follow a window step",
+            ),
+            (
+                "[[steps]]\nkind = \"window\"\ntype = \"session\"\n",
+                "p.toml:6: step 1 (window): expected `gap` (a duration such as 5s)",
+            ),
+            (
+                "[[steps]]\nkind = \"window\"\ntype = \"sliding\"\nsize = \"5s\"\nslide = \"10s\"\n",
+                "p.toml:8: step 1 (window): the slide must be positive and not exceed the size",
+            ),
+            (
+                "[[steps]]\nkind = \"filter\"\npath = \"a\"\n",
+                "p.toml:5: step 1 (filter): expected `op` and `value` (a comparison), or `regex`",
+            ),
+            (
+                "[[steps]]\nkind = \"filter\"\nregex = \"(\"\n",
+                "p.toml:6: step 1 (filter): invalid regex: regex parse error:",
+            ),
+            (
+                "[[steps]]\nkind = \"map\"\n",
+                "p.toml:5: step 1 (map): expected at least one of fields, rename, set, upper, lower",
+            ),
+            (
+                "[[steps]]\nkind = \"key_by\"\n",
+                "p.toml:5: step 1 (key_by): expected `path` (the new key)",
+            ),
+            (
+                "[[steps]]\nkind = \"join\"\ntable = \"t\"\n",
+                "p.toml:5: step 1 (join): expected `as` (the field receiving the table's value)",
+            ),
+            (
+                "[[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1s\"\n[[steps]]\nkind = \"aggregate\"\naggregations = [{ fn = \"percentiles\", field = \"x\", quantiles = [0.5], names = [\"a\", \"b\"] }]\n",
+                "p.toml:10: step 2 (aggregate): 2 names for 1 quantiles: expected one name per quantile",
+            ),
+            (
+                "[[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1s\"\n[[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"s\", fn = \"sum\" }]\n",
+                "p.toml:10: step 2 (aggregate): `sum` needs a `field`",
+            ),
+        ];
+        for (steps, expected) in cases {
+            let e = plan(steps).expect_err(steps);
+            assert!(e.starts_with(expected), "{e}\nexpected: {expected}");
+        }
+    }
+
+    #[test]
+    fn source_and_top_level_mistakes_name_the_line() {
+        let e = parse("p.toml", "application_id = \"t\"\nworkers = 0\n[source]\ntopics = [\"a\"]\n[sink]\ntopic = \"b\"\n")
+            .expect_err("0 workers");
+        assert_eq!(e, "p.toml:2: workers must be at least 1");
+        let e = parse("p.toml", "application_id = \"t\"\n[source]\ntopics = [\"a\"]\nformat = \"avro\"\n[sink]\ntopic = \"b\"\n")
+            .expect_err("avro");
+        assert_eq!(
+            e,
+            "p.toml:4: format \"avro\": expected json, string or bytes"
+        );
+        let e = parse("p.toml", "application_id = \"t\"\n[source]\npattern = \"a.*\"\ntopics = [\"a\"]\n[sink]\ntopic = \"b\"\n")
+            .expect_err("both");
+        assert!(e.contains("not both"), "{e}");
+        let e = parse(
+            "p.toml",
+            "application_id = \"t\"\n[source]\ntopics = [\"a\"]\n",
+        )
+        .expect_err("no sink");
+        assert_eq!(e, "p.toml:1: missing field `sink`");
+    }
+
+    #[test]
+    fn set_changes_only_the_keys_it_names() {
+        let text = "application_id = \"a\"\n[source]\ntopics = [\"x\"]\n[[steps]]\nkind = \"split\"\n[sink]\ntopic = \"y\"\n";
+        let out = apply_sets(
+            "p.toml",
+            text,
+            &[
+                "source.topics=p,q".to_owned(),
+                "workers=3".to_owned(),
+                "steps.1.path=line".to_owned(),
+                "sink.format=string".to_owned(),
+            ],
+        )
+        .expect("applies");
+        let p = parse("p.toml", &out).expect("valid");
+        assert!(matches!(&p.source.topics, Topics::List(t) if t == &["p", "q"]));
+        assert_eq!(p.workers, Some(3));
+        assert_eq!(p.sink.1, Kind::String);
+        // A new key goes after its table's last key: later lines move down by one.
+        assert_eq!(
+            out,
+            "application_id = \"a\"\nworkers = 3\n[source]\ntopics = [\"p\", \"q\"]\n\
+             [[steps]]\nkind = \"split\"\npath = \"line\"\n[sink]\ntopic = \"y\"\n\
+             format = \"string\"\n"
+        );
+        let e = apply_sets("p.toml", text, &["steps.x.path=a".to_owned()]).expect_err("bad index");
+        assert_eq!(e, "--set steps.x.path: \"x\" is not a number from 1");
+        let e = apply_sets("p.toml", text, &["nokey".to_owned()]).expect_err("no =");
+        assert_eq!(e, "--set \"nokey\": expected KEY=VALUE");
     }
 }
