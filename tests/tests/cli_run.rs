@@ -679,3 +679,90 @@ topic = "url-stats"
         }
     }
 }
+
+/// Filter and map over JSON, a record that is not JSON sent to the dead-letter topic.
+const ERRORS: &str = r#"application_id = "errors"
+guarantee = "at_least_once"
+workers = 1
+
+[source]
+topics = ["visits"]
+
+[[steps]]
+kind = "filter"
+path = "status"
+op = ">="
+value = 500
+
+[[steps]]
+kind = "map"
+fields = ["url", "status"]
+rename = { status = "code" }
+set = { alert = true }
+
+[sink]
+topic = "errors"
+
+[dead_letter]
+topic = "bad-visits"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_and_map_steps_and_a_dead_letter_topic() {
+    let input = topic("run-err-in", 1).await;
+    let output = topic("run-err-out", 1).await;
+    let dead = topic("run-err-dead", 1).await;
+    let app = KafkaCluster::unique_topic("run-err-app");
+    let t = recent_minute();
+    let values = [
+        r#"{"url":"/a","status":200,"user":"u1"}"#,
+        r#"{"url":"/b","status":503,"user":"u2"}"#,
+        "{not json",
+        r#"{"url":"/c","status":500,"user":"u3"}"#,
+    ];
+    let records: Vec<_> = values
+        .iter()
+        .map(|v| (0, None, (*v).to_owned(), t))
+        .collect();
+    produce(&input, &records).await;
+    let file = write(ERRORS);
+    let out = flumen(&[
+        "-b",
+        &kafka().bootstrap(),
+        "-X",
+        "pin.workers=false",
+        "run",
+        &file.path().to_string_lossy(),
+        "--set",
+        &format!("source.topics={input}"),
+        "--set",
+        &format!("sink.topic={output}"),
+        "--set",
+        &format!("dead_letter.topic={dead}"),
+        "--set",
+        &format!("application_id={app}"),
+        "--exit-at-end",
+    ])
+    .ok();
+    assert!(
+        out.stderr.contains("run: 4 records processed"),
+        "{}",
+        out.stderr
+    );
+    let read: Vec<String> = read_all(&output, 2).into_iter().map(|r| r.value).collect();
+    assert_eq!(
+        read,
+        [
+            r#"{"alert":true,"code":503,"url":"/b"}"#,
+            r#"{"alert":true,"code":500,"url":"/c"}"#
+        ]
+    );
+    let dead = read_all(&dead, 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value, "{not json");
+    assert!(
+        dead[0].headers.contains("flumen.error=invalid JSON"),
+        "{}",
+        dead[0].headers
+    );
+}
