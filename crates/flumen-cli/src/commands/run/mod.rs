@@ -282,3 +282,120 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flumen_runtime::MemoryRecord;
+    use flumen_runtime::testing::MemoryRun;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Runs the pipeline file `text` in memory on `(key, value, timestamp)` records of its
+    /// source `in` (one partition); returns `(topic, key, value)` of everything written.
+    fn run_file(text: &str, records: &[(&str, Value, i64)]) -> Vec<(String, String, Value)> {
+        let plan = spec::parse("p.toml", text).expect("valid file");
+        let mut pipeline = Pipeline::new();
+        build(&plan, &mut pipeline);
+        let mut run = MemoryRun::new(&pipeline, "app").with_partitions(1);
+        let bytes: Vec<(Vec<u8>, Vec<u8>, i64)> = records
+            .iter()
+            .map(|(k, v, t)| (k.as_bytes().to_vec(), v.to_string().into_bytes(), *t))
+            .collect();
+        let input: Vec<MemoryRecord> = bytes
+            .iter()
+            .map(|(k, v, t)| MemoryRecord::new((!k.is_empty()).then_some(k), v, *t))
+            .collect();
+        run.push("in", 0, &input).expect("push");
+        run.end_of_input().expect("end");
+        run.output()
+            .iter()
+            .filter(|r| r.partition.is_none())
+            .map(|r| {
+                let key =
+                    String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+                let value = serde_json::from_slice(&r.value)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.value).into()));
+                (r.topic.clone(), key, value)
+            })
+            .collect()
+    }
+
+    const HEAD: &str = "application_id = \"t\"\n[source]\ntopics = [\"in\"]\ntimestamp = \"ts\"\n\
+                        [sink]\ntopic = \"out\"\n[late]\ntopic = \"late\"\n";
+
+    #[test]
+    fn session_windows_merge_by_gap_and_take_the_event_time_from_a_field() {
+        let text = format!(
+            "{HEAD}[[steps]]\nkind = \"key_by\"\npath = \"user\"\n\
+             [[steps]]\nkind = \"window\"\ntype = \"session\"\ngap = \"10s\"\n\
+             [[steps]]\nkind = \"aggregate\"\nkey_as = \"user\"\n\
+             aggregations = [{{ name = \"clicks\", fn = \"count\" }}, {{ name = \"last\", fn = \"max\", field = \"ts\" }}]\n"
+        );
+        let v = |user: &str, ts: i64| ("", json!({"user": user, "ts": ts}), 0);
+        let out = run_file(
+            &text,
+            &[v("a", 1_000), v("b", 2_000), v("a", 5_000), v("a", 30_000)],
+        );
+        let mut sessions = out;
+        sessions.sort_by_key(|(_, k, v)| (k.clone(), v["window_start"].as_i64()));
+        assert_eq!(
+            sessions,
+            [
+                (
+                    "out".into(),
+                    "a".into(),
+                    json!({"window_start": 1_000, "window_end": 15_000, "user": "a", "clicks": 2, "last": 5_000})
+                ),
+                (
+                    "out".into(),
+                    "a".into(),
+                    json!({"window_start": 30_000, "window_end": 40_000, "user": "a", "clicks": 1, "last": 30_000})
+                ),
+                (
+                    "out".into(),
+                    "b".into(),
+                    json!({"window_start": 2_000, "window_end": 12_000, "user": "b", "clicks": 1, "last": 2_000})
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn sliding_windows_on_the_record_key_and_late_records_aside() {
+        let text = format!(
+            "{HEAD}[[steps]]\nkind = \"window\"\ntype = \"sliding\"\nsize = \"10s\"\nslide = \"5s\"\n\
+             [[steps]]\nkind = \"aggregate\"\naggregations = [{{ name = \"total\", fn = \"sum\", field = \"n\" }}]\n"
+        );
+        let v = |ts: i64, n: i64| ("k", json!({"ts": ts, "n": n}), 0);
+        // The watermark passes 20 s: the record at 3 s is late for both its windows.
+        let out = run_file(
+            &text,
+            &[v(6_000, 1), v(7_000, 2), v(21_000, 4), v(3_000, 8)],
+        );
+        let mut results: Vec<_> = out
+            .iter()
+            .filter(|(t, _, _)| t == "out")
+            .map(|(_, k, v)| {
+                (
+                    k.clone(),
+                    v["window_start"].as_i64().unwrap_or(0),
+                    v["total"].clone(),
+                )
+            })
+            .collect();
+        results.sort_by_key(|r| (r.0.clone(), r.1));
+        assert_eq!(
+            results,
+            [
+                ("k".into(), 0, json!(3)),
+                ("k".into(), 5_000, json!(3)),
+                ("k".into(), 15_000, json!(4)),
+                ("k".into(), 20_000, json!(4)),
+            ]
+        );
+        let late: Vec<_> = out.iter().filter(|(t, _, _)| t == "late").collect();
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].2, json!({"ts": 3_000, "n": 8}));
+    }
+}
