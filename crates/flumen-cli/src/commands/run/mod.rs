@@ -27,7 +27,7 @@ use flumen_runtime::{
 use serde_json::{Map, Value};
 
 use crate::config::Settings;
-use crate::error::{CliError, Result};
+use crate::error::{CliError, Result, one_line};
 use spec::{Plan, Stage, Topics, WindowKind};
 use value::{Kind, Path, Step, ValueFormat, run_steps, text};
 
@@ -95,8 +95,8 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
         }
     })
     .await
-    .map_err(|e| CliError::Runtime(e.to_string()))?
-    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?
+    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?;
     let late: u64 = summary
         .metrics()
         .tasks
