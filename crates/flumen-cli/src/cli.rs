@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{bench, consume, demo, groups, produce, topics};
+use crate::commands::{bench, consume, demo, groups, produce, run, topics};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,6 +17,7 @@ Examples:
          -X sasl.username=alice -X sasl.password=secret topics list
   flumen -b localhost:9094 -X security.protocol=SSL -X ssl.ca.location=ca.pem topics list
   flumen --config client.properties bench produce --records 1000000 --record-size 100
+  flumen -b localhost:9092 run word_count.toml --set source.topics=lines --exit-at-end
   flumen demo";
 
 /// Flumen: a pure-Rust Apache Kafka client and stream processor.
@@ -81,6 +82,9 @@ pub enum Command {
     /// Start a local Kafka (unless -b is given), write synthetic visit logs, read them back
     /// and summarise them.
     Demo(demo::DemoArgs),
+    /// Run a stream-processing pipeline declared in a TOML file (--check: print its
+    /// operator graph without connecting).
+    Run(run::RunArgs),
 }
 
 #[cfg(test)]

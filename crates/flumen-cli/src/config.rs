@@ -131,6 +131,18 @@ impl Settings {
         })
     }
 
+    /// Every property left, for a builder that takes them as strings (the runtime's config).
+    pub fn drain(&mut self) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        let keys: Vec<String> = self.origins.keys().cloned().collect();
+        for key in keys {
+            if let Some(value) = self.props.take(&key) {
+                all.push((key, value));
+            }
+        }
+        all
+    }
+
     /// Gives a producer or consumer config builder the property bag.
     pub fn props_mut(&mut self) -> &mut Properties {
         &mut self.props

@@ -83,6 +83,12 @@ pub enum CliError {
     /// The local Kafka for the demo could not be started.
     #[error("cannot start a local Kafka for the demo: {0}")]
     LocalKafka(String),
+    /// A pipeline file is wrong (the message names the file, line and step).
+    #[error("{0}")]
+    Pipeline(String),
+    /// A pipeline stopped with an error.
+    #[error("pipeline failed: {0}")]
+    Runtime(String),
 }
 
 /// `Result` with [`CliError`].
@@ -150,7 +156,8 @@ impl CliError {
             | CliError::UnknownProperty { .. }
             | CliError::InvalidProperty { .. }
             | CliError::ConfigFile { .. }
-            | CliError::Usage(_) => ExitCode::from(2),
+            | CliError::Usage(_)
+            | CliError::Pipeline(_) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }

@@ -5,6 +5,7 @@ pub mod consume;
 pub mod demo;
 pub mod groups;
 pub mod produce;
+pub mod run;
 pub mod topics;
 
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Consume(args) => consume::run(args, settings).await,
         Command::Bench(cmd) => bench::run(cmd, settings).await,
         Command::Demo(args) => demo::run(args, settings).await,
+        Command::Run(args) => run::run(args, settings).await,
     }
 }
 

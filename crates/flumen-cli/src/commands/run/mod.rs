@@ -1,0 +1,401 @@
+//! `flumen run PIPELINE.toml`: a pipeline declared in a file, built from the runtime's
+//! operators over JSON values and run by the runtime.
+//!
+//! The file is cut into stages at each `key_by` (the runtime's sub-topologies). A stage holds,
+//! in this order: stateless steps, at most one `join`, stateless steps, at most one `window`
+//! with its `aggregate`, stateless steps; then a `key_by` into the next stage, or the sink.
+//! Each run of stateless steps becomes one `process` operator over `serde_json::Value`s;
+//! `key_by`, `join`, `window` and `aggregate` are the runtime's own operators.
+
+mod aggs;
+mod spec;
+mod value;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use flumen_runtime::format::Owned;
+use flumen_runtime::join::{JoinKind, Table};
+use flumen_runtime::time::Watermarks;
+use flumen_runtime::window::{Windowed, Windows};
+use flumen_runtime::{
+    Chain, Collector, Identity, Kafka, OnError, Pipeline, RecordContext, Runtime, RuntimeConfig,
+    Stream,
+};
+use serde_json::{Map, Value};
+
+use crate::config::Settings;
+use crate::error::{CliError, Result, one_line};
+use spec::{Plan, Stage, Topics, WindowKind};
+use value::{Kind, Path, Step, ValueFormat, run_steps, text};
+
+/// `flumen run` arguments.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file (TOML).
+    #[arg(value_name = "PIPELINE.toml")]
+    pub file: PathBuf,
+    /// Overrides a key of the file: a dotted path (`source.topics=visits`,
+    /// `sink.topic=counts`, `steps.2.size=10s`); a comma list for an array (repeatable).
+    /// A key the file lacks is added after its table's last key, which moves the lines after
+    /// it down by one in error messages.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Checks the file and prints the operator graph, without connecting.
+    #[arg(long)]
+    pub check: bool,
+    /// Processes what the input holds now, closes every window, commits and exits.
+    #[arg(long)]
+    pub exit_at_end: bool,
+}
+
+/// Reads and checks the pipeline file.
+fn load(args: &RunArgs) -> Result<Plan> {
+    let name = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
+        context: format!("reading {name}"),
+        source,
+    })?;
+    let text = spec::apply_sets(&name, &text, &args.sets).map_err(CliError::Pipeline)?;
+    spec::parse(&name, &text).map_err(CliError::Pipeline)
+}
+
+/// Runs `flumen run`.
+pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
+    let plan = load(&args)?;
+    let mut pipeline = Pipeline::new();
+    build(&plan, &mut pipeline);
+    if args.check {
+        print!("{}", pipeline.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !settings.has_bootstrap() {
+        return Err(CliError::NoBootstrap);
+    }
+    let bootstrap = settings
+        .props_mut()
+        .take("bootstrap.servers")
+        .unwrap_or_default();
+    let mut config = RuntimeConfig::new(bootstrap, &plan.application_id);
+    if let Some(n) = plan.workers {
+        config = config.workers(n);
+    }
+    for (k, v) in settings.drain() {
+        config = config.set(k, v);
+    }
+    let runtime = Runtime::new(config, pipeline);
+    let bounded = args.exit_at_end;
+    let summary = tokio::task::spawn_blocking(move || {
+        if bounded {
+            runtime.run_until_end()
+        } else {
+            runtime.run()
+        }
+    })
+    .await
+    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?
+    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?;
+    let late: u64 = summary
+        .metrics()
+        .tasks
+        .iter()
+        .flat_map(|t| &t.operators)
+        .map(|o| o.records_late)
+        .sum();
+    eprintln!(
+        "flumen run: {} records processed, {late} late",
+        summary.records_in()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What every stage needs besides its own steps.
+struct Ctx<'a> {
+    plan: &'a Plan,
+}
+
+type S<'p, C> = Stream<'p, ValueFormat, Owned<Value>, C>;
+type Next<'p> = Option<S<'p, Identity>>;
+
+/// Builds the plan's operators into `pipeline`.
+fn build(plan: &Plan, pipeline: &mut Pipeline) {
+    let src = &plan.source;
+    let format = ValueFormat {
+        kind: src.kind,
+        timestamp: src.timestamp.clone().map(Arc::new),
+    };
+    let source = match &src.topics {
+        Topics::List(t) => Kafka::topics(t.clone()),
+        Topics::Pattern(p) => Kafka::pattern(p),
+    };
+    let mut watermarks = Watermarks::bounded(src.max_out_of_orderness.unwrap_or_default());
+    if let Some(idle) = src.idleness {
+        watermarks = watermarks.idleness(idle);
+    }
+    let mut source = source.format(format).watermarks(watermarks);
+    if let Some(dl) = &plan.dead_letter {
+        source = source.on_error(OnError::DeadLetter(dl.clone()));
+    }
+    let ctx = Ctx { plan };
+    let mut stream = pipeline.source(source);
+    for stage in &plan.stages {
+        match stage_pre(stream, stage, &ctx) {
+            Some(next) => stream = next,
+            None => break,
+        }
+    }
+}
+
+/// One `process` operator running a list of stateless steps.
+fn stateless(
+    steps: &[Step],
+) -> impl for<'a, 'b> FnMut(&'b RecordContext<'a>, Value, &'b mut Collector<Value>)
++ Clone
++ Send
++ Sync
++ 'static {
+    let steps: Arc<[Step]> = Arc::from(steps.to_vec());
+    let mut out = Vec::new();
+    move |_: &RecordContext<'_>, v: Value, c: &mut Collector<Value>| {
+        run_steps(&steps, v, &mut out);
+        for item in out.drain(..) {
+            c.emit(item);
+        }
+    }
+}
+
+fn stage_pre<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
+where
+    C: Chain<Owned<Value>, Owned<Value>>,
+{
+    if st.pre.is_empty() {
+        stage_join(s, st, ctx)
+    } else {
+        stage_join(s.process(stateless(&st.pre)), st, ctx)
+    }
+}
+
+fn stage_join<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
+where
+    C: Chain<Owned<Value>, Owned<Value>>,
+{
+    let Some(join) = &st.join else {
+        return stage_mid(s, st, ctx);
+    };
+    let table = Table::new(Kafka::topic(&join.table).format(ValueFormat::new(join.kind)));
+    let kind = if join.left {
+        JoinKind::Left
+    } else {
+        JoinKind::Inner
+    };
+    let field = join.field.clone();
+    let s = s.join_table(&table, kind, move |v: Value, t: Option<&Value>| {
+        let mut v = match v {
+            Value::Object(_) => v,
+            other => serde_json::json!({ "value": other }),
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert(field.clone(), t.cloned().unwrap_or(Value::Null));
+        }
+        v
+    });
+    stage_mid(s, st, ctx)
+}
+
+fn stage_mid<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
+where
+    C: Chain<Owned<Value>, Owned<Value>>,
+{
+    if st.mid.is_empty() {
+        stage_window(s, st, ctx)
+    } else {
+        stage_window(s.process(stateless(&st.mid)), st, ctx)
+    }
+}
+
+fn stage_window<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
+where
+    C: Chain<Owned<Value>, Owned<Value>>,
+{
+    let Some(w) = &st.window else {
+        return stage_end(s, st, ctx);
+    };
+    let mut windows = match w.kind {
+        WindowKind::Tumbling(size) => Windows::tumbling(size),
+        WindowKind::Sliding(size, slide) => Windows::sliding(size, slide),
+        WindowKind::Session(gap) => Windows::session(gap),
+    };
+    if w.processing_time {
+        windows = windows.processing_time();
+    }
+    let post: Arc<[Step]> = Arc::from(st.post.clone());
+    let key_as = w.key_as.clone();
+    let result = move |r: Windowed<'_, Map<String, Value>>| {
+        let mut m = Map::new();
+        m.insert("window_start".to_owned(), Value::from(r.start));
+        m.insert("window_end".to_owned(), Value::from(r.end));
+        m.insert(key_as.clone(), Value::String(r.key_str().into_owned()));
+        m.extend(r.value);
+        let mut out = Vec::new();
+        run_steps(&post, Value::Object(m), &mut out);
+        out
+    };
+    let windowed = s.window(windows).allowed_lateness(w.allowed_lateness);
+    match &ctx.plan.late {
+        Some((topic, kind)) => {
+            let s = windowed
+                .late_to(topic, ValueFormat::new(*kind))
+                .aggregate(w.aggs.clone())
+                .flat_map(result);
+            stage_end(s, st, ctx)
+        }
+        None => {
+            let s = windowed.aggregate(w.aggs.clone()).flat_map(result);
+            stage_end(s, st, ctx)
+        }
+    }
+}
+
+fn stage_end<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
+where
+    C: Chain<Owned<Value>, Owned<Value>>,
+{
+    match &st.key_by {
+        Some((name, path)) => {
+            let path: Path = path.clone();
+            Some(s.key_by(
+                name,
+                move |v: &Value| -> Vec<u8> {
+                    path.get(v)
+                        .map(|k| text(k).into_owned().into_bytes())
+                        .unwrap_or_default()
+                },
+                ValueFormat::new(Kind::Json),
+            ))
+        }
+        None => {
+            let (topic, kind) = &ctx.plan.sink;
+            s.to(topic, ValueFormat::new(*kind));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flumen_runtime::MemoryRecord;
+    use flumen_runtime::testing::MemoryRun;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Runs the pipeline file `text` in memory on `(key, value, timestamp)` records of its
+    /// source `in` (one partition); returns `(topic, key, value)` of everything written.
+    fn run_file(text: &str, records: &[(&str, Value, i64)]) -> Vec<(String, String, Value)> {
+        let plan = spec::parse("p.toml", text).expect("valid file");
+        let mut pipeline = Pipeline::new();
+        build(&plan, &mut pipeline);
+        let mut run = MemoryRun::new(&pipeline, "app").with_partitions(1);
+        let bytes: Vec<(Vec<u8>, Vec<u8>, i64)> = records
+            .iter()
+            .map(|(k, v, t)| (k.as_bytes().to_vec(), v.to_string().into_bytes(), *t))
+            .collect();
+        let input: Vec<MemoryRecord> = bytes
+            .iter()
+            .map(|(k, v, t)| MemoryRecord::new((!k.is_empty()).then_some(k), v, *t))
+            .collect();
+        run.push("in", 0, &input).expect("push");
+        run.end_of_input().expect("end");
+        run.output()
+            .iter()
+            .filter(|r| r.partition.is_none())
+            .map(|r| {
+                let key =
+                    String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+                let value = serde_json::from_slice(&r.value)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.value).into()));
+                (r.topic.clone(), key, value)
+            })
+            .collect()
+    }
+
+    const HEAD: &str = "application_id = \"t\"\n[source]\ntopics = [\"in\"]\ntimestamp = \"ts\"\n\
+                        [sink]\ntopic = \"out\"\n[late]\ntopic = \"late\"\n";
+
+    #[test]
+    fn session_windows_merge_by_gap_and_take_the_event_time_from_a_field() {
+        let text = format!(
+            "{HEAD}[[steps]]\nkind = \"key_by\"\npath = \"user\"\n\
+             [[steps]]\nkind = \"window\"\ntype = \"session\"\ngap = \"10s\"\n\
+             [[steps]]\nkind = \"aggregate\"\nkey_as = \"user\"\n\
+             aggregations = [{{ name = \"clicks\", fn = \"count\" }}, {{ name = \"last\", fn = \"max\", field = \"ts\" }}]\n"
+        );
+        let v = |user: &str, ts: i64| ("", json!({"user": user, "ts": ts}), 0);
+        let out = run_file(
+            &text,
+            &[v("a", 1_000), v("b", 2_000), v("a", 5_000), v("a", 30_000)],
+        );
+        let mut sessions = out;
+        sessions.sort_by_key(|(_, k, v)| (k.clone(), v["window_start"].as_i64()));
+        assert_eq!(
+            sessions,
+            [
+                (
+                    "out".into(),
+                    "a".into(),
+                    json!({"window_start": 1_000, "window_end": 15_000, "user": "a", "clicks": 2, "last": 5_000})
+                ),
+                (
+                    "out".into(),
+                    "a".into(),
+                    json!({"window_start": 30_000, "window_end": 40_000, "user": "a", "clicks": 1, "last": 30_000})
+                ),
+                (
+                    "out".into(),
+                    "b".into(),
+                    json!({"window_start": 2_000, "window_end": 12_000, "user": "b", "clicks": 1, "last": 2_000})
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn sliding_windows_on_the_record_key_and_late_records_aside() {
+        let text = format!(
+            "{HEAD}[[steps]]\nkind = \"window\"\ntype = \"sliding\"\nsize = \"10s\"\nslide = \"5s\"\n\
+             [[steps]]\nkind = \"aggregate\"\naggregations = [{{ name = \"total\", fn = \"sum\", field = \"n\" }}]\n"
+        );
+        let v = |ts: i64, n: i64| ("k", json!({"ts": ts, "n": n}), 0);
+        // The watermark passes 20 s: the record at 3 s is late for both its windows.
+        let out = run_file(
+            &text,
+            &[v(6_000, 1), v(7_000, 2), v(21_000, 4), v(3_000, 8)],
+        );
+        let mut results: Vec<_> = out
+            .iter()
+            .filter(|(t, _, _)| t == "out")
+            .map(|(_, k, v)| {
+                (
+                    k.clone(),
+                    v["window_start"].as_i64().unwrap_or(0),
+                    v["total"].clone(),
+                )
+            })
+            .collect();
+        results.sort_by_key(|r| (r.0.clone(), r.1));
+        assert_eq!(
+            results,
+            [
+                ("k".into(), 0, json!(3)),
+                ("k".into(), 5_000, json!(3)),
+                ("k".into(), 15_000, json!(4)),
+                ("k".into(), 20_000, json!(4)),
+            ]
+        );
+        let late: Vec<_> = out.iter().filter(|(t, _, _)| t == "late").collect();
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].2, json!({"ts": 3_000, "n": 8}));
+    }
+}

@@ -1,0 +1,346 @@
+//! JSON values as a pipeline file sees them: paths, comparisons, the value format of sources
+//! and sinks, and the stateless steps (filter, map, split) run on them.
+
+use std::sync::Arc;
+
+use flumen_runtime::format::{Decode, Encode, FormatError, Owned};
+use regex::Regex;
+use serde_json::{Map, Value};
+
+/// A dotted path into a JSON value (`user.country`); empty for the value itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Path(pub Vec<String>);
+
+impl Path {
+    /// Parses `a.b.c`; `""` and `"$"` are the whole value.
+    pub fn parse(s: &str) -> Path {
+        let s = s.strip_prefix("$.").unwrap_or(s);
+        if s.is_empty() || s == "$" {
+            return Path(Vec::new());
+        }
+        Path(s.split('.').map(str::to_owned).collect())
+    }
+
+    /// The value at this path, if any (array elements by index).
+    pub fn get<'v>(&self, v: &'v Value) -> Option<&'v Value> {
+        let mut cur = v;
+        for seg in &self.0 {
+            cur = match cur {
+                Value::Object(m) => m.get(seg)?,
+                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// The value at this path, mutably.
+    pub fn get_mut<'v>(&self, v: &'v mut Value) -> Option<&'v mut Value> {
+        let mut cur = v;
+        for seg in &self.0 {
+            cur = match cur {
+                Value::Object(m) => m.get_mut(seg)?,
+                Value::Array(a) => a.get_mut(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("$")
+        } else {
+            f.write_str(&self.0.join("."))
+        }
+    }
+}
+
+/// A value as text: a string's contents, anything else as JSON.
+pub fn text(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    }
+}
+
+/// A comparison operator of a filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Op {
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=`.
+    pub fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            _ => return None,
+        })
+    }
+
+    /// Whether `left op right` holds: numbers compare as numbers, strings as strings, other
+    /// values only for (in)equality. A missing left side satisfies only `!=`.
+    pub fn holds(self, left: Option<&Value>, right: &Value) -> bool {
+        let Some(left) = left else {
+            return self == Op::Ne;
+        };
+        let order = match (left, right) {
+            (Value::Number(a), Value::Number(b)) => a
+                .as_f64()
+                .zip(b.as_f64())
+                .and_then(|(a, b)| a.partial_cmp(&b)),
+            (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+            (a, b) => (a == b).then_some(std::cmp::Ordering::Equal),
+        };
+        match self {
+            Op::Eq => order.is_some_and(|o| o.is_eq()),
+            Op::Ne => !order.is_some_and(|o| o.is_eq()),
+            Op::Lt => order.is_some_and(|o| o.is_lt()),
+            Op::Le => order.is_some_and(|o| o.is_le()),
+            Op::Gt => order.is_some_and(|o| o.is_gt()),
+            Op::Ge => order.is_some_and(|o| o.is_ge()),
+        }
+    }
+}
+
+/// A condition on a value: a comparison or a regular expression.
+#[derive(Clone, Debug)]
+pub enum Condition {
+    Compare { path: Path, op: Op, value: Value },
+    Regex { path: Path, regex: Regex },
+}
+
+impl Condition {
+    /// Whether `v` satisfies it.
+    pub fn holds(&self, v: &Value) -> bool {
+        match self {
+            Condition::Compare { path, op, value } => op.holds(path.get(v), value),
+            Condition::Regex { path, regex } => {
+                path.get(v).is_some_and(|x| regex.is_match(&text(x)))
+            }
+        }
+    }
+}
+
+/// Upper or lower case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    Upper,
+    Lower,
+}
+
+/// One stateless step.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Filter(Condition),
+    /// Keeps only these top-level fields.
+    Project(Vec<String>),
+    /// Renames top-level fields, `(from, to)`.
+    Rename(Vec<(String, String)>),
+    /// Sets top-level fields to constants.
+    Set(Vec<(String, Value)>),
+    /// Changes the case of the string at a path (the whole value for `$`).
+    Case(Path, Case),
+    /// Splits the string at a path on whitespace: one item per word.
+    Split(Path),
+}
+
+impl Step {
+    /// Runs the step on `v`, pushing what comes out to `out`.
+    pub fn apply(&self, mut v: Value, out: &mut Vec<Value>) {
+        match self {
+            Step::Filter(c) => {
+                if c.holds(&v) {
+                    out.push(v);
+                }
+            }
+            Step::Project(fields) => {
+                if let Value::Object(m) = &mut v {
+                    let mut kept = Map::new();
+                    for f in fields {
+                        if let Some(x) = m.remove(f) {
+                            kept.insert(f.clone(), x);
+                        }
+                    }
+                    *m = kept;
+                }
+                out.push(v);
+            }
+            Step::Rename(pairs) => {
+                if let Value::Object(m) = &mut v {
+                    for (from, to) in pairs {
+                        if let Some(x) = m.remove(from) {
+                            m.insert(to.clone(), x);
+                        }
+                    }
+                }
+                out.push(v);
+            }
+            Step::Set(pairs) => {
+                if !v.is_object() {
+                    v = serde_json::json!({ "value": v });
+                }
+                if let Value::Object(m) = &mut v {
+                    for (k, x) in pairs {
+                        m.insert(k.clone(), x.clone());
+                    }
+                }
+                out.push(v);
+            }
+            Step::Case(path, case) => {
+                if let Some(Value::String(s)) = path.get_mut(&mut v) {
+                    *s = match case {
+                        Case::Upper => s.to_uppercase(),
+                        Case::Lower => s.to_lowercase(),
+                    };
+                }
+                out.push(v);
+            }
+            Step::Split(path) => {
+                if let Some(Value::String(s)) = path.get(&v) {
+                    out.extend(s.split_whitespace().map(|w| Value::String(w.to_owned())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `steps` on one item: zero, one or more items out.
+pub fn run_steps(steps: &[Step], v: Value, out: &mut Vec<Value>) {
+    let mut items = vec![v];
+    for step in steps {
+        let mut next = Vec::with_capacity(items.len());
+        for item in items {
+            step.apply(item, &mut next);
+        }
+        items = next;
+        if items.is_empty() {
+            return;
+        }
+    }
+    out.extend(items);
+}
+
+/// How values are read and written: JSON, or text (a JSON string) for `string` and `bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Json,
+    String,
+    Bytes,
+}
+
+impl Kind {
+    /// `json`, `string`, `bytes`.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "json" => Kind::Json,
+            "string" => Kind::String,
+            "bytes" => Kind::Bytes,
+            _ => return None,
+        })
+    }
+}
+
+/// The format of every source, table, repartition and sink of a pipeline file: items are
+/// `serde_json::Value`s; event time optionally read from a field.
+#[derive(Clone, Debug)]
+pub struct ValueFormat {
+    pub kind: Kind,
+    pub timestamp: Option<Arc<Path>>,
+}
+
+impl ValueFormat {
+    /// A format of `kind` with record time.
+    pub fn new(kind: Kind) -> Self {
+        ValueFormat {
+            kind,
+            timestamp: None,
+        }
+    }
+}
+
+impl Decode for ValueFormat {
+    type Family = Owned<Value>;
+
+    fn decode(&self, value: Option<&[u8]>) -> Result<Value, FormatError> {
+        match self.kind {
+            Kind::Json => {
+                let bytes = value.ok_or_else(|| FormatError::new("null value, expected JSON"))?;
+                serde_json::from_slice(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
+            }
+            Kind::String => {
+                let bytes = value.unwrap_or_default();
+                std::str::from_utf8(bytes)
+                    .map(|s| Value::String(s.to_owned()))
+                    .map_err(|e| FormatError(format!("not UTF-8: {e}")))
+            }
+            Kind::Bytes => Ok(Value::String(
+                String::from_utf8_lossy(value.unwrap_or_default()).into_owned(),
+            )),
+        }
+    }
+
+    fn timestamp(&self, item: &Value, record_time: i64) -> i64 {
+        match &self.timestamp {
+            Some(path) => path
+                .get(item)
+                .and_then(Value::as_i64)
+                .unwrap_or(record_time),
+            None => record_time,
+        }
+    }
+}
+
+impl Encode<Owned<Value>> for ValueFormat {
+    fn encode<'b>(
+        &self,
+        item: &'b Value,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], FormatError> {
+        match (self.kind, item) {
+            (Kind::String | Kind::Bytes, Value::String(s)) => Ok(s.as_bytes()),
+            _ => {
+                serde_json::to_writer(&mut *scratch, item)
+                    .map_err(|e| FormatError(format!("cannot write JSON: {e}")))?;
+                Ok(scratch)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn paths_comparisons_and_steps() {
+        let v = json!({"a": {"b": 3}, "s": "Hello world", "n": 2.5});
+        assert_eq!(Path::parse("a.b").get(&v), Some(&json!(3)));
+        assert_eq!(Path::parse("$").get(&v), Some(&v));
+        assert!(Op::Ge.holds(Path::parse("a.b").get(&v), &json!(3.0)));
+        assert!(!Op::Lt.holds(Path::parse("missing").get(&v), &json!(1)));
+        assert!(Op::Ne.holds(None, &json!(1)));
+        let steps = [
+            Step::Case(Path::parse("s"), Case::Lower),
+            Step::Split(Path::parse("s")),
+        ];
+        let mut out = Vec::new();
+        run_steps(&steps, v, &mut out);
+        assert_eq!(out, vec![json!("hello"), json!("world")]);
+    }
+}
