@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// Processes what the input holds now, closes every window, commits and exits.
     #[arg(long)]
     pub exit_at_end: bool,
+    /// Serve `/metrics` (Prometheus), `/health` and a live page at HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Reads and checks the pipeline file.
@@ -81,6 +84,9 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
     let mut config = RuntimeConfig::new(bootstrap, &plan.application_id);
     if let Some(n) = plan.workers {
         config = config.workers(n);
+    }
+    if let Some(addr) = args.metrics_addr {
+        config = config.metrics_addr(addr);
     }
     for (k, v) in settings.drain() {
         config = config.set(k, v);
