@@ -1,4 +1,4 @@
-//! One module per command; [`run`] dispatches.
+//! One module per command; [`run()`] dispatches.
 
 pub mod bench;
 pub mod consume;
