@@ -2,7 +2,7 @@
 //! Kafka's Java console consumer): a million keyed records exactly once and in order,
 //! every compression codec, transactions under read_committed, fencing, transactional
 //! offsets, the Java partition choice for keyed records, and, with linger.ms=0, batching
-//! while the broker is busy.
+//! while the broker is busy and the way from `send` to a consumer already waiting in `poll`.
 //!
 //! Every test runs on a tokio current-thread runtime: the producer must not need more.
 
@@ -885,6 +885,73 @@ async fn with_linger_zero_records_sent_while_the_broker_is_busy_share_a_batch() 
         "{} batches for {RECORDS} records: {:?}",
         batches.len(),
         &batches[..batches.len().min(40)]
+    );
+    p.close(Duration::from_secs(10)).await.expect("close");
+}
+
+/// A record sent with linger.ms=0 reaches a consumer whose fetch is already waiting on the
+/// broker as soon as it is written: nothing on the way waits for a timer (the consumer's
+/// `fetch.max.wait.ms` is 5 s here, so a fetch answered only when it runs out fails clearly).
+/// The median of nine sends is checked, so one slow moment of a busy machine does not fail it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_sent_with_linger_zero_reaches_an_already_polling_consumer_at_once() {
+    use flumen_client::consumer::{Consumer, ConsumerConfig};
+
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "send-to-poll", 1).await;
+    let p = producer(kafka, &[("linger.ms", "0")]).await;
+    p.partitions_for(&topic).await.expect("metadata");
+    let mut c = Consumer::connect(
+        ConsumerConfig::from_properties([
+            ("bootstrap.servers", kafka.bootstrap().as_str()),
+            ("fetch.max.wait.ms", "5000"),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .expect("config"),
+    )
+    .await
+    .expect("consumer");
+    c.assign([TopicPartition::new(&topic, 0)]).expect("assign");
+    let mut waits = Vec::new();
+    // The first round also finds the position and starts the fetcher: not counted.
+    for round in 0..10 {
+        let value = format!("record-{round}");
+        let (polled, sent) = tokio::join!(
+            async {
+                let mut got = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while got.is_empty() && Instant::now() < deadline {
+                    let mut records = c.poll(Duration::from_secs(10)).await.expect("poll");
+                    for r in records.iter() {
+                        got.push(r.expect("record").value().unwrap_or_default().to_vec());
+                    }
+                }
+                (got, Instant::now())
+            },
+            async {
+                // Time for the consumer's fetch to reach the broker and wait there.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let sent = Instant::now();
+                let delivery = p
+                    .send(ProducerRecord::new(&topic).value(value.as_bytes()))
+                    .await
+                    .expect("send");
+                (sent, delivery)
+            }
+        );
+        let (got, read_at) = polled;
+        let (sent_at, delivery) = sent;
+        assert_eq!(got, vec![value.into_bytes()], "round {round}");
+        delivery.await.expect("delivered");
+        if round > 0 {
+            waits.push(read_at - sent_at);
+        }
+    }
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    assert!(
+        median < Duration::from_millis(50),
+        "median {median:?} from send to poll: {waits:?}"
     );
     p.close(Duration::from_secs(10)).await.expect("close");
 }
