@@ -234,13 +234,15 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             // closes a batch when it drains it): the records that arrive meanwhile join it.
             // Closed at once, with linger.ms=0 each later record would make a batch of its
             // own behind it, and a request carries one batch per partition: the queue would
-            // grow by a batch per record and drain by one per request.
+            // grow by a batch per record and drain by one per request. One past
+            // delivery.timeout.ms is closed all the same, for the check below to fail it.
             let mut held_open = false;
             if let Some(open) = &q.open {
                 let due = open.created + config.linger;
+                let timed_out = open.created + config.delivery_timeout <= now;
                 if !hurry && due > now {
                     out.next_deadline = Some(out.next_deadline.map_or(due, |d| d.min(due)));
-                } else if !q.ready.is_empty() || waits_for_answer(q, leader) {
+                } else if !timed_out && (!q.ready.is_empty() || waits_for_answer(q, leader)) {
                     held_open = true;
                 } else {
                     q.close_open();
@@ -257,6 +259,11 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                 } else {
                     break;
                 }
+            }
+            if held_open && q.ready.is_empty() && !waits_for_answer(q, leader) {
+                // What was queued ahead of it expired: nothing else would wake the sender.
+                q.close_open();
+                held_open = false;
             }
             // A batch held open for a busy broker counts as ready for
             // partitioner.availability.timeout.ms, as a closed one would.
