@@ -64,6 +64,14 @@ impl Jvm {
     }
 }
 
+/// The `java` executable (Java 17+) and the classpath of Kafka `version`'s jars (resolved
+/// with Maven on first use), for running Kafka's Java clients and tools against any broker,
+/// one started elsewhere (`FLUMEN_KAFKA_BOOTSTRAP`) included.
+pub fn java_and_classpath(version: KafkaVersion) -> Result<(PathBuf, String)> {
+    let jvm = Jvm::locate(version)?;
+    Ok((jvm.java, jvm.classpath))
+}
+
 fn find_java() -> Result<PathBuf> {
     let java = match std::env::var_os("JAVA_HOME") {
         Some(home) if Path::new(&home).join("bin/java").is_file() => {

@@ -65,7 +65,7 @@ mod version;
 pub use cluster::KafkaCluster;
 pub use error::{Error, Result};
 pub use external::{ENV_BOOTSTRAP, ENV_CA, ENV_SASL_BOOTSTRAP, ENV_SASL_USERS, ENV_SSL_BOOTSTRAP};
-pub use jvm::kafka_version;
+pub use jvm::{java_and_classpath, kafka_version};
 pub use layout::SCRAM_SHA_512_SESSION_MS;
 pub use spec::{ClusterSpec, SaslMechanism, SaslUser};
 pub use version::{KafkaVersion, OLDEST_SUPPORTED};

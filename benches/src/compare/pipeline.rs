@@ -55,8 +55,10 @@ pub struct PipelineArgs {
     /// How long the latency run offers records, seconds.
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
-    /// The engine the latency run measures: `flumen-runtime`, `raw-loop`, or `none` (the
-    /// reader reads the input topic: the floor of the harness itself).
+    /// The engine the latency run measures: `flumen-runtime`, `raw-loop`, `none` (the
+    /// reader reads the input topic: the floor of the harness itself), or `java` (`none`'s
+    /// writer and reader written with Kafka's Java client, `benches/java/JavaLatency.java`:
+    /// the peer of `none`).
     #[arg(long, default_value = "flumen-runtime")]
     pub latency_engine: String,
 }
@@ -104,8 +106,16 @@ pub fn latency(
             "raw-loop" => ("raw-loop", u64::MAX),
             // No job: the reader reads the input itself (the harness's own floor).
             "none" => ("none", 0),
+            "java" => ("java", 0),
             other => return Err(format!("unknown engine {other}")),
         };
+        if engine == "java" {
+            let result = java_latency(args, broker, &input, rate);
+            current.block_on(broker.delete_topic(&input));
+            current.block_on(broker.delete_topic(&output));
+            results.push(result?);
+            continue;
+        }
         if engine == "none" {
             let histogram = current.block_on(offer_and_read(args, broker, &input, &input, rate))?;
             let q = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -158,6 +168,59 @@ pub fn latency(
         current.block_on(broker.delete_topic(&output));
     }
     Ok(results)
+}
+
+/// `none` with Kafka's Java client: `benches/java/JavaLatency.java` (the same writer and
+/// reader settings, the same warm-up) run with the pinned release's jars.
+fn java_latency(
+    args: &PipelineArgs,
+    broker: &Broker,
+    topic: &str,
+    rate: u64,
+) -> Result<LatencyResult, String> {
+    use flumen_testcontainers::KafkaVersion;
+    let (java, classpath) = flumen_testcontainers::java_and_classpath(KafkaVersion::pinned())
+        .map_err(|e| e.to_string())?;
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JavaLatency.java");
+    let out = Command::new(&java)
+        .arg("-cp")
+        .arg(&classpath)
+        .arg(&source)
+        .args([&broker.bootstrap, topic])
+        .args([
+            args.partitions.to_string(),
+            rate.to_string(),
+            args.latency_seconds.to_string(),
+            args.record_size.to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", java.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with('{'));
+    let (true, Some(line)) = (out.status.success(), line) else {
+        return Err(format!(
+            "{} failed ({}): {}",
+            source.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    };
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    Ok(LatencyResult {
+        engine: "java".to_owned(),
+        workers: 0,
+        offered_per_s: rate,
+        records: num("records") as u64,
+        p50_ms: num("p50_ms"),
+        p99_ms: num("p99_ms"),
+        p999_ms: num("p999_ms"),
+        max_ms: num("max_ms"),
+    })
 }
 
 fn micros_now() -> u64 {

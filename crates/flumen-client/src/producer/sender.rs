@@ -3,7 +3,9 @@
 //! One background task per producer loops: drain what is ready (full batches, batches past
 //! `linger.ms`, everything while flushing or while `send` waits for memory), group it by
 //! partition leader, seal the batches outside the state lock, and spawn one task per
-//! request. A broker gets at most `max.in.flight.requests.per.connection` requests at once;
+//! request. A batch past `linger.ms` is closed only when it can leave at once (nothing ahead
+//! of it in its queue, a request slot free at its leader): until then records keep joining
+//! it. A broker gets at most `max.in.flight.requests.per.connection` requests at once;
 //! each request carries at most one batch per partition (the broker's de-duplication
 //! window is per batch) and up to `max.request.size` bytes.
 //!
@@ -182,6 +184,7 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
     let mut candidates: Vec<(Instant, Arc<str>, usize, i32)> = Vec::new();
     let unfinished = &mut s.acc.unfinished;
     let brokers = &mut s.acc.brokers;
+    let broker_in_flight = &s.acc.in_flight;
     let adaptive = config.adaptive_partitioning;
     let availability = config.partitioner_availability_timeout;
     // A broker that had batches ready but took none for longer than the availability
@@ -191,6 +194,21 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
             || brokers
                 .get(&leader)
                 .is_none_or(|b| b.ready.saturating_duration_since(b.drained) <= availability)
+    };
+    // A partition that sends one batch at a time and has one in flight.
+    let partition_busy = |q: &PartitionQueue| {
+        q.in_flight > 0
+            && (q.retrying
+                || (idempotent && !q.confirmed)
+                || (!idempotent && config.max_in_flight == 1))
+    };
+    // Whether a partition's next batch cannot leave before a request in flight (its own or
+    // its leader's) is answered; that answer wakes the sender.
+    let waits_for_answer = |q: &PartitionQueue, leader: Option<i32>| {
+        partition_busy(q)
+            || leader.is_some_and(|l| {
+                broker_in_flight.get(&l).copied().unwrap_or(0) >= config.max_in_flight
+            })
     };
     for topic in s.acc.topics.values_mut() {
         let topic_meta = metadata.topic(&topic.name);
@@ -212,12 +230,22 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                     .load
                     .push(p as i32, q.ready.len() + usize::from(q.open.is_some()));
             }
+            // A batch that could not leave now stays open, as in the Java client (which
+            // closes a batch when it drains it): the records that arrive meanwhile join it.
+            // Closed at once, with linger.ms=0 each later record would make a batch of its
+            // own behind it, and a request carries one batch per partition: the queue would
+            // grow by a batch per record and drain by one per request. One past
+            // delivery.timeout.ms is closed all the same, for the check below to fail it.
+            let mut held_open = false;
             if let Some(open) = &q.open {
                 let due = open.created + config.linger;
-                if hurry || due <= now {
-                    q.close_open();
-                } else {
+                let timed_out = open.created + config.delivery_timeout <= now;
+                if !hurry && due > now {
                     out.next_deadline = Some(out.next_deadline.map_or(due, |d| d.min(due)));
+                } else if !timed_out && (!q.ready.is_empty() || waits_for_answer(q, leader)) {
+                    held_open = true;
+                } else {
+                    q.close_open();
                 }
             }
             // Batches that waited longer than delivery.timeout.ms fail without being sent
@@ -232,10 +260,16 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                     break;
                 }
             }
-            let Some(front) = q.ready.front() else {
-                continue;
-            };
-            if let Some(leader) = leader {
+            if held_open && q.ready.is_empty() && !waits_for_answer(q, leader) {
+                // What was queued ahead of it expired: nothing else would wake the sender.
+                q.close_open();
+                held_open = false;
+            }
+            // A batch held open for a busy broker counts as ready for
+            // partitioner.availability.timeout.ms, as a closed one would.
+            if (held_open || !q.ready.is_empty())
+                && let Some(leader) = leader
+            {
                 brokers
                     .entry(leader)
                     .or_insert(BrokerReadiness {
@@ -244,6 +278,9 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                     })
                     .ready = now;
             }
+            let Some(front) = q.ready.front() else {
+                continue;
+            };
             if !txn_ready {
                 out.txn_blocked = true;
                 continue;
@@ -257,10 +294,7 @@ fn drain(inner: &Inner, metadata: &crate::cluster::Metadata, now: Instant) -> Dr
                 out.next_deadline = Some(out.next_deadline.map_or(at, |d| d.min(at)));
                 continue;
             }
-            if (q.retrying || (idempotent && !q.confirmed)) && q.in_flight > 0 {
-                continue;
-            }
-            if !idempotent && config.max_in_flight == 1 && q.in_flight > 0 {
+            if partition_busy(q) {
                 continue;
             }
             let Some(leader) = leader else {
