@@ -33,7 +33,7 @@ use flumen_runtime::aggregate::{self, Aggregate};
 use flumen_runtime::format::{Encode, FormatError, Json, Owned};
 use flumen_runtime::join::{JoinKind, Table};
 use flumen_runtime::testing::visits::Visit;
-use flumen_runtime::time::Watermarks;
+use flumen_runtime::time::{Watermarks, parse_duration};
 use flumen_runtime::window::Windows;
 use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig};
 use serde::{Deserialize, Serialize};
@@ -92,22 +92,6 @@ struct Args {
     /// Serve `/metrics` (Prometheus), `/health` and a live page at this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
-}
-
-/// `500ms`, `5s`, `2m`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 5s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: the unit must be ms, s or m")),
-    }
 }
 
 /// A user profile from the `--users` table.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flumen_runtime::time::parse_duration;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -267,27 +268,6 @@ impl<'t> Lines<'t> {
             }
         }
         format!("{}: {message}", self.file)
-    }
-}
-
-/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 5s or 2m"))?;
-    let unit = unit.trim_start();
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{s:?} is not a duration such as 500ms, 5s or 2m (units: ms, s, m, h)"
-        )),
     }
 }
 
