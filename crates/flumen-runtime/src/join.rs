@@ -20,7 +20,7 @@ use hashbrown::HashMap;
 use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
-use crate::operator::{Operator, OperatorMetrics};
+use crate::operator::{Operator, OperatorMetrics, pass_on};
 use crate::stream::{Chain, KafkaSource, SourceTopics, Stream, UserFn};
 use crate::task::TaskEnv;
 use crate::time::Time;
@@ -510,6 +510,9 @@ where
         }
         self.next.advance(time).await
     }
+
+    // A table joined after this join gets its records through here.
+    pass_on!(side);
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         let buffered: usize = self.left.values().map(Vec::len).sum::<usize>()

@@ -36,6 +36,30 @@ pub struct OperatorMetrics {
     pub state_keys: u64,
 }
 
+/// The `advance` and `side` of an operator that passes time and table records on to
+/// `self.next` unchanged (`pass_on!(side)`: `side` only).
+macro_rules! pass_on {
+    () => {
+        #[inline]
+        async fn advance(&mut self, time: &$crate::time::Time<'_>) -> $crate::error::Result<()> {
+            self.next.advance(time).await
+        }
+
+        pass_on!(side);
+    };
+    (side) => {
+        async fn side<'a>(
+            &mut self,
+            table: usize,
+            cx: &$crate::context::RecordContext<'a>,
+            value: Option<&'a [u8]>,
+        ) -> $crate::error::Result<()> {
+            self.next.side(table, cx, value).await
+        }
+    };
+}
+pub(crate) use pass_on;
+
 /// One fused operator that takes items of family `F`.
 ///
 /// Implemented by the runtime's operators; a pipeline's own logic goes into closures
@@ -94,19 +118,7 @@ where
         self.next.push(cx, out).await
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "map", self.count);
@@ -137,19 +149,7 @@ where
         }
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "filter", self.count);
@@ -180,19 +180,7 @@ where
         }
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "filter_map", self.count);
@@ -224,19 +212,7 @@ where
         Ok(())
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "flat_map", self.count);
@@ -264,19 +240,7 @@ where
         self.next.push(cx, item).await
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "inspect", self.count);
@@ -357,19 +321,7 @@ where
         result
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, "process", self.count);
@@ -710,19 +662,7 @@ where
         self.next.push(cx, item).await
     }
 
-    #[inline]
-    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
-        self.next.advance(time).await
-    }
-
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!();
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         named(out, &format!("also_to:{}", self.topic), self.count);

@@ -25,7 +25,7 @@ use hashbrown::HashMap;
 use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
-use crate::operator::{Operator, OperatorMetrics};
+use crate::operator::{Operator, OperatorMetrics, pass_on};
 use crate::stream::{Chain, Stream};
 use crate::task::TaskEnv;
 use crate::time::Time;
@@ -486,14 +486,7 @@ where
         self.next.advance(time).await
     }
 
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!(side);
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         out.push(OperatorMetrics {

@@ -27,7 +27,7 @@ use crate::aggregate::{Aggregate, Count};
 use crate::context::RecordContext;
 use crate::error::Result;
 use crate::format::{Decode, Encode, Family};
-use crate::operator::{Operator, OperatorMetrics};
+use crate::operator::{Operator, OperatorMetrics, pass_on};
 use crate::stream::{Chain, Stream};
 use crate::task::TaskEnv;
 use crate::time::Time;
@@ -457,14 +457,7 @@ where
         self.next.advance(time).await
     }
 
-    async fn side<'a>(
-        &mut self,
-        table: usize,
-        cx: &RecordContext<'a>,
-        value: Option<&'a [u8]>,
-    ) -> Result<()> {
-        self.next.side(table, cx, value).await
-    }
+    pass_on!(side);
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         let (keys, bytes) = self.state_size();

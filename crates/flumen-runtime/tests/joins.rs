@@ -190,3 +190,48 @@ mod two_streams {
         );
     }
 }
+
+#[test]
+fn a_table_joined_after_a_two_stream_join_gets_its_records() {
+    use std::time::Duration;
+
+    use flumen_runtime::join::StreamJoinKind;
+
+    let users = Table::new(Kafka::topic("users").format(Json::<Value>::new()));
+    let mut p = Pipeline::new();
+    p.source2(
+        Kafka::topic("clicks").format(Json::<String>::new()),
+        Kafka::topic("views").format(Json::<String>::new()),
+    )
+    .join_within(
+        Duration::from_millis(10),
+        StreamJoinKind::Inner,
+        |c: Option<&String>, v: Option<&String>| {
+            format!(
+                "{}+{}",
+                c.map_or("-", String::as_str),
+                v.map_or("-", String::as_str)
+            )
+        },
+    )
+    .join_table(
+        &users,
+        JoinKind::Left,
+        |pair: String, user: Option<&Value>| {
+            format!(
+                "{pair} {}",
+                user.and_then(|u| u["country"].as_str()).unwrap_or("-")
+            )
+        },
+    )
+    .to("out", Utf8);
+    let mut run = MemoryRun::new(&p, "app");
+    run.push("users", 0, &[rec("u1", r#"{"country":"CN"}"#)])
+        .expect("run");
+    let at = |topic_value: &str, ts: i64| {
+        MemoryRecord::new(Some(b"u1"), format!("\"{topic_value}\"").as_bytes(), ts)
+    };
+    run.push("clicks", 0, &[at("c", 100)]).expect("run");
+    run.push("views", 0, &[at("v", 105)]).expect("run");
+    assert_eq!(out(&mut run), ["u1: c+v CN"]);
+}
