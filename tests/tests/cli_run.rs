@@ -13,7 +13,7 @@ use std::time::Duration;
 use cli_support::{Run, flumen_with_input};
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
-use runtime_support::{kafka, read_all, topic};
+use runtime_support::{kafka, read_all, recent, topic};
 
 fn pipeline(name: &str) -> String {
     let p: PathBuf = [
@@ -32,17 +32,6 @@ fn pipeline(name: &str) -> String {
 
 fn flumen(args: &[&str]) -> Run {
     flumen_with_input(args, b"", Duration::from_secs(180))
-}
-
-/// A recent time (ms), a whole minute: input timestamps start from it. Records years old
-/// would be deleted by the broker's time retention (7 days) when its first check runs, 30 s
-/// after it starts.
-fn recent_minute() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64;
-    now - now.rem_euclid(60_000) - 3_600_000
 }
 
 /// `(partition, key, value, timestamp)` records.
@@ -229,7 +218,7 @@ async fn uppercase_toml_upper_cases_every_value_keeping_keys_and_headers() {
     let input = topic("run-up-in", 3).await;
     let output = topic("run-up-out", 3).await;
     let app = KafkaCluster::unique_topic("run-up-app");
-    let start = recent_minute();
+    let start = recent();
     let records: Vec<(i32, Option<String>, String, i64)> = (0..300)
         .map(|i| {
             (
@@ -292,7 +281,7 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
     let output = topic("run-wc-out", 4).await;
     let app = KafkaCluster::unique_topic("run-wc-app");
     // 1 s windows over 10 s of event time, in order within each partition.
-    let start = recent_minute() + 250;
+    let start = recent() + 250;
     let mut records = Vec::new();
     for p in 0..4 {
         for i in 0..200i64 {
@@ -372,25 +361,11 @@ mod visit_analytics {
     use serde_json::Value;
 
     use super::{flumen, pipeline, produce, write};
-    use crate::runtime_support::{kafka, read_all, topic};
+    use crate::runtime_support::{
+        VisitStats, kafka, percentile, read_all, recent, topic, visit_stats,
+    };
 
     const WINDOW: i64 = 10_000;
-
-    /// Nearest rank: the smallest value with at least `q` of the values at or below it.
-    fn percentile(sorted: &[u64], q: f64) -> u64 {
-        let n = sorted.len();
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        sorted[rank - 1]
-    }
-
-    #[derive(Debug, Default)]
-    struct Expect {
-        views: u64,
-        users: BTreeSet<String>,
-        errors: u64,
-        latency: Vec<u64>,
-        countries: BTreeMap<String, u64>,
-    }
 
     fn visits(start: i64) -> Vec<Visit> {
         VisitGen::new(11)
@@ -406,32 +381,8 @@ mod visit_analytics {
             .collect()
     }
 
-    fn expected(
-        visits: &[Visit],
-        profiles: &BTreeMap<String, &str>,
-    ) -> BTreeMap<(String, i64), Expect> {
-        let mut expected: BTreeMap<(String, i64), Expect> = BTreeMap::new();
-        for v in visits {
-            assert!(v.latency_ms < 2048, "percentiles are exact below 2048");
-            let e = expected
-                .entry((v.url.clone(), v.ts - v.ts.rem_euclid(WINDOW)))
-                .or_default();
-            e.views += 1;
-            e.users.insert(v.user.clone());
-            e.errors += u64::from(v.status >= 500);
-            e.latency.push(u64::from(v.latency_ms));
-            if let Some(c) = profiles.get(&v.user) {
-                *e.countries.entry((*c).to_owned()).or_default() += 1;
-            }
-        }
-        for e in expected.values_mut() {
-            e.latency.sort_unstable();
-        }
-        expected
-    }
-
     /// Checks every statistic of `stats` against `expected`; returns each window's result.
-    fn check(stats: &str, expected: &BTreeMap<(String, i64), Expect>) -> Vec<Value> {
+    fn check(stats: &str, expected: &BTreeMap<(String, i64), VisitStats>) -> Vec<Value> {
         let read = read_all(stats, expected.len());
         assert_eq!(
             read.len(),
@@ -479,7 +430,7 @@ mod visit_analytics {
         let stats = topic("run-va-stats", 3).await;
         let late = topic("run-va-late", 3).await;
         let app = KafkaCluster::unique_topic("run-va-app");
-        let visits = visits(super::recent_minute());
+        let visits = visits(recent());
         let records: Vec<_> = visits
             .iter()
             .enumerate()
@@ -516,7 +467,7 @@ mod visit_analytics {
             "{}",
             out.stderr
         );
-        let expected = expected(&visits, &BTreeMap::new());
+        let expected = visit_stats(&visits, &BTreeMap::new(), WINDOW);
         for s in check(&stats, &expected) {
             let mut keys: Vec<&str> = s
                 .as_object()
@@ -593,7 +544,7 @@ topic = "url-stats"
         let users_topic = topic("run-vj-users", 6).await;
         let stats = topic("run-vj-stats", 3).await;
         let app = KafkaCluster::unique_topic("run-vj-app");
-        let visits = visits(super::recent_minute() + 120_000);
+        let visits = visits(recent() + 120_000);
         let records: Vec<_> = visits
             .iter()
             .enumerate()
@@ -656,7 +607,7 @@ topic = "url-stats"
         ])
         .ok();
         assert!(out.stderr.contains(", 0 late"), "{}", out.stderr);
-        let expected = expected(&visits, &profiles);
+        let expected = visit_stats(&visits, &profiles, WINDOW);
         for s in check(&stats, &expected) {
             let url = s["url"].as_str().expect("url").to_owned();
             let ws = s["window_start"].as_i64().expect("window_start");
@@ -713,7 +664,7 @@ async fn filter_and_map_steps_and_a_dead_letter_topic() {
     let output = topic("run-err-out", 1).await;
     let dead = topic("run-err-dead", 1).await;
     let app = KafkaCluster::unique_topic("run-err-app");
-    let t = recent_minute();
+    let t = recent();
     let values = [
         r#"{"url":"/a","status":200,"user":"u1"}"#,
         r#"{"url":"/b","status":503,"user":"u2"}"#,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
-use runtime_support::{example, kafka, read_all, run_example, terminate, topic, wait};
+use runtime_support::{example, kafka, read_all, recent, run_example, terminate, topic, wait};
 
 const WORDS: [&str; 12] = [
     "kafka", "stream", "window", "event", "time", "count", "rust", "flink", "state", "key",
@@ -78,17 +78,6 @@ async fn produce(topic: &str, records: &[(i32, i64, String)]) {
     }
     producer.flush().await.expect("flush");
     assert_eq!(producer.failed_records(), 0);
-}
-
-/// An event time an hour ago, on a whole minute: recent enough that the broker's 7-day
-/// retention (which goes by record timestamps) keeps the test's records.
-fn recent() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    let t = now - 3_600_000;
-    t - t.rem_euclid(60_000)
 }
 
 /// Reads `topic` until it holds at least `n` records (or 60 s).
@@ -251,25 +240,11 @@ mod visit_analytics {
     use flumen_testcontainers::KafkaCluster;
     use serde_json::Value;
 
-    use super::runtime_support::{kafka, read_all, run_example, topic};
+    use super::runtime_support::{
+        kafka, percentile, read_all, recent, run_example, topic, visit_stats,
+    };
 
     const WINDOW: i64 = 10_000;
-
-    /// Nearest rank: the smallest value with at least `q` of the values at or below it.
-    fn percentile(sorted: &[u64], q: f64) -> u64 {
-        let n = sorted.len();
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        sorted[rank - 1]
-    }
-
-    #[derive(Debug, Default)]
-    struct Expect {
-        views: u64,
-        users: BTreeSet<String>,
-        errors: u64,
-        latency: Vec<u64>,
-        countries: BTreeMap<String, u64>,
-    }
 
     async fn produce(topic: &str, records: &[(Option<i32>, Option<String>, Vec<u8>)]) {
         let producer = Producer::connect(
@@ -299,7 +274,7 @@ mod visit_analytics {
             topic("va-late", 3).await,
         );
         let app = KafkaCluster::unique_topic("va-app");
-        let start = super::recent();
+        let start = recent();
         let visits: Vec<Visit> = VisitGen::new(11)
             .users(300)
             .url_count(25)
@@ -369,20 +344,7 @@ mod visit_analytics {
         assert!(stderr.contains("records processed, 0 late"), "{stderr}");
 
         // The expected results, from the visits themselves.
-        let mut expected: BTreeMap<(String, i64), Expect> = BTreeMap::new();
-        for v in &visits {
-            assert!(v.latency_ms < 2048, "percentiles are exact below 2048");
-            let e = expected
-                .entry((v.url.clone(), v.ts - v.ts.rem_euclid(WINDOW)))
-                .or_default();
-            e.views += 1;
-            e.users.insert(v.user.clone());
-            e.errors += u64::from(v.status >= 500);
-            e.latency.push(u64::from(v.latency_ms));
-            if let Some(c) = profiles.get(&v.user) {
-                *e.countries.entry((*c).to_owned()).or_default() += 1;
-            }
-        }
+        let expected = visit_stats(&visits, &profiles, WINDOW);
 
         let read = read_all(&stats, expected.len());
         assert_eq!(
@@ -398,9 +360,8 @@ mod visit_analytics {
             assert_eq!(r.key, url);
             assert!(seen.insert((url.clone(), ws)), "twice: {url} {ws}");
             let e = expected
-                .get_mut(&(url.clone(), ws))
+                .get(&(url.clone(), ws))
                 .expect("an expected window");
-            e.latency.sort_unstable();
             let countries: BTreeMap<String, u64> =
                 serde_json::from_value(s["countries"].clone()).expect("countries");
             assert_eq!(

@@ -161,3 +161,59 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// An event time an hour ago, on a whole minute: input timestamps start from it. Records years
+/// old would be deleted by the broker's 7-day time retention when its first check runs, 30 s
+/// after it starts.
+pub fn recent() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    now - now.rem_euclid(60_000) - 3_600_000
+}
+
+/// Nearest rank: the smallest value with at least `q` of the values at or below it.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    let n = sorted.len();
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+/// What `visit_analytics` must report for one URL and window.
+#[derive(Debug, Default)]
+pub struct VisitStats {
+    pub views: u64,
+    pub users: std::collections::BTreeSet<String>,
+    pub errors: u64,
+    /// Sorted.
+    pub latency: Vec<u64>,
+    pub countries: std::collections::BTreeMap<String, u64>,
+}
+
+/// The statistics per `(url, window start)` of `visits` in windows of `window` ms, with the
+/// countries of `profiles` (user -> country).
+pub fn visit_stats(
+    visits: &[flumen_runtime::testing::visits::Visit],
+    profiles: &std::collections::BTreeMap<String, &str>,
+    window: i64,
+) -> std::collections::BTreeMap<(String, i64), VisitStats> {
+    let mut expected: std::collections::BTreeMap<(String, i64), VisitStats> = Default::default();
+    for v in visits {
+        assert!(v.latency_ms < 2048, "percentiles are exact below 2048");
+        let e = expected
+            .entry((v.url.clone(), v.ts - v.ts.rem_euclid(window)))
+            .or_default();
+        e.views += 1;
+        e.users.insert(v.user.clone());
+        e.errors += u64::from(v.status >= 500);
+        e.latency.push(u64::from(v.latency_ms));
+        if let Some(c) = profiles.get(&v.user) {
+            *e.countries.entry((*c).to_owned()).or_default() += 1;
+        }
+    }
+    for e in expected.values_mut() {
+        e.latency.sort_unstable();
+    }
+    expected
+}
