@@ -435,6 +435,31 @@ async fn send_outside_a_transaction_and_commit_without_one_are_refused_clearly()
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_transaction_that_wrote_nothing_commits_and_aborts_without_a_broker_error() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "txn-empty", 1).await;
+    let p = transactional(kafka, &KafkaCluster::unique_topic("empty-id")).await;
+    p.init_transactions().await.expect("init");
+    p.begin_transaction().await.expect("begin");
+    p.commit_transaction()
+        .await
+        .expect("an empty transaction commits");
+    p.begin_transaction().await.expect("begin again");
+    p.abort_transaction()
+        .await
+        .expect("an empty transaction aborts");
+    p.begin_transaction().await.expect("begin a third time");
+    p.send(ProducerRecord::new(&topic).value(b"v"))
+        .await
+        .expect("send")
+        .await
+        .expect("delivered");
+    p.commit_transaction()
+        .await
+        .expect("commit after empty ones");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn explicit_partitions_timestamps_and_headers_reach_the_log() {
     let kafka = KafkaCluster::shared();
     let topic = create_topic(kafka, "explicit", 4).await;

@@ -205,6 +205,19 @@ impl Admin {
         group: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<BTreeMap<TopicPartition, Result<OffsetAndMetadata>>> {
+        self.fetch_group_offsets(group, partitions, false).await
+    }
+
+    /// [`Admin::list_group_offsets`]; with `require_stable` (KIP-447, what a `read_committed`
+    /// consumer asks for), a partition with a transactional offset commit still pending
+    /// answers UNSTABLE_OFFSET_COMMIT, which is retried until the transaction ends, so a new
+    /// owner never starts from an offset an open transaction may still move.
+    pub(crate) async fn fetch_group_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+        require_stable: bool,
+    ) -> Result<BTreeMap<TopicPartition, Result<OffsetAndMetadata>>> {
         let topics: Option<PartitionsByTopic> = partitions
             .map(|ps| by_topic(&ps.iter().map(|tp| (tp.clone(), ())).collect::<Vec<_>>()));
         self.with_coordinator(group, |conn| {
@@ -212,6 +225,7 @@ impl Admin {
             async move {
                 let version = negotiated(&conn, ApiKey::OffsetFetch, "OffsetFetch")?;
                 let mut request = OffsetFetchRequest::default();
+                request.require_stable = require_stable && version >= 7;
                 // Flat partitions per (topic, partition, committed offset, epoch, metadata, code).
                 let mut rows: Vec<(String, i32, i64, i32, Option<StrBytes>, i16)> = Vec::new();
                 if version >= 8 {

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::error::{ConsumerError, Result};
 use super::state::Reset;
 use super::{Consumer, OffsetReset};
-use crate::admin::{Admin, OffsetAndMetadata, OffsetSpec};
+use crate::admin::{Admin, IsolationLevel, OffsetAndMetadata, OffsetSpec};
 use crate::cluster::{Cluster, CoordinatorType, TopicPartition, broker_error};
 use crate::error::Error;
 
@@ -109,7 +109,11 @@ impl Consumer {
             .ok_or(ConsumerError::NoGroup("committed()"))?;
         let found = self
             .admin
-            .list_group_offsets(group, Some(partitions))
+            .fetch_group_offsets(
+                group,
+                Some(partitions),
+                self.config.isolation_level == IsolationLevel::ReadCommitted,
+            )
             .await?;
         let mut out = BTreeMap::new();
         for (tp, result) in found {

@@ -92,6 +92,8 @@ pub(crate) struct TxnState {
     pending: Vec<(Arc<str>, i32)>,
     /// Partitions registered in this transaction.
     added: HashSet<(Arc<str>, i32)>,
+    /// Offsets were added (AddOffsetsToTxn): the coordinator has a transaction to end.
+    offsets: bool,
     started: Option<Instant>,
 }
 
@@ -327,6 +329,7 @@ impl Producer {
                 s.txn.phase = Phase::InTransaction;
                 s.txn.added.clear();
                 s.txn.pending.clear();
+                s.txn.offsets = false;
                 s.txn.started = Some(Instant::now());
                 Ok(())
             }
@@ -370,6 +373,7 @@ impl Producer {
         )
         .await
         .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))?;
+        inner.state().txn.offsets = true;
 
         let mut topics: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for (tp, offset) in offsets {
@@ -477,7 +481,9 @@ impl Producer {
             (
                 s.idem.producer_id,
                 s.idem.epoch,
-                !s.txn.added.is_empty() || s.txn.started.is_some(),
+                // Nothing written and no offsets: the coordinator never heard of this
+                // transaction (as Java, no EndTxn is sent).
+                !s.txn.added.is_empty() || !s.txn.pending.is_empty() || s.txn.offsets,
             )
         };
         let result = if anything {
@@ -512,6 +518,7 @@ impl Producer {
                 s.txn.phase = Phase::Ready;
                 s.txn.added.clear();
                 s.txn.pending.clear();
+                s.txn.offsets = false;
                 s.txn.started = None;
             }
             Err(ProduceError::Fenced(_)) | Err(ProduceError::TransactionTimedOut(_)) => {
