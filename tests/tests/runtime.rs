@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
 use runtime_support::{
-    Read, admin, example, kafka, kill9, read_all, run_example, terminate, topic, wait,
+    Read, admin, example, kafka, kill9, read_all, read_committed, run_example, terminate, topic,
+    wait,
 };
 
 /// Writes `(key, value)` records, each with a header `seq=<index>`.
@@ -454,6 +455,90 @@ async fn kill_9_mid_stream_then_a_restart_leaves_nothing_missing() {
         read.len(),
         records.len()
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn exactly_once_kill_9_mid_stream_then_a_restart_writes_every_result_once() {
+    let input_topic = topic("eos-kill-in", 6).await;
+    let output_topic = topic("eos-kill-out", 6).await;
+    let app = KafkaCluster::unique_topic("eos-kill-app");
+    let b = kafka().bootstrap();
+    let records = input(100_000, 30);
+    let args = |extra: &[&'static str]| {
+        let mut a: Vec<String> = [
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output_topic,
+            "--application-id",
+            &app,
+            "--workers",
+            "2",
+            "--guarantee",
+            "exactly_once",
+            "--instance-id",
+            "node-a",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let child = Command::new(example("uppercase"))
+        .args(args(&[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start uppercase");
+    // The input arrives while the job runs; it is killed half-way, with transactions open.
+    let mut committed_at_kill = 0;
+    let mut child = Some(child);
+    for (i, chunk) in records.chunks(5_000).enumerate() {
+        produce(&input_topic, chunk).await;
+        if i == 4 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while read_committed(&output_topic, 0).is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if i == 10 {
+            // Some of this chunk's results are sent, not committed.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let c = child.take().expect("running");
+            kill9(&c);
+            let _ = wait(c, Duration::from_secs(10));
+            committed_at_kill = read_committed(&output_topic, 0).len();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        committed_at_kill > 0 && committed_at_kill < records.len(),
+        "killed mid-stream ({committed_at_kill} results committed)"
+    );
+    let uncommitted_before = committed_at_kill;
+    let restart = args(&["--exit-at-end"]);
+    let restart: Vec<&str> = restart.iter().map(String::as_str).collect();
+    let out = run_example("uppercase", &restart, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = read_committed(&output_topic, records.len());
+    let duplicates = check_uppercased(&records, &read);
+    let everything = read_all(&output_topic, 0).len();
+    eprintln!(
+        "exactly-once kill -9: {} committed outputs for {} inputs, {duplicates} duplicates; \
+         {uncommitted_before} committed at the kill, {everything} records in the log at the \
+         end (aborted ones included)",
+        read.len(),
+        records.len()
+    );
+    assert_eq!(duplicates, 0, "read_committed sees each result once");
+    assert_eq!(read.len(), records.len());
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -241,7 +241,8 @@ mod visit_analytics {
     use serde_json::Value;
 
     use super::runtime_support::{
-        kafka, percentile, read_all, recent, run_example, topic, visit_stats,
+        example, kafka, kill9, percentile, read_committed, recent, run_example, topic, visit_stats,
+        wait,
     };
 
     const WINDOW: i64 = 10_000;
@@ -265,6 +266,18 @@ mod visit_analytics {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn visit_analytics_emits_every_window_statistic_top_list_and_alert_exactly() {
+        visit_analytics_case(false).await;
+    }
+
+    /// Under exactly-once, a process killed mid-stream and started again (its window state
+    /// restored from the changelogs, its open transaction aborted) leaves read_committed
+    /// readers exactly the results of a run without failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visit_analytics_exactly_once_survives_kill_9_with_exact_results() {
+        visit_analytics_case(true).await;
+    }
+
+    async fn visit_analytics_case(crash: bool) {
         let input = topic("va-in", 6).await;
         let users_topic = topic("va-users", 6).await;
         let (stats, top, alerts, late) = (
@@ -293,7 +306,6 @@ mod visit_analytics {
             .enumerate()
             .map(|(i, v)| (Some((i % 6) as i32), None, v.to_json()))
             .collect();
-        produce(&input, &records).await;
         // Profiles for two users in three; the others join with nothing.
         let countries = ["CN", "FR", "BR", "US"];
         let profiles: BTreeMap<String, &str> = (0..300)
@@ -312,33 +324,62 @@ mod visit_analytics {
             .collect();
         produce(&users_topic, &users).await;
 
-        let out = run_example(
-            "visit_analytics",
-            &[
-                "-b",
-                &kafka().bootstrap(),
-                "--input",
-                &input,
-                "--users",
-                &users_topic,
-                "--output-stats",
-                &stats,
-                "--output-top",
-                &top,
-                "--output-alerts",
-                &alerts,
-                "--output-late",
-                &late,
-                "--window",
-                "10s",
-                "--application-id",
-                &app,
-                "--workers",
-                "2",
-                "--exit-at-end",
-            ],
-            Duration::from_secs(180),
-        );
+        let bootstrap = kafka().bootstrap();
+        let mut args = vec![
+            "-b",
+            &bootstrap,
+            "--input",
+            &input,
+            "--users",
+            &users_topic,
+            "--output-stats",
+            &stats,
+            "--output-top",
+            &top,
+            "--output-alerts",
+            &alerts,
+            "--output-late",
+            &late,
+            "--window",
+            "10s",
+            "--application-id",
+            &app,
+            "--workers",
+            "2",
+        ];
+        if crash {
+            args.extend(["--guarantee", "exactly_once", "--instance-id", "node-a"]);
+            let child = std::process::Command::new(example("visit_analytics"))
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start visit_analytics");
+            let mut child = Some(child);
+            for (i, chunk) in records.chunks(1_000).enumerate() {
+                produce(&input, chunk).await;
+                if i == 5 {
+                    // Windows have closed and been committed: kill it mid-stream.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while read_committed(&stats, 0).is_empty()
+                        && std::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let c = child.take().expect("running");
+                    kill9(&c);
+                    let _ = wait(c, Duration::from_secs(10));
+                    let committed = read_committed(&stats, 0).len();
+                    assert!(committed > 0, "results committed before the kill");
+                    eprintln!("killed with {committed} statistics committed");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            produce(&input, &records).await;
+        }
+        args.push("--exit-at-end");
+        let out = run_example("visit_analytics", &args, Duration::from_secs(180));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "visit_analytics failed:\n{stderr}");
         assert!(stderr.contains("records processed, 0 late"), "{stderr}");
@@ -346,7 +387,7 @@ mod visit_analytics {
         // The expected results, from the visits themselves.
         let expected = visit_stats(&visits, &profiles, WINDOW);
 
-        let read = read_all(&stats, expected.len());
+        let read = read_committed(&stats, expected.len());
         assert_eq!(
             read.len(),
             expected.len(),
@@ -395,7 +436,7 @@ mod visit_analytics {
                 .or_default()
                 .push((url.clone(), e.views));
         }
-        let read = read_all(&top, by_window.len());
+        let read = read_committed(&top, by_window.len());
         assert_eq!(read.len(), by_window.len(), "one top list per window");
         for r in &read {
             let ws: i64 = r.key.parse().expect("key = window start");
@@ -422,7 +463,7 @@ mod visit_analytics {
             .map(|((url, ws), e)| (url.clone(), *ws, e.views, e.errors))
             .collect();
         assert!(!want.is_empty(), "the error burst raises alerts");
-        let read = read_all(&alerts, want.len());
+        let read = read_committed(&alerts, want.len());
         let got: BTreeSet<(String, i64, u64, u64)> = read
             .iter()
             .map(|r| {
@@ -442,7 +483,7 @@ mod visit_analytics {
             .collect();
         assert_eq!(read.len(), want.len());
         assert_eq!(got, want);
-        assert!(read_all(&late, 0).is_empty(), "nothing was late");
+        assert!(read_committed(&late, 0).is_empty(), "nothing was late");
     }
 }
 

@@ -7,6 +7,9 @@
 //! ```
 
 use clap::Parser;
+
+#[path = "common/mod.rs"]
+mod common;
 use flumen_runtime::format::Bytes;
 use flumen_runtime::{Kafka, Pipeline, Runtime, RuntimeConfig};
 
@@ -31,9 +34,8 @@ struct Args {
     /// Process what the input holds now, commit, and exit.
     #[arg(long)]
     exit_at_end: bool,
-    /// A Kafka client property, KEY=VALUE (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
-    properties: Vec<String>,
+    #[command(flatten)]
+    run: common::RunFlags,
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,10 +66,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.workers {
         config = config.workers(n);
     }
-    for p in &args.properties {
-        let (k, v) = p.split_once('=').ok_or("-X takes KEY=VALUE")?;
-        config = config.set(k, v);
-    }
+    config = args.run.apply(config)?;
     let runtime = Runtime::new(config, pipeline);
     let summary = if args.exit_at_end {
         runtime.run_until_end()?

@@ -29,6 +29,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Parser;
+
+#[path = "common/mod.rs"]
+mod common;
 use flumen_runtime::aggregate::{self, Aggregate};
 use flumen_runtime::format::{Encode, FormatError, Json, Owned};
 use flumen_runtime::join::{JoinKind, Table};
@@ -92,6 +95,8 @@ struct Args {
     /// Serve `/metrics` (Prometheus), `/health` and a live page at this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    run: common::RunFlags,
 }
 
 /// A user profile from the `--users` table.
@@ -198,7 +203,8 @@ fn stats_aggregate() -> impl Aggregate<Owned<Enriched>, Out = StatsAcc> {
                 }
             },
             BTreeMap::clone,
-        ),
+        )
+        .logged(),
     )
 }
 
@@ -316,6 +322,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = args.metrics_addr {
         config = config.metrics_addr(addr);
     }
+    config = args.run.apply(config)?;
     let runtime = Runtime::new(config, pipeline);
     let summary = if args.exit_at_end {
         runtime.run_until_end()?

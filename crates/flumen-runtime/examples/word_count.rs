@@ -16,6 +16,9 @@
 use std::time::Duration;
 
 use clap::Parser;
+
+#[path = "common/mod.rs"]
+mod common;
 use flumen_runtime::format::{Json, Utf8};
 use flumen_runtime::time::{Watermarks, parse_duration};
 use flumen_runtime::window::Windows;
@@ -61,6 +64,8 @@ struct Args {
     /// Serve `/metrics` (Prometheus), `/health` and a live page at this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    run: common::RunFlags,
 }
 
 /// One output value.
@@ -129,6 +134,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = args.metrics_addr {
         config = config.metrics_addr(addr);
     }
+    config = args.run.apply(config)?;
     let runtime = Runtime::new(config, pipeline);
     let summary = if args.exit_at_end {
         runtime.run_until_end()?

@@ -58,6 +58,7 @@ use cardinality_estimator::CardinalityEstimator;
 use hdrhistogram::Histogram;
 use wyhash::WyHash;
 
+use crate::codec::StateCodec;
 use crate::format::{Family, Owned};
 
 /// An aggregation of items of family `F`: an accumulator per key and window.
@@ -82,6 +83,35 @@ pub trait Aggregate<F: Family>: Clone + Send + Sync + 'static {
     fn heap_bytes(&self, _acc: &Self::Acc) -> usize {
         0
     }
+
+    /// Appends `acc` in its changelog form ([`StateCodec`]), or returns false: this
+    /// aggregation's state has none and lives in memory only (the built-ins but `reduce`,
+    /// `approx_distinct` and `from_fns` have one; a window over one without cannot run
+    /// under exactly-once).
+    fn save(&self, acc: &Self::Acc, out: &mut Vec<u8>) -> bool {
+        let _ = (acc, out);
+        false
+    }
+
+    /// Reads an accumulator [`Aggregate::save`] wrote from the front of `input`.
+    fn load(&self, input: &mut &[u8]) -> Option<Self::Acc> {
+        let _ = input;
+        None
+    }
+}
+
+/// `save` and `load` through the accumulator's [`StateCodec`].
+macro_rules! logged {
+    () => {
+        fn save(&self, acc: &Self::Acc, out: &mut Vec<u8>) -> bool {
+            $crate::codec::StateCodec::encode(acc, out);
+            true
+        }
+
+        fn load(&self, input: &mut &[u8]) -> Option<Self::Acc> {
+            $crate::codec::StateCodec::decode(input)
+        }
+    };
 }
 
 /// Runs `agg` over `items` from a fresh accumulator, as a window does for one key: for tests
@@ -151,6 +181,8 @@ impl<F: Family> Aggregate<F> for Count {
     fn result(&self, acc: &u64) -> u64 {
         *acc
     }
+
+    logged!();
 }
 
 /// The sum of an extracted value, `X` (0, that is `X::default()`, for no item). Integer
@@ -181,7 +213,7 @@ impl<F, G, X> Aggregate<F> for Sum<G>
 where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> X + Clone + Send + Sync + 'static,
-    X: Copy + Default + AddAssign + 'static,
+    X: Copy + Default + AddAssign + StateCodec + 'static,
 {
     type Acc = X;
     type Out = X;
@@ -205,6 +237,8 @@ where
     fn result(&self, acc: &X) -> X {
         *acc
     }
+
+    logged!();
 }
 
 /// Keeps `candidate` in `acc` when it is `better` than what `acc` holds. Values not ordered
@@ -246,7 +280,7 @@ impl<F, G, X> Aggregate<F> for Min<G>
 where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> X + Clone + Send + Sync + 'static,
-    X: PartialOrd + Clone + 'static,
+    X: PartialOrd + Clone + StateCodec + 'static,
 {
     type Acc = Option<X>;
     type Out = Option<X>;
@@ -272,6 +306,8 @@ where
     fn result(&self, acc: &Option<X>) -> Option<X> {
         acc.clone()
     }
+
+    logged!();
 }
 
 /// The largest extracted value, `Option<X>` (`None` for no item). Values not ordered with
@@ -300,7 +336,7 @@ impl<F, G, X> Aggregate<F> for Max<G>
 where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> X + Clone + Send + Sync + 'static,
-    X: PartialOrd + Clone + 'static,
+    X: PartialOrd + Clone + StateCodec + 'static,
 {
     type Acc = Option<X>;
     type Out = Option<X>;
@@ -326,6 +362,8 @@ where
     fn result(&self, acc: &Option<X>) -> Option<X> {
         acc.clone()
     }
+
+    logged!();
 }
 
 /// The arithmetic mean of an extracted `f64`, `Option<f64>` (`None` for no item); the
@@ -379,6 +417,8 @@ where
     fn result(&self, acc: &(f64, u64)) -> Option<f64> {
         (acc.1 > 0).then(|| acc.0 / acc.1 as f64)
     }
+
+    logged!();
 }
 
 /// Folds owned items with a function `f(acc, item)`: the first item (cloned) starts the
@@ -500,7 +540,7 @@ impl<F, G, X> Aggregate<F> for DistinctCount<G>
 where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> X + Clone + Send + Sync + 'static,
-    X: Hash + Eq + 'static,
+    X: Hash + Eq + StateCodec + 'static,
 {
     type Acc = HashSet<X>;
     type Out = u64;
@@ -537,6 +577,8 @@ where
     fn heap_bytes(&self, acc: &HashSet<X>) -> usize {
         table_bytes::<X>(acc.capacity())
     }
+
+    logged!();
 }
 
 /// The accumulator of [`DistinctCountByRef`]: the distinct values, owned, and the heap bytes
@@ -608,7 +650,7 @@ where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> &'b Q + Clone + Send + Sync + 'static,
     Q: ?Sized + Hash + Eq + ToOwned + 'static,
-    Q::Owned: Hash + Eq + 'static,
+    Q::Owned: Hash + Eq + StateCodec + 'static,
 {
     type Acc = DistinctSet<Q::Owned>;
     type Out = u64;
@@ -647,6 +689,23 @@ where
 
     fn heap_bytes(&self, acc: &DistinctSet<Q::Owned>) -> usize {
         table_bytes::<Q::Owned>(acc.values.capacity()) + acc.value_heap_bytes
+    }
+
+    fn save(&self, acc: &Self::Acc, out: &mut Vec<u8>) -> bool {
+        acc.values.encode(out);
+        true
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<Self::Acc> {
+        let values: HashSet<Q::Owned> = HashSet::decode(input)?;
+        let value_heap_bytes = values
+            .iter()
+            .map(|v| owned_heap_bytes::<Q>(v.borrow()))
+            .sum();
+        Some(DistinctSet {
+            values,
+            value_heap_bytes,
+        })
     }
 }
 
@@ -895,8 +954,8 @@ impl<F, G, V, S> Aggregate<F> for TopN<G>
 where
     F: Family,
     G: for<'a, 'b> Fn(&'b F::Item<'a>) -> (V, S) + Clone + Send + Sync + 'static,
-    V: Eq + Hash + Ord + Clone + 'static,
-    S: PartialOrd + Copy + 'static,
+    V: Eq + Hash + Ord + Clone + StateCodec + 'static,
+    S: PartialOrd + Copy + StateCodec + 'static,
 {
     type Acc = HashMap<V, S>;
     type Out = Vec<(V, S)>;
@@ -937,6 +996,8 @@ where
     fn heap_bytes(&self, acc: &HashMap<V, S>) -> usize {
         table_bytes::<(V, S)>(acc.capacity())
     }
+
+    logged!();
 }
 
 /// Values at quantiles of an extracted `u64`, `Vec<u64>` (one per quantile asked, in that
@@ -1006,6 +1067,45 @@ pub enum PercentileAcc {
     Few(Vec<u64>),
     /// More: the histogram.
     Many(Box<Histogram<u64>>),
+}
+
+impl StateCodec for PercentileAcc {
+    /// The values while few; then the histogram's recorded (value, count) pairs.
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            PercentileAcc::Few(values) => {
+                out.push(0);
+                values.encode(out);
+            }
+            PercentileAcc::Many(hist) => {
+                out.push(1);
+                let pairs: Vec<(u64, u64)> = hist
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect();
+                pairs.encode(out);
+            }
+        }
+    }
+
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        let (&tag, rest) = input.split_first()?;
+        *input = rest;
+        match tag {
+            0 => Some(PercentileAcc::Few(Vec::decode(input)?)),
+            1 => {
+                let pairs: Vec<(u64, u64)> = Vec::decode(input)?;
+                let mut hist = Self::histogram(&[]);
+                for (value, count) in pairs {
+                    if hist.record_n(value, count).is_err() {
+                        hist.saturating_record_n(value, count);
+                    }
+                }
+                Some(PercentileAcc::Many(hist))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl PercentileAcc {
@@ -1125,6 +1225,8 @@ where
             }
         }
     }
+
+    logged!();
 }
 
 /// Tuples of aggregations: each element sees every item; accumulators and results are the
@@ -1155,6 +1257,14 @@ macro_rules! tuple_aggregate {
 
             fn heap_bytes(&self, acc: &Self::Acc) -> usize {
                 0 $(+ self.$i.heap_bytes(&acc.$i))+
+            }
+
+            fn save(&self, acc: &Self::Acc, out: &mut Vec<u8>) -> bool {
+                true $(&& self.$i.save(&acc.$i, out))+
+            }
+
+            fn load(&self, input: &mut &[u8]) -> Option<Self::Acc> {
+                Some(($(self.$i.load(input)?,)+))
             }
         }
     };
@@ -1219,15 +1329,52 @@ where
 /// assert!((0.08..0.12).contains(&rate));
 /// ```
 #[derive(Clone)]
-pub struct FnAggregate<C, A, M, R, H = NoHeapBytes> {
+pub struct FnAggregate<C, A, M, R, H = NoHeapBytes, S = NotLogged> {
     create: C,
     add: A,
     merge: M,
     result: R,
     heap_bytes: H,
+    state: S,
 }
 
-impl<C, A, M, R, H> std::fmt::Debug for FnAggregate<C, A, M, R, H> {
+/// How an [`FnAggregate`]'s accumulator goes to a changelog.
+pub trait StateFns<Acc>: Clone + Send + Sync + 'static {
+    /// [`Aggregate::save`].
+    fn save(&self, acc: &Acc, out: &mut Vec<u8>) -> bool;
+    /// [`Aggregate::load`].
+    fn load(&self, input: &mut &[u8]) -> Option<Acc>;
+}
+
+/// An [`FnAggregate`] without [`logged`](FnAggregate::logged): its state is kept in memory
+/// only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotLogged;
+
+impl<Acc> StateFns<Acc> for NotLogged {
+    fn save(&self, _: &Acc, _: &mut Vec<u8>) -> bool {
+        false
+    }
+    fn load(&self, _: &mut &[u8]) -> Option<Acc> {
+        None
+    }
+}
+
+/// An [`FnAggregate`] whose accumulator is logged through its [`StateCodec`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Logged;
+
+impl<Acc: StateCodec> StateFns<Acc> for Logged {
+    fn save(&self, acc: &Acc, out: &mut Vec<u8>) -> bool {
+        acc.encode(out);
+        true
+    }
+    fn load(&self, input: &mut &[u8]) -> Option<Acc> {
+        Acc::decode(input)
+    }
+}
+
+impl<C, A, M, R, H, S> std::fmt::Debug for FnAggregate<C, A, M, R, H, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FnAggregate").finish_non_exhaustive()
     }
@@ -1251,12 +1398,13 @@ where
         merge,
         result,
         heap_bytes: NoHeapBytes,
+        state: NotLogged,
     }
 }
 
-impl<C, A, M, R, H> FnAggregate<C, A, M, R, H> {
+impl<C, A, M, R, H, S> FnAggregate<C, A, M, R, H, S> {
     /// The same, reporting `heap_bytes(acc)` as the accumulator's heap bytes.
-    pub fn with_heap_bytes<Acc, H2>(self, heap_bytes: H2) -> FnAggregate<C, A, M, R, H2>
+    pub fn with_heap_bytes<Acc, H2>(self, heap_bytes: H2) -> FnAggregate<C, A, M, R, H2, S>
     where
         H2: Fn(&Acc) -> usize,
     {
@@ -1266,11 +1414,25 @@ impl<C, A, M, R, H> FnAggregate<C, A, M, R, H> {
             merge: self.merge,
             result: self.result,
             heap_bytes,
+            state: self.state,
+        }
+    }
+
+    /// The same, with its accumulator written to changelogs through its [`StateCodec`]
+    /// (needed for a window over it to run under exactly-once, and to survive a failure).
+    pub fn logged(self) -> FnAggregate<C, A, M, R, H, Logged> {
+        FnAggregate {
+            create: self.create,
+            add: self.add,
+            merge: self.merge,
+            result: self.result,
+            heap_bytes: self.heap_bytes,
+            state: Logged,
         }
     }
 }
 
-impl<F, C, A, M, R, H, Acc, Out> Aggregate<F> for FnAggregate<C, A, M, R, H>
+impl<F, C, A, M, R, H, S, Acc, Out> Aggregate<F> for FnAggregate<C, A, M, R, H, S>
 where
     F: Family,
     C: Fn() -> Acc + Clone + Send + Sync + 'static,
@@ -1278,11 +1440,20 @@ where
     M: Fn(&mut Acc, Acc) + Clone + Send + Sync + 'static,
     R: Fn(&Acc) -> Out + Clone + Send + Sync + 'static,
     H: HeapBytesFn<Acc>,
+    S: StateFns<Acc>,
     Acc: 'static,
     Out: 'static,
 {
     type Acc = Acc;
     type Out = Out;
+
+    fn save(&self, acc: &Acc, out: &mut Vec<u8>) -> bool {
+        self.state.save(acc, out)
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<Acc> {
+        self.state.load(input)
+    }
 
     #[inline]
     fn create(&self) -> Acc {

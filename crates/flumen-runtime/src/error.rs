@@ -55,6 +55,16 @@ pub enum Error {
         /// What the format said.
         message: String,
     },
+    /// A task's state could not be restored from its changelog.
+    #[error("restoring state from {tp} at offset {offset}: {message}")]
+    Restore {
+        /// The changelog partition.
+        tp: TopicPartition,
+        /// Where the restore was.
+        offset: i64,
+        /// What went wrong.
+        message: String,
+    },
     /// The pipeline's definition is not valid (no source, a name used twice, a topic missing).
     #[error("invalid pipeline: {0}")]
     Topology(String),

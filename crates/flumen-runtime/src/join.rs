@@ -132,6 +132,10 @@ where
         }
     }
 
+    async fn checkpoint(&mut self) -> Result<()> {
+        self.next.checkpoint().await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         let slot = std::mem::size_of::<(Box<[u8]>, V)>() as u64 + 1;
         out.push(OperatorMetrics {
@@ -513,6 +517,10 @@ where
 
     // A table joined after this join gets its records through here.
     pass_on!(side);
+
+    async fn checkpoint(&mut self) -> Result<()> {
+        self.next.checkpoint().await
+    }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         let buffered: usize = self.left.values().map(Vec::len).sum::<usize>()

@@ -27,6 +27,8 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+mod changelog;
+pub mod codec;
 mod context;
 mod error;
 pub mod format;
@@ -43,11 +45,12 @@ pub mod time;
 pub mod window;
 mod worker;
 
+pub use changelog::RestoreStats;
 pub use context::RecordContext;
 pub use error::{Error, Result};
 pub use metrics::{PartitionLag, RuntimeMetrics, TaskMetrics, WorkerMetrics};
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
-pub use runtime::{RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
+pub use runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
 pub use stream::{
     Chain, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink, Kafka,
     KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink, UserFn,

@@ -36,8 +36,8 @@ pub struct OperatorMetrics {
     pub state_keys: u64,
 }
 
-/// The `advance` and `side` of an operator that passes time and table records on to
-/// `self.next` unchanged (`pass_on!(side)`: `side` only).
+/// The `advance`, `side` and `checkpoint` of an operator that passes time, table records and
+/// checkpoints on to `self.next` unchanged (`pass_on!(side)`: `side` only).
 macro_rules! pass_on {
     () => {
         #[inline]
@@ -46,6 +46,11 @@ macro_rules! pass_on {
         }
 
         pass_on!(side);
+
+        #[inline]
+        async fn checkpoint(&mut self) -> $crate::error::Result<()> {
+            self.next.checkpoint().await
+        }
     };
     (side) => {
         async fn side<'a>(
@@ -82,6 +87,12 @@ pub trait Operator<F: Family> {
         value: Option<&'a [u8]>,
     ) -> Result<()> {
         let _ = (table, cx, value);
+        Ok(())
+    }
+
+    /// Before each commit: a stateful operator writes the state it changed since the last
+    /// checkpoint to its changelog; every operator with operators after it passes it on.
+    async fn checkpoint(&mut self) -> Result<()> {
         Ok(())
     }
 
@@ -373,6 +384,10 @@ pub struct CapturedRecord {
     pub partition: Option<i32>,
 }
 
+/// Marks a captured changelog record as a tombstone (runs in memory only: there a record's
+/// value cannot be absent).
+pub(crate) const TOMBSTONE_HEADER: &[u8] = b"flumen.tombstone";
+
 /// Where sinks write: the worker's producer, or a buffer when run in memory.
 #[derive(Clone)]
 pub(crate) enum Output {
@@ -419,6 +434,47 @@ impl Output {
                         .collect(),
                     timestamp,
                     partition: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes a changelog record (`None`: a tombstone) to one partition.
+    pub(crate) async fn write_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        match self {
+            Output::Kafka(producer) => {
+                let record = ProducerRecord {
+                    topic,
+                    partition: Some(partition),
+                    key: Some(key),
+                    value,
+                    headers: &[],
+                    timestamp: None,
+                };
+                let _delivery = producer
+                    .send(record)
+                    .await
+                    .map_err(|e| Error::produce(topic, e))?;
+                Ok(())
+            }
+            Output::Memory(records) => {
+                records.borrow_mut().push(CapturedRecord {
+                    topic: topic.to_owned(),
+                    key: Some(key.to_vec()),
+                    value: value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: match value {
+                        Some(_) => Vec::new(),
+                        None => vec![(TOMBSTONE_HEADER.to_vec(), None)],
+                    },
+                    timestamp: 0,
+                    partition: Some(partition),
                 });
                 Ok(())
             }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flumen_client::admin::{NewTopic, OffsetSpec};
+use flumen_client::admin::{ConfigResource, NewTopic, OffsetSpec};
+
+use crate::changelog::changelog_topic;
 use flumen_client::config::Properties;
 use flumen_client::consumer::{ConsumerConfig, IsolationLevel};
 use flumen_client::producer::ProducerConfig;
@@ -24,6 +26,11 @@ pub struct RuntimeConfig {
     pub(crate) application_id: String,
     pub(crate) workers: usize,
     pub(crate) commit_interval: Duration,
+    /// `commit_interval` was chosen (else it follows the guarantee).
+    commit_interval_set: bool,
+    pub(crate) guarantee: Guarantee,
+    /// `group.instance.id` base: static membership, and a stable transactional id.
+    pub(crate) instance_id: Option<String>,
     pub(crate) pin_workers: bool,
     /// Where the monitoring endpoint listens (`metrics.addr`), if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
@@ -39,6 +46,9 @@ impl RuntimeConfig {
             application_id: application_id.into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             commit_interval: Duration::from_secs(5),
+            commit_interval_set: false,
+            guarantee: Guarantee::AtLeastOnce,
+            instance_id: None,
             pin_workers: true,
             metrics_addr: None,
             properties: BTreeMap::new(),
@@ -51,9 +61,33 @@ impl RuntimeConfig {
         self
     }
 
-    /// How often input offsets are committed (`commit.interval.ms`).
+    /// How often input offsets are committed (`commit.interval.ms`; default 5 s, or 100 ms
+    /// under [`Guarantee::ExactlyOnce`], where it is also how long results wait before
+    /// `read_committed` readers see them).
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = interval;
+        self.commit_interval_set = true;
+        self
+    }
+
+    /// What the outputs promise when a process fails (`processing.guarantee`; default
+    /// [`Guarantee::AtLeastOnce`]).
+    pub fn guarantee(mut self, guarantee: Guarantee) -> Self {
+        self.guarantee = guarantee;
+        if !self.commit_interval_set {
+            self.commit_interval = guarantee.default_commit_interval();
+        }
+        self
+    }
+
+    /// This process's stable name among the application's processes (`instance.id`): worker
+    /// `i` joins the group as static member `<name>-<i>` (`group.instance.id`, KIP-345: a
+    /// restart within `session.timeout.ms` moves no task), and under exactly-once its
+    /// transactional id is `<application.id>-<name>-<i>`, so a restarted process fences its
+    /// previous incarnation at once instead of waiting for its transaction to time out.
+    /// Without it, each start picks a fresh random name.
+    pub fn instance_id(mut self, name: impl Into<String>) -> Self {
+        self.instance_id = Some(name.into());
         self
     }
 
@@ -74,12 +108,60 @@ impl RuntimeConfig {
 
     /// A Kafka client property for both the consumers and the producers (`security.protocol`,
     /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
-    /// runtime's own keys are `num.workers`, `commit.interval.ms`, `pin.workers` and
-    /// `metrics.addr`. Unknown keys are an
-    /// error when the runtime starts.
+    /// runtime's own keys are `num.workers`, `commit.interval.ms`, `processing.guarantee`,
+    /// `instance.id`, `pin.workers` and `metrics.addr`. Unknown keys and invalid values are
+    /// an error when the runtime starts.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
+    }
+}
+
+/// What a run's outputs promise when a process, a broker or the network fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Guarantee {
+    /// Every input's results reach the outputs at least once: outputs are flushed before the
+    /// input offsets are committed; a failure replays what followed the last commit.
+    #[default]
+    AtLeastOnce,
+    /// Every input's results reach the outputs exactly once for `read_committed` readers:
+    /// each worker writes its outputs, its state changelogs and its input offsets in one Kafka
+    /// transaction per commit interval (KIP-98, with the group generation fencing of
+    /// KIP-447). A failure aborts the open transaction; the next owner resumes from the last
+    /// committed one.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    fn default_commit_interval(self) -> Duration {
+        match self {
+            Guarantee::AtLeastOnce => Duration::from_secs(5),
+            Guarantee::ExactlyOnce => Duration::from_millis(100),
+        }
+    }
+
+    /// The name used by `processing.guarantee` (`at_least_once`, `exactly_once_v2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnce => "exactly_once_v2",
+        }
+    }
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = String;
+
+    /// `at_least_once`, or `exactly_once` / `exactly_once_v2` (Kafka Streams' names).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "at_least_once" => Ok(Guarantee::AtLeastOnce),
+            "exactly_once" | "exactly_once_v2" => Ok(Guarantee::ExactlyOnce),
+            _ => Err(format!(
+                "expected at_least_once or exactly_once (exactly_once_v2), got {s:?}"
+            )),
+        }
     }
 }
 
@@ -110,6 +192,10 @@ pub(crate) struct Plan {
     /// Workers of this process that have joined the group: none processes a record before
     /// all have, so the rebalances of the start move no task that has state.
     pub(crate) joined: std::sync::atomic::AtomicUsize,
+    /// This process's name among the application's processes: `instance.id`, else random.
+    pub(crate) process_name: String,
+    /// Per sub-topology: its state stores (each logged to a changelog topic).
+    pub(crate) stores: Vec<Vec<String>>,
     /// Table topics: read from the beginning whenever a task starts.
     pub(crate) tables: BTreeSet<String>,
     /// Their partitions' end offsets at the start (non-empty partitions only).
@@ -263,7 +349,7 @@ impl Runtime {
             .remove("commit.interval.ms")
             .and_then(|v| v.parse().ok())
         {
-            config.commit_interval = Duration::from_millis(ms);
+            config = config.commit_interval(Duration::from_millis(ms));
         }
         if let Some(pin) = config
             .properties
@@ -336,6 +422,26 @@ impl Runtime {
         if pipeline.subs.is_empty() {
             return Err(Error::Topology("the pipeline has no sink".to_owned()));
         }
+        let mut config = config;
+        if let Some(raw) = config.properties.remove("processing.guarantee") {
+            let guarantee = raw.parse().map_err(|message| Error::Config {
+                key: "processing.guarantee".to_owned(),
+                message,
+            })?;
+            config = config.guarantee(guarantee);
+        }
+        if let Some(name) = config.properties.remove("instance.id") {
+            config = config.instance_id(name);
+        }
+        for key in ["group.instance.id", "transactional.id", "isolation.level"] {
+            if config.properties.contains_key(key) {
+                return Err(Error::Config {
+                    key: key.to_owned(),
+                    message: "the runtime sets it (use instance.id and processing.guarantee)"
+                        .to_owned(),
+                });
+            }
+        }
         let (consumer_props, producer_props) = split_properties(&config.properties)?;
         let mut client = Properties::new();
         client.set("bootstrap.servers", &config.bootstrap);
@@ -404,6 +510,8 @@ impl Runtime {
             upstream: stages.subs.iter().map(|s| s.upstream).collect(),
             committed: Arc::new(tokio::sync::Notify::new()),
             joined: std::sync::atomic::AtomicUsize::new(0),
+            process_name: config.instance_id.clone().unwrap_or_else(random_name),
+            stores: pipeline.subs.iter().map(|s| s.stores.clone()).collect(),
             tables,
             table_ends: stages.table_ends.clone(),
         });
@@ -776,6 +884,10 @@ async fn prepare_topics(
                 }
             }
         };
+        for store in &sub.stores {
+            let topic = changelog_topic(&config.application_id, store);
+            ensure_changelog(admin, &topic, stage.partitions).await?;
+        }
         subs.push(stage);
     }
     let tables: Vec<String> = pipeline
@@ -789,4 +901,64 @@ async fn prepare_topics(
         end_offsets(admin, &tables).await?.ends
     };
     Ok(Stages { subs, table_ends })
+}
+
+/// A name for a process started without `instance.id`: unique enough among the processes of
+/// one application (wall clock, process id and a counter mixed).
+fn random_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Creates the changelog topic of a store (compacted, one partition per task), or checks the
+/// one that exists.
+async fn ensure_changelog(admin: &Admin, topic: &str, partitions: i32) -> Result<()> {
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic)
+                .partitions(partitions)
+                .config("cleanup.policy", "compact")],
+            false,
+        )
+        .await?;
+    match created.get(topic) {
+        Some(Ok(_)) => {
+            tracing::info!(%topic, partitions, "changelog topic created");
+            Ok(())
+        }
+        Some(Err(e)) if e.code() == Some(flumen_protocol::ErrorCode::TopicAlreadyExists) => {
+            let d = describe(admin, topic).await?;
+            if d.partitions.len() as i32 != partitions {
+                return Err(Error::Topology(format!(
+                    "changelog topic {topic} has {} partitions; its store's tasks are {partitions}",
+                    d.partitions.len()
+                )));
+            }
+            let resource = ConfigResource::Topic(topic.to_owned());
+            let configs = admin
+                .describe_configs(std::slice::from_ref(&resource))
+                .await?;
+            let policy = configs
+                .get(&resource)
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|entries| entries.iter().find(|e| e.name == "cleanup.policy"))
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default();
+            if !policy.split(',').any(|p| p.trim() == "compact") {
+                return Err(Error::Topology(format!(
+                    "changelog topic {topic} has cleanup.policy={policy}; a changelog must be compacted"
+                )));
+            }
+            Ok(())
+        }
+        Some(Err(e)) => Err(Error::Topology(format!("creating {topic}: {e}"))),
+        None => Ok(()),
+    }
 }

@@ -488,6 +488,10 @@ where
 
     pass_on!(side);
 
+    async fn checkpoint(&mut self) -> Result<()> {
+        self.next.checkpoint().await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         out.push(OperatorMetrics {
             name: format!("{}:process_keyed", out.len()),

@@ -141,6 +141,8 @@ pub(crate) struct SubTopology {
     pub(crate) repartition: Option<String>,
     pub(crate) dead_letter: Option<String>,
     pub(crate) operators: Vec<String>,
+    /// Its state stores, by name (each with a changelog topic).
+    pub(crate) stores: Vec<String>,
     pub(crate) factory: Arc<dyn TaskFactory>,
 }
 
@@ -160,6 +162,8 @@ pub(crate) struct SubTopology {
 #[derive(Default)]
 pub struct Pipeline {
     pub(crate) subs: Vec<SubTopology>,
+    /// State stores named so far (the next store's number).
+    pub(crate) stores: usize,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -186,6 +190,7 @@ impl Pipeline {
             operators: Vec::new(),
             side_outputs: Vec::new(),
             tables: Vec::new(),
+            stores: Vec::new(),
             _family: PhantomData,
         }
     }
@@ -465,6 +470,8 @@ pub struct Stream<'p, D: Decode, F: Family, C> {
     pub(crate) side_outputs: Vec<String>,
     /// Table topics the chain joins with, by table number.
     pub(crate) tables: Vec<String>,
+    /// State stores of the chain's operators.
+    pub(crate) stores: Vec<String>,
     pub(crate) _family: PhantomData<fn() -> F>,
 }
 
@@ -496,6 +503,7 @@ where
             operators,
             side_outputs: self.side_outputs,
             tables: self.tables,
+            stores: self.stores,
             _family: PhantomData,
         }
     }
@@ -628,6 +636,7 @@ where
             chain,
             side_outputs,
             tables,
+            stores,
             ..
         } = self;
         outputs.extend(side_outputs);
@@ -650,6 +659,7 @@ where
             repartition,
             dead_letter,
             operators,
+            stores,
             factory: Arc::new(factory),
         });
         pipeline
@@ -743,6 +753,7 @@ where
             operators: Vec::new(),
             side_outputs: Vec::new(),
             tables: Vec::new(),
+            stores: Vec::new(),
             _family: PhantomData,
         }
     }

@@ -32,6 +32,8 @@ pub struct TaskEnv {
     pub(crate) repartition_partitions: i32,
     /// Processing time at the task's start, ms.
     pub(crate) now: i64,
+    /// Changelogs and restored state of the task's stores.
+    pub(crate) stores: crate::changelog::StoreEnv,
 }
 
 impl std::fmt::Debug for TaskEnv {
@@ -256,6 +258,8 @@ pub(crate) trait TaskChain {
     fn tick(&mut self, now: i64) -> LocalBoxFuture<'_, Result<()>>;
     /// A bounded run reached the end of the task's inputs: the final watermark.
     fn end_of_input(&mut self, now: i64) -> LocalBoxFuture<'_, Result<()>>;
+    /// Before a commit: stateful operators write what changed to their changelogs.
+    fn checkpoint(&mut self) -> LocalBoxFuture<'_, Result<()>>;
     /// The task's event-time watermark.
     fn watermark(&self) -> i64;
     /// Processes bare values from memory (no key, timestamp 0).
@@ -615,6 +619,10 @@ impl<D: Decode, Op: Operator<D::Family>, F> TaskChain for TaskRunner<D, Op, F> {
             self.clock.end();
             self.advance(now, true).await
         })
+    }
+
+    fn checkpoint(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(self.op.checkpoint())
     }
 
     fn watermark(&self) -> i64 {

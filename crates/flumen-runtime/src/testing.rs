@@ -27,6 +27,9 @@ use crate::operator::{CapturedRecord, OperatorMetrics, Output};
 use crate::stream::{Pipeline, SourceTopics};
 use crate::task::{MemoryRecord, TaskChain, TaskCounters, TaskEnv, TaskInputs, repartition_topic};
 
+/// A changelog record: key, and value (`None`: a tombstone).
+type LogRecord = (Vec<u8>, Option<Vec<u8>>);
+
 /// A pipeline's tasks run in memory: sinks write to a buffer, and records written to a
 /// repartition topic are fed to the sub-topology that reads it (partitioned by key hash).
 pub struct MemoryRun<'p> {
@@ -39,6 +42,14 @@ pub struct MemoryRun<'p> {
     partitions: i32,
     /// Processing time, ms.
     now: i64,
+    /// Stores log their state (see [`MemoryRun::with_changelogs`]).
+    logged: bool,
+    /// Changelog records written by checkpoints, per changelog partition, in order.
+    changelogs: HashMap<TopicPartition, Vec<LogRecord>>,
+    /// Changelog records written since the last checkpoint.
+    pending: Vec<CapturedRecord>,
+    /// Outputs up to this index were written before the last checkpoint.
+    committed: usize,
 }
 
 impl std::fmt::Debug for MemoryRun<'_> {
@@ -60,7 +71,79 @@ impl<'p> MemoryRun<'p> {
             next_offset: HashMap::new(),
             partitions: 1,
             now: 0,
+            logged: false,
+            changelogs: HashMap::new(),
+            pending: Vec::new(),
+            committed: 0,
         }
+    }
+
+    /// Stateful operators log their state, as against Kafka: [`MemoryRun::checkpoint`]
+    /// collects the changelogs, [`MemoryRun::restart`] restores from them. Changelog records
+    /// never appear in [`MemoryRun::output`].
+    pub fn with_changelogs(mut self) -> Self {
+        self.logged = true;
+        self
+    }
+
+    /// What a commit does: every task writes its changed state to its changelogs. The
+    /// outputs so far count as committed.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        for task in self.tasks.values_mut() {
+            futures::executor::block_on(task.checkpoint())?;
+        }
+        self.route_repartitions()?;
+        for r in std::mem::take(&mut self.pending) {
+            let tombstone = r
+                .headers
+                .iter()
+                .any(|(k, _)| k.as_slice() == crate::operator::TOMBSTONE_HEADER);
+            let tp = TopicPartition::new(r.topic, r.partition.unwrap_or(0));
+            self.changelogs
+                .entry(tp)
+                .or_default()
+                .push((r.key.unwrap_or_default(), (!tombstone).then_some(r.value)));
+        }
+        self.committed = self.captured.borrow().len();
+        Ok(())
+    }
+
+    /// A crash and a restart after the last [`MemoryRun::checkpoint`]: the outputs and state
+    /// changes since are dropped (as an aborted transaction's), and every task starts again
+    /// from its changelogs as records arrive. The caller pushes the inputs again from where
+    /// the checkpoint was.
+    pub fn restart(&mut self) {
+        self.tasks.clear();
+        self.pending.clear();
+        self.captured.borrow_mut().truncate(self.committed);
+    }
+
+    /// The latest value per key of one store's changelog partition (tombstoned keys left
+    /// out), as a restore reads it.
+    pub fn changelog(&self, store: &str, partition: i32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let tp = TopicPartition::new(
+            crate::changelog::changelog_topic(&self.application_id, store),
+            partition,
+        );
+        let mut latest: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        for (k, v) in self.changelogs.get(&tp).into_iter().flatten() {
+            latest.insert(k.clone(), v.clone());
+        }
+        latest
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+
+    /// Moves changelog records out of the outputs, until the next checkpoint.
+    fn collect_changelogs(&mut self) {
+        let mut c = self.captured.borrow_mut();
+        let (logs, rest): (Vec<_>, Vec<_>) = c
+            .drain(..)
+            .partition(|r| r.topic.ends_with("-changelog") && r.partition.is_some());
+        *c = rest;
+        self.pending.extend(logs);
     }
 
     /// Every topic has `partitions` partitions (default 1): repartitioned records are routed
@@ -156,7 +239,23 @@ impl<'p> MemoryRun<'p> {
                 0
             },
             now: self.now,
+            stores: crate::changelog::StoreEnv {
+                logged: self.logged,
+                strict: self.logged,
+                restored: Default::default(),
+            },
         };
+        if self.logged && !self.tasks.contains_key(&(sub, partition)) {
+            let mut restored = env.stores.restored.borrow_mut();
+            for store in &s.stores {
+                let entries = self
+                    .changelog(store, partition)
+                    .into_iter()
+                    .map(|(k, v)| (k.into_boxed_slice(), v.into_boxed_slice()))
+                    .collect();
+                restored.insert(store.clone(), entries);
+            }
+        }
         self.tasks
             .entry((sub, partition))
             .or_insert_with(|| s.factory.instantiate(&env))
@@ -188,6 +287,7 @@ impl<'p> MemoryRun<'p> {
 
     /// Moves records written to repartition topics on to the tasks that read them.
     fn route_repartitions(&mut self) -> Result<()> {
+        self.collect_changelogs();
         loop {
             let pending: Vec<CapturedRecord> = {
                 let mut c = self.captured.borrow_mut();

@@ -16,6 +16,13 @@
 //! - Per record, an already-seen key of an open window costs a hash lookup and the
 //!   aggregate's `add`: no allocation.
 //! - Results carry the key, `timestamp = end - 1`, and no headers.
+//! - Changelog (runs against Kafka): at each checkpoint the operator writes every changed
+//!   `(window, key)` accumulator, every window that fired since, and its clock; a window
+//!   dropped past its lateness is tombstoned when it is dropped. Keys: tag 0 + start (8 bytes,
+//!   big-endian) + key -> accumulator; tag 1 + key -> the key's sessions; tag 2 + key -> a
+//!   global window's count and accumulator; tag 3 -> the clock; tag 4 + start -> the window
+//!   fired. A restore rebuilds exactly that, so a window never emits its final result twice
+//!   and a window dropped before the failure is not opened again by a late record.
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::marker::PhantomData;
@@ -24,8 +31,10 @@ use std::time::Duration;
 use hashbrown::HashMap;
 
 use crate::aggregate::{Aggregate, Count};
+use crate::changelog::{Changelog, changelog_topic};
+use crate::codec::StateCodec;
 use crate::context::RecordContext;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{Decode, Encode, Family};
 use crate::operator::{Operator, OperatorMetrics, pass_on};
 use crate::stream::{Chain, Stream};
@@ -174,11 +183,28 @@ type Key = Box<[u8]>;
 
 struct Slot<Acc> {
     acc: Acc,
+    /// Changed since the last checkpoint.
+    dirty: bool,
 }
 
 struct Pane<Acc> {
     keys: HashMap<Key, Slot<Acc>>,
     fired: bool,
+    /// A slot changed, or the pane fired, since the last checkpoint.
+    dirty: bool,
+    /// Its firing is in the changelog.
+    fired_logged: bool,
+}
+
+impl<Acc> Pane<Acc> {
+    fn new() -> Self {
+        Pane {
+            keys: HashMap::new(),
+            fired: false,
+            dirty: false,
+            fired_logged: false,
+        }
+    }
 }
 
 struct Session<Acc> {
@@ -197,8 +223,11 @@ enum State<Acc> {
     Session {
         keys: HashMap<Key, Vec<Session<Acc>>>,
         due: BinaryHeap<std::cmp::Reverse<(i64, i64, Key)>>,
+        /// Keys whose sessions changed since the last checkpoint (logged runs only).
+        dirty: hashbrown::HashSet<Key>,
     },
-    Global(HashMap<Key, (u64, Acc)>),
+    /// Count and accumulator per key, and whether they changed since the last checkpoint.
+    Global(HashMap<Key, (u64, Acc, bool)>),
 }
 
 /// The window operator (built by [`crate::Stream::window`]).
@@ -220,6 +249,14 @@ where
     late_count: u64,
     /// Window starts of the record being added (sliding windows), reused.
     starts: Vec<i64>,
+    /// Where the state is logged (runs against Kafka).
+    log: Option<Changelog>,
+    /// The aggregate has no changelog form: under exactly-once that is an error.
+    strict: bool,
+    /// The clock value last logged.
+    logged_clock: i64,
+    /// What went wrong restoring the state: the operator fails with it.
+    broken: Option<Error>,
     _family: PhantomData<fn() -> F>,
 }
 
@@ -237,6 +274,7 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
             Kind::Session { .. } => State::Session {
                 keys: HashMap::new(),
                 due: BinaryHeap::new(),
+                dirty: hashbrown::HashSet::new(),
             },
             Kind::GlobalCount { .. } => State::Global(HashMap::new()),
         };
@@ -253,8 +291,99 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
             count: 0,
             late_count: 0,
             starts: Vec::new(),
+            log: None,
+            strict: false,
+            logged_clock: i64::MIN,
+            broken: None,
             _family: PhantomData,
         }
+    }
+
+    /// Logs the state to `log` from now on, starting from what `restored` holds (the latest
+    /// value per changelog key).
+    fn with_changelog(
+        mut self,
+        log: Changelog,
+        strict: bool,
+        restored: crate::changelog::Restored,
+    ) -> Self {
+        for (key, value) in restored {
+            if let Err(message) = self.restore_one(&key, &value) {
+                self.broken = Some(Error::Restore {
+                    tp: flumen_client::TopicPartition::new(log.topic(), log.partition()),
+                    offset: -1,
+                    message: format!("key {key:?}: {message}"),
+                });
+                break;
+            }
+        }
+        self.logged_clock = self.clock;
+        self.log = Some(log);
+        self.strict = strict;
+        self
+    }
+
+    fn restore_one(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), String> {
+        let (&tag, rest) = key.split_first().ok_or("empty key")?;
+        let start_of = |rest: &[u8]| -> std::result::Result<(i64, Key), String> {
+            let (start, k) = rest.split_at_checked(8).ok_or("short window key")?;
+            let start = i64::from_be_bytes(start.try_into().map_err(|_| "short window key")?);
+            Ok((start, Key::from(k)))
+        };
+        let mut input = value;
+        match (&mut self.state, tag) {
+            (State::Aligned(panes), 0) => {
+                let (start, k) = start_of(rest)?;
+                let acc = self
+                    .agg
+                    .load(&mut input)
+                    .filter(|_| input.is_empty())
+                    .ok_or("unreadable accumulator")?;
+                let pane = panes.entry(start).or_insert_with(Pane::new);
+                pane.keys.insert(k, Slot { acc, dirty: false });
+            }
+            (State::Aligned(panes), 4) => {
+                let (start, _) = start_of(rest)?;
+                let pane = panes.entry(start).or_insert_with(Pane::new);
+                pane.fired = true;
+                pane.fired_logged = true;
+            }
+            (State::Session { keys, due, .. }, 1) => {
+                let n = crate::codec::get_varint(&mut input).ok_or("bad session count")?;
+                let mut sessions = Vec::new();
+                for _ in 0..n {
+                    let start = i64::decode(&mut input).ok_or("bad session start")?;
+                    let end = i64::decode(&mut input).ok_or("bad session end")?;
+                    let fired = bool::decode(&mut input).ok_or("bad session flag")?;
+                    let acc = self.agg.load(&mut input).ok_or("unreadable accumulator")?;
+                    due.push(std::cmp::Reverse((end - 1, end, Key::from(rest))));
+                    sessions.push(Session {
+                        start,
+                        end,
+                        acc,
+                        fired,
+                    });
+                }
+                if !input.is_empty() {
+                    return Err("trailing bytes after the sessions".to_owned());
+                }
+                keys.insert(Key::from(rest), sessions);
+            }
+            (State::Global(keys), 2) => {
+                let count = u64::decode(&mut input).ok_or("bad count")?;
+                let acc = self
+                    .agg
+                    .load(&mut input)
+                    .filter(|_| input.is_empty())
+                    .ok_or("unreadable accumulator")?;
+                keys.insert(Key::from(rest), (count, acc, false));
+            }
+            (_, 3) => {
+                self.clock = i64::decode_all(value).ok_or("bad clock")?;
+            }
+            (_, tag) => return Err(format!("unexpected tag {tag} for this window kind")),
+        }
+        Ok(())
     }
 }
 
@@ -305,8 +434,14 @@ where
             next,
             clock,
             starts,
+            log,
+            broken,
             ..
         } = self;
+        if let Some(e) = broken.take() {
+            return Err(e);
+        }
+        let logged = log.is_some();
         let (lateness, clock) = (*lateness, *clock);
         let every = *mode == Emit::EveryUpdate;
         let accepted = match (state, windows.kind) {
@@ -330,18 +465,17 @@ where
                 }
                 for &start in starts.iter() {
                     let end = start + size;
-                    let pane = panes.entry(start).or_insert_with(|| Pane {
-                        keys: HashMap::new(),
-                        fired: false,
-                    });
+                    let pane = panes.entry(start).or_insert_with(Pane::new);
                     let slot = match pane.keys.get_mut(key) {
                         Some(s) => s,
-                        None => pane
-                            .keys
-                            .entry(Key::from(key))
-                            .or_insert_with(|| Slot { acc: agg.create() }),
+                        None => pane.keys.entry(Key::from(key)).or_insert_with(|| Slot {
+                            acc: agg.create(),
+                            dirty: false,
+                        }),
                     };
                     agg.add(&mut slot.acc, &item);
+                    slot.dirty = true;
+                    pane.dirty = true;
                     // A window the clock has passed (fired, or first seen now, within its
                     // lateness) emits on every late update.
                     if end - 1 <= clock {
@@ -354,7 +488,7 @@ where
                 }
                 !starts.is_empty()
             }
-            (State::Session { keys, due }, Kind::Session { gap }) => {
+            (State::Session { keys, due, dirty }, Kind::Session { gap }) => {
                 let (start, end) = (t, t.saturating_add(gap));
                 if (end - 1).saturating_add(lateness) <= clock {
                     false
@@ -390,6 +524,9 @@ where
                     let pos = sessions.partition_point(|s| s.start < s_start);
                     sessions.insert(pos, merged);
                     due.push(std::cmp::Reverse((s_end - 1, s_end, Key::from(key))));
+                    if logged && !dirty.contains(key) {
+                        dirty.insert(Key::from(key));
+                    }
                     if every || (s_end - 1) <= clock {
                         let value = agg.result(&sessions[pos].acc);
                         emit(next, cx.topic_partition(), key, s_start, s_end, value).await?;
@@ -400,10 +537,13 @@ where
             (State::Global(keys), Kind::GlobalCount { count }) => {
                 let entry = match keys.get_mut(key) {
                     Some(e) => e,
-                    None => keys.entry(Key::from(key)).or_insert((0, agg.create())),
+                    None => keys
+                        .entry(Key::from(key))
+                        .or_insert((0, agg.create(), false)),
                 };
                 agg.add(&mut entry.1, &item);
                 entry.0 += 1;
+                entry.2 = true;
                 if every || entry.0 >= count {
                     let value = agg.result(&entry.1);
                     let cx_tp = cx.topic_partition();
@@ -459,6 +599,12 @@ where
 
     pass_on!(side);
 
+    async fn checkpoint(&mut self) -> Result<()> {
+        self.log_state().await?;
+        self.late.checkpoint().await?;
+        self.next.checkpoint().await
+    }
+
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
         let (keys, bytes) = self.state_size();
         out.push(OperatorMetrics {
@@ -488,6 +634,7 @@ where
             next,
             clock,
             emit: mode,
+            log,
             ..
         } = self;
         let (lateness, clock) = (*lateness, *clock);
@@ -505,16 +652,29 @@ where
                             emit(next, tp, key, start, start + size, value).await?;
                         }
                     }
-                    pane.fired = true;
+                    if !pane.fired {
+                        pane.fired = true;
+                        pane.dirty = true;
+                    }
                 }
                 while let Some(entry) = panes.first_entry() {
                     if (*entry.key() + size - 1).saturating_add(lateness) > clock {
                         break;
                     }
-                    entry.remove();
+                    let (start, pane) = entry.remove_entry();
+                    if let Some(log) = log.as_mut() {
+                        for key in pane.keys.keys() {
+                            window_key(&mut log.key, 0, Some(start), key);
+                            log.delete().await?;
+                        }
+                        if pane.fired_logged {
+                            window_key(&mut log.key, 4, Some(start), &[]);
+                            log.delete().await?;
+                        }
+                    }
                 }
             }
-            (State::Session { keys, due }, Kind::Session { .. }) => {
+            (State::Session { keys, due, dirty }, Kind::Session { .. }) => {
                 while let Some(std::cmp::Reverse((at, _, _))) = due.peek() {
                     if *at > clock {
                         break;
@@ -529,6 +689,9 @@ where
                     let s = &mut sessions[i];
                     if !s.fired {
                         s.fired = true;
+                        if log.is_some() && !dirty.contains(&key) {
+                            dirty.insert(key.clone());
+                        }
                         if final_results {
                             let value = agg.result(&s.acc);
                             emit(next, tp, &key, s.start, s.end, value).await?;
@@ -540,12 +703,101 @@ where
                         if sessions.is_empty() {
                             keys.remove(&key);
                         }
+                        if log.is_some() && !dirty.contains(&key) {
+                            dirty.insert(key.clone());
+                        }
                     } else {
                         due.push(std::cmp::Reverse((cleanup, end, key)));
                     }
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes what changed since the last checkpoint to the changelog.
+    async fn log_state(&mut self) -> Result<()> {
+        let WindowOp {
+            agg,
+            state,
+            clock,
+            log,
+            strict,
+            logged_clock,
+            ..
+        } = self;
+        let Some(changelog) = log.as_mut() else {
+            return Ok(());
+        };
+        if !agg.save(&agg.create(), &mut changelog.value) {
+            let message = "the window's aggregation has no changelog form (Aggregate::save): \
+                           its state is not fault tolerant";
+            if *strict {
+                return Err(Error::Config {
+                    key: changelog.topic().to_owned(),
+                    message: message.to_owned(),
+                });
+            }
+            tracing::warn!(store = %changelog.topic(), "{message}");
+            *log = None;
+            return Ok(());
+        }
+        if *clock != *logged_clock {
+            window_key(&mut changelog.key, 3, None, &[]);
+            changelog.value.clear();
+            clock.encode(&mut changelog.value);
+            changelog.put().await?;
+            *logged_clock = *clock;
+        }
+        match state {
+            State::Aligned(panes) => {
+                for (&start, pane) in panes.iter_mut().filter(|(_, p)| p.dirty) {
+                    pane.dirty = false;
+                    for (key, slot) in pane.keys.iter_mut().filter(|(_, s)| s.dirty) {
+                        slot.dirty = false;
+                        window_key(&mut changelog.key, 0, Some(start), key);
+                        changelog.value.clear();
+                        agg.save(&slot.acc, &mut changelog.value);
+                        changelog.put().await?;
+                    }
+                    if pane.fired && !pane.fired_logged {
+                        pane.fired_logged = true;
+                        window_key(&mut changelog.key, 4, Some(start), &[]);
+                        changelog.value.clear();
+                        changelog.put().await?;
+                    }
+                }
+            }
+            State::Session { keys, dirty, .. } => {
+                for key in dirty.drain() {
+                    window_key(&mut changelog.key, 1, None, &key);
+                    match keys.get(&key) {
+                        Some(sessions) => {
+                            changelog.value.clear();
+                            crate::codec::put_varint(&mut changelog.value, sessions.len() as u64);
+                            for s in sessions {
+                                s.start.encode(&mut changelog.value);
+                                s.end.encode(&mut changelog.value);
+                                s.fired.encode(&mut changelog.value);
+                                agg.save(&s.acc, &mut changelog.value);
+                            }
+                            changelog.put().await?;
+                        }
+                        None => changelog.delete().await?,
+                    }
+                }
+            }
+            State::Global(keys) => {
+                for (key, (count, acc, dirty)) in keys.iter_mut().filter(|(_, e)| e.2) {
+                    *dirty = false;
+                    window_key(&mut changelog.key, 2, None, key);
+                    changelog.value.clear();
+                    count.encode(&mut changelog.value);
+                    agg.save(acc, &mut changelog.value);
+                    changelog.put().await?;
+                }
+            }
         }
         Ok(())
     }
@@ -564,7 +816,7 @@ where
                     .sum();
                 (k + p.keys.len() as u64, b + bytes)
             }),
-            State::Session { keys, due } => {
+            State::Session { keys, due, .. } => {
                 let mut bytes = due.len() as u64 * 40;
                 for (key, sessions) in keys {
                     bytes += entry(key) + 40;
@@ -577,12 +829,22 @@ where
             State::Global(keys) => {
                 let bytes = keys
                     .iter()
-                    .map(|(key, (_, a))| entry(key) + 24 + acc + self.agg.heap_bytes(a) as u64)
+                    .map(|(key, (_, a, _))| entry(key) + 24 + acc + self.agg.heap_bytes(a) as u64)
                     .sum();
                 (keys.len() as u64, bytes)
             }
         }
     }
+}
+
+/// A window store's changelog key: `tag`, the window start (big-endian) if any, the key.
+fn window_key(out: &mut Vec<u8>, tag: u8, start: Option<i64>, key: &[u8]) {
+    out.clear();
+    out.push(tag);
+    if let Some(start) = start {
+        out.extend_from_slice(&start.to_be_bytes());
+    }
+    out.extend_from_slice(key);
 }
 
 /// Where late items go: nowhere but the count ([`NoLate`]), or a topic.
@@ -770,7 +1032,11 @@ where
             name.push_str(&format!(" late->{topic}"));
             stream.side_outputs.push(topic);
         }
+        let store = format!("window-{}", stream.pipeline.stores);
+        stream.pipeline.stores += 1;
+        stream.stores.push(store.clone());
         let link = WindowLink {
+            store,
             chain: stream.chain.clone(),
             windows,
             lateness,
@@ -791,6 +1057,8 @@ where
 
 /// Description of a window and its aggregation.
 pub struct WindowLink<C, A, L, F> {
+    /// The state store's name (its changelog topic is `<application.id>-<store>-changelog`).
+    store: String,
     chain: C,
     windows: Windows,
     lateness: i64,
@@ -803,6 +1071,7 @@ pub struct WindowLink<C, A, L, F> {
 impl<C: Clone, A: Clone, L, F> Clone for WindowLink<C, A, L, F> {
     fn clone(&self) -> Self {
         WindowLink {
+            store: self.store.clone(),
             chain: self.chain.clone(),
             windows: self.windows,
             lateness: self.lateness,
@@ -824,7 +1093,7 @@ where
 {
     type Out<N: Operator<WindowedView<A::Out>>> = C::Out<WindowOp<F, A, L::Op, N>>;
     fn build<N: Operator<WindowedView<A::Out>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
-        let op = WindowOp::new(
+        let mut op = WindowOp::new(
             self.windows,
             self.lateness,
             self.emit,
@@ -832,6 +1101,14 @@ where
             self.late.build(env),
             next,
         );
+        if env.stores.logged {
+            let log = Changelog::new(
+                changelog_topic(&env.application_id, &self.store),
+                env.partition,
+                env.output.clone(),
+            );
+            op = op.with_changelog(log, env.stores.strict, env.stores.take(&self.store));
+        }
         self.chain.build(env, op)
     }
 }

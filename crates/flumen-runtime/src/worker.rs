@@ -17,18 +17,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use flumen_client::TopicPartition;
+use flumen_client::admin::IsolationLevel;
 use flumen_client::config::Properties;
 use flumen_client::consumer::{
     CommitOnRevoke, Consumer, ConsumerConfig, OffsetAndMetadata, RebalanceListener,
 };
-use flumen_client::producer::{Producer, ProducerConfig};
+use flumen_client::producer::{ProduceError, Producer, ProducerConfig};
+use flumen_client::{Admin, ClientConfig, TopicPartition};
 use tracing::Instrument;
 
+use crate::changelog::{RestoreStats, Restorer, StoreEnv, changelog_topic};
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsBoard, PartitionLag, TaskMetrics, WorkerMetrics, WorkerSnapshot};
 use crate::operator::Output;
-use crate::runtime::Plan;
+use crate::runtime::{Guarantee, Plan};
 use crate::task::{TaskChain, TaskEnv, TaskInputs};
 use crate::time::now_ms;
 
@@ -49,6 +51,9 @@ struct Progress {
     failures_seen: u64,
     /// Set when a flush found new failures: the worker stops with it.
     failed: Option<Error>,
+    /// Exactly-once: partitions are never committed on revocation (the open transaction is
+    /// aborted and every task resumes from the last committed one instead).
+    transactional: bool,
 }
 
 struct Listener {
@@ -77,6 +82,11 @@ impl RebalanceListener for Listener {
     }
 
     fn commit_on_revoke(&mut self, partitions: &[TopicPartition]) -> Option<CommitOnRevoke> {
+        if lock(&self.progress).transactional {
+            // The tasks' state cannot be checkpointed from here: the worker aborts the
+            // transaction after `poll` (see `WorkerLoop::abort_and_rewind`).
+            return None;
+        }
         let progress = self.progress.clone();
         let producer = self.producer.clone();
         let partitions = partitions.to_vec();
@@ -158,11 +168,19 @@ fn client_props(plan: &Plan, index: usize, which: &str) -> Properties {
 }
 
 async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
+    let exactly_once = plan.config.guarantee == Guarantee::ExactlyOnce;
     let mut c = client_props(plan, index, "consumer");
     c.set("group.id", &plan.config.application_id);
     c.set("enable.auto.commit", "false");
     c.set("auto.offset.reset", "earliest");
     c.set("partition.assignment.strategy", "co-partitioned");
+    if let Some(name) = &plan.config.instance_id {
+        c.set("group.instance.id", format!("{name}-{index}"));
+    }
+    if exactly_once {
+        // Repartition topics, tables and changelogs are written in transactions.
+        c.set("isolation.level", "read_committed");
+    }
     for (k, v) in plan.consumer_props() {
         c.set(k, v);
     }
@@ -170,6 +188,18 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
     let mut p = client_props(plan, index, "producer");
     p.set("linger.ms", "5");
     p.set("batch.size", "262144");
+    if exactly_once {
+        p.set(
+            "transactional.id",
+            format!(
+                "{}-{}-{index}",
+                plan.config.application_id, plan.process_name
+            ),
+        );
+        // As Kafka Streams: a crashed worker's open transaction blocks read_committed
+        // readers of its outputs until the coordinator aborts it.
+        p.set("transaction.timeout.ms", "10000");
+    }
     for (k, v) in plan.producer_props() {
         p.set(k, v);
     }
@@ -178,7 +208,55 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
     let producer = Producer::connect(producer_config)
         .await
         .map_err(|e| Error::produce("(connect)", e))?;
+    if exactly_once {
+        // Fences an earlier incarnation with the same transactional id and ends its
+        // transaction.
+        producer
+            .init_transactions()
+            .await
+            .map_err(|e| Error::produce("(init_transactions)", e))?;
+        producer
+            .begin_transaction()
+            .await
+            .map_err(|e| Error::produce("(begin_transaction)", e))?;
+    }
     Ok((consumer, producer))
+}
+
+/// The worker's changelog reader: a consumer without a group, reading committed data only
+/// under exactly-once.
+async fn restorer(plan: &Plan, index: usize) -> Result<Restorer> {
+    let isolation = if plan.config.guarantee == Guarantee::ExactlyOnce {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
+    let mut c = client_props(plan, index, "restore");
+    c.set("enable.auto.commit", "false");
+    c.set("auto.offset.reset", "earliest");
+    c.set(
+        "isolation.level",
+        match isolation {
+            IsolationLevel::ReadCommitted => "read_committed",
+            _ => "read_uncommitted",
+        },
+    );
+    for (k, v) in plan.consumer_props() {
+        c.set(k, v);
+    }
+    let config = ConsumerConfig::take_from(&mut c)?;
+    let mut a = client_props(plan, index, "restore-admin");
+    for (k, v) in plan.consumer_props() {
+        if ClientConfig::from_properties([(k, v)]).is_ok() {
+            a.set(k, v);
+        }
+    }
+    let admin = Admin::connect(ClientConfig::take_from(&mut a)?).await?;
+    Ok(Restorer::new(
+        Consumer::connect(config).await?,
+        admin,
+        isolation,
+    ))
 }
 
 async fn run_async(
@@ -194,7 +272,10 @@ async fn run_async(
             .await
             .map_err(|e| Error::produce(&topic, e))?;
     }
-    let progress = Arc::new(Mutex::new(Progress::default()));
+    let progress = Arc::new(Mutex::new(Progress {
+        transactional: plan.config.guarantee == Guarantee::ExactlyOnce,
+        ..Progress::default()
+    }));
     consumer.set_rebalance_listener(Listener {
         progress: progress.clone(),
         producer: producer.clone(),
@@ -225,12 +306,15 @@ async fn run_async(
         started: Instant::now(),
         busy: Duration::ZERO,
         commits: 0,
+        aborts: 0,
         dropped_records: 0,
         dirty: false,
         paused: false,
         pauses: 0,
         board,
         last_publish: Instant::now(),
+        restorer: None,
+        restores: Vec::new(),
     };
     let result = w.run(&stop).await;
     let records_in = w.records_in();
@@ -272,6 +356,8 @@ struct WorkerLoop {
     started: Instant,
     busy: Duration,
     commits: u64,
+    /// Transactions aborted (exactly-once).
+    aborts: u64,
     /// Records of tasks dropped after moving away.
     dropped_records: u64,
     /// Processed offsets not committed yet.
@@ -281,6 +367,10 @@ struct WorkerLoop {
     pauses: u64,
     board: Arc<MetricsBoard>,
     last_publish: Instant,
+    /// Reads changelogs back (made at the first restore).
+    restorer: Option<Restorer>,
+    /// Restores done, by task.
+    restores: Vec<(String, RestoreStats)>,
 }
 
 impl WorkerLoop {
@@ -295,7 +385,10 @@ impl WorkerLoop {
                 Duration::from_millis(100)
             };
             let mut records = self.consumer.poll(wait).await?;
-            self.after_rebalance()?;
+            if self.after_rebalance().await? {
+                // Exactly-once rewound every partition: what this poll fetched is read again.
+                continue;
+            }
             if !self.processing && !self.start_barrier(&mut records)? {
                 continue;
             }
@@ -315,7 +408,7 @@ impl WorkerLoop {
                     };
                     let key = (sub, tp.partition);
                     if !self.tasks.contains_key(&key) {
-                        self.start_task(sub, tp.partition);
+                        self.start_task(sub, tp.partition).await?;
                         // The metrics show a new task at once, not at the next snapshot.
                         publish_now = true;
                     }
@@ -353,7 +446,9 @@ impl WorkerLoop {
             }
             self.backpressure();
             // Bounded runs need their progress committed as soon as a partition is caught up.
-            if self.dirty
+            // Under exactly-once, outputs of ticks (processing-time windows, idle inputs) are
+            // in the open transaction too: it commits every interval.
+            if (self.dirty || (self.transactional() && !self.tasks.is_empty()))
                 && (last_commit.elapsed() >= interval
                     || (self.plan.bounded && (idle || reached_end)))
             {
@@ -453,7 +548,7 @@ impl WorkerLoop {
     }
 
     /// The environment a new task of `sub` over partition number `partition` is built with.
-    fn task_env(&self, sub: usize, partition: i32) -> TaskEnv {
+    fn task_env(&self, sub: usize, partition: i32, stores: StoreEnv) -> TaskEnv {
         let plan = &self.plan;
         let inputs = match plan.upstream[sub] {
             Some(up) => TaskInputs::Repartition {
@@ -480,15 +575,55 @@ impl WorkerLoop {
             inputs,
             repartition_partitions: plan.partitions[sub],
             now: now_ms(),
+            stores,
         }
     }
 
-    fn start_task(&mut self, sub: usize, partition: i32) {
+    /// Starts the task of `sub` over `partition`: restores its stores from their changelogs
+    /// first (a task without stores starts at once).
+    async fn start_task(&mut self, sub: usize, partition: i32) -> Result<()> {
         let id = format!("{sub}_{partition}");
+        let stores = StoreEnv {
+            logged: true,
+            strict: self.transactional(),
+            restored: Default::default(),
+        };
+        let names = self.plan.stores[sub].clone();
+        if !names.is_empty() {
+            let restorer = match self.restorer.as_mut() {
+                Some(r) => r,
+                None => self
+                    .restorer
+                    .insert(restorer(&self.plan, self.index).await?),
+            };
+            let mut total = RestoreStats::default();
+            for store in &names {
+                let tp = TopicPartition::new(
+                    changelog_topic(&self.plan.config.application_id, store),
+                    partition,
+                );
+                let (restored, stats) = restorer.restore(&tp).await?;
+                total.records += stats.records;
+                total.bytes += stats.bytes;
+                total.keys += stats.keys;
+                total.seconds += stats.seconds;
+                stores.restored.borrow_mut().insert(store.clone(), restored);
+            }
+            tracing::info!(
+                task = %id,
+                records = total.records,
+                bytes = total.bytes,
+                keys = total.keys,
+                seconds = total.seconds,
+                "task state restored"
+            );
+            self.restores.push((id.clone(), total));
+        }
         tracing::info!(task = %id, "task started");
-        let env = self.task_env(sub, partition);
+        let env = self.task_env(sub, partition, stores);
         let chain = self.plan.factory(sub).instantiate(&env);
         self.tasks.insert((sub, partition), Task { id, chain });
+        Ok(())
     }
 
     /// Bounded runs: gives the final watermark to every task whose source partitions are all
@@ -518,7 +653,7 @@ impl WorkerLoop {
                 continue;
             }
             if !self.tasks.contains_key(&(sub, partition)) {
-                self.start_task(sub, partition);
+                self.start_task(sub, partition).await?;
             }
             let task = self.tasks.get_mut(&(sub, partition)).expect("started");
             task.chain.end_of_input(now).await?;
@@ -572,16 +707,27 @@ impl WorkerLoop {
     }
 
     /// Drops the tasks whose partitions moved away; surfaces a failure the listener found.
-    fn after_rebalance(&mut self) -> Result<()> {
-        let mut p = lock(&self.progress);
-        if let Some(e) = p.failed.take() {
-            return Err(e);
+    /// Under exactly-once, a revocation while tasks run aborts the transaction and rewinds
+    /// every partition (returns true).
+    async fn after_rebalance(&mut self) -> Result<bool> {
+        let revoked = {
+            let mut p = lock(&self.progress);
+            if let Some(e) = p.failed.take() {
+                return Err(e);
+            }
+            std::mem::take(&mut p.revoked)
+        };
+        if revoked.is_empty() {
+            return Ok(false);
         }
-        if p.revoked.is_empty() {
-            return Ok(());
+        if self.transactional() && !self.tasks.is_empty() {
+            tracing::info!(
+                partitions = revoked.len(),
+                "partitions revoked with a transaction open: aborting it"
+            );
+            self.abort_and_rewind().await?;
+            return Ok(true);
         }
-        let revoked = std::mem::take(&mut p.revoked);
-        drop(p);
         let assigned = self.consumer.assignment();
         for tp in &revoked {
             self.lag.remove(tp);
@@ -600,11 +746,56 @@ impl WorkerLoop {
                 self.dropped_records += task.chain.counters().records_in;
             }
         }
+        Ok(false)
+    }
+
+    fn transactional(&self) -> bool {
+        self.plan.config.guarantee == Guarantee::ExactlyOnce
+    }
+
+    /// Exactly-once: aborts the open transaction (its outputs, changelog writes and offsets
+    /// never become visible), drops every task (their state is ahead of the last committed
+    /// transaction) and moves every assigned partition back to its committed offset. Tasks
+    /// start again, restoring their state, as records arrive.
+    async fn abort_and_rewind(&mut self) -> Result<()> {
+        self.producer
+            .abort_transaction()
+            .await
+            .map_err(|e| Error::produce("(abort_transaction)", e))?;
+        self.aborts += 1;
+        for (_, task) in self.tasks.drain() {
+            self.dropped_records += task.chain.counters().records_in;
+        }
+        self.ended.clear();
+        self.tables_seen.clear();
+        self.bootstrap.clear();
+        lock(&self.progress).processed.clear();
+        self.dirty = false;
+        let assigned = self.consumer.assignment();
+        let committed = self.consumer.committed(&assigned).await?;
+        for tp in &assigned {
+            match committed.get(tp) {
+                Some(o) => self.consumer.seek(tp, o.offset)?,
+                None => self.consumer.seek_to_beginning(std::slice::from_ref(tp))?,
+            }
+        }
+        self.producer
+            .begin_transaction()
+            .await
+            .map_err(|e| Error::produce("(begin_transaction)", e))?;
         Ok(())
     }
 
-    /// Flushes the producer, then commits what was processed before the flush.
+    /// At-least-once: flushes the producer, then commits what was processed before the
+    /// flush. Exactly-once: commits the transaction with the processed offsets in it; a
+    /// transaction that cannot commit is aborted and every partition rewound.
     async fn commit(&mut self) -> Result<()> {
+        for task in self.tasks.values_mut() {
+            task.chain.checkpoint().await?;
+        }
+        if self.transactional() {
+            return self.commit_transaction().await;
+        }
         let snapshot: BTreeMap<TopicPartition, OffsetAndMetadata> =
             lock(&self.progress).processed.clone();
         self.producer
@@ -637,6 +828,50 @@ impl WorkerLoop {
         self.dirty = !p.processed.is_empty();
         self.commits += 1;
         Ok(())
+    }
+
+    async fn commit_transaction(&mut self) -> Result<()> {
+        let owned = self.consumer.assignment();
+        let offsets: Vec<(TopicPartition, i64)> = lock(&self.progress)
+            .processed
+            .iter()
+            .filter(|(tp, _)| owned.contains(tp))
+            .map(|(tp, o)| (tp.clone(), o.offset))
+            .collect();
+        let group = self
+            .consumer
+            .group_metadata()
+            .expect("the worker's consumer has a group");
+        let result = async {
+            if !offsets.is_empty() {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group)
+                    .await?;
+            }
+            self.producer.commit_transaction().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                lock(&self.progress).processed.clear();
+                self.dirty = false;
+                self.commits += 1;
+                self.producer
+                    .begin_transaction()
+                    .await
+                    .map_err(|e| Error::produce("(begin_transaction)", e))
+            }
+            Err(e @ (ProduceError::Fenced(_) | ProduceError::TransactionTimedOut(_))) => {
+                // Another worker owns this transactional id now, or the coordinator gave up on
+                // the transaction: this worker stops; its partitions resume elsewhere from
+                // the last committed transaction.
+                Err(Error::produce("(commit_transaction)", e))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the transaction could not commit: aborting it");
+                self.abort_and_rewind().await
+            }
+        }
     }
 
     fn records_in(&self) -> u64 {
@@ -700,14 +935,23 @@ impl WorkerLoop {
     }
 
     /// Commits what is done (on a clean stop) and leaves the group: leaving revokes every
-    /// partition, so the listener flushes and commits once more.
+    /// partition, so the listener flushes and commits once more (at-least-once; under
+    /// exactly-once the last transaction is committed first).
     async fn shutdown(self, clean: bool) -> Result<()> {
+        let mut this = self;
+        if this.transactional() {
+            if clean && this.dirty {
+                this.commit().await?;
+            }
+            // What is open holds nothing to keep (a clean stop just committed it).
+            let _ = this.producer.abort_transaction().await;
+        }
         let WorkerLoop {
             consumer,
             producer,
             progress,
             ..
-        } = self;
+        } = this;
         if !clean {
             // Nothing more is committed: what was processed since the last commit is
             // processed again by the partitions' next owner.

@@ -82,10 +82,22 @@ pub struct Read {
 
 /// Reads the whole topic with kcat until it holds at least `at_least` records (or 60 s).
 pub fn read_all(topic: &str, at_least: usize) -> Vec<Read> {
+    read_with(topic, at_least, "read_uncommitted")
+}
+
+/// [`read_all`] as a `read_committed` reader (records of open or aborted transactions
+/// left out).
+pub fn read_committed(topic: &str, at_least: usize) -> Vec<Read> {
+    read_with(topic, at_least, "read_committed")
+}
+
+fn read_with(topic: &str, at_least: usize, isolation: &str) -> Vec<Read> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let isolation = format!("isolation.level={isolation}");
     loop {
         let out = Command::new("kcat")
             .args(["-b", &kafka().bootstrap(), "-C", "-t", topic, "-e", "-q"])
+            .args(["-X", &isolation])
             .args(["-f", "%p\t%k\t%s\t%h\n"])
             .output()
             .expect("run kcat");

@@ -268,15 +268,18 @@ fn top_n_keeps_the_best_score_per_value_and_breaks_ties_by_value() {
         ("/d", 1),
         ("/e", 5),
     ];
-    let top = top_n(3, |(url, n): &(&'static str, u64)| (*url, *n));
+    let top = top_n(3, |(url, n): &(&'static str, u64)| (url.to_string(), *n));
     let result = fold::<Owned<(&'static str, u64)>, _>(&top, &views);
-    assert_eq!(result, [("/c", 9), ("/a", 5), ("/b", 5)]);
+    let strings = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(u, n)| (u.to_string(), *n)).collect()
+    };
+    assert_eq!(result, strings(&[("/c", 9), ("/a", 5), ("/b", 5)]));
     let all = fold::<Owned<(&'static str, u64)>, _>(
-        &top_n(10, |(url, n): &(&'static str, u64)| (*url, *n)),
+        &top_n(10, |(url, n): &(&'static str, u64)| (url.to_string(), *n)),
         &views,
     );
     assert_eq!(all.len(), 5);
-    assert_eq!(all.last(), Some(&("/d", 1)));
+    assert_eq!(all.last(), Some(&("/d".to_owned(), 1)));
 }
 
 #[test]

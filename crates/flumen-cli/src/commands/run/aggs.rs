@@ -10,6 +10,7 @@ use std::sync::Arc;
 use flumen_runtime::aggregate::{
     self, Aggregate, Avg, DistinctCountByRef, DistinctSet, PercentileAcc, Percentiles,
 };
+use flumen_runtime::codec::StateCodec;
 use flumen_runtime::format::Owned;
 use serde_json::{Map, Value};
 
@@ -97,6 +98,55 @@ fn number(x: f64) -> Value {
 }
 
 impl Agg {
+    /// Appends `acc` in its changelog form.
+    fn save(&self, acc: &Acc, out: &mut Vec<u8>) -> bool {
+        match (&self.func, acc) {
+            (_, Acc::Count(n)) => n.encode(out),
+            (
+                _,
+                Acc::Sum {
+                    int,
+                    float,
+                    all_int,
+                },
+            ) => (*int, *float, *all_int).encode(out),
+            (_, Acc::Extreme(x)) => x.as_ref().map(|n| n.to_string()).encode(out),
+            (_, Acc::Avg(a)) => a.encode(out),
+            (Func::DistinctCount(d), Acc::Distinct(x)) => {
+                return Aggregate::<Owned<String>>::save(d, x, out);
+            }
+            (Func::Percentiles(p, _), Acc::Percentiles(x)) => {
+                return Aggregate::<Owned<u64>>::save(p, x, out);
+            }
+            (_, Acc::Top(m)) => m.encode(out),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Reads what [`Agg::save`] wrote.
+    fn load(&self, input: &mut &[u8]) -> Option<Acc> {
+        Some(match &self.func {
+            Func::Count => Acc::Count(u64::decode(input)?),
+            Func::Sum => {
+                let (int, float, all_int) = <(i64, f64, bool)>::decode(input)?;
+                Acc::Sum {
+                    int,
+                    float,
+                    all_int,
+                }
+            }
+            Func::Min | Func::Max => Acc::Extreme(match Option::<String>::decode(input)? {
+                Some(n) => Some(n.parse().ok()?),
+                None => None,
+            }),
+            Func::Avg(_) => Acc::Avg(<(f64, u64)>::decode(input)?),
+            Func::DistinctCount(d) => Acc::Distinct(Aggregate::<Owned<String>>::load(d, input)?),
+            Func::Percentiles(p, _) => Acc::Percentiles(Aggregate::<Owned<u64>>::load(p, input)?),
+            Func::TopN { .. } => Acc::Top(HashMap::decode(input)?),
+        })
+    }
+
     fn create(&self) -> Acc {
         match &self.func {
             Func::Count => Acc::Count(0),
@@ -310,6 +360,14 @@ impl Aggregate<Owned<Value>> for Aggs {
             agg.result(a, &mut out);
         }
         out
+    }
+
+    fn save(&self, acc: &Vec<Acc>, out: &mut Vec<u8>) -> bool {
+        self.0.iter().zip(acc).all(|(agg, a)| agg.save(a, out))
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<Vec<Acc>> {
+        self.0.iter().map(|agg| agg.load(input)).collect()
     }
 
     fn heap_bytes(&self, acc: &Vec<Acc>) -> usize {

@@ -1,0 +1,211 @@
+//! State changelogs: every state store of a task writes its changes to partition `p` (the
+//! task's partition number) of the compacted topic `<application.id>-<store>-changelog`; a
+//! worker that starts the task reads that partition back to its end before the task
+//! processes a record.
+//!
+//! # Invariants
+//! - A store writes what changed since its last checkpoint before every commit (and under
+//!   exactly-once inside the same transaction as the outputs and the input offsets), so the
+//!   changelog up to a committed transaction holds exactly the state the committed offsets
+//!   lead to.
+//! - Keys are the store's own (a window store: a tag byte, the window start and the record
+//!   key); a tombstone (no value) deletes a key. Compaction keeps the latest value per key, so
+//!   a restore applies records in order and keeps the last one per key.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use flumen_client::TopicPartition;
+use flumen_client::admin::{Admin, IsolationLevel, OffsetSpec};
+use flumen_client::consumer::Consumer;
+
+use crate::error::{Error, Result};
+use crate::operator::Output;
+
+/// The changelog topic of `store`.
+pub(crate) fn changelog_topic(application_id: &str, store: &str) -> String {
+    format!("{application_id}-{store}-changelog")
+}
+
+/// Where one store of one task writes its changes.
+pub(crate) struct Changelog {
+    topic: String,
+    partition: i32,
+    output: Output,
+    /// The key and value being written, reused.
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
+    /// Records written.
+    pub(crate) writes: u64,
+}
+
+impl Changelog {
+    pub(crate) fn new(topic: String, partition: i32, output: Output) -> Self {
+        Changelog {
+            topic,
+            partition,
+            output,
+            key: Vec::new(),
+            value: Vec::new(),
+            writes: 0,
+        }
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub(crate) fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Writes `self.key` -> `self.value`.
+    pub(crate) async fn put(&mut self) -> Result<()> {
+        self.writes += 1;
+        self.output
+            .write_state(&self.topic, self.partition, &self.key, Some(&self.value))
+            .await
+    }
+
+    /// Deletes `self.key`.
+    pub(crate) async fn delete(&mut self) -> Result<()> {
+        self.writes += 1;
+        self.output
+            .write_state(&self.topic, self.partition, &self.key, None)
+            .await
+    }
+}
+
+/// The latest value per key of one store's changelog partition.
+pub(crate) type Restored = Vec<(Box<[u8]>, Box<[u8]>)>;
+
+/// What a task's stores are built with: whether they log, and what they restore.
+#[derive(Default)]
+pub(crate) struct StoreEnv {
+    /// Stores write changelogs (runs against Kafka; not runs in memory).
+    pub(crate) logged: bool,
+    /// Exactly-once: a store that cannot log its state is an error.
+    pub(crate) strict: bool,
+    /// Restored contents by store name, taken by the stores as they are built.
+    pub(crate) restored: RefCell<HashMap<String, Restored>>,
+}
+
+impl StoreEnv {
+    /// The restored contents of `store` (empty when there were none).
+    pub(crate) fn take(&self, store: &str) -> Restored {
+        self.restored.borrow_mut().remove(store).unwrap_or_default()
+    }
+}
+
+/// What one restore read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestoreStats {
+    /// Changelog records read.
+    pub records: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
+    /// Keys the restored state holds.
+    pub keys: u64,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// Reads changelog partitions back (one per worker, assigned partitions only, no group).
+pub(crate) struct Restorer {
+    consumer: Consumer,
+    admin: Admin,
+    isolation: IsolationLevel,
+}
+
+impl Restorer {
+    pub(crate) fn new(consumer: Consumer, admin: Admin, isolation: IsolationLevel) -> Self {
+        Restorer {
+            consumer,
+            admin,
+            isolation,
+        }
+    }
+
+    /// Reads `tp` from its start to its current end (the last stable offset under
+    /// `read_committed`): the latest value per key, tombstoned keys left out.
+    pub(crate) async fn restore(
+        &mut self,
+        tp: &TopicPartition,
+    ) -> Result<(Restored, RestoreStats)> {
+        let started = Instant::now();
+        let specs = [
+            (tp.clone(), OffsetSpec::Earliest),
+            (tp.clone(), OffsetSpec::Latest),
+        ];
+        let mut stats = RestoreStats::default();
+        let earliest = self
+            .admin
+            .list_offsets(&specs[..1], self.isolation)
+            .await?
+            .remove(tp)
+            .transpose()?
+            .map_or(0, |o| o.offset);
+        let end = self
+            .admin
+            .list_offsets(&specs[1..], self.isolation)
+            .await?
+            .remove(tp)
+            .transpose()?
+            .map_or(0, |o| o.offset);
+        let mut latest: HashMap<Box<[u8]>, Option<Box<[u8]>>> = HashMap::new();
+        if end > earliest {
+            self.consumer.assign([tp.clone()])?;
+            self.consumer.seek(tp, earliest)?;
+            let mut position = earliest;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while position < end {
+                if Instant::now() >= deadline {
+                    return Err(Error::Restore {
+                        tp: tp.clone(),
+                        offset: position,
+                        message: format!("no progress towards end offset {end} in 300 s"),
+                    });
+                }
+                let mut records = self
+                    .consumer
+                    .poll(Duration::from_millis(200))
+                    .await
+                    .map_err(|e| Error::Restore {
+                        tp: tp.clone(),
+                        offset: position,
+                        message: e.to_string(),
+                    })?;
+                for part in records.partitions_mut() {
+                    for record in part.iter() {
+                        let record = record.map_err(|e| Error::Restore {
+                            tp: tp.clone(),
+                            offset: position,
+                            message: e.to_string(),
+                        })?;
+                        if record.offset() >= end {
+                            break;
+                        }
+                        let Some(key) = record.key() else { continue };
+                        stats.records += 1;
+                        let value = record.value();
+                        stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                        latest.insert(key.into(), value.map(Into::into));
+                    }
+                    position = position.max(part.next_offset());
+                }
+                if records.is_empty() {
+                    position = position.max(self.consumer.position(tp).await?);
+                }
+            }
+            self.consumer.assign([])?;
+        }
+        let restored: Restored = latest
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        stats.keys = restored.len() as u64;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((restored, stats))
+    }
+}

@@ -1,0 +1,286 @@
+//! Window state logged to changelogs and restored, run in memory: a run that crashes after a
+//! checkpoint and restarts from it (its later outputs dropped, as an aborted transaction's)
+//! emits exactly what a run without failure emits, and its stores hold exactly the same state.
+
+use std::time::Duration;
+
+use flumen_runtime::aggregate::{self, Aggregate};
+use flumen_runtime::format::{Json, Owned, Utf8};
+use flumen_runtime::testing::MemoryRun;
+use flumen_runtime::testing::visits::{Visit, VisitGen};
+use flumen_runtime::time::Watermarks;
+use flumen_runtime::window::{Emit, Windows};
+use flumen_runtime::{Kafka, MemoryRecord, Pipeline};
+
+/// Per URL and 1-second window: views, distinct users, errors, latency percentiles (past 64
+/// values: the histogram form) and the top 3 users; then per window the top 2 URLs (a second
+/// window store, after a repartition).
+/// Views, users, errors, latency percentiles, top users.
+type Stats = (u64, u64, u64, Vec<u64>, Vec<(String, u64)>);
+
+fn stats() -> impl Aggregate<Owned<Visit>, Out = Stats> {
+    (
+        aggregate::count(),
+        aggregate::distinct_count_by_ref(|v: &Visit| v.user.as_str()),
+        aggregate::sum(|v: &Visit| u64::from(v.is_error())),
+        aggregate::percentiles(&[0.5, 0.99], |v: &Visit| u64::from(v.latency_ms)),
+        aggregate::top_n(3, |v: &Visit| (v.user.clone(), u64::from(v.latency_ms))),
+    )
+}
+
+/// A store's contents with each accumulator (tag 0 keys) read back and shown as its result:
+/// the bytes of hash sets and maps depend on their iteration order, their contents do not.
+fn decoded<A: Aggregate<Owned<Visit>>>(entries: Vec<(Vec<u8>, Vec<u8>)>, agg: &A) -> Vec<String>
+where
+    A::Out: std::fmt::Debug,
+{
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            if k.first() == Some(&0) {
+                let acc = agg.load(&mut v.as_slice()).expect("readable accumulator");
+                format!("{k:?} {:?}", agg.result(&acc))
+            } else {
+                format!("{k:?} {v:?}")
+            }
+        })
+        .collect()
+}
+
+fn visits_pipeline(windows: Windows) -> Pipeline {
+    let mut p = Pipeline::new();
+    p.source(
+        Kafka::topic("visits")
+            .format(Json::<Visit>::new())
+            .timestamps(|v: &Visit| v.ts)
+            .watermarks(Watermarks::bounded(Duration::from_millis(200))),
+    )
+    .key_by("by-url", |v: &Visit| v.url.clone(), Json::<Visit>::new())
+    .window(windows)
+    .allowed_lateness(Duration::from_millis(300))
+    .late_to("late", Json::<Visit>::new())
+    .aggregate(stats())
+    .map(|w| {
+        let url = w.key_str().into_owned();
+        let (views, users, errors, latency, top) = w.value;
+        serde_json::json!({
+            "url": url, "start": w.start, "views": views, "users": users,
+            "errors": errors, "p50": latency[0], "p99": latency[1], "top": top,
+        })
+    })
+    .also_to(
+        "stats",
+        Json::<serde_json::Value>::new(),
+        |s: &serde_json::Value| Some(s.clone()),
+    )
+    .key_by(
+        "by-window",
+        |s: &serde_json::Value| s["start"].to_string(),
+        Json::<serde_json::Value>::new(),
+    )
+    .window(windows)
+    .allowed_lateness(Duration::from_millis(300))
+    .aggregate(aggregate::top_n(2, |s: &serde_json::Value| {
+        (
+            s["url"].as_str().unwrap_or_default().to_owned(),
+            s["views"].as_u64().unwrap_or_default(),
+        )
+    }))
+    .map(|w| serde_json::json!({"start": w.start, "top": w.value}))
+    .to("top", Json::<serde_json::Value>::new());
+    p
+}
+
+fn visit_records(n: usize) -> Vec<MemoryRecord> {
+    VisitGen::new(7)
+        .users(40)
+        .start_ms(1_000_000)
+        .events_per_sec(2_000.0)
+        .out_of_order_ms(150)
+        .late(0.01, 800)
+        .error_share(0.05)
+        .visits()
+        .take(n)
+        .map(|v| {
+            MemoryRecord::new(
+                Some(v.user.as_bytes()),
+                &serde_json::to_vec(&v).expect("json"),
+                v.ts,
+            )
+        })
+        .collect()
+}
+
+/// Every output record, `topic value`, sorted.
+fn outputs(run: &MemoryRun<'_>) -> Vec<String> {
+    let mut out: Vec<String> = run
+        .output()
+        .iter()
+        .map(|r| format!("{} {}", r.topic, String::from_utf8_lossy(&r.value)))
+        .collect();
+    out.sort();
+    out
+}
+
+fn run_with_crash<'p>(
+    p: &'p Pipeline,
+    records: &[MemoryRecord],
+    crash_at: Option<(usize, usize)>,
+) -> MemoryRun<'p> {
+    let mut run = MemoryRun::new(p, "restore-app").with_changelogs();
+    let mut i = 0;
+    let chunk = 97;
+    while i < records.len() {
+        let end = (i + chunk).min(records.len());
+        run.push("visits", 0, &records[i..end]).expect("push");
+        i = end;
+        if let Some((checkpoint, lost)) = crash_at
+            && i >= checkpoint
+            && i < checkpoint + chunk
+        {
+            run.checkpoint().expect("checkpoint");
+            // Processed after the checkpoint, then lost in the crash.
+            let lost_end = (i + lost).min(records.len());
+            run.push("visits", 0, &records[i..lost_end]).expect("push");
+            run.restart();
+        }
+        if i % (chunk * 5) == 0 {
+            run.checkpoint().expect("checkpoint");
+        }
+    }
+    run.end_of_input().expect("end");
+    run.checkpoint().expect("checkpoint");
+    run
+}
+
+#[test]
+fn a_restart_from_the_changelogs_emits_exactly_what_a_run_without_failure_emits() {
+    for windows in [
+        Windows::tumbling(Duration::from_secs(1)),
+        Windows::sliding(Duration::from_secs(2), Duration::from_secs(1)),
+    ] {
+        let p = visits_pipeline(windows);
+        let records = visit_records(6_000);
+        let clean = run_with_crash(&p, &records, None);
+        let crashed = run_with_crash(&p, &records, Some((2_910, 700)));
+        let (a, b) = (outputs(&clean), outputs(&crashed));
+        assert!(a.iter().any(|l| l.starts_with("top ")), "top lists emitted");
+        assert!(a.iter().any(|l| l.contains("\"p99\"")), "stats emitted");
+        assert_eq!(a.len(), b.len(), "{windows:?}: as many results");
+        assert_eq!(a, b, "{windows:?}: the same results");
+        // The stores' final contents (windows still within their lateness at the end are
+        // dropped by the final watermark: both logs say so the same way).
+        assert_eq!(
+            decoded(clean.changelog("window-0", 0), &stats()),
+            decoded(crashed.changelog("window-0", 0), &stats()),
+            "{windows:?}: store window-0"
+        );
+    }
+}
+
+#[test]
+fn the_store_holds_the_same_state_mid_stream_after_a_restore() {
+    let p = visits_pipeline(Windows::tumbling(Duration::from_secs(1)));
+    let records = visit_records(3_000);
+    let mut clean = MemoryRun::new(&p, "restore-app").with_changelogs();
+    clean.push("visits", 0, &records[..2_000]).expect("push");
+    clean.checkpoint().expect("checkpoint");
+
+    let mut crashed = MemoryRun::new(&p, "restore-app").with_changelogs();
+    crashed.push("visits", 0, &records[..1_000]).expect("push");
+    crashed.checkpoint().expect("checkpoint");
+    crashed
+        .push("visits", 0, &records[1_000..1_500])
+        .expect("push");
+    crashed.restart();
+    crashed
+        .push("visits", 0, &records[1_000..2_000])
+        .expect("push");
+    crashed.checkpoint().expect("checkpoint");
+
+    let state = decoded(clean.changelog("window-0", 0), &stats());
+    assert!(
+        state.len() > 8,
+        "open windows of several URLs: {}",
+        state.len()
+    );
+    assert_eq!(state, decoded(crashed.changelog("window-0", 0), &stats()));
+    assert!(!clean.changelog("window-1", 0).is_empty());
+}
+
+#[test]
+fn session_and_count_windows_restore_too() {
+    let sessions = |emit: Emit| {
+        let mut p = Pipeline::new();
+        p.source(Kafka::topic("in").format(Utf8))
+            .window(Windows::session(Duration::from_millis(50)))
+            .emit(emit)
+            .count()
+            .map(|w| format!("{} {} {} {}", w.key_str(), w.start, w.end, w.value))
+            .to("out", Utf8);
+        p
+    };
+    let records: Vec<MemoryRecord> = (0..400)
+        .map(|i| {
+            let key = format!("k{}", i % 7);
+            let ts = i64::from(i) * 9
+                + if i % 50 < 10 {
+                    0
+                } else {
+                    100 * i64::from(i / 50)
+                };
+            MemoryRecord::new(Some(key.as_bytes()), key.as_bytes(), ts)
+        })
+        .collect();
+    for emit in [Emit::Final, Emit::EveryUpdate] {
+        let p = sessions(emit);
+        let mut clean = MemoryRun::new(&p, "s").with_changelogs();
+        clean.push("in", 0, &records).expect("push");
+        clean.end_of_input().expect("end");
+        let mut crashed = MemoryRun::new(&p, "s").with_changelogs();
+        crashed.push("in", 0, &records[..150]).expect("push");
+        crashed.checkpoint().expect("checkpoint");
+        crashed.push("in", 0, &records[150..260]).expect("push");
+        crashed.restart();
+        crashed.push("in", 0, &records[150..]).expect("push");
+        crashed.end_of_input().expect("end");
+        assert_eq!(outputs(&clean), outputs(&crashed), "sessions {emit:?}");
+    }
+
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Utf8))
+        .window(Windows::global_count(5))
+        .count()
+        .map(|w| format!("{} {}", w.key_str(), w.value))
+        .to("out", Utf8);
+    let mut clean = MemoryRun::new(&p, "g").with_changelogs();
+    clean.push("in", 0, &records).expect("push");
+    let mut crashed = MemoryRun::new(&p, "g").with_changelogs();
+    crashed.push("in", 0, &records[..123]).expect("push");
+    crashed.checkpoint().expect("checkpoint");
+    crashed.push("in", 0, &records[123..200]).expect("push");
+    crashed.restart();
+    crashed.push("in", 0, &records[123..]).expect("push");
+    assert_eq!(outputs(&clean), outputs(&crashed), "count windows");
+    assert!(!outputs(&clean).is_empty());
+}
+
+#[test]
+fn a_window_over_an_aggregation_without_a_changelog_form_fails_clearly_when_logged() {
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Utf8))
+        .window(Windows::tumbling(Duration::from_millis(10)))
+        .aggregate(aggregate::from_fns(
+            || 0u64,
+            |n: &mut u64, _: &&str| *n += 1,
+            |a: &mut u64, b| *a += b,
+            |n: &u64| *n,
+        ))
+        .map(|w| w.value.to_string())
+        .to("out", Utf8);
+    let mut run = MemoryRun::new(&p, "f").with_changelogs();
+    run.push("in", 0, &[MemoryRecord::new(Some(b"k"), b"x", 1)])
+        .expect("push");
+    let err = run.checkpoint().expect_err("not loggable");
+    assert!(err.to_string().contains("changelog form"), "{err}");
+}
