@@ -31,6 +31,7 @@ mod context;
 mod error;
 pub mod format;
 pub mod join;
+mod latency;
 mod metrics;
 mod operator;
 mod runtime;
@@ -45,7 +46,10 @@ mod worker;
 
 pub use context::RecordContext;
 pub use error::{Error, Result};
-pub use metrics::{PartitionLag, RuntimeMetrics, TaskMetrics, WorkerMetrics};
+pub use metrics::{
+    HISTOGRAM_BOUNDS, Histogram, PartitionLag, Phase, RuntimeMetrics, SinkLatency, TaskMetrics,
+    WorkerMetrics,
+};
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
 pub use runtime::{RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
 pub use stream::{

@@ -26,7 +26,10 @@ use flumen_client::producer::{Producer, ProducerConfig};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::metrics::{MetricsBoard, PartitionLag, TaskMetrics, WorkerMetrics, WorkerSnapshot};
+use crate::latency::LatencySampler;
+use crate::metrics::{
+    Histogram, MetricsBoard, PartitionLag, Phase, TaskMetrics, WorkerMetrics, WorkerSnapshot,
+};
 use crate::operator::Output;
 use crate::runtime::Plan;
 use crate::task::{TaskChain, TaskEnv, TaskInputs};
@@ -54,6 +57,9 @@ struct Progress {
 struct Listener {
     progress: Arc<Mutex<Progress>>,
     producer: Producer,
+    /// Where the worker's phase goes: `Rebalancing` from a revocation until `poll` returns.
+    board: Arc<MetricsBoard>,
+    index: usize,
 }
 
 fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
@@ -62,12 +68,16 @@ fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 
 impl RebalanceListener for Listener {
     fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.board
+            .move_phase(self.index, Phase::Running, Phase::Rebalancing);
         let mut p = lock(&self.progress);
         p.revoked.extend_from_slice(partitions);
         p.rebalances += 1;
     }
 
     fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.board
+            .move_phase(self.index, Phase::Running, Phase::Rebalancing);
         let mut p = lock(&self.progress);
         for tp in partitions {
             p.processed.remove(tp);
@@ -198,6 +208,8 @@ async fn run_async(
     consumer.set_rebalance_listener(Listener {
         progress: progress.clone(),
         producer: producer.clone(),
+        board: board.clone(),
+        index,
     });
     match plan.subscription() {
         Subscription::Topics(topics) => {
@@ -206,7 +218,8 @@ async fn run_async(
         }
         Subscription::Pattern(p) => consumer.subscribe_pattern(&p)?,
     }
-    let output = Output::Kafka(producer.clone());
+    let latency = LatencySampler::new();
+    let output = Output::Kafka(producer.clone(), latency.clone());
     let mut w = WorkerLoop {
         index,
         plan: plan.clone(),
@@ -229,10 +242,16 @@ async fn run_async(
         dirty: false,
         paused: false,
         pauses: 0,
+        commit_seconds: Histogram::default(),
         board,
         last_publish: Instant::now(),
     };
-    let result = w.run(&stop).await;
+    // The latency sampler runs in the worker's task, next to its loop (see `latency`).
+    let result = tokio::select! {
+        biased;
+        result = w.run(&stop) => result,
+        () = latency.run() => Ok(()),
+    };
     let records_in = w.records_in();
     w.publish();
     let closed = w.shutdown(result.is_ok()).await;
@@ -279,6 +298,8 @@ struct WorkerLoop {
     /// Fetching is paused for backpressure.
     paused: bool,
     pauses: u64,
+    /// Durations of the commits (flush + offset commit).
+    commit_seconds: Histogram,
     board: Arc<MetricsBoard>,
     last_publish: Instant,
 }
@@ -295,6 +316,9 @@ impl WorkerLoop {
                 Duration::from_millis(100)
             };
             let mut records = self.consumer.poll(wait).await?;
+            // `poll` came back with the new assignment: a rebalance it took part in is over.
+            self.board
+                .move_phase(self.index, Phase::Rebalancing, Phase::Running);
             self.after_rebalance()?;
             if !self.processing && !self.start_barrier(&mut records)? {
                 continue;
@@ -357,7 +381,11 @@ impl WorkerLoop {
                 && (last_commit.elapsed() >= interval
                     || (self.plan.bounded && (idle || reached_end)))
             {
+                let (started, commits) = (Instant::now(), self.commits);
                 self.commit().await?;
+                if self.commits > commits {
+                    self.commit_seconds.observe(started.elapsed().as_secs_f64());
+                }
                 last_commit = Instant::now();
                 if self.plan.bounded {
                     self.plan.committed.notify_one();
@@ -389,7 +417,7 @@ impl WorkerLoop {
         }
         if self.plan.joined.load(Ordering::Acquire) >= self.plan.config.workers {
             self.processing = true;
-            self.board.set_processing();
+            self.board.set_phase(self.index, Phase::Running);
             let paused = self.consumer.paused();
             self.consumer.resume(&paused);
             tracing::debug!("every worker has joined: processing starts");
@@ -691,10 +719,18 @@ impl WorkerLoop {
                     commits: self.commits,
                     rebalances,
                     backpressure_pauses: self.pauses,
+                    commit_seconds: self.commit_seconds.clone(),
+                    // The board's live phase replaces it in snapshots.
+                    phase: Phase::default(),
                 },
                 tasks,
                 lag,
                 records_in_total: self.records_in(),
+                latency: self
+                    .output
+                    .latency()
+                    .map(LatencySampler::snapshot)
+                    .unwrap_or_default(),
             },
         );
     }
