@@ -307,6 +307,7 @@ async fn the_live_page_in_chromium_shows_what_metrics_says() {
         "flumen_partition_lag",
         "flumen_task_watermark_ms",
         "flumen_worker_commits_total",
+        "flumen_end_to_end_latency_seconds_count",
     ];
     let shown = shown(&dom);
     for name in compared {
