@@ -123,14 +123,19 @@ pub enum Phase {
     Restoring,
     /// Processing records.
     Running,
+    /// Stopped processing: committing, leaving the group (which revokes its partitions) and
+    /// closing.
+    Stopping,
 }
 
 impl Phase {
-    const ALL: [Phase; 4] = [
+    /// Every phase, in the order above.
+    pub const ALL: [Phase; 5] = [
         Phase::Starting,
         Phase::Rebalancing,
         Phase::Restoring,
         Phase::Running,
+        Phase::Stopping,
     ];
 
     /// The phase's name in `/health` and in the `phase` label of `/metrics`.
@@ -140,6 +145,7 @@ impl Phase {
             Phase::Rebalancing => "rebalancing",
             Phase::Restoring => "restoring",
             Phase::Running => "running",
+            Phase::Stopping => "stopping",
         }
     }
 

@@ -246,14 +246,17 @@ pub(crate) fn prometheus(m: &RuntimeMetrics) -> String {
     family(
         "flumen_worker_phase",
         "gauge",
-        "1 for the phase a worker is in (starting, rebalancing, restoring, running).",
+        "1 for the phase a worker is in, 0 for the others (starting, rebalancing, restoring, \
+         running, stopping).",
         m.workers
             .iter()
-            .map(|w| {
-                (
-                    format!("{{worker=\"{}\",phase=\"{}\"}}", w.worker, w.phase.name()),
-                    1.0,
-                )
+            .flat_map(|w| {
+                Phase::ALL.map(|p| {
+                    (
+                        format!("{{worker=\"{}\",phase=\"{}\"}}", w.worker, p.name()),
+                        if p == w.phase { 1.0 } else { 0.0 },
+                    )
+                })
             })
             .collect(),
     );
@@ -348,6 +351,7 @@ mod tests {
             "flumen_commit_seconds_bucket{worker=\"0\",le=\"0.025\"} 1",
             "flumen_commit_seconds_count{worker=\"0\"} 1",
             "flumen_worker_phase{worker=\"0\",phase=\"starting\"} 1",
+            "flumen_worker_phase{worker=\"0\",phase=\"running\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

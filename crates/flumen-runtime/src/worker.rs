@@ -253,6 +253,8 @@ async fn run_async(
         () = latency.run() => Ok(()),
     };
     let records_in = w.records_in();
+    // Leaving the group revokes every partition: that is no rebalance to report.
+    w.board.set_phase(index, Phase::Stopping);
     w.publish();
     let closed = w.shutdown(result.is_ok()).await;
     result.and(closed)?;
