@@ -5,8 +5,9 @@
 //! `Cell<bool>` test per written record.
 //!
 //! # How a sample is taken
-//! - Every 10 ms the worker's sampler arms itself, if some topic it knows has no sample in
-//!   flight (and every 100 ms in any case, to meet topics it has not seen yet).
+//! - Every 10 ms the worker's sampler arms itself until the next period, if some topic it
+//!   knows has no sample in flight (and every 100 ms in any case, to meet topics it has not
+//!   seen yet).
 //! - While armed, the next record written to a topic without a sample in flight hands over
 //!   its delivery future and timestamp, and the sampler disarms. So a topic has at most one
 //!   sample in flight, and a worker takes at most one new sample per 10 ms; topics are
@@ -16,9 +17,10 @@
 //!   acknowledgement, not up to `send`. A failed delivery is not counted (it fails the
 //!   worker at its next commit).
 //!
-//! The ack is seen when the worker's thread next runs its tasks, which is also when the
-//! producer reads the broker's answer (same thread): a sample is late by at most the time the
-//! worker spends between two awaits. Timestamps are in ms, so latencies are too.
+//! The ack is seen when the worker's thread next runs its task (the sampler is polled before
+//! the worker's loop), and the producer reads the broker's answer on that same thread: a
+//! sample is late by at most the time the worker spends between two awaits. Timestamps are
+//! in ms, so latencies are too.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -106,12 +108,12 @@ impl LatencySampler {
                     t.in_flight = None;
                 }
             }
+            // Armed for one period at most: a new sample at most every 10 ms.
             while tick.poll_tick(cx).is_ready() {
                 ticks = ticks.wrapping_add(1);
                 let idle = topics.iter().any(|t| t.in_flight.is_none());
-                if idle || topics.is_empty() || ticks % DISCOVER_EVERY == 0 {
-                    self.armed.set(true);
-                }
+                self.armed
+                    .set(idle || topics.is_empty() || ticks % DISCOVER_EVERY == 0);
             }
             Poll::<()>::Pending
         })

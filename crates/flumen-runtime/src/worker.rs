@@ -246,11 +246,12 @@ async fn run_async(
         board,
         last_publish: Instant::now(),
     };
-    // The latency sampler runs in the worker's task, next to its loop (see `latency`).
+    // The latency sampler runs in the worker's task, polled before its loop so that it sees
+    // acks before the loop goes on processing (see `latency`).
     let result = tokio::select! {
         biased;
-        result = w.run(&stop) => result,
         () = latency.run() => Ok(()),
+        result = w.run(&stop) => result,
     };
     let records_in = w.records_in();
     // Leaving the group revokes every partition: that is no rebalance to report.
