@@ -12,6 +12,9 @@
 //!   its delivery future and timestamp, and the sampler disarms. So a topic has at most one
 //!   sample in flight, and a worker takes at most one new sample per 10 ms; topics are
 //!   sampled in the order their records come, so a quiet topic gets fewer samples.
+//! - Memory: a topic's slot is allocated the first time the sampler meets the topic; polling a
+//!   sampled delivery registers the worker's waker with that record's batch (at most one small
+//!   allocation per sample). Nothing per record.
 //! - The sampler runs as part of the worker's task (polled next to its loop, on its thread):
 //!   when a delivery resolves, `now - timestamp` is counted. That is up to the
 //!   acknowledgement, not up to `send`. A failed delivery is not counted (it fails the
