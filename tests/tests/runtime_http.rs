@@ -1,6 +1,7 @@
 //! The runtime's monitoring endpoint against a real broker: a running `word_count` serves
-//! `/health`, `/metrics` in Prometheus' text format with the records its tasks read, and the
-//! live page.
+//! `/health`, `/metrics` in Prometheus' text format with the records its tasks read, the
+//! latency and commit histograms, and the live page; `/health` says 503 while a second
+//! instance joining the application moves partitions.
 
 mod runtime_support;
 
@@ -84,8 +85,11 @@ async fn a_running_job_serves_health_metrics_and_its_page() {
     let mut healthy = false;
     let mut metrics = String::new();
     while Instant::now() < deadline {
-        if let Some((status, _)) = get(&addr, "/health") {
+        if let Some((status, body)) = get(&addr, "/health") {
             assert!(status == 200 || status == 503, "health answered {status}");
+            if status == 503 {
+                assert!(body.contains("worker "), "503 without a reason: {body}");
+            }
             healthy |= status == 200;
         }
         if let Some((200, body)) = get(&addr, "/metrics") {
@@ -121,9 +125,66 @@ async fn a_running_job_serves_health_metrics_and_its_page() {
         "# TYPE flumen_partition_lag gauge",
         "# TYPE flumen_task_watermark_ms gauge",
         "# TYPE flumen_worker_busy_ratio gauge",
+        "# TYPE flumen_end_to_end_latency_seconds histogram",
+        "# TYPE flumen_commit_seconds histogram",
+        "# TYPE flumen_worker_phase gauge",
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
+    // The words went through the repartition topic: its sink sampled their latency (the
+    // records carry the time they were produced, so well under a minute). Commits happened.
+    let repartition = "-words-repartition\"";
+    let samples = sum(
+        &metrics,
+        "flumen_end_to_end_latency_seconds_count",
+        repartition,
+    );
+    assert!(samples > 0.0, "no latency sample:\n{metrics}");
+    assert_eq!(
+        sum(
+            &metrics,
+            "flumen_end_to_end_latency_seconds_bucket",
+            &format!("{repartition},le=\"+Inf\"")
+        ),
+        samples
+    );
+    let under_a_minute = sum(
+        &metrics,
+        "flumen_end_to_end_latency_seconds_bucket",
+        &format!("{repartition},le=\"60\"}}"),
+    );
+    assert_eq!(under_a_minute, samples, "{metrics}");
+    assert!(
+        sum(
+            &metrics,
+            "flumen_end_to_end_latency_seconds_sum",
+            repartition
+        ) > 0.0,
+        "{metrics}"
+    );
+    // Commits come every 5 s (commit.interval.ms); each is timed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sum(&metrics, "flumen_worker_commits_total", "") == 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        metrics = get(&addr, "/metrics").expect("metrics").1;
+    }
+    let commits = sum(&metrics, "flumen_worker_commits_total", "");
+    assert!(commits > 0.0, "{metrics}");
+    assert_eq!(
+        sum(&metrics, "flumen_commit_seconds_count", ""),
+        commits,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(&metrics, "flumen_worker_phase", "phase=\"running\""),
+        2.0,
+        "{metrics}"
+    );
+    let (status, body) = get(&addr, "/health").expect("health");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok: 2 of 2 workers running\n")
+    );
     assert!(
         sum(&metrics, "flumen_operator_state_keys", "window") >= 12.0,
         "{metrics}"
@@ -139,4 +200,80 @@ async fn a_running_job_serves_health_metrics_and_its_page() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `uppercase` with the monitoring endpoint on a free port: the child and the address.
+fn uppercase(input: &str, output: &str, app: &str) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(example("uppercase"))
+        .args([
+            "-b",
+            &kafka().bootstrap(),
+            "--input",
+            input,
+            "--output",
+            output,
+        ])
+        .args(["--application-id", app, "--workers", "1"])
+        .args(["-X", &format!("metrics.addr={addr}")])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start uppercase");
+    (child, addr)
+}
+
+/// Waits until `/health` on `addr` answers 200.
+fn until_healthy(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while get(addr, "/health").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "{addr} never healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_naming_the_rebalancing_worker_while_a_second_instance_joins() {
+    let input = topic("rebalance-in", 4).await;
+    let output = topic("rebalance-out", 4).await;
+    let app = KafkaCluster::unique_topic("rebalance-app");
+    let (first, first_addr) = uppercase(&input, &output, &app);
+    until_healthy(&first_addr, Duration::from_secs(60));
+
+    let (second, second_addr) = uppercase(&input, &output, &app);
+    // The first instance's worker gives partitions up to the second: from the revocation
+    // until its poll returns (a whole join round, the second member's included) it says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rebalancing = None;
+    while Instant::now() < deadline {
+        if let Some((503, body)) = get(&first_addr, "/health") {
+            rebalancing = Some(body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let body = rebalancing.expect("the first instance never answered 503 during the join");
+    assert_eq!(body, "0 of 1 workers running\nworker 0: rebalancing\n");
+    // Both instances run once the rebalance is over, and the first counted it.
+    until_healthy(&first_addr, Duration::from_secs(60));
+    until_healthy(&second_addr, Duration::from_secs(60));
+    let metrics = get(&first_addr, "/metrics").expect("metrics").1;
+    assert!(
+        sum(&metrics, "flumen_worker_rebalances_total", "") >= 1.0,
+        "{metrics}"
+    );
+    for child in [first, second] {
+        terminate(&child);
+        let out = wait(child, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -383,6 +383,16 @@ mod visit_analytics {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "visit_analytics failed:\n{stderr}");
         assert!(stderr.contains("records processed, 0 late"), "{stderr}");
+        if crash {
+            // The restarted process restored window state the first one had logged.
+            let restored: u64 = stderr
+                .lines()
+                .filter(|l| l.contains("task state restored"))
+                .filter_map(|l| l.split("records=").nth(1))
+                .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+                .sum();
+            assert!(restored > 0, "no state restored:\n{stderr}");
+        }
 
         // The expected results, from the visits themselves.
         let expected = visit_stats(&visits, &profiles, WINDOW);

@@ -99,7 +99,8 @@ impl StoreEnv {
 }
 
 /// What one restore read.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestoreStats {
     /// Changelog records read.
     pub records: u64,
@@ -108,7 +109,7 @@ pub struct RestoreStats {
     /// Keys the restored state holds.
     pub keys: u64,
     /// How long it took.
-    pub seconds: f64,
+    pub duration: Duration,
 }
 
 /// Reads changelog partitions back (one per worker, assigned partitions only, no group).
@@ -205,7 +206,7 @@ impl Restorer {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
         stats.keys = restored.len() as u64;
-        stats.seconds = started.elapsed().as_secs_f64();
+        stats.duration = started.elapsed();
         Ok((restored, stats))
     }
 }

@@ -33,6 +33,7 @@ mod context;
 mod error;
 pub mod format;
 pub mod join;
+mod latency;
 mod metrics;
 mod operator;
 mod runtime;
@@ -48,7 +49,10 @@ mod worker;
 pub use changelog::RestoreStats;
 pub use context::RecordContext;
 pub use error::{Error, Result};
-pub use metrics::{PartitionLag, RuntimeMetrics, TaskMetrics, WorkerMetrics};
+pub use metrics::{
+    HISTOGRAM_BOUNDS, Histogram, PartitionLag, Phase, RuntimeMetrics, SinkLatency, TaskMetrics,
+    WorkerMetrics,
+};
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
 pub use runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
 pub use stream::{

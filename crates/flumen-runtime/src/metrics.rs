@@ -2,8 +2,11 @@
 //!
 //! Workers count in plain fields of their own (no atomics on the record path) and publish a
 //! snapshot at most every half second, and when they stop; [`RuntimeMetrics`] is the latest
-//! snapshot of every worker.
+//! snapshot of every worker. A worker's [`Phase`] is the exception: it is stored at once
+//! (an atomic per worker), also from inside the consumer's `poll` (rebalance callbacks), so
+//! that `/health` sees a rebalance while it happens.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use flumen_client::TopicPartition;
@@ -25,6 +28,9 @@ pub struct TaskMetrics {
     pub operators: Vec<OperatorMetrics>,
     /// Its event-time watermark (ms; `i64::MIN` before the first).
     pub watermark: i64,
+    /// What restoring its state from the changelogs took when it started (tasks with
+    /// state).
+    pub restore: Option<crate::RestoreStats>,
 }
 
 /// How far a partition's processing is behind its log end.
@@ -41,6 +47,123 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// Upper bounds, in seconds, of the buckets of every [`Histogram`] (a last bucket, `+Inf`,
+/// takes what is above them): from 1 ms to 5 minutes.
+pub const HISTOGRAM_BOUNDS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
+
+/// Observations counted in the fixed buckets of [`HISTOGRAM_BOUNDS`], as Prometheus
+/// histograms are: a fixed size, so observing never allocates.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last entry counts those above every
+    /// bound.
+    pub buckets: [u64; HISTOGRAM_BOUNDS.len() + 1],
+    /// The sum of the observations, in seconds.
+    pub sum: f64,
+    /// The number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Counts one observation of `seconds` (negative values count as 0).
+    pub fn observe(&mut self, seconds: f64) {
+        let seconds = seconds.max(0.0);
+        let bucket = HISTOGRAM_BOUNDS.partition_point(|&b| b < seconds);
+        self.buckets[bucket] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// Adds `other`'s observations to these.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    /// The cumulative counts Prometheus exposes: `(upper bound, observations <= it)`, the
+    /// last with bound `f64::INFINITY`.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        HISTOGRAM_BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.buckets.iter().scan(0, |total, &n| {
+                *total += n;
+                Some(*total)
+            }))
+    }
+}
+
+/// End-to-end latency of the records written to one sink topic: event time (the output
+/// record's timestamp) to the broker's acknowledgement, over sampled records.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SinkLatency {
+    /// The topic written to.
+    pub topic: String,
+    /// The sampled latencies, in seconds.
+    pub histogram: Histogram,
+}
+
+/// What a worker is doing, as `/health` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Joining the group; no record processed yet (the start barrier).
+    #[default]
+    Starting,
+    /// The group is moving partitions: from the revocation (or loss) of some of this
+    /// worker's partitions until `poll` returns with the new assignment.
+    Rebalancing,
+    /// Rebuilding task state before processing (changelog restore).
+    Restoring,
+    /// Processing records.
+    Running,
+    /// Stopped processing: committing, leaving the group (which revokes its partitions) and
+    /// closing.
+    Stopping,
+}
+
+impl Phase {
+    /// Every phase, in the order above.
+    pub const ALL: [Phase; 5] = [
+        Phase::Starting,
+        Phase::Rebalancing,
+        Phase::Restoring,
+        Phase::Running,
+        Phase::Stopping,
+    ];
+
+    /// The phase's name in `/health` and in the `phase` label of `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Rebalancing => "rebalancing",
+            Phase::Restoring => "restoring",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+        }
+    }
+
+    fn from_u8(v: u8) -> Phase {
+        Phase::ALL
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(Phase::Starting)
+    }
+
+    fn as_u8(self) -> u8 {
+        Phase::ALL.iter().position(|&p| p == self).unwrap_or(0) as u8
+    }
+}
+
 /// One worker's metrics.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -55,6 +178,10 @@ pub struct WorkerMetrics {
     pub rebalances: u64,
     /// Times fetching was paused because outputs backed up in the producer.
     pub backpressure_pauses: u64,
+    /// Durations of the worker's commits (producer flush, then offset commit), in seconds.
+    pub commit_seconds: Histogram,
+    /// What it is doing now.
+    pub phase: Phase,
 }
 
 /// A snapshot of every worker of this process.
@@ -69,6 +196,8 @@ pub struct RuntimeMetrics {
     pub lag: Vec<PartitionLag>,
     /// Records into tasks since the start, over all tasks this process ever ran.
     pub records_in: u64,
+    /// Sampled end-to-end latency per sink topic, over all workers, by topic name.
+    pub latency: Vec<SinkLatency>,
 }
 
 /// What one worker last published.
@@ -79,38 +208,55 @@ pub(crate) struct WorkerSnapshot {
     pub(crate) lag: Vec<PartitionLag>,
     /// Records of tasks that were dropped (moved away), so totals never go down.
     pub(crate) records_in_total: u64,
+    /// The worker's latency samples per sink topic, since it started.
+    pub(crate) latency: Vec<SinkLatency>,
 }
 
 /// The board workers publish to and the API reads.
 #[derive(Debug, Default)]
 pub(crate) struct MetricsBoard {
     workers: Mutex<Vec<WorkerSnapshot>>,
-    /// Workers that process records (past the start barrier).
-    processing: std::sync::atomic::AtomicUsize,
-    count: usize,
+    /// Each worker's [`Phase`], live.
+    phases: Vec<AtomicU8>,
 }
 
 impl MetricsBoard {
     pub(crate) fn new(workers: usize) -> Arc<Self> {
         Arc::new(MetricsBoard {
             workers: Mutex::new(vec![WorkerSnapshot::default(); workers]),
-            processing: std::sync::atomic::AtomicUsize::new(0),
-            count: workers,
+            phases: (0..workers)
+                .map(|_| AtomicU8::new(Phase::Starting.as_u8()))
+                .collect(),
         })
     }
 
-    /// A worker has started processing records.
-    pub(crate) fn set_processing(&self) {
-        self.processing
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    /// Worker `worker` is now in `phase`. Whoever adds a phase's work sets it (changelog
+    /// restore: `Restoring`, then `Running`).
+    pub(crate) fn set_phase(&self, worker: usize, phase: Phase) {
+        if let Some(p) = self.phases.get(worker) {
+            p.store(phase.as_u8(), Ordering::Release);
+        }
     }
 
-    /// Workers processing, and workers in the process.
-    pub(crate) fn processing(&self) -> (usize, usize) {
-        (
-            self.processing.load(std::sync::atomic::Ordering::Acquire),
-            self.count,
-        )
+    /// Moves worker `worker` from `from` to `to` if it is in `from`; returns whether it did.
+    pub(crate) fn move_phase(&self, worker: usize, from: Phase, to: Phase) -> bool {
+        self.phases.get(worker).is_some_and(|p| {
+            p.compare_exchange(
+                from.as_u8(),
+                to.as_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        })
+    }
+
+    /// Every worker's phase, by index.
+    pub(crate) fn phases(&self) -> Vec<Phase> {
+        self.phases
+            .iter()
+            .map(|p| Phase::from_u8(p.load(Ordering::Acquire)))
+            .collect()
     }
 
     pub(crate) fn publish(&self, index: usize, snapshot: WorkerSnapshot) {
@@ -121,14 +267,61 @@ impl MetricsBoard {
     }
 
     pub(crate) fn snapshot(&self) -> RuntimeMetrics {
+        let phases = self.phases();
         let w = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
         let mut m = RuntimeMetrics::default();
-        for s in w.iter() {
-            m.workers.push(s.worker.clone());
+        for (index, s) in w.iter().enumerate() {
+            let mut worker = s.worker.clone();
+            worker.worker = index;
+            worker.phase = phases.get(index).copied().unwrap_or_default();
+            m.workers.push(worker);
             m.tasks.extend(s.tasks.iter().cloned());
             m.lag.extend(s.lag.iter().cloned());
             m.records_in += s.records_in_total;
+            for l in &s.latency {
+                match m.latency.iter_mut().find(|x| x.topic == l.topic) {
+                    Some(x) => x.histogram.merge(&l.histogram),
+                    None => m.latency.push(l.clone()),
+                }
+            }
         }
+        m.latency.sort_by(|a, b| a.topic.cmp(&b.topic));
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_first_bucket_whose_bound_holds_them() {
+        let mut h = Histogram::default();
+        for s in [0.0, 0.001, 0.0011, 0.3, 1e6, -1.0] {
+            h.observe(s);
+        }
+        let cumulative: Vec<(f64, u64)> = h.cumulative().collect();
+        assert_eq!(cumulative[0], (0.001, 3), "0, 1 ms and the clamped -1 s");
+        assert_eq!(cumulative[1], (0.0025, 4));
+        assert_eq!(cumulative[8], (0.5, 5));
+        assert_eq!(*cumulative.last().expect("+Inf"), (f64::INFINITY, 6));
+        assert_eq!(h.count, 6);
+        let mut twice = h.clone();
+        twice.merge(&h);
+        assert_eq!(twice.count, 12);
+        assert_eq!(twice.buckets[0], 6);
+    }
+
+    #[test]
+    fn a_rebalance_moves_only_a_running_worker() {
+        let board = MetricsBoard::new(2);
+        assert_eq!(board.phases(), [Phase::Starting, Phase::Starting]);
+        assert!(!board.move_phase(0, Phase::Running, Phase::Rebalancing));
+        board.set_phase(0, Phase::Running);
+        assert!(board.move_phase(0, Phase::Running, Phase::Rebalancing));
+        assert_eq!(board.snapshot().workers[0].phase, Phase::Rebalancing);
+        board.set_phase(1, Phase::Restoring);
+        assert!(!board.move_phase(1, Phase::Running, Phase::Rebalancing));
+        assert_eq!(board.phases(), [Phase::Rebalancing, Phase::Restoring]);
     }
 }

@@ -17,6 +17,7 @@ use flumen_protocol::record::HeaderRef;
 use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Encode, Family, Owned};
+use crate::latency::LatencySampler;
 use crate::time::{MARKER_HEADER, Time, encode_marker};
 
 /// Records into one operator, for the metrics.
@@ -388,14 +389,23 @@ pub struct CapturedRecord {
 /// value cannot be absent).
 pub(crate) const TOMBSTONE_HEADER: &[u8] = b"flumen.tombstone";
 
-/// Where sinks write: the worker's producer, or a buffer when run in memory.
+/// Where sinks write: the worker's producer (with the worker's latency sampler), or a buffer
+/// when run in memory.
 #[derive(Clone)]
 pub(crate) enum Output {
-    Kafka(Producer),
+    Kafka(Producer, Rc<LatencySampler>),
     Memory(Rc<RefCell<Vec<CapturedRecord>>>),
 }
 
 impl Output {
+    /// The worker's end-to-end latency sampler (none in memory).
+    pub(crate) fn latency(&self) -> Option<&LatencySampler> {
+        match self {
+            Output::Kafka(_, latency) => Some(latency),
+            Output::Memory(_) => None,
+        }
+    }
+
     /// Writes one record; waits only when the producer's buffer memory is full.
     pub(crate) async fn write(
         &self,
@@ -406,7 +416,7 @@ impl Output {
         timestamp: i64,
     ) -> Result<()> {
         match self {
-            Output::Kafka(producer) => {
+            Output::Kafka(producer, latency) => {
                 let record = ProducerRecord {
                     topic,
                     partition: None,
@@ -417,10 +427,14 @@ impl Output {
                 };
                 // The delivery is not awaited here: the task commits its input only after the
                 // producer's flush, and counts failures through `Producer::failed_records`.
-                let _delivery = producer
+                // The sampler awaits the odd one for the latency histogram.
+                let delivery = producer
                     .send(record)
                     .await
                     .map_err(|e| Error::produce(topic, e))?;
+                if latency.armed() {
+                    latency.offer(topic, delivery, timestamp);
+                }
                 Ok(())
             }
             Output::Memory(records) => {
@@ -449,7 +463,7 @@ impl Output {
         value: Option<&[u8]>,
     ) -> Result<()> {
         match self {
-            Output::Kafka(producer) => {
+            Output::Kafka(producer, _) => {
                 let record = ProducerRecord {
                     topic,
                     partition: Some(partition),
@@ -490,7 +504,7 @@ impl Output {
         timestamp: i64,
     ) -> Result<()> {
         match self {
-            Output::Kafka(producer) => {
+            Output::Kafka(producer, _) => {
                 let headers = [(MARKER_HEADER, Some(marker))];
                 let record = ProducerRecord {
                     topic,
@@ -659,7 +673,7 @@ where
     async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
         let wm = time.watermark();
         // In memory (tests) every publication goes out: there is no traffic to save.
-        let throttled = matches!(self.output, Output::Kafka(_))
+        let throttled = matches!(self.output, Output::Kafka(..))
             && wm < i64::MAX
             && time.processing_time().saturating_sub(self.published_at) < 100;
         if !time.publish() || wm <= self.published || throttled {

@@ -1,7 +1,8 @@
 //! The monitoring endpoint (`RuntimeConfig::metrics_addr`): `/metrics` in Prometheus' text
-//! format, `/health` (200 once every worker of the process processes records, 503 before),
-//! and `/`, a small live page that reads `/metrics` every second. Served by the runtime's
-//! control thread; the page is embedded (no CDN: it works offline).
+//! format, `/health` (200 while every worker of the process is [`Phase::Running`], 503 with
+//! the reason while one is starting, rebalancing or restoring), and `/`, a small live page
+//! that reads `/metrics` every second. Served by the runtime's control thread; the page is
+//! embedded (`page.html`, no CDN: it works offline).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 
-use crate::metrics::{MetricsBoard, RuntimeMetrics};
+use crate::metrics::{Histogram, MetricsBoard, Phase, RuntimeMetrics};
 
 /// Serves the endpoint on `listener` until the task is aborted.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, board: Arc<MetricsBoard>) {
@@ -50,18 +51,10 @@ fn answer(req: &Request<hyper::body::Incoming>, board: &MetricsBoard) -> Respons
             "text/plain; version=0.0.4",
             prometheus(&board.snapshot()),
         ),
-        "/health" => {
-            let (processing, workers) = board.processing();
-            if processing >= workers {
-                reply(StatusCode::OK, "text/plain", "ok\n".to_owned())
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("starting: {processing} of {workers} workers processing\n"),
-                )
-            }
-        }
+        "/health" => match health(&board.phases()) {
+            Ok(body) => reply(StatusCode::OK, "text/plain", body),
+            Err(body) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body),
+        },
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned()),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -69,6 +62,22 @@ fn answer(req: &Request<hyper::body::Incoming>, board: &MetricsBoard) -> Respons
             "not found\n".to_owned(),
         ),
     }
+}
+
+/// `/health`'s body: `Ok` when every worker runs, else `Err` naming the workers that do not
+/// and what they do (`worker 1: rebalancing`).
+fn health(phases: &[Phase]) -> Result<String, String> {
+    let running = phases.iter().filter(|&&p| p == Phase::Running).count();
+    if running == phases.len() {
+        return Ok(format!("ok: {running} of {running} workers running\n"));
+    }
+    let mut body = format!("{running} of {} workers running\n", phases.len());
+    for (index, phase) in phases.iter().enumerate() {
+        if *phase != Phase::Running {
+            let _ = writeln!(body, "worker {index}: {}", phase.name());
+        }
+    }
+    Err(body)
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -139,6 +148,30 @@ pub(crate) fn prometheus(m: &RuntimeMetrics) -> String {
             .filter(|t| t.watermark > i64::MIN)
             .map(|t| (format!("{{{}}}", task(t)), t.watermark as f64))
             .collect(),
+    );
+    let restored = |f: &dyn Fn(&crate::RestoreStats) -> f64| -> Vec<(String, f64)> {
+        m.tasks
+            .iter()
+            .filter_map(|t| t.restore.as_ref().map(|r| (format!("{{{}}}", task(t)), f(r))))
+            .collect()
+    };
+    family(
+        "flumen_task_restore_records",
+        "gauge",
+        "Changelog records a task read to restore its state when it started.",
+        restored(&|r| r.records as f64),
+    );
+    family(
+        "flumen_task_restore_bytes",
+        "gauge",
+        "Key and value bytes of those changelog records.",
+        restored(&|r| r.bytes as f64),
+    );
+    family(
+        "flumen_task_restore_seconds",
+        "gauge",
+        "How long restoring a task's state took when it started.",
+        restored(&|r| r.duration.as_secs_f64()),
     );
     let per_op = |f: &dyn Fn(&crate::OperatorMetrics) -> f64| {
         m.tasks
@@ -234,71 +267,121 @@ pub(crate) fn prometheus(m: &RuntimeMetrics) -> String {
         "Times a worker paused fetching because outputs backed up.",
         per_worker(&|w| w.backpressure_pauses as f64),
     );
+    family(
+        "flumen_worker_phase",
+        "gauge",
+        "1 for the phase a worker is in, 0 for the others (starting, rebalancing, restoring, \
+         running, stopping).",
+        m.workers
+            .iter()
+            .flat_map(|w| {
+                Phase::ALL.map(|p| {
+                    (
+                        format!("{{worker=\"{}\",phase=\"{}\"}}", w.worker, p.name()),
+                        if p == w.phase { 1.0 } else { 0.0 },
+                    )
+                })
+            })
+            .collect(),
+    );
+    histogram(
+        &mut out,
+        "flumen_end_to_end_latency_seconds",
+        "Event time (the output record's timestamp) to the broker's acknowledgement, per sink \
+         topic (repartition topics included), over sampled records: at most one in flight per \
+         topic and one new sample per 10 ms per worker.",
+        m.latency
+            .iter()
+            .map(|l| (format!("topic=\"{}\"", esc(&l.topic)), &l.histogram))
+            .collect(),
+    );
+    histogram(
+        &mut out,
+        "flumen_commit_seconds",
+        "Duration of a worker's commits: producer flush, then offset commit.",
+        m.workers
+            .iter()
+            .map(|w| (format!("worker=\"{}\"", w.worker), &w.commit_seconds))
+            .collect(),
+    );
     out
 }
 
-/// The live page: per-operator rates, lag per partition and watermarks, from `/metrics`.
-const PAGE: &str = r##"<!doctype html>
-<html><head><meta charset="utf-8"><title>Flumen pipeline</title>
-<style>
-body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222 }
-h1 { font-size: 1.3em } h2 { font-size: 1.05em; margin-top: 1.5em }
-table { border-collapse: collapse } td, th { padding: 2px 10px; text-align: right }
-th { border-bottom: 1px solid #999 } td:first-child, th:first-child { text-align: left }
-#status { color: #666 }
-</style></head><body>
-<h1>Flumen pipeline</h1><div id="status">loading…</div>
-<h2>Operators</h2><table id="ops"></table>
-<h2>Partitions</h2><table id="lag"></table>
-<h2>Watermarks</h2><table id="wm"></table>
-<script>
-let last = null, lastAt = 0;
-function parse(text) {
-  const m = {};
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    const key = line.slice(0, i), v = Number(line.slice(i + 1));
-    const b = key.indexOf("{");
-    const name = b < 0 ? key : key.slice(0, b);
-    const labels = {};
-    if (b >= 0) for (const p of key.slice(b + 1, -1).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[p[1]] = p[2];
-    (m[name] = m[name] || []).push({labels, v});
-  }
-  return m;
+/// Writes one histogram family: `_bucket` (cumulative, with `le`), `_sum` and `_count` per
+/// label set.
+fn histogram(out: &mut String, name: &str, help: &str, series: Vec<(String, &Histogram)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, h) in series {
+        for (le, n) in h.cumulative() {
+            let le = if le.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                le.to_string()
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+    }
 }
-function table(id, head, rows) {
-  const t = document.getElementById(id);
-  t.innerHTML = "<tr>" + head.map(h => "<th>" + h + "</th>").join("") + "</tr>" +
-    rows.map(r => "<tr>" + r.map(c => "<td>" + c + "</td>").join("") + "</tr>").join("");
+
+/// The live page: per-operator rates, lag per partition, watermarks and latency percentiles,
+/// from `/metrics`.
+const PAGE: &str = include_str!("page.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{SinkLatency, WorkerMetrics};
+
+    #[test]
+    fn health_names_the_workers_that_do_not_run() {
+        assert_eq!(
+            health(&[Phase::Running, Phase::Running]),
+            Ok("ok: 2 of 2 workers running\n".to_owned())
+        );
+        let body = health(&[Phase::Running, Phase::Rebalancing, Phase::Restoring])
+            .expect_err("not every worker runs");
+        assert_eq!(
+            body,
+            "1 of 3 workers running\nworker 1: rebalancing\nworker 2: restoring\n"
+        );
+        assert!(health(&[Phase::Starting]).is_err());
+    }
+
+    #[test]
+    fn histograms_are_exposed_cumulative_with_sum_and_count() {
+        let mut latency = SinkLatency {
+            topic: "out".to_owned(),
+            ..SinkLatency::default()
+        };
+        latency.histogram.observe(0.003);
+        latency.histogram.observe(0.2);
+        let mut worker = WorkerMetrics::default();
+        worker.commit_seconds.observe(0.02);
+        let m = RuntimeMetrics {
+            workers: vec![worker],
+            latency: vec![latency],
+            ..RuntimeMetrics::default()
+        };
+        let text = prometheus(&m);
+        for line in [
+            "# TYPE flumen_end_to_end_latency_seconds histogram",
+            "flumen_end_to_end_latency_seconds_bucket{topic=\"out\",le=\"0.0025\"} 0",
+            "flumen_end_to_end_latency_seconds_bucket{topic=\"out\",le=\"0.005\"} 1",
+            "flumen_end_to_end_latency_seconds_bucket{topic=\"out\",le=\"0.25\"} 2",
+            "flumen_end_to_end_latency_seconds_bucket{topic=\"out\",le=\"+Inf\"} 2",
+            "flumen_end_to_end_latency_seconds_count{topic=\"out\"} 2",
+            "flumen_commit_seconds_bucket{worker=\"0\",le=\"0.025\"} 1",
+            "flumen_commit_seconds_count{worker=\"0\"} 1",
+            "flumen_worker_phase{worker=\"0\",phase=\"starting\"} 1",
+            "flumen_worker_phase{worker=\"0\",phase=\"running\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(
+            text.contains("flumen_end_to_end_latency_seconds_sum{topic=\"out\"} 0.203"),
+            "{text}"
+        );
+    }
 }
-async function refresh() {
-  try {
-    const text = await (await fetch("/metrics")).text();
-    const m = parse(text), now = Date.now();
-    const prev = {};
-    if (last) for (const s of last.flumen_operator_records_in_total || []) prev[s.labels.task + "|" + s.labels.operator] = s.v;
-    const dt = (now - lastAt) / 1000;
-    table("ops", ["task", "operator", "records in", "records/s", "late", "state keys", "state bytes"],
-      (m.flumen_operator_records_in_total || []).map(s => {
-        const k = s.labels.task + "|" + s.labels.operator;
-        const find = n => ((m[n] || []).find(x => x.labels.task == s.labels.task && x.labels.operator == s.labels.operator) || {v: 0}).v;
-        const rate = k in prev && dt > 0 ? Math.round((s.v - prev[k]) / dt) : "";
-        return [s.labels.task, s.labels.operator, s.v, rate, find("flumen_operator_records_late_total"),
-                find("flumen_operator_state_keys"), find("flumen_operator_state_bytes")];
-      }));
-    table("lag", ["topic", "partition", "position", "lag"],
-      (m.flumen_partition_lag || []).map(s => [s.labels.topic, s.labels.partition,
-        ((m.flumen_partition_position || []).find(x => x.labels.topic == s.labels.topic && x.labels.partition == s.labels.partition) || {v: ""}).v, s.v]));
-    table("wm", ["task", "watermark"], (m.flumen_task_watermark_ms || []).map(s =>
-      [s.labels.task, s.v >= 9e18 ? "end" : new Date(s.v).toISOString()]));
-    const total = (m.flumen_records_in_total || [{v: 0}])[0].v;
-    document.getElementById("status").textContent = total + " records in; updated " + new Date(now).toLocaleTimeString();
-    last = m; lastAt = now;
-  } catch (e) {
-    document.getElementById("status").textContent = "cannot read /metrics: " + e;
-  }
-}
-refresh(); setInterval(refresh, 1000);
-</script></body></html>
-"##;

@@ -28,7 +28,10 @@ use tracing::Instrument;
 
 use crate::changelog::{RestoreStats, Restorer, StoreEnv, changelog_topic};
 use crate::error::{Error, Result};
-use crate::metrics::{MetricsBoard, PartitionLag, TaskMetrics, WorkerMetrics, WorkerSnapshot};
+use crate::latency::LatencySampler;
+use crate::metrics::{
+    Histogram, MetricsBoard, PartitionLag, Phase, TaskMetrics, WorkerMetrics, WorkerSnapshot,
+};
 use crate::operator::Output;
 use crate::runtime::{Guarantee, Plan};
 use crate::task::{TaskChain, TaskEnv, TaskInputs};
@@ -59,6 +62,9 @@ struct Progress {
 struct Listener {
     progress: Arc<Mutex<Progress>>,
     producer: Producer,
+    /// Where the worker's phase goes: `Rebalancing` from a revocation until `poll` returns.
+    board: Arc<MetricsBoard>,
+    index: usize,
 }
 
 fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
@@ -67,12 +73,16 @@ fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 
 impl RebalanceListener for Listener {
     fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.board
+            .move_phase(self.index, Phase::Running, Phase::Rebalancing);
         let mut p = lock(&self.progress);
         p.revoked.extend_from_slice(partitions);
         p.rebalances += 1;
     }
 
     fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.board
+            .move_phase(self.index, Phase::Running, Phase::Rebalancing);
         let mut p = lock(&self.progress);
         for tp in partitions {
             p.processed.remove(tp);
@@ -122,6 +132,8 @@ fn undelivered(producer: &Producer, count: u64) -> Error {
 struct Task {
     id: String,
     chain: Box<dyn TaskChain>,
+    /// What restoring its state took (tasks with state).
+    restore: Option<RestoreStats>,
 }
 
 /// Runs worker `index` on the calling thread until `stop` is set or an error occurs.
@@ -279,6 +291,8 @@ async fn run_async(
     consumer.set_rebalance_listener(Listener {
         progress: progress.clone(),
         producer: producer.clone(),
+        board: board.clone(),
+        index,
     });
     match plan.subscription() {
         Subscription::Topics(topics) => {
@@ -287,7 +301,8 @@ async fn run_async(
         }
         Subscription::Pattern(p) => consumer.subscribe_pattern(&p)?,
     }
-    let output = Output::Kafka(producer.clone());
+    let latency = LatencySampler::new();
+    let output = Output::Kafka(producer.clone(), latency.clone());
     let mut w = WorkerLoop {
         index,
         plan: plan.clone(),
@@ -311,13 +326,21 @@ async fn run_async(
         dirty: false,
         paused: false,
         pauses: 0,
+        commit_seconds: Histogram::default(),
         board,
         last_publish: Instant::now(),
         restorer: None,
-        restores: Vec::new(),
     };
-    let result = w.run(&stop).await;
+    // The latency sampler runs in the worker's task, polled before its loop so that it sees
+    // acks before the loop goes on processing (see `latency`).
+    let result = tokio::select! {
+        biased;
+        () = latency.run() => Ok(()),
+        result = w.run(&stop) => result,
+    };
     let records_in = w.records_in();
+    // Leaving the group revokes every partition: that is no rebalance to report.
+    w.board.set_phase(index, Phase::Stopping);
     w.publish();
     let closed = w.shutdown(result.is_ok()).await;
     result.and(closed)?;
@@ -365,12 +388,12 @@ struct WorkerLoop {
     /// Fetching is paused for backpressure.
     paused: bool,
     pauses: u64,
+    /// Durations of the commits (flush + offset commit).
+    commit_seconds: Histogram,
     board: Arc<MetricsBoard>,
     last_publish: Instant,
     /// Reads changelogs back (made at the first restore).
     restorer: Option<Restorer>,
-    /// Restores done, by task.
-    restores: Vec<(String, RestoreStats)>,
 }
 
 impl WorkerLoop {
@@ -385,6 +408,9 @@ impl WorkerLoop {
                 Duration::from_millis(100)
             };
             let mut records = self.consumer.poll(wait).await?;
+            // `poll` came back with the new assignment: a rebalance it took part in is over.
+            self.board
+                .move_phase(self.index, Phase::Rebalancing, Phase::Running);
             if self.after_rebalance().await? {
                 // Exactly-once rewound every partition: what this poll fetched is read again.
                 continue;
@@ -452,7 +478,11 @@ impl WorkerLoop {
                 && (last_commit.elapsed() >= interval
                     || (self.plan.bounded && (idle || reached_end)))
             {
+                let (started, commits) = (Instant::now(), self.commits);
                 self.commit().await?;
+                if self.commits > commits {
+                    self.commit_seconds.observe(started.elapsed().as_secs_f64());
+                }
                 last_commit = Instant::now();
                 if self.plan.bounded {
                     self.plan.committed.notify_one();
@@ -484,7 +514,7 @@ impl WorkerLoop {
         }
         if self.plan.joined.load(Ordering::Acquire) >= self.plan.config.workers {
             self.processing = true;
-            self.board.set_processing();
+            self.board.set_phase(self.index, Phase::Running);
             let paused = self.consumer.paused();
             self.consumer.resume(&paused);
             tracing::debug!("every worker has joined: processing starts");
@@ -583,6 +613,7 @@ impl WorkerLoop {
     /// first (a task without stores starts at once).
     async fn start_task(&mut self, sub: usize, partition: i32) -> Result<()> {
         let id = format!("{sub}_{partition}");
+        let mut restore = None;
         let stores = StoreEnv {
             logged: true,
             strict: self.transactional(),
@@ -590,6 +621,7 @@ impl WorkerLoop {
         };
         let names = self.plan.stores[sub].clone();
         if !names.is_empty() {
+            self.board.set_phase(self.index, Phase::Restoring);
             let restorer = match self.restorer.as_mut() {
                 Some(r) => r,
                 None => self
@@ -606,23 +638,27 @@ impl WorkerLoop {
                 total.records += stats.records;
                 total.bytes += stats.bytes;
                 total.keys += stats.keys;
-                total.seconds += stats.seconds;
+                total.duration += stats.duration;
                 stores.restored.borrow_mut().insert(store.clone(), restored);
             }
+            self.board.set_phase(self.index, Phase::Running);
             tracing::info!(
                 task = %id,
                 records = total.records,
                 bytes = total.bytes,
                 keys = total.keys,
-                seconds = total.seconds,
+                seconds = total.duration.as_secs_f64(),
                 "task state restored"
             );
-            self.restores.push((id.clone(), total));
+            restore = Some(total);
         }
         tracing::info!(task = %id, "task started");
         let env = self.task_env(sub, partition, stores);
         let chain = self.plan.factory(sub).instantiate(&env);
-        self.tasks.insert((sub, partition), Task { id, chain });
+        self.tasks.insert(
+            (sub, partition),
+            Task { id, chain, restore },
+        );
         Ok(())
     }
 
@@ -898,6 +934,7 @@ impl WorkerLoop {
                     counters: t.chain.counters().clone(),
                     operators,
                     watermark: t.chain.watermark(),
+                    restore: t.restore.clone(),
                 }
             })
             .collect();
@@ -926,10 +963,18 @@ impl WorkerLoop {
                     commits: self.commits,
                     rebalances,
                     backpressure_pauses: self.pauses,
+                    commit_seconds: self.commit_seconds.clone(),
+                    // The board's live phase replaces it in snapshots.
+                    phase: Phase::default(),
                 },
                 tasks,
                 lag,
                 records_in_total: self.records_in(),
+                latency: self
+                    .output
+                    .latency()
+                    .map(LatencySampler::snapshot)
+                    .unwrap_or_default(),
             },
         );
     }
