@@ -157,43 +157,53 @@ pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, St
     current.block_on(fill(args, broker, &input))?;
     let mut results = Vec::new();
     for &workers in &args.workers {
-        let (mut secs, mut cpu, mut peak) = (0.0, 0.0, 0.0f64);
+        // Per guarantee: wall seconds, CPU seconds per million, peak RSS.
+        let mut sums = vec![(0.0, 0.0, 0.0f64); args.guarantees.len()];
         for round in 0..args.rounds {
-            let outputs: Vec<String> = (0..4)
-                .map(|_| current.block_on(broker.create_topic("job-out", args.partitions)))
-                .collect::<Result<_, _>>()?;
-            let mut cmd = Command::new(&program);
-            cmd.args(["-b", &broker.bootstrap, "--input", &input])
-                .args(["--workers", &workers.to_string(), "--exit-at-end"])
-                .args(["--application-id", &KafkaCluster::unique_topic("job-app")]);
-            match args.job.as_str() {
-                "word_count" => cmd.args(["--output", &outputs[0]]),
-                _ => cmd
-                    .args(["--output-stats", &outputs[0], "--output-top", &outputs[1]])
-                    .args(["--output-alerts", &outputs[2], "--output-late", &outputs[3]]),
-            };
-            let (wall, used, rss) = measure(&mut cmd)?;
-            eprintln!(
-                "round {round} {} x{workers}: {:.0} records/s, cpu {:.2} s/M, peak RSS {rss:.1} MB",
-                args.job,
-                args.records as f64 / wall.as_secs_f64(),
-                used.as_secs_f64() / (args.records as f64 / 1e6)
-            );
-            secs += wall.as_secs_f64();
-            cpu += used.as_secs_f64() / (args.records as f64 / 1e6);
-            peak = peak.max(rss);
-            for t in &outputs {
-                current.block_on(broker.delete_topic(t));
+            for (g, guarantee) in args.guarantees.iter().enumerate() {
+                let outputs: Vec<String> = (0..4)
+                    .map(|_| current.block_on(broker.create_topic("job-out", args.partitions)))
+                    .collect::<Result<_, _>>()?;
+                let mut cmd = Command::new(&program);
+                cmd.args(["-b", &broker.bootstrap, "--input", &input])
+                    .args(["--workers", &workers.to_string(), "--exit-at-end"])
+                    .args(["--guarantee", guarantee])
+                    .args(["--application-id", &KafkaCluster::unique_topic("job-app")]);
+                match args.job.as_str() {
+                    "word_count" => cmd.args(["--output", &outputs[0]]),
+                    _ => cmd
+                        .args(["--output-stats", &outputs[0], "--output-top", &outputs[1]])
+                        .args(["--output-alerts", &outputs[2], "--output-late", &outputs[3]]),
+                };
+                let (wall, used, rss) = measure(&mut cmd)?;
+                eprintln!(
+                    "round {round} {} {guarantee} x{workers}: {:.0} records/s, cpu {:.2} s/M, peak RSS {rss:.1} MB",
+                    args.job,
+                    args.records as f64 / wall.as_secs_f64(),
+                    used.as_secs_f64() / (args.records as f64 / 1e6)
+                );
+                let sum = &mut sums[g];
+                sum.0 += wall.as_secs_f64();
+                sum.1 += used.as_secs_f64() / (args.records as f64 / 1e6);
+                sum.2 = sum.2.max(rss);
+                for t in &outputs {
+                    current.block_on(broker.delete_topic(t));
+                }
             }
         }
-        results.push(EngineResult {
-            engine: "flumen-runtime".to_owned(),
-            job: args.job.clone(),
-            workers,
-            records_per_s: args.records as f64 * f64::from(args.rounds) / secs,
-            cpu_s_per_million: cpu / f64::from(args.rounds),
-            peak_rss_mb: peak,
-        });
+        for (guarantee, (secs, cpu, peak)) in args.guarantees.iter().zip(sums) {
+            results.push(EngineResult {
+                engine: match guarantee.as_str() {
+                    "at_least_once" => "flumen-runtime".to_owned(),
+                    other => format!("flumen-runtime-{other}"),
+                },
+                job: args.job.clone(),
+                workers,
+                records_per_s: args.records as f64 * f64::from(args.rounds) / secs,
+                cpu_s_per_million: cpu / f64::from(args.rounds),
+                peak_rss_mb: peak,
+            });
+        }
     }
     current.block_on(broker.delete_topic(&input));
     Ok(results)

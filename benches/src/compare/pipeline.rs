@@ -61,6 +61,10 @@ pub struct PipelineArgs {
     /// the peer of `none`).
     #[arg(long, default_value = "flumen-runtime")]
     pub latency_engine: String,
+    /// `--job word_count|visit_analytics`: the delivery guarantees to run each with
+    /// (`at_least_once`, `exactly_once`), rounds alternating between them.
+    #[arg(long, value_delimiter = ',', default_value = "at_least_once")]
+    pub guarantees: Vec<String>,
 }
 
 /// End-to-end latency of the runtime under a steady offered rate.

@@ -152,7 +152,11 @@ pub(crate) fn prometheus(m: &RuntimeMetrics) -> String {
     let restored = |f: &dyn Fn(&crate::RestoreStats) -> f64| -> Vec<(String, f64)> {
         m.tasks
             .iter()
-            .filter_map(|t| t.restore.as_ref().map(|r| (format!("{{{}}}", task(t)), f(r))))
+            .filter_map(|t| {
+                t.restore
+                    .as_ref()
+                    .map(|r| (format!("{{{}}}", task(t)), f(r)))
+            })
             .collect()
     };
     family(

@@ -655,10 +655,8 @@ impl WorkerLoop {
         tracing::info!(task = %id, "task started");
         let env = self.task_env(sub, partition, stores);
         let chain = self.plan.factory(sub).instantiate(&env);
-        self.tasks.insert(
-            (sub, partition),
-            Task { id, chain, restore },
-        );
+        self.tasks
+            .insert((sub, partition), Task { id, chain, restore });
         Ok(())
     }
 
