@@ -241,8 +241,8 @@ mod visit_analytics {
     use serde_json::Value;
 
     use super::runtime_support::{
-        example, kafka, kill9, percentile, read_committed, recent, run_example, topic, visit_stats,
-        wait,
+        example, kafka, kill9, percentile, read_committed, recent, run_example, terminate, topic,
+        visit_stats, wait,
     };
 
     const WINDOW: i64 = 10_000;
@@ -264,9 +264,28 @@ mod visit_analytics {
         assert_eq!(producer.failed_records(), 0);
     }
 
+    /// What happens to the job while its input arrives.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Scenario {
+        /// Nothing: the input is there, one bounded run reads it.
+        Clean,
+        /// Exactly-once; the process is killed with SIGKILL half-way and started again.
+        Kill9,
+        /// Exactly-once; a second process joins after a third of the input and leaves
+        /// (SIGTERM) after two thirds; the first stops (SIGTERM) and a bounded run finishes.
+        ScaleOutAndIn,
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn visit_analytics_emits_every_window_statistic_top_list_and_alert_exactly() {
-        visit_analytics_case(false).await;
+        visit_analytics_case(Scenario::Clean).await;
+    }
+
+    /// Under exactly-once, growing from one process to two and back while the input flows
+    /// moves tasks (cooperatively) with their state: the results stay exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visit_analytics_exactly_once_scales_out_and_in_with_exact_results() {
+        visit_analytics_case(Scenario::ScaleOutAndIn).await;
     }
 
     /// Under exactly-once, a process killed mid-stream and started again (its window state
@@ -274,10 +293,47 @@ mod visit_analytics {
     /// readers exactly the results of a run without failure.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn visit_analytics_exactly_once_survives_kill_9_with_exact_results() {
-        visit_analytics_case(true).await;
+        visit_analytics_case(Scenario::Kill9).await;
     }
 
-    async fn visit_analytics_case(crash: bool) {
+    /// Starts the job under exactly-once, as static member `instance` if any; its log goes
+    /// to the returned file.
+    fn spawn_job(
+        args: &[&str],
+        instance: Option<&str>,
+    ) -> (std::process::Child, std::path::PathBuf) {
+        let log = std::env::temp_dir().join(format!(
+            "{}-{}.log",
+            KafkaCluster::unique_topic("va-job"),
+            instance.unwrap_or("dynamic")
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(example("visit_analytics"))
+            .args(args)
+            .args(["--guarantee", "exactly_once"])
+            .args(instance.map(|i| ["--instance-id", i]).into_iter().flatten())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start visit_analytics");
+        (child, log)
+    }
+
+    fn log_tail(path: &std::path::Path) -> String {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    async fn wait_for_committed(topic: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read_committed(topic, 0).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn visit_analytics_case(scenario: Scenario) {
         let input = topic("va-in", 6).await;
         let users_topic = topic("va-users", 6).await;
         let (stats, top, alerts, late) = (
@@ -347,43 +403,89 @@ mod visit_analytics {
             "--workers",
             "2",
         ];
-        if crash {
-            args.extend(["--guarantee", "exactly_once", "--instance-id", "node-a"]);
-            let child = std::process::Command::new(example("visit_analytics"))
-                .args(&args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("start visit_analytics");
-            let mut child = Some(child);
-            for (i, chunk) in records.chunks(1_000).enumerate() {
-                produce(&input, chunk).await;
-                if i == 5 {
-                    // Windows have closed and been committed: kill it mid-stream.
-                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                    while read_committed(&stats, 0).is_empty()
-                        && std::time::Instant::now() < deadline
-                    {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+        match scenario {
+            Scenario::Clean => produce(&input, &records).await,
+            Scenario::Kill9 => {
+                let mut child = Some(spawn_job(&args, Some("node-a")).0);
+                for (i, chunk) in records.chunks(1_000).enumerate() {
+                    produce(&input, chunk).await;
+                    if i == 5 {
+                        // Windows have closed and been committed: kill it mid-stream.
+                        wait_for_committed(&stats).await;
+                        let c = child.take().expect("running");
+                        kill9(&c);
+                        let _ = wait(c, Duration::from_secs(10));
+                        let committed = read_committed(&stats, 0).len();
+                        assert!(committed > 0, "results committed before the kill");
+                        eprintln!("killed with {committed} statistics committed");
                     }
-                    let c = child.take().expect("running");
-                    kill9(&c);
-                    let _ = wait(c, Duration::from_secs(10));
-                    let committed = read_committed(&stats, 0).len();
-                    assert!(committed > 0, "results committed before the kill");
-                    eprintln!("killed with {committed} statistics committed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        } else {
-            produce(&input, &records).await;
+            Scenario::ScaleOutAndIn => {
+                // Dynamic members: a static one that stops is only noticed after
+                // session.timeout.ms (KIP-345), which this test does not want to wait for.
+                let (first, first_log) = spawn_job(&args, None);
+                let mut second = None;
+                for (i, chunk) in records.chunks(500).enumerate() {
+                    produce(&input, chunk).await;
+                    if i == 4 {
+                        wait_for_committed(&stats).await;
+                        let (b, log) = spawn_job(&args, None);
+                        // Until the second process runs tasks (the group moved some to it).
+                        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                        while !std::fs::read_to_string(&log)
+                            .unwrap_or_default()
+                            .contains("task started")
+                            && std::time::Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        second = Some((b, log));
+                        eprintln!("second process runs tasks");
+                    }
+                    if i == 12 {
+                        let (b, log) = second.take().expect("running");
+                        terminate(&b);
+                        let out = wait(b, Duration::from_secs(60));
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        assert!(
+                            out.status.success(),
+                            "the second process stops cleanly:\n{}",
+                            log_tail(&log)
+                        );
+                        let processed: u64 = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("visit_analytics: "))
+                            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                            .unwrap_or(0);
+                        assert!(processed > 0, "the second process did work:\n{text}");
+                        eprintln!("second process stopped after {processed} records");
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                terminate(&first);
+                let out = wait(first, Duration::from_secs(60));
+                assert!(
+                    out.status.success(),
+                    "the first process stops cleanly:\n{}",
+                    log_tail(&first_log)
+                );
+            }
+        }
+        match scenario {
+            Scenario::Clean => {}
+            Scenario::Kill9 => {
+                args.extend(["--guarantee", "exactly_once", "--instance-id", "node-a"]);
+            }
+            Scenario::ScaleOutAndIn => args.extend(["--guarantee", "exactly_once"]),
         }
         args.push("--exit-at-end");
         let out = run_example("visit_analytics", &args, Duration::from_secs(180));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "visit_analytics failed:\n{stderr}");
         assert!(stderr.contains("records processed, 0 late"), "{stderr}");
-        if crash {
+        if scenario == Scenario::Kill9 {
             // The restarted process restored window state the first one had logged.
             let restored: u64 = stderr
                 .lines()

@@ -194,6 +194,10 @@ pub(crate) struct Plan {
     pub(crate) joined: std::sync::atomic::AtomicUsize,
     /// This process's name among the application's processes: `instance.id`, else random.
     pub(crate) process_name: String,
+    /// Bounded runs, per worker of this process: every source task it runs has been given
+    /// the final watermark and what that emitted is committed. The run ends only then, so
+    /// windows restored from changelogs over inputs already read to their ends still close.
+    pub(crate) workers_ended: Vec<std::sync::atomic::AtomicBool>,
     /// Per sub-topology: its state stores (each logged to a changelog topic).
     pub(crate) stores: Vec<Vec<String>>,
     /// Table topics: read from the beginning whenever a task starts.
@@ -512,6 +516,9 @@ impl Runtime {
             joined: std::sync::atomic::AtomicUsize::new(0),
             process_name: config.instance_id.clone().unwrap_or_else(random_name),
             stores: pipeline.subs.iter().map(|s| s.stores.clone()).collect(),
+            workers_ended: (0..config.workers)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             tables,
             table_ends: stages.table_ends.clone(),
         });
@@ -590,7 +597,8 @@ impl Runtime {
                         _ = plan.committed.notified() => {}
                     }
                 }, if bounded && !stop.load(Ordering::Acquire) => {
-                    if stages.all_done(&admin, &config.application_id).await? {
+                    let ended = plan.workers_ended.iter().all(|e| e.load(Ordering::Acquire));
+                    if ended && stages.all_done(&admin, &config.application_id).await? {
                         tracing::info!("bounded run: every input processed and committed");
                         stop.store(true, Ordering::Release);
                     }

@@ -197,6 +197,14 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
         c.set(k, v);
     }
     let consumer_config = ConsumerConfig::take_from(&mut c)?;
+    let consumer = Consumer::connect(consumer_config).await?;
+    Ok((consumer, producer(plan, index).await?))
+}
+
+/// The worker's producer; under exactly-once transactional, initialised (fencing an earlier
+/// incarnation with the same transactional id) and in a transaction.
+async fn producer(plan: &Plan, index: usize) -> Result<Producer> {
+    let exactly_once = plan.config.guarantee == Guarantee::ExactlyOnce;
     let mut p = client_props(plan, index, "producer");
     p.set("linger.ms", "5");
     p.set("batch.size", "262144");
@@ -216,7 +224,6 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
         p.set(k, v);
     }
     let producer_config = ProducerConfig::take_from(&mut p)?;
-    let consumer = Consumer::connect(consumer_config).await?;
     let producer = Producer::connect(producer_config)
         .await
         .map_err(|e| Error::produce("(connect)", e))?;
@@ -232,7 +239,7 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
             .await
             .map_err(|e| Error::produce("(begin_transaction)", e))?;
     }
-    Ok((consumer, producer))
+    Ok(producer)
 }
 
 /// The worker's changelog reader: a consumer without a group, reading committed data only
@@ -488,6 +495,10 @@ impl WorkerLoop {
                     self.plan.committed.notify_one();
                 }
             }
+            if self.plan.bounded {
+                let ended = !self.dirty && self.all_ended();
+                self.plan.workers_ended[self.index].store(ended, Ordering::Release);
+            }
             if publish_now || self.last_publish.elapsed() >= Duration::from_millis(500) {
                 self.publish();
             }
@@ -665,6 +676,9 @@ impl WorkerLoop {
     /// partitions as done for the commit.
     async fn end_tasks(&mut self, now: i64) -> Result<()> {
         let assigned = self.consumer.assignment();
+        // A partition whose committed offset is its end already fetches nothing: its
+        // position says it is done (its task may still hold restored windows to close).
+        let positions = self.consumer.positions();
         let mut due: BTreeMap<(usize, i32), bool> = BTreeMap::new();
         for tp in &assigned {
             let Some(sub) = self.plan.sub_of(&tp.topic) else {
@@ -674,7 +688,10 @@ impl WorkerLoop {
                 continue;
             }
             let done = match (self.plan.ends.get(tp), self.plan.empty.get(tp)) {
-                (Some(&end), _) => self.lag.get(tp).is_some_and(|&(pos, _)| pos >= end),
+                (Some(&end), _) => {
+                    self.lag.get(tp).is_some_and(|&(pos, _)| pos >= end)
+                        || positions.get(tp).is_some_and(|o| o.offset >= end)
+                }
                 (None, Some(_)) => true,
                 // A partition created after the start: nothing of it belongs to the run.
                 (None, None) => true,
@@ -706,6 +723,17 @@ impl WorkerLoop {
             self.dirty = true;
         }
         Ok(())
+    }
+
+    /// Bounded runs: whether every task of an assigned source partition was given the final
+    /// watermark.
+    fn all_ended(&self) -> bool {
+        self.consumer.assignment().iter().all(|tp| {
+            self.plan.tables.contains(&tp.topic)
+                || self.plan.sub_of(&tp.topic).is_none_or(|sub| {
+                    self.plan.upstream[sub].is_some() || self.ended.contains(&(sub, tp.partition))
+                })
+        })
     }
 
     /// Whether every assigned partition with a known end (a bounded run's source) is
@@ -792,10 +820,17 @@ impl WorkerLoop {
     /// transaction) and moves every assigned partition back to its committed offset. Tasks
     /// start again, restoring their state, as records arrive.
     async fn abort_and_rewind(&mut self) -> Result<()> {
-        self.producer
-            .abort_transaction()
-            .await
-            .map_err(|e| Error::produce("(abort_transaction)", e))?;
+        let renew = match self.producer.abort_transaction().await {
+            Ok(()) => false,
+            // The coordinator aborted it already (the worker spent longer than
+            // `transaction.timeout.ms` in a rebalance, say) and bumped the epoch: a new
+            // producer with the same transactional id carries on.
+            Err(ProduceError::TransactionTimedOut(e)) => {
+                tracing::warn!(error = %e, "the transaction timed out: renewing the producer");
+                true
+            }
+            Err(e) => return Err(Error::produce("(abort_transaction)", e)),
+        };
         self.aborts += 1;
         for (_, task) in self.tasks.drain() {
             self.dropped_records += task.chain.counters().records_in;
@@ -813,10 +848,19 @@ impl WorkerLoop {
                 None => self.consumer.seek_to_beginning(std::slice::from_ref(tp))?,
             }
         }
-        self.producer
-            .begin_transaction()
-            .await
-            .map_err(|e| Error::produce("(begin_transaction)", e))?;
+        if renew {
+            let old =
+                std::mem::replace(&mut self.producer, producer(&self.plan, self.index).await?);
+            let _ = old.close(Duration::ZERO).await;
+            if let Output::Kafka(_, latency) = &self.output {
+                self.output = Output::Kafka(self.producer.clone(), latency.clone());
+            }
+        } else {
+            self.producer
+                .begin_transaction()
+                .await
+                .map_err(|e| Error::produce("(begin_transaction)", e))?;
+        }
         Ok(())
     }
 
@@ -895,10 +939,9 @@ impl WorkerLoop {
                     .await
                     .map_err(|e| Error::produce("(begin_transaction)", e))
             }
-            Err(e @ (ProduceError::Fenced(_) | ProduceError::TransactionTimedOut(_))) => {
-                // Another worker owns this transactional id now, or the coordinator gave up on
-                // the transaction: this worker stops; its partitions resume elsewhere from
-                // the last committed transaction.
+            Err(e @ ProduceError::Fenced(_)) => {
+                // Another worker owns this transactional id now: this worker stops; its
+                // partitions resume elsewhere from the last committed transaction.
                 Err(Error::produce("(commit_transaction)", e))
             }
             Err(e) => {
