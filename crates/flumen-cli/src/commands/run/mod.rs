@@ -21,8 +21,8 @@ use flumen_runtime::join::{JoinKind, Table};
 use flumen_runtime::time::Watermarks;
 use flumen_runtime::window::{Windowed, Windows};
 use flumen_runtime::{
-    Chain, Collector, Identity, Kafka, OnError, Pipeline, RecordContext, Runtime, RuntimeConfig,
-    Stream,
+    Chain, Collector, Identity, Kafka, OnError, Pipeline, RecordContext, RunSummary, Runtime,
+    RuntimeConfig, Stream,
 };
 use serde_json::{Map, Value};
 
@@ -55,45 +55,65 @@ pub struct RunArgs {
 }
 
 /// Reads and checks the pipeline file.
-fn load(args: &RunArgs) -> Result<Plan> {
+fn load(args: &RunArgs) -> Result<Job> {
     let name = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
         context: format!("reading {name}"),
         source,
     })?;
-    let text = spec::apply_sets(&name, &text, &args.sets).map_err(CliError::Pipeline)?;
-    spec::parse(&name, &text).map_err(CliError::Pipeline)
+    Job::from_text(&name, &text, &args.sets)
 }
 
-/// Runs `flumen run`.
-pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
-    let plan = load(&args)?;
-    let mut pipeline = Pipeline::new();
-    build(&plan, &mut pipeline);
-    if args.check {
-        print!("{}", pipeline.describe());
-        return Ok(ExitCode::SUCCESS);
+/// A checked pipeline file and the pipeline built from it (`flumen demo` makes one from
+/// the file it embeds).
+pub(crate) struct Job {
+    plan: Plan,
+    pipeline: Pipeline,
+}
+
+impl Job {
+    /// The pipeline of a file's `text` (`name` is for error messages) with the `--set`
+    /// overrides `sets` applied.
+    pub(crate) fn from_text(name: &str, text: &str, sets: &[String]) -> Result<Job> {
+        let text = spec::apply_sets(name, text, sets).map_err(CliError::Pipeline)?;
+        let plan = spec::parse(name, &text).map_err(CliError::Pipeline)?;
+        let mut pipeline = Pipeline::new();
+        build(&plan, &mut pipeline);
+        Ok(Job { plan, pipeline })
     }
-    if !settings.has_bootstrap() {
-        return Err(CliError::NoBootstrap);
+
+    /// The runtime for this job on the cluster of `settings` (every other key of `settings`
+    /// goes to the runtime), serving metrics at `metrics_addr` if given.
+    pub(crate) fn runtime(
+        self,
+        mut settings: Settings,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Result<Runtime> {
+        if !settings.has_bootstrap() {
+            return Err(CliError::NoBootstrap);
+        }
+        let bootstrap = settings
+            .props_mut()
+            .take("bootstrap.servers")
+            .unwrap_or_default();
+        let mut config = RuntimeConfig::new(bootstrap, &self.plan.application_id);
+        if let Some(n) = self.plan.workers {
+            config = config.workers(n);
+        }
+        if let Some(addr) = metrics_addr {
+            config = config.metrics_addr(addr);
+        }
+        for (k, v) in settings.drain() {
+            config = config.set(k, v);
+        }
+        Ok(Runtime::new(config, self.pipeline))
     }
-    let bootstrap = settings
-        .props_mut()
-        .take("bootstrap.servers")
-        .unwrap_or_default();
-    let mut config = RuntimeConfig::new(bootstrap, &plan.application_id);
-    if let Some(n) = plan.workers {
-        config = config.workers(n);
-    }
-    if let Some(addr) = args.metrics_addr {
-        config = config.metrics_addr(addr);
-    }
-    for (k, v) in settings.drain() {
-        config = config.set(k, v);
-    }
-    let runtime = Runtime::new(config, pipeline);
-    let bounded = args.exit_at_end;
-    let summary = tokio::task::spawn_blocking(move || {
+}
+
+/// Runs `runtime` on a thread of its own until it stops: at the end of its input when
+/// `bounded`, otherwise at SIGINT, SIGTERM or its shutdown handle.
+pub(crate) async fn execute(runtime: Runtime, bounded: bool) -> Result<RunSummary> {
+    tokio::task::spawn_blocking(move || {
         if bounded {
             runtime.run_until_end()
         } else {
@@ -102,17 +122,33 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
     })
     .await
     .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?
-    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?;
-    let late: u64 = summary
+    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))
+}
+
+/// The late records of a run, over every task and operator.
+pub(crate) fn late_records(summary: &RunSummary) -> u64 {
+    summary
         .metrics()
         .tasks
         .iter()
         .flat_map(|t| &t.operators)
         .map(|o| o.records_late)
-        .sum();
+        .sum()
+}
+
+/// Runs `flumen run`.
+pub async fn run(args: RunArgs, settings: Settings) -> Result<ExitCode> {
+    let job = load(&args)?;
+    if args.check {
+        print!("{}", job.pipeline.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = job.runtime(settings, args.metrics_addr)?;
+    let summary = execute(runtime, args.exit_at_end).await?;
     eprintln!(
-        "flumen run: {} records processed, {late} late",
-        summary.records_in()
+        "flumen run: {} records processed, {} late",
+        summary.records_in(),
+        late_records(&summary)
     );
     Ok(ExitCode::SUCCESS)
 }

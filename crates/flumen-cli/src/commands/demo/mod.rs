@@ -1,0 +1,433 @@
+//! `flumen demo`: the seed's case, live. A local Kafka (unless -b is given), user visits at a
+//! steady rate, the `visit_analytics` pipeline file running on them, and each window's top
+//! URLs and the alerts shown as they come out.
+//!
+//! One process does it all: the traffic task and the reader share the command's
+//! current-thread runtime; the pipeline runs on the runtime's own threads, built by `flumen
+//! run`'s code from the file embedded here, with the demo's topics and 10-second windows set
+//! over it. The job's group and internal topics are named after the run
+//! (`flumen-demo-<ms>`), and its input is read from the end: on a cluster given with -b, what
+//! earlier runs left in the topics is never counted again.
+
+mod screen;
+mod traffic;
+mod windows;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use flumen_client::admin::{IsolationLevel, OffsetSpec};
+use flumen_client::{Admin, TopicPartition};
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
+use serde_json::Value;
+
+use crate::commands::run::{Job, execute, late_records};
+use crate::commands::topics::ensure_topic;
+use crate::config::{Origin, Settings};
+use crate::error::{CliError, Result};
+use screen::{Screen, Status};
+use traffic::Traffic;
+use windows::{AlertRule, Book};
+
+/// The job: `crates/flumen-runtime/examples/pipelines/visit_analytics.toml`.
+const PIPELINE: &str =
+    include_str!("../../../../flumen-runtime/examples/pipelines/visit_analytics.toml");
+/// The name of the embedded file in error messages.
+const PIPELINE_NAME: &str = "visit_analytics.toml (embedded)";
+
+/// The demo's window size, in the `--set` syntax and in ms.
+const WINDOW: &str = "10s";
+const WINDOW_MS: i64 = 10_000;
+/// How far out of order the job lets visits be (the traffic's disorder is 1 s).
+const OUT_OF_ORDERNESS: &str = "2s";
+const OUT_OF_ORDERNESS_MS: i64 = 2_000;
+
+/// The demo's topics.
+const VISITS: &str = "flumen-demo-visits";
+const STATS: &str = "flumen-demo-url-stats";
+const LATE: &str = "flumen-demo-late-visits";
+
+/// `flumen demo`
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Visits per second.
+    #[arg(long, default_value_t = 2_000, value_name = "VISITS")]
+    pub rate: u32,
+    /// Stop after this many seconds of traffic (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
+    /// Serve the job's metrics (`/metrics`, `/health` and a live page at `/`) here; port 0
+    /// picks a free one.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Partitions of the demo's topics (when it creates them).
+    #[arg(short = 'P', long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Seed of the synthetic visits.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The topics the demo reads: the job's outputs.
+#[derive(Debug, PartialEq, Eq)]
+struct Outputs {
+    /// Per-URL statistics of each window.
+    stats: &'static str,
+    /// The top URLs of each window, when the file writes them.
+    top: Option<&'static str>,
+    /// Error-rate alerts, when the file writes them (otherwise the demo applies the job's
+    /// alert rule to the statistics itself).
+    alerts: Option<&'static str>,
+}
+
+/// The `--set` overrides of the embedded file for this run, and the outputs it then has.
+fn overrides(application_id: &str) -> Result<(Vec<String>, Outputs)> {
+    let doc: toml::Table = PIPELINE
+        .parse()
+        .map_err(|e| CliError::Pipeline(format!("{PIPELINE_NAME}: {e}")))?;
+    let steps = doc
+        .get("steps")
+        .and_then(toml::Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut sets = vec![
+        format!("application_id={application_id}"),
+        format!("source.topics={VISITS}"),
+        format!("source.max_out_of_orderness={OUT_OF_ORDERNESS}"),
+        format!("sink.topic={STATS}"),
+        format!("late.topic={LATE}"),
+    ];
+    // Every window of the file (`steps.N` counts from 1).
+    for (i, step) in steps.iter().enumerate() {
+        if step.get("kind").and_then(toml::Value::as_str) == Some("window") {
+            sets.push(format!("steps.{}.size={WINDOW}", i + 1));
+        }
+    }
+    let outputs = Outputs {
+        stats: STATS,
+        top: None,
+        alerts: None,
+    };
+    Ok((sets, outputs))
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The address the metrics endpoint will listen on: a free port for port 0. Binding it here
+/// also reports a port in use before anything starts.
+fn metrics_addr(addr: SocketAddr) -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| CliError::Io {
+        context: format!("listening for metrics on {addr} (--metrics-addr changes it)"),
+        source,
+    })?;
+    listener.local_addr().map_err(|source| CliError::Io {
+        context: "reading the metrics address".to_owned(),
+        source,
+    })
+}
+
+/// Why the demo stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// `--duration` passed.
+    Duration,
+    /// Ctrl-C.
+    Interrupted,
+    /// The job stopped by itself (SIGTERM, or an error).
+    JobEnded,
+}
+
+/// Runs `demo`.
+pub async fn run(args: DemoArgs, mut settings: Settings) -> Result<ExitCode> {
+    // Kept alive until the end of the demo; dropping it stops the broker.
+    let mut local = None;
+    if !settings.has_bootstrap() {
+        eprintln!(
+            "Starting a local Kafka {} (the first run resolves its jars with Maven)...",
+            flumen_testcontainers::kafka_version()
+        );
+        let started = Instant::now();
+        let cluster = tokio::task::spawn_blocking(|| KafkaCluster::start(ClusterSpec::single()))
+            .await
+            .map_err(|e| CliError::LocalKafka(e.to_string()))?
+            .map_err(|e| CliError::LocalKafka(crate::error::one_line(&e.to_string())))?;
+        eprintln!(
+            "Kafka is up at {} ({:.1} s).",
+            cluster.bootstrap(),
+            started.elapsed().as_secs_f64()
+        );
+        settings.set("bootstrap.servers", cluster.bootstrap(), Origin::Command);
+        local = Some(cluster);
+    }
+    let result = live(&args, settings).await;
+    if let Some(cluster) = local {
+        eprintln!("Stopping the local Kafka.");
+        drop(cluster);
+    }
+    result
+}
+
+/// Everything after the broker is there.
+async fn live(args: &DemoArgs, settings: Settings) -> Result<ExitCode> {
+    let bootstrap = settings
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_owned();
+    let metrics = metrics_addr(args.metrics_addr)?;
+    let application_id = format!("flumen-demo-{}", now_ms());
+    let (sets, outputs) = overrides(&application_id)?;
+    let job = Job::from_text(PIPELINE_NAME, PIPELINE, &sets)?;
+
+    let producer = crate::commands::producer(settings.clone()).await?;
+    let admin = Admin::new(producer.cluster().clone());
+    ensure_topic(&admin, VISITS, args.partitions).await?;
+    ensure_topic(&admin, LATE, args.partitions).await?;
+    let mut start = BTreeMap::new();
+    let read = [Some(outputs.stats), outputs.top, outputs.alerts];
+    for topic in read.into_iter().flatten() {
+        let count = ensure_topic(&admin, topic, args.partitions).await?;
+        start.extend(end_offsets(&admin, topic, count).await?);
+    }
+
+    // The job reads its input from the end (see the module docs), with one unpinned worker:
+    // the machine runs a broker and the traffic too.
+    let mut job_settings = settings.clone();
+    for (k, v) in [
+        ("consumer.auto.offset.reset", "latest"),
+        ("num.workers", "1"),
+        ("pin.workers", "false"),
+    ] {
+        job_settings.set(k, v, Origin::Command);
+    }
+    let runtime = job.runtime(job_settings, Some(metrics))?;
+    let shutdown = runtime.shutdown_handle();
+    let mut job_task = tokio::spawn(execute(runtime, false));
+    let metrics_url = format!("http://{metrics}/");
+    eprintln!(
+        "Running visit_analytics ({application_id}) on {bootstrap}: {} visits/s to {VISITS}, \
+         {WINDOW} windows; metrics at {metrics_url}",
+        args.rate
+    );
+
+    let mut consumer = crate::commands::consumer(settings).await?;
+    consumer
+        .assign(start.keys().cloned())
+        .map_err(CliError::consume)?;
+    for (tp, offset) in &start {
+        consumer.seek(tp, *offset).map_err(CliError::consume)?;
+    }
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let (stop_traffic, stop_rx) = tokio::sync::watch::channel(false);
+    let traffic_started = Instant::now();
+    let mut traffic_task = tokio::spawn(traffic::send(
+        producer,
+        VISITS.to_owned(),
+        Traffic::new(args.seed, args.rate, now_ms()),
+        sent.clone(),
+        stop_rx,
+    ));
+    let (interrupt_tx, mut interrupted) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = interrupt_tx.send(true);
+        }
+    });
+
+    let mut screen = Screen::for_stdout();
+    screen.start();
+    let mut book = Book::default();
+    let rule = AlertRule::default();
+    let (mut windows, mut alerts) = (0u64, 0u64);
+    let deadline = args
+        .duration
+        .map(|s| traffic_started + Duration::from_secs(s));
+    let mut last_draw = Instant::now() - Duration::from_secs(1);
+    let mut traffic_report = None;
+    let mut job_result = None;
+    // After the traffic stops, the windows its last visits close are still on their way.
+    let mut drain_until: Option<(Instant, i64)> = None;
+    let stop = loop {
+        if *interrupted.borrow() {
+            break Stop::Interrupted;
+        }
+        if job_task.is_finished() {
+            job_result = Some((&mut job_task).await);
+            break Stop::JobEnded;
+        }
+        if let Some((until, last_end)) = drain_until {
+            if Instant::now() >= until || book.shown_upto(last_end) {
+                break Stop::Duration;
+            }
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = stop_traffic.send(true);
+            let report = (&mut traffic_task)
+                .await
+                .map_err(|e| CliError::Client(e.to_string()))??;
+            // The last window the final watermark closes.
+            let last_end = report.max_ts.map_or(i64::MIN, |ts| {
+                (ts - OUT_OF_ORDERNESS_MS - 1).div_euclid(WINDOW_MS) * WINDOW_MS
+            });
+            traffic_report = Some(report);
+            drain_until = Some((Instant::now() + Duration::from_secs(5), last_end));
+        }
+        let polled = tokio::select! {
+            polled = consumer.poll(Duration::from_millis(200)) => polled,
+            _ = interrupted.changed() => continue,
+        };
+        let mut polled = polled.map_err(CliError::consume)?;
+        let now = Instant::now();
+        for record in polled.iter() {
+            let record = record.map_err(CliError::consume)?;
+            let Ok(value) = serde_json::from_slice::<Value>(record.value().unwrap_or_default())
+            else {
+                continue;
+            };
+            let topic = Some(record.topic());
+            let mut closed = Vec::new();
+            if topic == Some(outputs.stats) {
+                if let Some((window, stats)) = windows::parse_stats(&value) {
+                    let alert = rule.check(window, &stats);
+                    if let (Some(alert), None) = (alert, outputs.alerts) {
+                        alerts += 1;
+                        screen.alert(alert);
+                    }
+                    closed = book.add_stats(window, stats, now);
+                }
+            } else if topic == outputs.alerts {
+                if let Some(alert) = windows::parse_alert(&value) {
+                    alerts += 1;
+                    screen.alert(alert);
+                }
+            } else if topic == outputs.top {
+                let key = record.key().and_then(|k| std::str::from_utf8(k).ok());
+                if let Some(start) = windows::top_window(key, &value) {
+                    closed = book.add_top(start);
+                }
+            }
+            for window in closed {
+                windows += 1;
+                screen.window(window);
+            }
+        }
+        for closed in book.tick(now) {
+            windows += 1;
+            screen.window(closed);
+        }
+        if last_draw.elapsed() >= Duration::from_millis(500) {
+            last_draw = Instant::now();
+            screen.draw(&Status {
+                bootstrap: &bootstrap,
+                metrics: &metrics_url,
+                rate: args.rate,
+                sent: sent.load(Ordering::Relaxed),
+                started: traffic_started,
+                windows,
+                alerts,
+            });
+        }
+    };
+
+    // Stop in order: traffic, job, reader.
+    let _ = stop_traffic.send(true);
+    let traffic_report = match traffic_report {
+        Some(r) => r,
+        None => traffic_task
+            .await
+            .map_err(|e| CliError::Client(e.to_string()))??,
+    };
+    shutdown.shutdown();
+    let job_result = match job_result {
+        Some(r) => r,
+        None => match tokio::time::timeout(Duration::from_secs(30), job_task).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(CliError::Runtime(
+                    "the job did not stop within 30 s".to_owned(),
+                ));
+            }
+        },
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), consumer.close()).await;
+    screen.draw(&Status {
+        bootstrap: &bootstrap,
+        metrics: &metrics_url,
+        rate: args.rate,
+        sent: sent.load(Ordering::Relaxed),
+        started: traffic_started,
+        windows,
+        alerts,
+    });
+    let job_result = job_result.map_err(|e| CliError::Runtime(e.to_string()))?;
+    let summary = match (job_result, &stop) {
+        (Ok(summary), _) => Some(summary),
+        // Ctrl-C reaches a local broker too, which may go before the job's last commit.
+        (Err(e), Stop::Interrupted) => {
+            eprintln!("flumen demo: the job stopped with: {e}");
+            None
+        }
+        (Err(e), _) => return Err(e),
+    };
+    eprintln!(
+        "Sent {} visits ({} failed); {windows} windows closed, {alerts} alerts{}.",
+        traffic_report.sent,
+        traffic_report.failed,
+        summary.map_or(String::new(), |s| format!(
+            "; the job processed {} records ({} late)",
+            s.records_in(),
+            late_records(&s)
+        ))
+    );
+    if book.ignored > 0 {
+        eprintln!(
+            "{} statistics rows updated windows already shown (late visits).",
+            book.ignored
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The end offset of each partition of `topic`: where this run's outputs start.
+async fn end_offsets(
+    admin: &Admin,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let specs: Vec<_> = (0..partitions)
+        .map(|p| (TopicPartition::new(topic, p), OffsetSpec::Latest))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (tp, r) in admin
+        .list_offsets(&specs, IsolationLevel::ReadUncommitted)
+        .await?
+    {
+        let offset = r
+            .map_err(|e| CliError::during(format!("listing offsets of {tp}"), e))?
+            .offset;
+        out.insert(tp, offset);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_file_takes_the_demo_overrides() {
+        let (sets, outputs) = overrides("flumen-demo-1").expect("overrides");
+        assert_eq!(outputs.stats, STATS);
+        assert!(sets.iter().any(|s| s.ends_with(".size=10s")), "{sets:?}");
+        let job = Job::from_text(PIPELINE_NAME, PIPELINE, &sets);
+        assert!(job.is_ok(), "{:?}", job.err());
+    }
+}
