@@ -378,7 +378,7 @@ async fn live(args: &DemoArgs, settings: Settings) -> Result<ExitCode> {
         (Err(e), _) => return Err(e),
     };
     eprintln!(
-        "Sent {} visits ({} failed); {windows} windows closed, {alerts} alerts{}.",
+        "Sent {} visits ({} failed); windows closed: {windows}, alerts: {alerts}{}.",
         traffic_report.sent,
         traffic_report.failed,
         summary.map_or(String::new(), |s| format!(
