@@ -168,7 +168,7 @@ pub async fn run(args: DemoArgs, mut settings: Settings) -> Result<ExitCode> {
         settings.set("bootstrap.servers", cluster.bootstrap(), Origin::Command);
         local = Some(cluster);
     }
-    let result = live(&args, settings).await;
+    let result = live(&args, settings, local.is_none()).await;
     if let Some(cluster) = local {
         eprintln!("Stopping the local Kafka.");
         drop(cluster);
@@ -176,8 +176,9 @@ pub async fn run(args: DemoArgs, mut settings: Settings) -> Result<ExitCode> {
     result
 }
 
-/// Everything after the broker is there.
-async fn live(args: &DemoArgs, settings: Settings) -> Result<ExitCode> {
+/// Everything after the broker is there; on a cluster of the user's (`tidy`), the run's
+/// group and internal topics are deleted at the end.
+async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCode> {
     let bootstrap = settings
         .get("bootstrap.servers")
         .unwrap_or_default()
@@ -218,6 +219,7 @@ async fn live(args: &DemoArgs, settings: Settings) -> Result<ExitCode> {
         args.rate
     );
 
+    let settings_for_cleanup = settings.clone();
     let mut consumer = crate::commands::consumer(settings).await?;
     consumer
         .assign(start.keys().cloned())
@@ -358,6 +360,14 @@ async fn live(args: &DemoArgs, settings: Settings) -> Result<ExitCode> {
         },
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), consumer.close()).await;
+    if tidy {
+        let cleanup = remove_job_leftovers(settings_for_cleanup, &application_id);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), cleanup).await {
+            eprintln!(
+                "flumen demo: could not delete the group and topics of {application_id}: {e}"
+            );
+        }
+    }
     screen.draw(&Status {
         bootstrap: &bootstrap,
         metrics: &metrics_url,
@@ -394,6 +404,30 @@ async fn live(args: &DemoArgs, settings: Settings) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes the group `application_id` and its internal topics (`<application_id>-...`).
+async fn remove_job_leftovers(mut settings: Settings, application_id: &str) -> Result<()> {
+    let admin = Admin::connect(settings.take_client()?)
+        .await
+        .map_err(CliError::client)?;
+    let prefix = format!("{application_id}-");
+    let topics: Vec<String> = admin
+        .list_topics(false)
+        .await?
+        .into_iter()
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if !topics.is_empty() {
+        for (topic, r) in admin.delete_topics(&topics).await? {
+            r.map_err(|e| CliError::during(format!("deleting topic {topic}"), e))?;
+        }
+    }
+    for (group, r) in admin.delete_groups(&[application_id]).await? {
+        r.map_err(|e| CliError::during(format!("deleting group {group}"), e))?;
+    }
+    Ok(())
 }
 
 /// The end offset of each partition of `topic`: where this run's outputs start.
