@@ -135,6 +135,15 @@ fn metrics_addr(addr: SocketAddr) -> Result<SocketAddr> {
     })
 }
 
+/// Stops the job when dropped.
+struct StopJob(flumen_runtime::ShutdownHandle);
+
+impl Drop for StopJob {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
 /// Why the demo stopped.
 #[derive(Debug, PartialEq, Eq)]
 enum Stop {
@@ -210,7 +219,9 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
         job_settings.set(k, v, Origin::Command);
     }
     let runtime = job.runtime(job_settings, Some(metrics))?;
-    let shutdown = runtime.shutdown_handle();
+    // Whichever way this function returns, the job stops (the command's runtime would
+    // otherwise wait for its thread forever).
+    let shutdown = StopJob(runtime.shutdown_handle());
     let mut job_task = tokio::spawn(execute(runtime, false));
     let metrics_url = format!("http://{metrics}/");
     eprintln!(
@@ -266,20 +277,30 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
             job_result = Some((&mut job_task).await);
             break Stop::JobEnded;
         }
+        if traffic_report.is_none() && traffic_task.is_finished() {
+            // Before the deadline it only ends on an error.
+            let report = (&mut traffic_task)
+                .await
+                .map_err(|e| CliError::Client(e.to_string()))??;
+            traffic_report = Some(report);
+        }
         if let Some((until, last_end)) = drain_until {
             if Instant::now() >= until || book.shown_upto(last_end) {
                 break Stop::Duration;
             }
         } else if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = stop_traffic.send(true);
-            let report = (&mut traffic_task)
-                .await
-                .map_err(|e| CliError::Client(e.to_string()))??;
+            if traffic_report.is_none() {
+                let report = (&mut traffic_task)
+                    .await
+                    .map_err(|e| CliError::Client(e.to_string()))??;
+                traffic_report = Some(report);
+            }
             // The last window the final watermark closes.
-            let last_end = report.max_ts.map_or(i64::MIN, |ts| {
+            let max_ts = traffic_report.as_ref().and_then(|r| r.max_ts);
+            let last_end = max_ts.map_or(i64::MIN, |ts| {
                 (ts - OUT_OF_ORDERNESS_MS - 1).div_euclid(WINDOW_MS) * WINDOW_MS
             });
-            traffic_report = Some(report);
             drain_until = Some((Instant::now() + Duration::from_secs(5), last_end));
         }
         let polled = tokio::select! {
@@ -343,11 +364,20 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
     let _ = stop_traffic.send(true);
     let traffic_report = match traffic_report {
         Some(r) => r,
-        None => traffic_task
+        None => match traffic_task
             .await
-            .map_err(|e| CliError::Client(e.to_string()))??,
+            .map_err(|e| CliError::Client(e.to_string()))?
+        {
+            Ok(r) => r,
+            // As for the job below.
+            Err(e) if stop == Stop::Interrupted => {
+                eprintln!("flumen demo: the traffic stopped with: {e}");
+                traffic::Sent::default()
+            }
+            Err(e) => return Err(e),
+        },
     };
-    shutdown.shutdown();
+    shutdown.0.shutdown();
     let job_result = match job_result {
         Some(r) => r,
         None => match tokio::time::timeout(Duration::from_secs(30), job_task).await {
@@ -389,7 +419,7 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
     };
     eprintln!(
         "Sent {} visits ({} failed); windows closed: {windows}, alerts: {alerts}{}.",
-        traffic_report.sent,
+        sent.load(Ordering::Relaxed),
         traffic_report.failed,
         summary.map_or(String::new(), |s| format!(
             "; the job processed {} records ({} late)",
