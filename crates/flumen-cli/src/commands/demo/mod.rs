@@ -47,10 +47,14 @@ const WINDOW_MS: i64 = 10_000;
 const OUT_OF_ORDERNESS: &str = "2s";
 const OUT_OF_ORDERNESS_MS: i64 = 2_000;
 
-/// The demo's topics.
+/// The demo's input topic; each topic the file writes becomes `flumen-demo-<its name>`.
 const VISITS: &str = "flumen-demo-visits";
-const STATS: &str = "flumen-demo-url-stats";
-const LATE: &str = "flumen-demo-late-visits";
+const PREFIX: &str = "flumen-demo-";
+/// The file's topics the demo reads (before the prefix): per-URL statistics, top URLs,
+/// alerts.
+const FILE_STATS: &str = "url-stats";
+const FILE_TOP: &str = "top-urls";
+const FILE_ALERTS: &str = "alerts";
 
 /// `flumen demo`
 #[derive(Args, Debug)]
@@ -73,45 +77,70 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-/// The topics the demo reads: the job's outputs.
-#[derive(Debug, PartialEq, Eq)]
+/// The topics the job writes, with the demo's names.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Outputs {
     /// Per-URL statistics of each window.
-    stats: &'static str,
+    stats: String,
     /// The top URLs of each window, when the file writes them.
-    top: Option<&'static str>,
+    top: Option<String>,
     /// Error-rate alerts, when the file writes them (otherwise the demo applies the job's
     /// alert rule to the statistics itself).
-    alerts: Option<&'static str>,
+    alerts: Option<String>,
+    /// Every topic the job writes (the three above, late visits, ...).
+    all: Vec<String>,
 }
 
 /// The `--set` overrides of the embedded file for this run, and the outputs it then has.
 fn overrides(application_id: &str) -> Result<(Vec<String>, Outputs)> {
-    let doc: toml::Table = PIPELINE
-        .parse()
-        .map_err(|e| CliError::Pipeline(format!("{PIPELINE_NAME}: {e}")))?;
-    let steps = doc
-        .get("steps")
-        .and_then(toml::Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let bad = |what: String| CliError::Pipeline(format!("{PIPELINE_NAME}: {what}"));
+    let doc: toml::Table = PIPELINE.parse().map_err(|e| bad(format!("{e}")))?;
+    let topic_of = |t: Option<&toml::Value>| {
+        t.and_then(|t| t.get("topic"))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+    };
     let mut sets = vec![
         format!("application_id={application_id}"),
         format!("source.topics={VISITS}"),
         format!("source.max_out_of_orderness={OUT_OF_ORDERNESS}"),
-        format!("sink.topic={STATS}"),
-        format!("late.topic={LATE}"),
     ];
-    // Every window of the file (`steps.N` counts from 1).
-    for (i, step) in steps.iter().enumerate() {
-        if step.get("kind").and_then(toml::Value::as_str) == Some("window") {
-            sets.push(format!("steps.{}.size={WINDOW}", i + 1));
+    let mut outputs = Outputs::default();
+    let mut output = |key: String, topic: String, sets: &mut Vec<String>| {
+        let ours = format!("{PREFIX}{topic}");
+        sets.push(format!("{key}={ours}"));
+        match topic.as_str() {
+            FILE_STATS => outputs.stats = ours.clone(),
+            FILE_TOP => outputs.top = Some(ours.clone()),
+            FILE_ALERTS => outputs.alerts = Some(ours.clone()),
+            _ => {}
+        }
+        outputs.all.push(ours);
+    };
+    for table in ["sink", "late", "dead_letter"] {
+        if let Some(topic) = topic_of(doc.get(table)) {
+            output(format!("{table}.topic"), topic, &mut sets);
         }
     }
-    let outputs = Outputs {
-        stats: STATS,
-        top: None,
-        alerts: None,
-    };
+    let steps = doc
+        .get("steps")
+        .and_then(toml::Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    // `steps.N` counts from 1.
+    for (i, step) in steps.iter().enumerate() {
+        match step.get("kind").and_then(toml::Value::as_str) {
+            Some("window") => sets.push(format!("steps.{}.size={WINDOW}", i + 1)),
+            Some(_) => {
+                if let Some(topic) = topic_of(Some(step)) {
+                    output(format!("steps.{}.topic", i + 1), topic, &mut sets);
+                }
+            }
+            None => {}
+        }
+    }
+    if outputs.stats.is_empty() {
+        return Err(bad(format!("no step or sink writes {FILE_STATS:?}")));
+    }
     Ok((sets, outputs))
 }
 
@@ -200,12 +229,17 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
     let producer = crate::commands::producer(settings.clone()).await?;
     let admin = Admin::new(producer.cluster().clone());
     ensure_topic(&admin, VISITS, args.partitions).await?;
-    ensure_topic(&admin, LATE, args.partitions).await?;
     let mut start = BTreeMap::new();
-    let read = [Some(outputs.stats), outputs.top, outputs.alerts];
-    for topic in read.into_iter().flatten() {
+    for topic in &outputs.all {
         let count = ensure_topic(&admin, topic, args.partitions).await?;
-        start.extend(end_offsets(&admin, topic, count).await?);
+        let read = [
+            Some(&outputs.stats),
+            outputs.top.as_ref(),
+            outputs.alerts.as_ref(),
+        ];
+        if read.contains(&Some(topic)) {
+            start.extend(end_offsets(&admin, topic, count).await?);
+        }
     }
 
     // The job reads its input from the end (see the module docs), with one unpinned worker:
@@ -317,21 +351,21 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
             };
             let topic = Some(record.topic());
             let mut closed = Vec::new();
-            if topic == Some(outputs.stats) {
+            if topic == Some(outputs.stats.as_str()) {
                 if let Some((window, stats)) = windows::parse_stats(&value) {
                     let alert = rule.check(window, &stats);
-                    if let (Some(alert), None) = (alert, outputs.alerts) {
+                    if let (Some(alert), None) = (alert, &outputs.alerts) {
                         alerts += 1;
                         screen.alert(alert);
                     }
                     closed = book.add_stats(window, stats, now);
                 }
-            } else if topic == outputs.alerts {
+            } else if topic == outputs.alerts.as_deref() {
                 if let Some(alert) = windows::parse_alert(&value) {
                     alerts += 1;
                     screen.alert(alert);
                 }
-            } else if topic == outputs.top {
+            } else if topic == outputs.top.as_deref() {
                 let key = record.key().and_then(|k| std::str::from_utf8(k).ok());
                 if let Some(start) = windows::top_window(key, &value) {
                     closed = book.add_top(start);
@@ -489,7 +523,11 @@ mod tests {
     #[test]
     fn the_embedded_file_takes_the_demo_overrides() {
         let (sets, outputs) = overrides("flumen-demo-1").expect("overrides");
-        assert_eq!(outputs.stats, STATS);
+        assert_eq!(outputs.stats, "flumen-demo-url-stats");
+        assert!(
+            outputs.all.iter().all(|t| t.starts_with(PREFIX)),
+            "{outputs:?}"
+        );
         assert!(sets.iter().any(|s| s.ends_with(".size=10s")), "{sets:?}");
         let job = Job::from_text(PIPELINE_NAME, PIPELINE, &sets);
         assert!(job.is_ok(), "{:?}", job.err());
