@@ -91,10 +91,11 @@ struct Outputs {
     all: Vec<String>,
 }
 
-/// The `--set` overrides of the embedded file for this run, and the outputs it then has.
-fn overrides(application_id: &str) -> Result<(Vec<String>, Outputs)> {
+/// The `--set` overrides of the pipeline file `text` for this run, and the outputs it then
+/// has.
+fn overrides(text: &str, application_id: &str) -> Result<(Vec<String>, Outputs)> {
     let bad = |what: String| CliError::Pipeline(format!("{PIPELINE_NAME}: {what}"));
-    let doc: toml::Table = PIPELINE.parse().map_err(|e| bad(format!("{e}")))?;
+    let doc: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
     let topic_of = |t: Option<&toml::Value>| {
         t.and_then(|t| t.get("topic"))
             .and_then(toml::Value::as_str)
@@ -223,7 +224,7 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
         .to_owned();
     let metrics = metrics_addr(args.metrics_addr)?;
     let application_id = format!("flumen-demo-{}", now_ms());
-    let (sets, outputs) = overrides(&application_id)?;
+    let (sets, outputs) = overrides(PIPELINE, &application_id)?;
     let job = Job::from_text(PIPELINE_NAME, PIPELINE, &sets)?;
 
     let producer = crate::commands::producer(settings.clone()).await?;
@@ -522,7 +523,7 @@ mod tests {
 
     #[test]
     fn the_embedded_file_takes_the_demo_overrides() {
-        let (sets, outputs) = overrides("flumen-demo-1").expect("overrides");
+        let (sets, outputs) = overrides(PIPELINE, "flumen-demo-1").expect("overrides");
         assert_eq!(outputs.stats, "flumen-demo-url-stats");
         assert!(
             outputs.all.iter().all(|t| t.starts_with(PREFIX)),
@@ -531,5 +532,31 @@ mod tests {
         assert!(sets.iter().any(|s| s.ends_with(".size=10s")), "{sets:?}");
         let job = Job::from_text(PIPELINE_NAME, PIPELINE, &sets);
         assert!(job.is_ok(), "{:?}", job.err());
+    }
+
+    #[test]
+    fn outputs_of_steps_and_sinks_get_the_demo_prefix_and_every_window_the_demo_size() {
+        let text = "application_id = \"a\"\n[source]\ntopics = [\"visits\"]\n\
+                    [[steps]]\nkind = \"key_by\"\npath = \"url\"\n\
+                    [[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1m\"\n\
+                    [[steps]]\nkind = \"also_to\"\ntopic = \"url-stats\"\n\
+                    [[steps]]\nkind = \"also_to\"\ntopic = \"alerts\"\n\
+                    [[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1m\"\n\
+                    [sink]\ntopic = \"top-urls\"\n[late]\ntopic = \"late-visits\"\n";
+        let (sets, outputs) = overrides(text, "app").expect("overrides");
+        for set in [
+            "steps.2.size=10s",
+            "steps.3.topic=flumen-demo-url-stats",
+            "steps.4.topic=flumen-demo-alerts",
+            "steps.5.size=10s",
+            "sink.topic=flumen-demo-top-urls",
+            "late.topic=flumen-demo-late-visits",
+        ] {
+            assert!(sets.iter().any(|s| s == set), "{set} not in {sets:?}");
+        }
+        assert_eq!(outputs.stats, "flumen-demo-url-stats");
+        assert_eq!(outputs.top.as_deref(), Some("flumen-demo-top-urls"));
+        assert_eq!(outputs.alerts.as_deref(), Some("flumen-demo-alerts"));
+        assert_eq!(outputs.all.len(), 4);
     }
 }
