@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::aggs::{Agg, Aggs, Func};
-use super::value::{Case, Condition, Kind, Op, Path, Step};
+use super::expr::Expr;
+use super::value::{Case, Condition, Kind, Op, Path, Step, Tap};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +74,11 @@ struct RawStep {
     format: Option<String>,
     #[serde(rename = "as")]
     as_: Option<String>,
+    topic: Option<String>,
+    compute: Option<BTreeMap<String, String>>,
+    #[serde(rename = "where")]
+    when: Option<toml::Value>,
+    extract: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,7 +96,7 @@ struct RawAgg {
     when: Option<RawCondition>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawCondition {
     path: Option<String>,
@@ -132,6 +138,9 @@ pub struct Window {
     pub allowed_lateness: Duration,
     pub aggs: Aggs,
     pub key_as: String,
+    /// Whether records too late for it go to `[late]` (the first window only: `[late]`
+    /// holds input records).
+    pub late: bool,
 }
 
 /// A stream–table join.
@@ -288,14 +297,26 @@ fn kind_of(s: Option<&str>, default: Kind) -> Result<Kind, String> {
 fn allowed(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "filter" => &["path", "op", "value", "regex"],
-        "map" => &["fields", "rename", "set", "upper", "lower"],
+        "map" => &[
+            "compute", "fields", "rename", "set", "upper", "lower", "extract",
+        ],
         "split" => &["path"],
         "key_by" => &["path", "name"],
         "window" => &["type", "size", "slide", "gap", "time", "allowed_lateness"],
         "aggregate" => &["aggregations", "key_as"],
         "join" => &["table", "type", "as", "format"],
+        "also_to" => &["topic", "format", "compute", "where", "fields"],
         _ => return None,
     })
+}
+
+/// "a" or "an" before a step kind.
+fn article(kind: &str) -> &'static str {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn present(s: &RawStep) -> Vec<&'static str> {
@@ -326,6 +347,10 @@ fn present(s: &RawStep) -> Vec<&'static str> {
     add("table", s.table.is_some());
     add("format", s.format.is_some());
     add("as", s.as_.is_some());
+    add("topic", s.topic.is_some());
+    add("compute", s.compute.is_some());
+    add("where", s.when.is_some());
+    add("extract", s.extract.is_some());
     keys
 }
 
@@ -362,6 +387,47 @@ fn case_step(v: &toml::Value, case: Case) -> Result<Step, String> {
         toml::Value::String(p) => Ok(Step::Case(Path::parse(p), case)),
         _ => Err("expected a field path, or true for the whole value".to_owned()),
     }
+}
+
+/// `compute = { name = "expression", .. }`.
+fn computed(fields: &BTreeMap<String, String>) -> Result<Vec<(String, Expr)>, String> {
+    fields
+        .iter()
+        .map(|(name, e)| {
+            Ok((
+                name.clone(),
+                Expr::parse(e).map_err(|m| format!("compute {name}: {m}"))?,
+            ))
+        })
+        .collect()
+}
+
+/// `where = { path, op, value }` (or `regex`), or a list of them that must all hold.
+fn conditions(v: &toml::Value) -> Result<Vec<Condition>, String> {
+    let list = match v {
+        toml::Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    list.into_iter()
+        .map(|c| {
+            if !c.is_table() {
+                return Err(format!(
+                    "where: {} is not a condition: expected {{ path = \"..\", op = \">=\", value = .. }} (or regex = \"..\"), or a list of them",
+                    c.type_str()
+                ));
+            }
+            let c: RawCondition = c
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("where: {}", e.message().trim_end()))?;
+            condition(
+                c.path.as_deref(),
+                c.op.as_deref(),
+                c.value.as_ref(),
+                c.regex.as_deref(),
+            )
+            .map_err(|(_, m)| format!("where: {m}"))
+        })
+        .collect()
 }
 
 fn aggregation(a: &RawAgg) -> Result<Agg, String> {
@@ -482,7 +548,7 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
             return Err(lines.in_step(
                 i,
                 "kind",
-                "expected `kind` = filter, map, split, key_by, window, aggregate or join",
+                "expected `kind` = filter, map, split, also_to, key_by, window, aggregate or join",
             ));
         };
         let Some(keys) = allowed(kind) else {
@@ -490,7 +556,7 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
                 i,
                 "kind",
                 &format!(
-                    "unknown kind {kind:?}: expected filter, map, split, key_by, window, aggregate or join"
+                    "unknown kind {kind:?}: expected filter, map, split, also_to, key_by, window, aggregate or join"
                 ),
             ));
         };
@@ -502,13 +568,23 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
                 i,
                 k,
                 &format!(
-                    "`{k}` is not a key of a {kind} step (expected {})",
+                    "`{k}` is not a key of {} {kind} step (expected {})",
+                    article(kind),
                     keys.join(", ")
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// The run of stateless steps of `stage` that `phase` is in (see [`parse`]).
+fn run(stage: &mut Stage, phase: u8) -> &mut Vec<Step> {
+    match phase {
+        0 => &mut stage.pre,
+        1 => &mut stage.mid,
+        _ => &mut stage.post,
+    }
 }
 
 /// Reads a pipeline file's text (overrides applied) into a plan.
@@ -583,15 +659,16 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
 
     let mut stages = vec![Stage::default()];
     // 0: before a join or window, 1: after a join, 2: after a window's aggregate.
-    let mut phase = 0;
+    let mut phase: u8 = 0;
     let mut open_window: Option<(usize, WindowKind, bool, Duration)> = None;
+    let mut windows = 0;
     for (i, st) in raw.steps.iter().enumerate() {
         let Some(keys) = allowed(&st.kind) else {
             return Err(lines.in_step(
                 i,
                 "kind",
                 &format!(
-                    "unknown kind {:?}: expected filter, map, split, key_by, window, aggregate or join",
+                    "unknown kind {:?}: expected filter, map, split, also_to, key_by, window, aggregate or join",
                     st.kind
                 ),
             ));
@@ -601,7 +678,8 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
                 i,
                 k,
                 &format!(
-                    "`{k}` is not a key of a {} step (expected {})",
+                    "`{k}` is not a key of {} {} step (expected {})",
+                    article(&st.kind),
                     st.kind,
                     keys.join(", ")
                 ),
@@ -615,11 +693,7 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
             ));
         }
         let stage = stages.last_mut().expect("one stage at least");
-        let stateless = |stage: &mut Stage, step: Step| match phase {
-            0 => stage.pre.push(step),
-            1 => stage.mid.push(step),
-            _ => stage.post.push(step),
-        };
+        let stateless = |stage: &mut Stage, step: Step| run(stage, phase).push(step);
         match st.kind.as_str() {
             "filter" => {
                 let c = condition(
@@ -633,6 +707,11 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
             }
             "map" => {
                 let mut any = false;
+                if let Some(c) = &st.compute {
+                    let c = computed(c).map_err(|m| lines.in_step(i, "compute", &m))?;
+                    stateless(stage, Step::Compute(c));
+                    any = true;
+                }
                 if let Some(f) = &st.fields {
                     stateless(stage, Step::Project(f.clone()));
                     any = true;
@@ -657,13 +736,47 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
                         any = true;
                     }
                 }
+                if let Some(p) = &st.extract {
+                    stateless(stage, Step::Extract(Path::parse(p)));
+                    any = true;
+                }
                 if !any {
                     return Err(lines.in_step(
                         i,
                         "kind",
-                        "expected at least one of fields, rename, set, upper, lower",
+                        "expected at least one of compute, fields, rename, set, upper, lower, extract",
                     ));
                 }
+            }
+            "also_to" => {
+                let topic = st.topic.clone().ok_or_else(|| {
+                    lines.in_step(i, "kind", "expected `topic` (where the copies go)")
+                })?;
+                let kind = kind_of(st.format.as_deref(), Kind::Json)
+                    .map_err(|m| lines.in_step(i, "format", &m))?;
+                let compute = match &st.compute {
+                    Some(c) => computed(c).map_err(|m| lines.in_step(i, "compute", &m))?,
+                    None => Vec::new(),
+                };
+                let when = match &st.when {
+                    Some(w) => conditions(w).map_err(|m| lines.in_step(i, "where", &m))?,
+                    None => Vec::new(),
+                };
+                let slot = run(stage, phase)
+                    .iter()
+                    .filter(|s| matches!(s, Step::Tap(_)))
+                    .count();
+                stateless(
+                    stage,
+                    Step::Tap(Arc::new(Tap {
+                        slot,
+                        topic,
+                        kind,
+                        compute,
+                        when,
+                        fields: st.fields.clone(),
+                    })),
+                );
             }
             "split" => stateless(
                 stage,
@@ -813,7 +926,9 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
                     allowed_lateness,
                     aggs: Aggs(Arc::from(aggs)),
                     key_as: st.key_as.clone().unwrap_or_else(|| "key".to_owned()),
+                    late: windows == 0,
                 });
+                windows += 1;
                 phase = 2;
             }
             _ => unreachable!("checked by allowed()"),
@@ -954,7 +1069,7 @@ mod tests {
     fn stateless(steps: &str, input: Value) -> Vec<Value> {
         let plan = plan(steps).expect("valid");
         let mut out = Vec::new();
-        run_steps(&plan.stages[0].pre, input, &mut out);
+        run_steps(&plan.stages[0].pre, input, &mut out, &mut Vec::new());
         out
     }
 
@@ -1046,7 +1161,7 @@ mod tests {
             ),
             (
                 "[[steps]]\nkind = \"map\"\n",
-                "p.toml:5: step 1 (map): expected at least one of fields, rename, set, upper, lower",
+                "p.toml:5: step 1 (map): expected at least one of compute, fields, rename, set, upper, lower, extract",
             ),
             (
                 "[[steps]]\nkind = \"key_by\"\n",
@@ -1063,6 +1178,26 @@ mod tests {
             (
                 "[[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1s\"\n[[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"s\", fn = \"sum\" }]\n",
                 "p.toml:10: step 2 (aggregate): `sum` needs a `field`",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\nformat = \"json\"\n",
+                "p.toml:5: step 1 (also_to): expected `topic` (where the copies go)",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\ncompute = { r = \"errors // views\" }\n",
+                "p.toml:7: step 1 (also_to): compute r: unexpected `/` (expected a field or a number)",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nwhere = [{ path = \"n\", op = \">\" }]\n",
+                "p.toml:7: step 1 (also_to): where: expected `op` and `value` (a comparison), or `regex`",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nwhere = 5\n",
+                "p.toml:7: step 1 (also_to): where: integer is not a condition: expected { path = \"..\", op = \">=\", value = .. } (or regex = \"..\"), or a list of them",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nrename = { a = \"b\" }\n",
+                "p.toml:7: step 1 (also_to): `rename` is not a key of an also_to step (expected topic, format, compute, where, fields)",
             ),
         ];
         for (steps, expected) in cases {
