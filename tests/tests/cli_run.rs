@@ -1,7 +1,7 @@
 //! `flumen run PIPELINE.toml`: the runtime's example jobs as pipeline files
 //! (`crates/flumen-runtime/examples/pipelines/`) run bounded against the real broker with the
 //! same expected outputs as the Rust examples; `--check`, `--set`, and errors naming the
-//! file's line and step.
+//! file's line and step, in TOML and YAML.
 
 mod cli_support;
 mod runtime_support;
@@ -68,6 +68,12 @@ fn check_prints_the_operator_graph_without_connecting() {
          sub-topology 1: <words-repartition> -> window tumbling(5000 ms) -> flat_map -> to(word-counts)\n"
     );
     let out = flumen(&["run", "--check", &pipeline("uppercase.toml")]).ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: input -> process -> to(output)\n"
+    );
+    // The same pipeline in YAML.
+    let out = flumen(&["run", "--check", &pipeline("uppercase.yaml")]).ok();
     assert_eq!(
         out.stdout_text(),
         "sub-topology 0: input -> process -> to(output)\n"
@@ -164,6 +170,46 @@ fn check_error(text: &str) -> String {
     let path = f.path().to_string_lossy().into_owned();
     let line = flumen(&["run", "--check", &path]).one_line_error();
     line.replace(&path, "FILE")
+}
+
+#[test]
+fn a_yaml_file_takes_set_and_its_errors_name_the_line_and_the_step() {
+    let out = flumen(&[
+        "run",
+        "--check",
+        &pipeline("uppercase.yaml"),
+        "--set",
+        "source.topics=a,b",
+        "--set",
+        "sink.topic=upper",
+    ])
+    .ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: a,b -> process -> to(upper)\n"
+    );
+    let text = std::fs::read_to_string(pipeline("uppercase.yaml"))
+        .expect("uppercase.yaml")
+        .replace("upper: true", "upper: 3");
+    let mut f = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp file");
+    std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+    let path = f.path().to_string_lossy().into_owned();
+    let line = text
+        .lines()
+        .position(|l| l.contains("upper: 3"))
+        .expect("the changed line")
+        + 1;
+    assert_eq!(
+        flumen(&["run", "--check", &path])
+            .one_line_error()
+            .replace(&path, "FILE"),
+        format!(
+            "flumen: FILE:{line}: step 1 (map): expected a field path, or true for the whole value"
+        )
+    );
 }
 
 #[test]

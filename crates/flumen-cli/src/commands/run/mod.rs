@@ -37,7 +37,7 @@ use value::{Kind, Path, Side, SideFormat, Step, ValueFormat, run_steps, text};
 /// `flumen run` arguments.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The pipeline file (TOML).
+    /// The pipeline file: TOML, or YAML when it ends in `.yaml` or `.yml`.
     #[arg(value_name = "PIPELINE.toml")]
     pub file: PathBuf,
     /// Overrides a key of the file: a dotted path (`source.topics=visits`,
@@ -64,6 +64,16 @@ fn load(args: &RunArgs) -> Result<Plan> {
         context: format!("reading {name}"),
         source,
     })?;
+    if spec::is_yaml(&name) {
+        let text = spec::apply_sets_yaml(&name, &text, &args.sets).map_err(CliError::Pipeline)?;
+        // Lines of a YAML file rewritten by --set are those of the rewritten text.
+        let shown = if args.sets.is_empty() {
+            name
+        } else {
+            format!("{name} (after --set)")
+        };
+        return spec::parse_as(&shown, &text, true).map_err(CliError::Pipeline);
+    }
     let text = spec::apply_sets(&name, &text, &args.sets).map_err(CliError::Pipeline)?;
     spec::parse(&name, &text).map_err(CliError::Pipeline)
 }

@@ -176,10 +176,18 @@ pub struct Plan {
     pub dead_letter: Option<String>,
 }
 
+/// Whether `file` is YAML (`.yaml`, `.yml`); anything else is TOML.
+pub fn is_yaml(file: &str) -> bool {
+    let lower = file.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml")
+}
+
 /// Where the text's lines are: which step each line belongs to.
 struct Lines<'t> {
     file: &'t str,
     text: &'t str,
+    /// YAML (`key: value`, steps as a block sequence) rather than TOML.
+    yaml: bool,
     /// For each line (0-based), the step (0-based) it is in.
     step_of_line: Vec<Option<usize>>,
     /// The first line (1-based) of each step.
@@ -187,24 +195,31 @@ struct Lines<'t> {
     kinds: Vec<String>,
 }
 
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// Whether `line` (trimmed, and without a YAML sequence dash) sets `key`.
+fn sets_key(line: &str, key: &str, yaml: bool) -> bool {
+    let line = line.trim_start();
+    let line = if yaml {
+        line.strip_prefix("- ").unwrap_or(line).trim_start()
+    } else {
+        line
+    };
+    let sep = if yaml { ':' } else { '=' };
+    line.strip_prefix(key)
+        .is_some_and(|r| r.trim_start().starts_with(sep))
+}
+
 impl<'t> Lines<'t> {
-    fn new(file: &'t str, text: &'t str) -> Self {
-        let mut step_of_line = Vec::new();
-        let mut step_line = Vec::new();
-        let mut current = None;
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim_start();
-            if t.starts_with("[[steps]]") {
-                step_line.push(i + 1);
-                current = Some(step_line.len() - 1);
-            } else if t.starts_with('[') && !t.starts_with("[steps.") && !t.starts_with("[[steps.")
-            {
-                current = None;
-            }
-            step_of_line.push(current);
-        }
-        let kinds = toml::from_str::<toml::Table>(text)
-            .ok()
+    fn new(file: &'t str, text: &'t str, yaml: bool, doc: Option<&toml::Table>) -> Self {
+        let (step_of_line, step_line) = if yaml {
+            Self::yaml_steps(text)
+        } else {
+            Self::toml_steps(text)
+        };
+        let kinds = doc
             .and_then(|t| t.get("steps").and_then(|s| s.as_array()).cloned())
             .map(|a| {
                 a.iter()
@@ -220,10 +235,57 @@ impl<'t> Lines<'t> {
         Lines {
             file,
             text,
+            yaml,
             step_of_line,
             step_line,
             kinds,
         }
+    }
+
+    fn toml_steps(text: &str) -> (Vec<Option<usize>>, Vec<usize>) {
+        let mut step_of_line = Vec::new();
+        let mut step_line = Vec::new();
+        let mut current = None;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("[[steps]]") {
+                step_line.push(i + 1);
+                current = Some(step_line.len() - 1);
+            } else if t.starts_with('[') && !t.starts_with("[steps.") && !t.starts_with("[[steps.")
+            {
+                current = None;
+            }
+            step_of_line.push(current);
+        }
+        (step_of_line, step_line)
+    }
+
+    /// Steps are the items of the block sequence under the top-level `steps:` key.
+    fn yaml_steps(text: &str) -> (Vec<Option<usize>>, Vec<usize>) {
+        let mut step_of_line = Vec::new();
+        let mut step_line = Vec::new();
+        let mut current = None;
+        let mut in_steps = false;
+        let mut item_indent = None;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            let blank = t.is_empty() || t.starts_with('#');
+            if !blank {
+                let at = indent(line);
+                let dash = t == "-" || t.starts_with("- ");
+                if at == 0 && !dash {
+                    in_steps = t.starts_with("steps:");
+                    item_indent = None;
+                    current = None;
+                } else if in_steps && dash && item_indent.is_none_or(|n| n == at) {
+                    item_indent = Some(at);
+                    step_line.push(i + 1);
+                    current = Some(step_line.len() - 1);
+                }
+            }
+            step_of_line.push(current);
+        }
+        (step_of_line, step_line)
     }
 
     fn step_name(&self, i: usize) -> String {
@@ -243,21 +305,19 @@ impl<'t> Lines<'t> {
         }
     }
 
-    /// An error about step `i`, at its `key` line (or its header).
+    /// An error about step `i`, at its `key` line (or its first line).
     fn in_step(&self, i: usize, key: &str, message: &str) -> String {
         let start = self.step_line.get(i).copied().unwrap_or(1);
         let end = self.step_line.get(i + 1).copied().unwrap_or(usize::MAX);
+        // A YAML step's first line holds a key too (`- kind: map`).
+        let skip = if self.yaml { start - 1 } else { start };
         let line = self
             .text
             .lines()
             .enumerate()
-            .skip(start)
-            .take_while(|(n, _)| n + 1 < end)
-            .find(|(_, l)| {
-                l.trim_start()
-                    .strip_prefix(key)
-                    .is_some_and(|r| r.trim_start().starts_with('='))
-            })
+            .skip(skip)
+            .take_while(|(n, _)| n + 1 < end && self.step_of_line.get(*n) == Some(&Some(i)))
+            .find(|(_, l)| sets_key(l, key, self.yaml))
             .map_or(start, |(n, _)| n + 1);
         format!("{}:{line}: {}: {message}", self.file, self.step_name(i))
     }
@@ -267,12 +327,25 @@ impl<'t> Lines<'t> {
         let mut in_table = table.is_empty();
         for (n, l) in self.text.lines().enumerate() {
             let t = l.trim();
-            if t.starts_with('[') {
-                in_table = t == format!("[{table}]");
-            } else if in_table
-                && t.strip_prefix(key)
-                    .is_some_and(|r| r.trim_start().starts_with('='))
-            {
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let top = if self.yaml {
+                indent(l) == 0
+            } else {
+                t.starts_with('[')
+            };
+            if top {
+                in_table = if self.yaml {
+                    t.strip_prefix(table)
+                        .is_some_and(|r| r.trim_start().starts_with(':'))
+                } else {
+                    t == format!("[{table}]")
+                };
+                if self.yaml && table.is_empty() && sets_key(l, key, true) {
+                    return format!("{}:{}: {message}", self.file, n + 1);
+                }
+            } else if in_table && sets_key(l, key, self.yaml) {
                 return format!("{}:{}: {message}", self.file, n + 1);
             }
         }
@@ -533,10 +606,7 @@ fn duration_in(
 
 /// Names a step's unknown kind or a key its kind does not take, before the typed parse
 /// (whose message would list every key of every kind).
-fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
-    let Ok(doc) = toml::from_str::<toml::Table>(text) else {
-        return Ok(());
-    };
+fn check_step_keys(lines: &Lines<'_>, doc: &toml::Table) -> Result<(), String> {
     let Some(steps) = doc.get("steps").and_then(|s| s.as_array()) else {
         return Ok(());
     };
@@ -589,12 +659,36 @@ fn run(stage: &mut Stage, phase: u8) -> &mut Vec<Step> {
 
 /// Reads a pipeline file's text (overrides applied) into a plan.
 pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
-    let lines = Lines::new(file, text);
-    check_step_keys(&lines, text)?;
-    let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
-        Some(span) => lines.at_offset(span.start, e.message()),
-        None => format!("{file}: {}", e.message()),
-    })?;
+    parse_as(file, text, is_yaml(file))
+}
+
+/// [`parse`], YAML or TOML as `yaml` says (`file` is only shown in errors).
+pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
+    let doc: Option<toml::Table> = if yaml {
+        serde_yaml_ng::from_str(text).ok()
+    } else {
+        toml::from_str(text).ok()
+    };
+    let lines = Lines::new(file, text, yaml, doc.as_ref());
+    if let Some(doc) = &doc {
+        check_step_keys(&lines, doc)?;
+    }
+    let raw: RawFile = if yaml {
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            // The message without serde_yaml's " at line L column C": the line comes first.
+            let full = e.to_string();
+            let message = full.split(" at line ").next().unwrap_or(&full);
+            match e.location() {
+                Some(at) => lines.at_offset(at.index(), message),
+                None => format!("{file}: {message}"),
+            }
+        })?
+    } else {
+        toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => lines.at_offset(span.start, e.message()),
+            None => format!("{file}: {}", e.message()),
+        })?
+    };
     match raw.guarantee.as_deref() {
         None | Some("at_least_once") => {}
         Some("exactly_once") => {
@@ -989,6 +1083,96 @@ pub fn apply_sets(file: &str, text: &str, sets: &[String]) -> Result<String, Str
     Ok(doc.to_string())
 }
 
+/// `--set` on a YAML file: the overrides applied to its parsed tree, written out again as
+/// YAML (comments dropped, so error lines are those of the rewritten text).
+pub fn apply_sets_yaml(file: &str, text: &str, sets: &[String]) -> Result<String, String> {
+    if sets.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+        let line = e
+            .location()
+            .map(|l| text[..l.index().min(text.len())].matches('\n').count() + 1);
+        let full = e.to_string();
+        let message = full.split(" at line ").next().unwrap_or(&full).to_owned();
+        match line {
+            Some(l) => format!("{file}:{l}: {message}"),
+            None => format!("{file}: {message}"),
+        }
+    })?;
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| format!("--set {set:?}: expected KEY=VALUE"))?;
+        let key = key.trim();
+        let parts: Vec<&str> = key.split('.').collect();
+        set_in_yaml(&mut doc, &parts, value, key)?;
+    }
+    serde_yaml_ng::to_string(&doc).map_err(|e| format!("{file}: {e}"))
+}
+
+fn set_in_yaml(
+    v: &mut serde_yaml_ng::Value,
+    parts: &[&str],
+    value: &str,
+    key: &str,
+) -> Result<(), String> {
+    use serde_yaml_ng::Value as Y;
+    let [first, rest @ ..] = parts else {
+        return Err(format!("--set {key}: expected a key"));
+    };
+    if let Y::Sequence(items) = v {
+        let n: usize = first
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("--set {key}: {first:?} is not a number from 1"))?;
+        let len = items.len();
+        let item = items
+            .get_mut(n - 1)
+            .ok_or_else(|| format!("--set {key}: there are {len}, not {n}"))?;
+        return match rest {
+            [] => Err(format!("--set {key}: expected a key after {first}")),
+            _ => set_in_yaml(item, rest, value, key),
+        };
+    }
+    if v.is_null() {
+        *v = Y::Mapping(serde_yaml_ng::Mapping::new());
+    }
+    let Y::Mapping(m) = v else {
+        return Err(format!(
+            "--set {key}: {first:?} is inside a value that is not a table"
+        ));
+    };
+    let k = Y::String((*first).to_owned());
+    if rest.is_empty() {
+        let array = m.get(&k).is_some_and(Y::is_sequence);
+        let scalar = |s: &str| -> Y {
+            let s = s.trim();
+            match serde_yaml_ng::from_str::<Y>(s) {
+                Ok(y) if !y.is_sequence() && !y.is_mapping() && !y.is_null() => y,
+                _ => Y::String(s.to_owned()),
+            }
+        };
+        let new = if array || value.contains(',') {
+            Y::Sequence(
+                value
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(scalar)
+                    .collect(),
+            )
+        } else {
+            scalar(value)
+        };
+        m.insert(k, new);
+        return Ok(());
+    }
+    let next = m.entry(k).or_insert(Y::Null);
+    set_in_yaml(next, rest, value, key)
+}
+
 fn set_in(
     t: &mut dyn toml_edit::TableLike,
     parts: &[&str],
@@ -1226,6 +1410,91 @@ mod tests {
         )
         .expect_err("no sink");
         assert_eq!(e, "p.toml:1: missing field `sink`");
+    }
+
+    const YAML: &str = "application_id: t\n\
+        source:\n  topics: [in]\n  timestamp: ts\n\
+        steps:\n\
+        \x20 - kind: filter\n    path: status\n    op: \">=\"\n    value: 500\n\
+        \x20 - kind: key_by\n    path: url\n\
+        \x20 - kind: window\n    type: tumbling\n    size: 10s\n\
+        \x20 - kind: aggregate\n    aggregations:\n      - { name: n, fn: count }\n\
+        \x20 - kind: also_to\n    topic: all\n    where: { path: n, op: \">\", value: 1 }\n\
+        sink:\n  topic: out\n";
+
+    #[test]
+    fn a_yaml_file_is_the_same_pipeline_and_its_errors_name_line_and_step() {
+        let p = parse("p.yaml", YAML).expect("valid");
+        assert_eq!(p.stages.len(), 2);
+        assert!(matches!(&p.source.topics, Topics::List(t) if t == &["in"]));
+        assert!(matches!(p.stages[0].pre[..], [Step::Filter(_)]));
+        assert!(matches!(p.stages[1].post[..], [Step::Tap(_)]));
+        assert_eq!(p.sink.0, "out");
+        let cases = [
+            (
+                YAML.replace("size: 10s", "size: 10 parsecs"),
+                "p.yaml:14: step 3 (window): \"10 parsecs\" is not a duration",
+            ),
+            (
+                YAML.replace("size: 10s", "siz: 10s"),
+                "p.yaml:14: step 3 (window): `siz` is not a key of a window step",
+            ),
+            (
+                YAML.replace("op: \">=\"", "op: \"=~\""),
+                "p.yaml:8: step 1 (filter): op \"=~\": expected one of",
+            ),
+            (
+                YAML.replace("- kind: key_by", "- kind: kee_by"),
+                "p.yaml:10: step 2 (kee_by): unknown kind \"kee_by\"",
+            ),
+            (
+                YAML.replace("    topic: all\n", ""),
+                "p.yaml:18: step 5 (also_to): expected `topic`",
+            ),
+            (
+                YAML.replace("size: 10s", "size: [10]"),
+                "p.yaml:14: step 3 (window): steps[2].size: invalid type: sequence, expected a string",
+            ),
+            (
+                YAML.replace("  topic: out", "  topc: out"),
+                "p.yaml:22: sink: unknown field `topc`, expected `topic` or `format`",
+            ),
+            (
+                YAML.replace("  timestamp: ts", "  format: avro"),
+                "p.yaml:4: format \"avro\": expected json, string or bytes",
+            ),
+            (
+                YAML.replace("application_id: t", "application_id: [t"),
+                "p.yaml:1: application_id: invalid type: sequence, expected a string",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = parse("p.yaml", &text).expect_err(expected);
+            assert!(e.starts_with(expected), "{e}\nexpected: {expected}");
+        }
+        // --set on YAML: lists, numbers, a step's key, a new key.
+        let out = apply_sets_yaml(
+            "p.yaml",
+            YAML,
+            &[
+                "source.topics=p,q".to_owned(),
+                "workers=3".to_owned(),
+                "steps.5.topic=copies".to_owned(),
+                "steps.3.size=1m".to_owned(),
+            ],
+        )
+        .expect("applies");
+        let p = parse("p.yaml", &out).expect("valid");
+        assert!(matches!(&p.source.topics, Topics::List(t) if t == &["p", "q"]));
+        assert_eq!(p.workers, Some(3));
+        assert!(matches!(&p.stages[1].post[0], Step::Tap(t) if t.topic == "copies"));
+        assert!(matches!(
+            p.stages[1].window.as_ref().map(|w| w.kind),
+            Some(WindowKind::Tumbling(d)) if d.as_secs() == 60
+        ));
+        let e = apply_sets_yaml("p.yaml", YAML, &["steps.9.topic=x".to_owned()])
+            .expect_err("no step 9");
+        assert_eq!(e, "--set steps.9.topic: there are 5, not 9");
     }
 
     #[test]
