@@ -49,8 +49,9 @@ pub use metrics::{PartitionLag, RuntimeMetrics, TaskMetrics, WorkerMetrics};
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
 pub use runtime::{RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
 pub use stream::{
-    Chain, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink, Kafka,
-    KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink, UserFn,
+    Chain, DivertLink, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink,
+    Kafka, KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink,
+    UserFn,
 };
 pub use task::{MemoryRecord, TaskCounters};
 
