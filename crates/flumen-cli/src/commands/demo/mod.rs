@@ -32,7 +32,7 @@ use crate::config::{Origin, Settings};
 use crate::error::{CliError, Result};
 use screen::{Screen, Status};
 use traffic::Traffic;
-use windows::{AlertRule, Book};
+use windows::Book;
 
 /// The job: `crates/flumen-runtime/examples/pipelines/visit_analytics.toml`.
 const PIPELINE: &str =
@@ -84,9 +84,8 @@ struct Outputs {
     stats: String,
     /// The top URLs of each window, when the file writes them.
     top: Option<String>,
-    /// Error-rate alerts, when the file writes them (otherwise the demo applies the job's
-    /// alert rule to the statistics itself).
-    alerts: Option<String>,
+    /// Error-rate alerts.
+    alerts: String,
     /// Every topic the job writes (the three above, late visits, ...).
     all: Vec<String>,
 }
@@ -113,7 +112,7 @@ fn overrides(text: &str, application_id: &str) -> Result<(Vec<String>, Outputs)>
         match topic.as_str() {
             FILE_STATS => outputs.stats = ours.clone(),
             FILE_TOP => outputs.top = Some(ours.clone()),
-            FILE_ALERTS => outputs.alerts = Some(ours.clone()),
+            FILE_ALERTS => outputs.alerts = ours.clone(),
             _ => {}
         }
         outputs.all.push(ours);
@@ -139,8 +138,10 @@ fn overrides(text: &str, application_id: &str) -> Result<(Vec<String>, Outputs)>
             None => {}
         }
     }
-    if outputs.stats.is_empty() {
-        return Err(bad(format!("no step or sink writes {FILE_STATS:?}")));
+    for (topic, ours) in [(FILE_STATS, &outputs.stats), (FILE_ALERTS, &outputs.alerts)] {
+        if ours.is_empty() {
+            return Err(bad(format!("no step or sink writes {topic:?}")));
+        }
     }
     Ok((sets, outputs))
 }
@@ -236,7 +237,7 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
         let read = [
             Some(&outputs.stats),
             outputs.top.as_ref(),
-            outputs.alerts.as_ref(),
+            Some(&outputs.alerts),
         ];
         if read.contains(&Some(topic)) {
             start.extend(end_offsets(&admin, topic, count).await?);
@@ -294,7 +295,6 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
     let mut screen = Screen::for_stdout();
     screen.start();
     let mut book = Book::default();
-    let rule = AlertRule::default();
     let (mut windows, mut alerts) = (0u64, 0u64);
     let deadline = args
         .duration
@@ -354,14 +354,9 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
             let mut closed = Vec::new();
             if topic == Some(outputs.stats.as_str()) {
                 if let Some((window, stats)) = windows::parse_stats(&value) {
-                    let alert = rule.check(window, &stats);
-                    if let (Some(alert), None) = (alert, &outputs.alerts) {
-                        alerts += 1;
-                        screen.alert(alert);
-                    }
                     closed = book.add_stats(window, stats, now);
                 }
-            } else if topic == outputs.alerts.as_deref() {
+            } else if topic == Some(outputs.alerts.as_str()) {
                 if let Some(alert) = windows::parse_alert(&value) {
                     alerts += 1;
                     screen.alert(alert);
@@ -556,7 +551,7 @@ mod tests {
         }
         assert_eq!(outputs.stats, "flumen-demo-url-stats");
         assert_eq!(outputs.top.as_deref(), Some("flumen-demo-top-urls"));
-        assert_eq!(outputs.alerts.as_deref(), Some("flumen-demo-alerts"));
+        assert_eq!(outputs.alerts, "flumen-demo-alerts");
         assert_eq!(outputs.all.len(), 4);
     }
 }

@@ -6,7 +6,7 @@
 //! window is therefore complete once a later window's rows arrive, or once its top-URL list
 //! arrives (the job computes that list from the per-URL rows), or when no row of it came for
 //! [`Book::quiet`]. Rows of a window already shown (a late visit re-emits it) are counted and
-//! otherwise left out.
+//! otherwise left out. Alerts are shown as their rows arrive.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -108,39 +108,6 @@ pub fn top_window(key: Option<&str>, v: &Value) -> Option<i64> {
     v["window_start"]
         .as_i64()
         .or_else(|| key?.trim().parse().ok())
-}
-
-/// The job's alert rule (the Rust example's defaults): a URL with at least `min_views` views
-/// in a window and an error rate above `rate`.
-#[derive(Clone, Copy, Debug)]
-pub struct AlertRule {
-    /// The error rate to exceed.
-    pub rate: f64,
-    /// The views needed.
-    pub min_views: u64,
-}
-
-impl Default for AlertRule {
-    fn default() -> Self {
-        AlertRule {
-            rate: 0.05,
-            min_views: 20,
-        }
-    }
-}
-
-impl AlertRule {
-    /// The alert a statistics row raises, if any.
-    pub fn check(&self, (start, end): (i64, i64), s: &UrlStats) -> Option<Alert> {
-        (s.views >= self.min_views && s.error_rate() > self.rate).then(|| Alert {
-            window_start: start,
-            window_end: end,
-            url: s.url.clone(),
-            views: s.views,
-            errors: s.errors,
-            error_rate: s.error_rate(),
-        })
-    }
 }
 
 /// A complete window: every URL's statistics, most viewed first.
@@ -340,19 +307,16 @@ mod tests {
     }
 
     #[test]
-    fn the_alert_rule_needs_views_and_a_rate_above_the_threshold() {
-        let rule = AlertRule::default();
-        let (w, s) = row(0, "/cart", 100, 30);
-        let alert = rule.check(w, &s).expect("an alert");
+    fn an_alert_row_reads_with_or_without_its_rate() {
+        let row = json!({
+            "window_start": 0, "window_end": 10_000, "url": "/cart", "views": 100, "errors": 30
+        });
+        let alert = parse_alert(&row).expect("an alert");
         assert_eq!(alert.url, "/cart");
         assert!((alert.error_rate - 0.3).abs() < 1e-9);
-        let (w, s) = row(0, "/cart", 10, 9);
-        assert!(rule.check(w, &s).is_none(), "too few views");
-        let (w, s) = row(0, "/cart", 100, 5);
-        assert!(rule.check(w, &s).is_none(), "5% is not above 5%");
-        let parsed = parse_alert(&json!({
-            "window_start": 0, "window_end": 10_000, "url": "/cart", "views": 100, "errors": 30
-        }));
-        assert_eq!(parsed, Some(alert));
+        let mut with_rate = row.clone();
+        with_rate["error_rate"] = json!(0.25);
+        assert_eq!(parse_alert(&with_rate).map(|a| a.error_rate), Some(0.25));
+        assert_eq!(parse_alert(&json!({"url": "/cart"})), None);
     }
 }
