@@ -46,6 +46,9 @@ const WINDOW_MS: i64 = 10_000;
 /// How far out of order the job lets visits be (the traffic's disorder is 1 s).
 const OUT_OF_ORDERNESS: &str = "2s";
 const OUT_OF_ORDERNESS_MS: i64 = 2_000;
+/// After `--duration`, how long the demo waits at most for the windows the last visits close
+/// (on a busy machine the job may lag behind the traffic).
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// The demo's input topic; each topic the file writes becomes `flumen-demo-<its name>`.
 const VISITS: &str = "flumen-demo-visits";
@@ -336,7 +339,7 @@ async fn live(args: &DemoArgs, settings: Settings, tidy: bool) -> Result<ExitCod
             let last_end = max_ts.map_or(i64::MIN, |ts| {
                 (ts - OUT_OF_ORDERNESS_MS - 1).div_euclid(WINDOW_MS) * WINDOW_MS
             });
-            drain_until = Some((Instant::now() + Duration::from_secs(5), last_end));
+            drain_until = Some((Instant::now() + DRAIN, last_end));
         }
         let polled = tokio::select! {
             polled = consumer.poll(Duration::from_millis(200)) => polled,
