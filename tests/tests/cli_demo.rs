@@ -1,10 +1,11 @@
 //! `flumen demo` as a user runs it: no -b, so it starts its own Kafka, sends visits, runs
-//! the visit_analytics pipeline file and prints each closed window and the alerts; it ends
-//! after --duration or at Ctrl-C with exit 0, and its broker is gone afterwards.
+//! the visit_analytics pipeline file and prints each closed window and the alerts, with the
+//! job's metrics served at the address it prints; it ends after --duration or at Ctrl-C with
+//! exit 0, and its broker is gone afterwards.
 
 mod cli_support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +43,29 @@ fn assert_broker_gone(addr: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The body of `GET /metrics` at the `http://host:port/` the demo printed.
+fn get_metrics(stderr: &str) -> String {
+    let at = stderr
+        .find("metrics at http://")
+        .unwrap_or_else(|| panic!("no metrics address in:\n{stderr}"));
+    let addr = stderr[at + "metrics at http://".len()..]
+        .split('/')
+        .next()
+        .expect("host:port");
+    let mut conn = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(
+        answer.lines().next().is_some_and(|l| l.contains(" 200")),
+        "{answer}"
+    );
+    answer
 }
 
 /// The numbers of a window's title line:
@@ -112,7 +136,7 @@ fn demo_runs_the_pipeline_on_its_own_broker_and_shows_windows_and_alerts() {
 }
 
 #[test]
-fn ctrl_c_stops_the_demo_with_exit_zero_and_stops_its_broker() {
+fn a_running_demo_serves_metrics_and_ctrl_c_stops_it_and_its_broker_with_exit_zero() {
     let mut child = Command::new(flumen_bin())
         .args(["demo", "--rate", "500", "--metrics-addr", "127.0.0.1:0"])
         .env_remove("FLUMEN_BOOTSTRAP")
@@ -130,12 +154,27 @@ fn ctrl_c_stops_the_demo_with_exit_zero_and_stops_its_broker() {
             let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
         }
     });
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (err_tx, err_lines) = std::sync::mpsc::channel::<String>();
+    let stderr_reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     while stdout.read_line(&mut first).is_ok_and(|n| n > 0) && !first.starts_with("window ") {
         first.clear();
     }
     assert!(first.starts_with("window "), "no window before the end");
+    // The job's metrics, on by default, at the address printed at the start.
+    let mut stderr_lines = String::new();
+    while let Ok(line) = err_lines.recv_timeout(Duration::from_millis(100)) {
+        stderr_lines.push_str(&line);
+        stderr_lines.push('\n');
+    }
+    let metrics = get_metrics(&stderr_lines);
+    assert!(metrics.contains("flumen_records_in_total"), "{metrics}");
     // SIGINT to the demo alone (a terminal's Ctrl-C would reach its broker too).
     let status = Command::new("kill")
         .args(["-INT", &pid])
@@ -151,7 +190,12 @@ fn ctrl_c_stops_the_demo_with_exit_zero_and_stops_its_broker() {
     let _ = done_tx.send(());
     let _ = watchdog.join();
     let _ = drain.join();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = stderr_reader.join();
+    let mut stderr = stderr_lines;
+    for line in err_lines.try_iter() {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("Stopping the local Kafka."), "{stderr}");
     assert_broker_gone(&broker_address(&stderr));
