@@ -246,11 +246,14 @@ impl Step {
             }
             Step::Rename(pairs) => {
                 if let Value::Object(m) = &mut v {
-                    for (from, to) in pairs {
-                        if let Some(x) = m.remove(from) {
-                            m.insert(to.clone(), x);
-                        }
-                    }
+                    // Rebuilt, so that a renamed field keeps its place.
+                    *m = std::mem::take(m)
+                        .into_iter()
+                        .map(|(k, x)| match pairs.iter().find(|(from, _)| *from == k) {
+                            Some((_, to)) => (to.clone(), x),
+                            None => (k, x),
+                        })
+                        .collect();
                 }
                 out.push(v);
             }
