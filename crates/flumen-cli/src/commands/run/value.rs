@@ -184,12 +184,25 @@ pub struct Tap {
 impl Tap {
     /// The copy of `v` this tap writes, if any.
     pub fn copy(&self, v: &Value) -> Option<Value> {
+        let holds = |v: &Value| self.when.iter().all(|c| c.holds(v));
+        // Without computed fields the conditions see the item itself: no copy when they fail.
+        if self.compute.is_empty() && !holds(v) {
+            return None;
+        }
+        if let (true, Some(fields), Value::Object(m)) = (self.compute.is_empty(), &self.fields, v) {
+            // Only the kept fields are copied.
+            let kept = fields
+                .iter()
+                .filter_map(|f| m.get(f).map(|x| (f.clone(), x.clone())))
+                .collect();
+            return Some(Value::Object(kept));
+        }
         let mut v = v.clone();
         if !self.compute.is_empty() {
             v = compute(v, &self.compute);
-        }
-        if !self.when.iter().all(|c| c.holds(&v)) {
-            return None;
+            if !holds(&v) {
+                return None;
+            }
         }
         if let Some(fields) = &self.fields {
             project(&mut v, fields);
@@ -246,11 +259,14 @@ impl Step {
             }
             Step::Rename(pairs) => {
                 if let Value::Object(m) = &mut v {
-                    for (from, to) in pairs {
-                        if let Some(x) = m.remove(from) {
-                            m.insert(to.clone(), x);
-                        }
-                    }
+                    // Rebuilt, so that a renamed field keeps its place.
+                    *m = std::mem::take(m)
+                        .into_iter()
+                        .map(|(k, x)| match pairs.iter().find(|(from, _)| *from == k) {
+                            Some((_, to)) => (to.clone(), x),
+                            None => (k, x),
+                        })
+                        .collect();
                 }
                 out.push(v);
             }
