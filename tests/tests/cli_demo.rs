@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cli_support::{flumen_bin, flumen_with_input, wait_with_timeout};
 
 /// Broker start, 20 s of traffic, draining and stopping, on a loaded machine.
-const TIMEOUT: Duration = Duration::from_secs(240);
+const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The `host:port` of the broker the demo started (its stderr says "Kafka is up at ...").
 fn broker_address(stderr: &str) -> String {
