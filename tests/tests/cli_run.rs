@@ -1,7 +1,7 @@
 //! `flumen run PIPELINE.toml`: the runtime's example jobs as pipeline files
 //! (`crates/flumen-runtime/examples/pipelines/`) run bounded against the real broker with the
 //! same expected outputs as the Rust examples; `--check`, `--set`, and errors naming the
-//! file's line and step.
+//! file's line and step, in TOML and YAML.
 
 mod cli_support;
 mod runtime_support;
@@ -72,12 +72,20 @@ fn check_prints_the_operator_graph_without_connecting() {
         out.stdout_text(),
         "sub-topology 0: input -> process -> to(output)\n"
     );
+    // The same pipeline in YAML.
+    let out = flumen(&["run", "--check", &pipeline("uppercase.yaml")]).ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: input -> process -> to(output)\n"
+    );
     let out = flumen(&["run", "--check", &pipeline("visit_analytics.toml")]).ok();
     assert_eq!(
         out.stdout_text(),
         "sub-topology 0: visits -> key_by(by-url)\n\
          sub-topology 1: <by-url-repartition> -> window tumbling(60000 ms) lateness 10000 ms \
-         late->late-visits -> flat_map -> to(url-stats)\n"
+         late->late-visits -> flat_map -> divert(url-stats,alerts) -> key_by(by-window)\n\
+         sub-topology 2: <by-window-repartition> -> window tumbling(60000 ms) lateness 10000 ms \
+         -> flat_map -> to(top-urls)\n"
     );
 }
 
@@ -165,6 +173,46 @@ fn check_error(text: &str) -> String {
 }
 
 #[test]
+fn a_yaml_file_takes_set_and_its_errors_name_the_line_and_the_step() {
+    let out = flumen(&[
+        "run",
+        "--check",
+        &pipeline("uppercase.yaml"),
+        "--set",
+        "source.topics=a,b",
+        "--set",
+        "sink.topic=upper",
+    ])
+    .ok();
+    assert_eq!(
+        out.stdout_text(),
+        "sub-topology 0: a,b -> process -> to(upper)\n"
+    );
+    let text = std::fs::read_to_string(pipeline("uppercase.yaml"))
+        .expect("uppercase.yaml")
+        .replace("upper: true", "upper: 3");
+    let mut f = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp file");
+    std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+    let path = f.path().to_string_lossy().into_owned();
+    let line = text
+        .lines()
+        .position(|l| l.contains("upper: 3"))
+        .expect("the changed line")
+        + 1;
+    assert_eq!(
+        flumen(&["run", "--check", &path])
+            .one_line_error()
+            .replace(&path, "FILE"),
+        format!(
+            "flumen: FILE:{line}: step 1 (map): expected a field path, or true for the whole value"
+        )
+    );
+}
+
+#[test]
 fn errors_in_the_file_name_the_line_the_step_and_what_was_expected() {
     assert_eq!(
         check_error(BAD),
@@ -185,7 +233,7 @@ fn errors_in_the_file_name_the_line_the_step_and_what_was_expected() {
     assert_eq!(
         check_error(&good.replace("kind = \"window\"", "kind = \"windw\"")),
         "flumen: FILE:13: step 2 (windw): unknown kind \"windw\": expected filter, map, split, \
-         key_by, window, aggregate or join"
+         also_to, key_by, window, aggregate or join"
     );
     assert_eq!(
         check_error(&good.replace("\"count\" }", "\"median\" }")),
@@ -339,6 +387,15 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
             }),
             "the Rust example's fields, no others"
         );
+        assert_eq!(
+            r.value,
+            format!(
+                r#"{{"window_start":{window_start},"window_end":{},"count":{}}}"#,
+                window_start + 1_000,
+                v["count"]
+            ),
+            "the Rust example's key order"
+        );
         let previous = actual.insert(
             (r.key.clone(), window_start),
             v["count"].as_u64().expect("count"),
@@ -355,6 +412,7 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
 
 mod visit_analytics {
     use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
 
     use flumen_runtime::testing::visits::{Visit, VisitGen};
     use flumen_testcontainers::KafkaCluster;
@@ -362,7 +420,7 @@ mod visit_analytics {
 
     use super::{flumen, pipeline, produce, write};
     use crate::runtime_support::{
-        VisitStats, kafka, percentile, read_all, recent, topic, visit_stats,
+        VisitStats, kafka, percentile, read_all, recent, run_example, topic, visit_stats,
     };
 
     const WINDOW: i64 = 10_000;
@@ -424,11 +482,44 @@ mod visit_analytics {
         all
     }
 
+    /// `(key, value)` of every record of `topic` (at least `n`), sorted.
+    fn keyed_values(topic: &str, n: usize) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = read_all(topic, n)
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The keys of a flat JSON object as written (`serde_json::Value` may sort them).
+    fn keys_in_order(object: &str) -> Vec<&str> {
+        object
+            .match_indices("\":")
+            .filter_map(|(end, _)| {
+                let start = object[..end].rfind('"')? + 1;
+                Some(&object[start..end])
+            })
+            .collect()
+    }
+
+    /// [`keyed_values`] with each value parsed: the same JSON, whatever its key order.
+    fn keyed_json(topic: &str, n: usize) -> Vec<(String, Value)> {
+        keyed_values(topic, n)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_str(&v).expect("JSON")))
+            .collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn visit_analytics_toml_emits_every_window_statistic_exactly() {
+    async fn visit_analytics_toml_writes_the_rust_examples_stats_top_lists_and_alerts() {
         let input = topic("run-va-in", 6).await;
-        let stats = topic("run-va-stats", 3).await;
-        let late = topic("run-va-late", 3).await;
+        let (stats, top, alerts, late) = (
+            topic("run-va-stats", 3).await,
+            topic("run-va-top", 3).await,
+            topic("run-va-alerts", 3).await,
+            topic("run-va-late", 3).await,
+        );
         let app = KafkaCluster::unique_topic("run-va-app");
         let visits = visits(recent());
         let records: Vec<_> = visits
@@ -450,7 +541,11 @@ mod visit_analytics {
             "--set",
             &format!("source.topics={input}"),
             "--set",
-            &format!("sink.topic={stats}"),
+            &format!("steps.4.topic={stats}"),
+            "--set",
+            &format!("steps.5.topic={alerts}"),
+            "--set",
+            &format!("sink.topic={top}"),
             "--set",
             &format!("late.topic={late}"),
             "--set",
@@ -458,35 +553,156 @@ mod visit_analytics {
             "--set",
             "steps.2.size=10s",
             "--set",
+            "steps.7.size=10s",
+            "--set",
             "workers=2",
             "--exit-at-end",
         ])
         .ok();
-        assert!(
-            out.stderr.contains("run: 12000 records processed, 0 late"),
-            "{}",
-            out.stderr
-        );
         let expected = visit_stats(&visits, &BTreeMap::new(), WINDOW);
-        for s in check(&stats, &expected) {
-            let mut keys: Vec<&str> = s
-                .as_object()
-                .expect("object")
-                .keys()
-                .map(|k| k.as_str())
-                .collect();
-            keys.sort_unstable();
+        // Visits, visits re-keyed by URL, statistics re-keyed by window.
+        let processed = format!(
+            "run: {} records processed, 0 late",
+            2 * visits.len() + expected.len()
+        );
+        assert!(out.stderr.contains(&processed), "{}", out.stderr);
+        check(&stats, &expected);
+        for r in read_all(&stats, expected.len()) {
             assert_eq!(
-                keys,
+                keys_in_order(&r.value),
                 [
+                    "window_start",
+                    "window_end",
+                    "url",
+                    "views",
+                    "users",
                     "errors",
                     "p50_ms",
-                    "p99_ms",
-                    "url",
-                    "users",
-                    "views",
+                    "p99_ms"
+                ]
+            );
+        }
+
+        // Top 10 per window, keyed by the window's start: views descending, then URL.
+        let mut by_window: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
+        for ((url, ws), e) in &expected {
+            by_window
+                .entry(*ws)
+                .or_default()
+                .push((url.clone(), e.views));
+        }
+        let read = read_all(&top, by_window.len());
+        assert_eq!(read.len(), by_window.len(), "one top list per window");
+        for r in &read {
+            let ws: i64 = r.key.parse().expect("key = window start");
+            let mut want = by_window[&ws].clone();
+            want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            want.truncate(10);
+            let got: Vec<(String, u64)> = serde_json::from_str::<Vec<Value>>(&r.value)
+                .expect("JSON list")
+                .iter()
+                .map(|t| {
+                    assert_eq!(t.as_object().map(|o| o.len()), Some(2), "{t}");
+                    (
+                        t["url"].as_str().expect("url").to_owned(),
+                        t["views"].as_u64().expect("views"),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "top of {ws}");
+        }
+
+        // Alerts, keyed by URL: error rate above 5 % with at least 20 views.
+        let want: BTreeSet<(String, i64, u64, u64)> = expected
+            .iter()
+            .filter(|(_, e)| e.views >= 20 && e.errors as f64 / e.views as f64 > 0.05)
+            .map(|((url, ws), e)| (url.clone(), *ws, e.views, e.errors))
+            .collect();
+        assert!(!want.is_empty(), "the error burst raises alerts");
+        let read = read_all(&alerts, want.len());
+        let got: BTreeSet<(String, i64, u64, u64)> = read
+            .iter()
+            .map(|r| {
+                let a: Value = serde_json::from_str(&r.value).expect("JSON");
+                let (views, errors) = (
+                    a["views"].as_u64().expect("views"),
+                    a["errors"].as_u64().expect("errors"),
+                );
+                assert_eq!(a["error_rate"].as_f64(), Some(errors as f64 / views as f64));
+                assert_eq!(a.as_object().map(|o| o.len()), Some(6), "{a}");
+                let url = a["url"].as_str().expect("url").to_owned();
+                assert_eq!(r.key, url);
+                (
+                    url,
+                    a["window_start"].as_i64().expect("start"),
+                    views,
+                    errors,
+                )
+            })
+            .collect();
+        assert_eq!(read.len(), want.len());
+        assert_eq!(got, want);
+        assert!(read_all(&late, 0).is_empty(), "nothing was late");
+
+        // The Rust example on the same input writes the same records.
+        let (rust_stats, rust_top, rust_alerts) = (
+            topic("run-va-rs-stats", 3).await,
+            topic("run-va-rs-top", 3).await,
+            topic("run-va-rs-alerts", 3).await,
+        );
+        let rust_app = KafkaCluster::unique_topic("run-va-rs-app");
+        let out = run_example(
+            "visit_analytics",
+            &[
+                "-b",
+                &kafka().bootstrap(),
+                "--input",
+                &input,
+                "--output-stats",
+                &rust_stats,
+                "--output-top",
+                &rust_top,
+                "--output-alerts",
+                &rust_alerts,
+                "--window",
+                "10s",
+                "--application-id",
+                &rust_app,
+                "--workers",
+                "2",
+                "--exit-at-end",
+            ],
+            Duration::from_secs(180),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "visit_analytics failed:\n{stderr}");
+        // Byte for byte for the statistics and top lists (serialized from Rust structs
+        // there); the example's alerts go through a serde_json::Value, whose key order
+        // depends on the features serde_json was built with.
+        for (ours, theirs, n) in [
+            (&stats, &rust_stats, expected.len()),
+            (&top, &rust_top, by_window.len()),
+        ] {
+            assert_eq!(
+                keyed_values(ours, n),
+                keyed_values(theirs, n),
+                "{ours} vs {theirs}"
+            );
+        }
+        assert_eq!(
+            keyed_json(&alerts, want.len()),
+            keyed_json(&rust_alerts, want.len())
+        );
+        for r in read_all(&alerts, want.len()) {
+            assert_eq!(
+                keys_in_order(&r.value),
+                [
+                    "window_start",
                     "window_end",
-                    "window_start"
+                    "url",
+                    "views",
+                    "errors",
+                    "error_rate"
                 ]
             );
         }
@@ -704,8 +920,8 @@ async fn filter_and_map_steps_and_a_dead_letter_topic() {
     assert_eq!(
         read,
         [
-            r#"{"alert":true,"code":503,"url":"/b"}"#,
-            r#"{"alert":true,"code":500,"url":"/c"}"#
+            r#"{"url":"/b","code":503,"alert":true}"#,
+            r#"{"url":"/c","code":500,"alert":true}"#
         ]
     );
     let dead = read_all(&dead, 1);

@@ -79,8 +79,9 @@ pub enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Start a local Kafka (unless -b is given), write synthetic visit logs, read them back
-    /// and summarise them.
+    /// Start a local Kafka (unless -b is given), send it user visits at a steady rate, run
+    /// the visit_analytics pipeline on them and show each window's top URLs and the alerts
+    /// as they come (--duration: stop after that many seconds).
     Demo(demo::DemoArgs),
     /// Run a stream-processing pipeline declared in a TOML file (--check: print its
     /// operator graph without connecting).

@@ -99,7 +99,6 @@ impl Settings {
     }
 
     /// The value of `key`, if set.
-    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.props.get(key)
     }

@@ -56,8 +56,9 @@ pub use metrics::{
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
 pub use runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
 pub use stream::{
-    Chain, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink, Kafka,
-    KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink, UserFn,
+    Chain, DivertLink, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink,
+    Kafka, KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink,
+    UserFn,
 };
 pub use task::{MemoryRecord, TaskCounters};
 

@@ -739,3 +739,67 @@ where
         self.next.metrics(out);
     }
 }
+
+/// `divert`: an item `f` turns into `Err((i, out))` goes to `topics[i]`, one it turns into
+/// `Ok(item)` goes on.
+pub struct Divert<E, M, N> {
+    pub(crate) topics: std::sync::Arc<[String]>,
+    pub(crate) encoder: E,
+    pub(crate) f: M,
+    pub(crate) output: Output,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) next: N,
+    /// Items in.
+    pub(crate) count: u64,
+}
+
+impl<F, T, O, E, M, N> Operator<F> for Divert<E, M, N>
+where
+    F: Family,
+    T: 'static,
+    O: 'static,
+    E: Encode<Owned<O>>,
+    M: for<'a> FnMut(F::Item<'a>) -> std::result::Result<T, (usize, O)>,
+    N: Operator<Owned<T>>,
+{
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        self.count += 1;
+        match (self.f)(item) {
+            Ok(item) => self.next.push(cx, item).await,
+            Err((i, out)) => {
+                let Some(topic) = self.topics.get(i) else {
+                    return Err(Error::User {
+                        tp: cx.tp.clone(),
+                        offset: cx.offset,
+                        message: format!(
+                            "diverted to topic number {i} of a divert with {} topics",
+                            self.topics.len()
+                        ),
+                    });
+                };
+                self.scratch.clear();
+                let value =
+                    self.encoder
+                        .encode(&out, &mut self.scratch)
+                        .map_err(|e| Error::Serialize {
+                            topic: topic.clone(),
+                            message: e.0,
+                        })?;
+                self.output
+                    .write(topic, cx.key, value, &[], cx.timestamp)
+                    .await
+            }
+        }
+    }
+
+    pass_on!();
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        named(
+            out,
+            &format!("divert:{}", self.topics.join(",")),
+            self.count,
+        );
+        self.next.metrics(out);
+    }
+}

@@ -335,6 +335,54 @@ where
     }
 }
 
+/// Description of a `divert`.
+pub struct DivertLink<C, M, E, F> {
+    chain: C,
+    topics: Arc<[String]>,
+    encoder: E,
+    f: M,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<C: Clone, M: Clone, E: Clone, F> Clone for DivertLink<C, M, E, F> {
+    fn clone(&self) -> Self {
+        DivertLink {
+            chain: self.chain.clone(),
+            topics: self.topics.clone(),
+            encoder: self.encoder.clone(),
+            f: self.f.clone(),
+            _family: PhantomData,
+        }
+    }
+}
+
+impl<In, F, T, O, C, M, E> Chain<In, Owned<T>> for DivertLink<C, M, E, F>
+where
+    In: Family,
+    F: Family,
+    T: 'static,
+    O: 'static,
+    C: Chain<In, F>,
+    E: Encode<Owned<O>>,
+    M: for<'a> FnMut(F::Item<'a>) -> Result<T, (usize, O)> + UserFn,
+{
+    type Out<N: Operator<Owned<T>>> = C::Out<crate::operator::Divert<E, M, N>>;
+    fn build<N: Operator<Owned<T>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
+        self.chain.build(
+            env,
+            crate::operator::Divert {
+                topics: self.topics.clone(),
+                encoder: self.encoder.clone(),
+                f: self.f.clone(),
+                output: env.output.clone(),
+                scratch: Vec::new(),
+                next,
+                count: 0,
+            },
+        )
+    }
+}
+
 /// Bounds every user function shares: each task clones its own copy.
 pub trait UserFn: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> UserFn for T {}
@@ -618,6 +666,53 @@ where
             _family: PhantomData,
         };
         self.then(&format!("also_to({topic})"), link)
+    }
+
+    /// Sends some items to other topics and passes the rest on: `f` turns each item into
+    /// `Ok(next)`, which goes on, or `Err((i, out))`, which is written to `topics[i]` (with
+    /// the record's key and timestamp). One operator for side outputs whose number is known
+    /// only at run time: `flumen run` builds a pipeline file's `also_to` steps with it (an
+    /// item to go on and copies to divert come from one `flat_map` before it). A topic
+    /// number out of range fails the pipeline.
+    ///
+    /// ```
+    /// use flumen_runtime::{Kafka, Pipeline, format::Utf8};
+    ///
+    /// let mut pipeline = Pipeline::new();
+    /// pipeline
+    ///     .source(Kafka::topic("lines").format(Utf8))
+    ///     .divert(vec!["empty".to_owned()], Utf8, |line: &str| {
+    ///         if line.is_empty() { Err((0, String::new())) } else { Ok(line.to_owned()) }
+    ///     })
+    ///     .to("lines-out", Utf8);
+    /// assert_eq!(
+    ///     pipeline.describe(),
+    ///     "sub-topology 0: lines -> divert(empty) -> to(lines-out)\n"
+    /// );
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn divert<T, O, E, M>(
+        mut self,
+        topics: Vec<String>,
+        format: E,
+        f: M,
+    ) -> Stream<'p, D, Owned<T>, DivertLink<C, M, E, F>>
+    where
+        T: 'static,
+        O: 'static,
+        E: Encode<Owned<O>>,
+        M: for<'a> FnMut(F::Item<'a>) -> Result<T, (usize, O)> + UserFn,
+    {
+        self.side_outputs.extend(topics.iter().cloned());
+        let name = format!("divert({})", topics.join(","));
+        let link = DivertLink {
+            chain: self.chain.clone(),
+            topics: Arc::from(topics),
+            encoder: format,
+            f,
+            _family: PhantomData,
+        };
+        self.then(&name, link)
     }
 
     fn finish<T>(

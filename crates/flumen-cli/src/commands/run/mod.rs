@@ -5,9 +5,12 @@
 //! in this order: stateless steps, at most one `join`, stateless steps, at most one `window`
 //! with its `aggregate`, stateless steps; then a `key_by` into the next stage, or the sink.
 //! Each run of stateless steps becomes one `process` operator over `serde_json::Value`s;
-//! `key_by`, `join`, `window` and `aggregate` are the runtime's own operators.
+//! `key_by`, `join`, `window` and `aggregate` are the runtime's own operators. A run with
+//! `also_to` steps emits its copies next to its items, and one `divert` after it writes them
+//! to their topics: any number of side outputs in one operator, without a type per step.
 
 mod aggs;
+mod expr;
 mod spec;
 mod value;
 
@@ -21,20 +24,20 @@ use flumen_runtime::join::{JoinKind, Table};
 use flumen_runtime::time::Watermarks;
 use flumen_runtime::window::{Windowed, Windows};
 use flumen_runtime::{
-    Chain, Collector, Identity, Kafka, OnError, Pipeline, RecordContext, Runtime, RuntimeConfig,
-    Stream,
+    Chain, Collector, Identity, Kafka, OnError, Pipeline, RecordContext, RunSummary, Runtime,
+    RuntimeConfig, Stream,
 };
 use serde_json::{Map, Value};
 
 use crate::config::Settings;
 use crate::error::{CliError, Result, one_line};
 use spec::{Plan, Stage, Topics, WindowKind};
-use value::{Kind, Path, Step, ValueFormat, run_steps, text};
+use value::{Kind, Path, Side, SideFormat, Step, ValueFormat, run_steps, text};
 
 /// `flumen run` arguments.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The pipeline file (TOML).
+    /// The pipeline file: TOML, or YAML when it ends in `.yaml` or `.yml`.
     #[arg(value_name = "PIPELINE.toml")]
     pub file: PathBuf,
     /// Overrides a key of the file: a dotted path (`source.topics=visits`,
@@ -55,45 +58,77 @@ pub struct RunArgs {
 }
 
 /// Reads and checks the pipeline file.
-fn load(args: &RunArgs) -> Result<Plan> {
+fn load(args: &RunArgs) -> Result<Job> {
     let name = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
         context: format!("reading {name}"),
         source,
     })?;
-    let text = spec::apply_sets(&name, &text, &args.sets).map_err(CliError::Pipeline)?;
-    spec::parse(&name, &text).map_err(CliError::Pipeline)
+    Job::from_text(&name, &text, &args.sets)
 }
 
-/// Runs `flumen run`.
-pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
-    let plan = load(&args)?;
-    let mut pipeline = Pipeline::new();
-    build(&plan, &mut pipeline);
-    if args.check {
-        print!("{}", pipeline.describe());
-        return Ok(ExitCode::SUCCESS);
+/// A checked pipeline file and the pipeline built from it (`flumen demo` makes one from
+/// the file it embeds).
+pub(crate) struct Job {
+    plan: Plan,
+    pipeline: Pipeline,
+}
+
+impl Job {
+    /// The pipeline of a file's `text` (`name` is for error messages) with the `--set`
+    /// overrides `sets` applied.
+    pub(crate) fn from_text(name: &str, text: &str, sets: &[String]) -> Result<Job> {
+        let plan = if spec::is_yaml(name) {
+            let text = spec::apply_sets_yaml(name, text, sets).map_err(CliError::Pipeline)?;
+            // Lines of a YAML file rewritten by --set are those of the rewritten text.
+            let shown = if sets.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name} (after --set)")
+            };
+            spec::parse_as(&shown, &text, true)
+        } else {
+            let text = spec::apply_sets(name, text, sets).map_err(CliError::Pipeline)?;
+            spec::parse(name, &text)
+        }
+        .map_err(CliError::Pipeline)?;
+        let mut pipeline = Pipeline::new();
+        build(&plan, &mut pipeline);
+        Ok(Job { plan, pipeline })
     }
-    if !settings.has_bootstrap() {
-        return Err(CliError::NoBootstrap);
+
+    /// The runtime for this job on the cluster of `settings` (every other key of `settings`
+    /// goes to the runtime), serving metrics at `metrics_addr` if given.
+    pub(crate) fn runtime(
+        self,
+        mut settings: Settings,
+        metrics_addr: Option<std::net::SocketAddr>,
+    ) -> Result<Runtime> {
+        if !settings.has_bootstrap() {
+            return Err(CliError::NoBootstrap);
+        }
+        let bootstrap = settings
+            .props_mut()
+            .take("bootstrap.servers")
+            .unwrap_or_default();
+        let mut config = RuntimeConfig::new(bootstrap, &self.plan.application_id);
+        if let Some(n) = self.plan.workers {
+            config = config.workers(n);
+        }
+        if let Some(addr) = metrics_addr {
+            config = config.metrics_addr(addr);
+        }
+        for (k, v) in settings.drain() {
+            config = config.set(k, v);
+        }
+        Ok(Runtime::new(config, self.pipeline))
     }
-    let bootstrap = settings
-        .props_mut()
-        .take("bootstrap.servers")
-        .unwrap_or_default();
-    let mut config = RuntimeConfig::new(bootstrap, &plan.application_id);
-    if let Some(n) = plan.workers {
-        config = config.workers(n);
-    }
-    if let Some(addr) = args.metrics_addr {
-        config = config.metrics_addr(addr);
-    }
-    for (k, v) in settings.drain() {
-        config = config.set(k, v);
-    }
-    let runtime = Runtime::new(config, pipeline);
-    let bounded = args.exit_at_end;
-    let summary = tokio::task::spawn_blocking(move || {
+}
+
+/// Runs `runtime` on a thread of its own until it stops: at the end of its input when
+/// `bounded`, otherwise at SIGINT, SIGTERM or its shutdown handle.
+pub(crate) async fn execute(runtime: Runtime, bounded: bool) -> Result<RunSummary> {
+    tokio::task::spawn_blocking(move || {
         if bounded {
             runtime.run_until_end()
         } else {
@@ -102,17 +137,33 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> Result<ExitCode> {
     })
     .await
     .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?
-    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))?;
-    let late: u64 = summary
+    .map_err(|e| CliError::Runtime(one_line(&e.to_string())))
+}
+
+/// The late records of a run, over every task and operator.
+pub(crate) fn late_records(summary: &RunSummary) -> u64 {
+    summary
         .metrics()
         .tasks
         .iter()
         .flat_map(|t| &t.operators)
         .map(|o| o.records_late)
-        .sum();
+        .sum()
+}
+
+/// Runs `flumen run`.
+pub async fn run(args: RunArgs, settings: Settings) -> Result<ExitCode> {
+    let job = load(&args)?;
+    if args.check {
+        print!("{}", job.pipeline.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = job.runtime(settings, args.metrics_addr)?;
+    let summary = execute(runtime, args.exit_at_end).await?;
     eprintln!(
-        "flumen run: {} records processed, {late} late",
-        summary.records_in()
+        "flumen run: {} records processed, {} late",
+        summary.records_in(),
+        late_records(&summary)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -164,12 +215,56 @@ fn stateless(
 + 'static {
     let steps: Arc<[Step]> = Arc::from(steps.to_vec());
     let mut out = Vec::new();
+    let mut side = Vec::new();
     move |_: &RecordContext<'_>, v: Value, c: &mut Collector<Value>| {
-        run_steps(&steps, v, &mut out);
+        run_steps(&steps, v, &mut out, &mut side);
         for item in out.drain(..) {
             c.emit(item);
         }
     }
+}
+
+/// What a run with `also_to` steps emits: an item going on, or a copy for a side topic.
+type Routed = Result<Value, Side>;
+
+/// The topics of a run's `also_to` steps, in slot order.
+fn tap_topics(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Tap(t) => Some(t.topic.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_taps(steps: &[Step]) -> bool {
+    steps.iter().any(|s| matches!(s, Step::Tap(_)))
+}
+
+/// `steps` as one `process` emitting [`Routed`] items and the `divert` writing the copies.
+fn tapped<'p, C>(
+    s: S<'p, C>,
+    steps: &[Step],
+) -> S<'p, impl Chain<Owned<Value>, Owned<Value>> + use<'p, C>>
+where
+    C: Chain<Owned<Value>, Owned<Value>>,
+{
+    let topics = tap_topics(steps);
+    let steps: Arc<[Step]> = Arc::from(steps.to_vec());
+    let (mut out, mut side) = (Vec::new(), Vec::new());
+    s.process(
+        move |_: &RecordContext<'_>, v: Value, c: &mut Collector<Routed>| {
+            run_steps(&steps, v, &mut out, &mut side);
+            for copy in side.drain(..) {
+                c.emit(Err(copy));
+            }
+            for item in out.drain(..) {
+                c.emit(Ok(item));
+            }
+        },
+    )
+    .divert(topics, SideFormat, |r: Routed| r)
 }
 
 fn stage_pre<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
@@ -178,6 +273,8 @@ where
 {
     if st.pre.is_empty() {
         stage_join(s, st, ctx)
+    } else if has_taps(&st.pre) {
+        stage_join(tapped(s, &st.pre), st, ctx)
     } else {
         stage_join(s.process(stateless(&st.pre)), st, ctx)
     }
@@ -216,6 +313,8 @@ where
 {
     if st.mid.is_empty() {
         stage_window(s, st, ctx)
+    } else if has_taps(&st.mid) {
+        stage_window(tapped(s, &st.mid), st, ctx)
     } else {
         stage_window(s.process(stateless(&st.mid)), st, ctx)
     }
@@ -238,30 +337,59 @@ where
     }
     let post: Arc<[Step]> = Arc::from(st.post.clone());
     let key_as = w.key_as.clone();
-    let result = move |r: Windowed<'_, Map<String, Value>>| {
+    // The window's result as an object, then the steps after the aggregate.
+    let result = move |r: Windowed<'_, Map<String, Value>>, side: &mut Vec<Side>| {
         let mut m = Map::new();
         m.insert("window_start".to_owned(), Value::from(r.start));
         m.insert("window_end".to_owned(), Value::from(r.end));
         m.insert(key_as.clone(), Value::String(r.key_str().into_owned()));
         m.extend(r.value);
         let mut out = Vec::new();
-        run_steps(&post, Value::Object(m), &mut out);
+        run_steps(&post, Value::Object(m), &mut out, side);
         out
     };
     let windowed = s.window(windows).allowed_lateness(w.allowed_lateness);
-    match &ctx.plan.late {
-        Some((topic, kind)) => {
+    let taps = has_taps(&st.post);
+    match (&ctx.plan.late, w.late, taps) {
+        (Some((topic, kind)), true, false) => {
             let s = windowed
                 .late_to(topic, ValueFormat::new(*kind))
                 .aggregate(w.aggs.clone())
-                .flat_map(result);
+                .flat_map(move |r| result(r, &mut Vec::new()));
             stage_end(s, st, ctx)
         }
-        None => {
-            let s = windowed.aggregate(w.aggs.clone()).flat_map(result);
+        (Some((topic, kind)), true, true) => {
+            let s = windowed
+                .late_to(topic, ValueFormat::new(*kind))
+                .aggregate(w.aggs.clone())
+                .flat_map(move |r| routed(&result, r))
+                .divert(tap_topics(&st.post), SideFormat, |r: Routed| r);
+            stage_end(s, st, ctx)
+        }
+        (_, _, false) => {
+            let s = windowed
+                .aggregate(w.aggs.clone())
+                .flat_map(move |r| result(r, &mut Vec::new()));
+            stage_end(s, st, ctx)
+        }
+        (_, _, true) => {
+            let s = windowed
+                .aggregate(w.aggs.clone())
+                .flat_map(move |r| routed(&result, r))
+                .divert(tap_topics(&st.post), SideFormat, |r: Routed| r);
             stage_end(s, st, ctx)
         }
     }
+}
+
+/// A window result's items and copies, copies first.
+fn routed<R>(result: &impl Fn(R, &mut Vec<Side>) -> Vec<Value>, r: R) -> Vec<Routed> {
+    let mut side = Vec::new();
+    let out = result(r, &mut side);
+    side.into_iter()
+        .map(Err)
+        .chain(out.into_iter().map(Ok))
+        .collect()
 }
 
 fn stage_end<'p, C>(s: S<'p, C>, st: &Stage, ctx: &Ctx<'_>) -> Next<'p>
@@ -365,6 +493,59 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn also_to_steps_copy_the_items_at_their_place_and_the_chain_goes_on() {
+        let text = "application_id = \"t\"\n[source]\ntopics = [\"in\"]\ntimestamp = \"ts\"\n\
+             [[steps]]\nkind = \"also_to\"\ntopic = \"raw\"\nfields = [\"n\"]\n\
+             [[steps]]\nkind = \"filter\"\npath = \"n\"\nop = \">\"\nvalue = 1\n\
+             [[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"10s\"\n\
+             [[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"n\", fn = \"count\" }, { name = \"sum\", fn = \"sum\", field = \"n\" }]\n\
+             [[steps]]\nkind = \"also_to\"\ntopic = \"all\"\n\
+             [[steps]]\nkind = \"also_to\"\ntopic = \"big\"\nformat = \"string\"\n\
+             compute = { mean = \"sum / n\" }\nwhere = [{ path = \"mean\", op = \">=\", value = 3 }]\n\
+             fields = [\"mean\"]\n\
+             [[steps]]\nkind = \"map\"\nextract = \"sum\"\n\
+             [sink]\ntopic = \"out\"\n";
+        let plan = spec::parse("p.toml", text).expect("valid");
+        let mut pipeline = Pipeline::new();
+        build(&plan, &mut pipeline);
+        assert_eq!(
+            pipeline.describe(),
+            "sub-topology 0: in -> process -> divert(raw) -> window tumbling(10000 ms) -> \
+             flat_map -> divert(all,big) -> to(out)\n"
+        );
+        let v = |ts: i64, n: i64| ("k", json!({"ts": ts, "n": n}), 0);
+        let out = run_file(
+            text,
+            &[v(1_000, 1), v(2_000, 2), v(11_000, 4), v(12_000, 5)],
+        );
+        let on = |topic: &str| -> Vec<Value> {
+            out.iter()
+                .filter(|(t, k, _)| t == topic && k == "k")
+                .map(|(_, _, v)| v.clone())
+                .collect()
+        };
+        assert_eq!(
+            on("raw"),
+            [
+                json!({"n": 1}),
+                json!({"n": 2}),
+                json!({"n": 4}),
+                json!({"n": 5})
+            ]
+        );
+        assert_eq!(
+            on("all"),
+            [
+                json!({"window_start": 0, "window_end": 10_000, "key": "k", "n": 1, "sum": 2}),
+                json!({"window_start": 10_000, "window_end": 20_000, "key": "k", "n": 2, "sum": 9}),
+            ]
+        );
+        // `format = "string"` writes JSON for an object; 9 / 2 is a float.
+        assert_eq!(on("big"), [json!({"mean": 4.5})]);
+        assert_eq!(on("out"), [json!(2), json!(9)]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::aggs::{Agg, Aggs, Func};
-use super::value::{Case, Condition, Kind, Op, Path, Step};
+use super::expr::Expr;
+use super::value::{Case, Condition, Kind, Op, Path, Step, Tap};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +74,11 @@ struct RawStep {
     format: Option<String>,
     #[serde(rename = "as")]
     as_: Option<String>,
+    topic: Option<String>,
+    compute: Option<BTreeMap<String, String>>,
+    #[serde(rename = "where")]
+    when: Option<toml::Value>,
+    extract: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,7 +96,7 @@ struct RawAgg {
     when: Option<RawCondition>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawCondition {
     path: Option<String>,
@@ -132,6 +138,9 @@ pub struct Window {
     pub allowed_lateness: Duration,
     pub aggs: Aggs,
     pub key_as: String,
+    /// Whether records too late for it go to `[late]` (the first window only: `[late]`
+    /// holds input records).
+    pub late: bool,
 }
 
 /// A stream–table join.
@@ -167,10 +176,18 @@ pub struct Plan {
     pub dead_letter: Option<String>,
 }
 
+/// Whether `file` is YAML (`.yaml`, `.yml`); anything else is TOML.
+pub fn is_yaml(file: &str) -> bool {
+    let lower = file.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml")
+}
+
 /// Where the text's lines are: which step each line belongs to.
 struct Lines<'t> {
     file: &'t str,
     text: &'t str,
+    /// YAML (`key: value`, steps as a block sequence) rather than TOML.
+    yaml: bool,
     /// For each line (0-based), the step (0-based) it is in.
     step_of_line: Vec<Option<usize>>,
     /// The first line (1-based) of each step.
@@ -178,24 +195,31 @@ struct Lines<'t> {
     kinds: Vec<String>,
 }
 
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// Whether `line` (trimmed, and without a YAML sequence dash) sets `key`.
+fn sets_key(line: &str, key: &str, yaml: bool) -> bool {
+    let line = line.trim_start();
+    let line = if yaml {
+        line.strip_prefix("- ").unwrap_or(line).trim_start()
+    } else {
+        line
+    };
+    let sep = if yaml { ':' } else { '=' };
+    line.strip_prefix(key)
+        .is_some_and(|r| r.trim_start().starts_with(sep))
+}
+
 impl<'t> Lines<'t> {
-    fn new(file: &'t str, text: &'t str) -> Self {
-        let mut step_of_line = Vec::new();
-        let mut step_line = Vec::new();
-        let mut current = None;
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim_start();
-            if t.starts_with("[[steps]]") {
-                step_line.push(i + 1);
-                current = Some(step_line.len() - 1);
-            } else if t.starts_with('[') && !t.starts_with("[steps.") && !t.starts_with("[[steps.")
-            {
-                current = None;
-            }
-            step_of_line.push(current);
-        }
-        let kinds = toml::from_str::<toml::Table>(text)
-            .ok()
+    fn new(file: &'t str, text: &'t str, yaml: bool, doc: Option<&toml::Table>) -> Self {
+        let (step_of_line, step_line) = if yaml {
+            Self::yaml_steps(text)
+        } else {
+            Self::toml_steps(text)
+        };
+        let kinds = doc
             .and_then(|t| t.get("steps").and_then(|s| s.as_array()).cloned())
             .map(|a| {
                 a.iter()
@@ -211,10 +235,57 @@ impl<'t> Lines<'t> {
         Lines {
             file,
             text,
+            yaml,
             step_of_line,
             step_line,
             kinds,
         }
+    }
+
+    fn toml_steps(text: &str) -> (Vec<Option<usize>>, Vec<usize>) {
+        let mut step_of_line = Vec::new();
+        let mut step_line = Vec::new();
+        let mut current = None;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("[[steps]]") {
+                step_line.push(i + 1);
+                current = Some(step_line.len() - 1);
+            } else if t.starts_with('[') && !t.starts_with("[steps.") && !t.starts_with("[[steps.")
+            {
+                current = None;
+            }
+            step_of_line.push(current);
+        }
+        (step_of_line, step_line)
+    }
+
+    /// Steps are the items of the block sequence under the top-level `steps:` key.
+    fn yaml_steps(text: &str) -> (Vec<Option<usize>>, Vec<usize>) {
+        let mut step_of_line = Vec::new();
+        let mut step_line = Vec::new();
+        let mut current = None;
+        let mut in_steps = false;
+        let mut item_indent = None;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            let blank = t.is_empty() || t.starts_with('#');
+            if !blank {
+                let at = indent(line);
+                let dash = t == "-" || t.starts_with("- ");
+                if at == 0 && !dash {
+                    in_steps = t.starts_with("steps:");
+                    item_indent = None;
+                    current = None;
+                } else if in_steps && dash && item_indent.is_none_or(|n| n == at) {
+                    item_indent = Some(at);
+                    step_line.push(i + 1);
+                    current = Some(step_line.len() - 1);
+                }
+            }
+            step_of_line.push(current);
+        }
+        (step_of_line, step_line)
     }
 
     fn step_name(&self, i: usize) -> String {
@@ -234,21 +305,19 @@ impl<'t> Lines<'t> {
         }
     }
 
-    /// An error about step `i`, at its `key` line (or its header).
+    /// An error about step `i`, at its `key` line (or its first line).
     fn in_step(&self, i: usize, key: &str, message: &str) -> String {
         let start = self.step_line.get(i).copied().unwrap_or(1);
         let end = self.step_line.get(i + 1).copied().unwrap_or(usize::MAX);
+        // A YAML step's first line holds a key too (`- kind: map`).
+        let skip = if self.yaml { start - 1 } else { start };
         let line = self
             .text
             .lines()
             .enumerate()
-            .skip(start)
-            .take_while(|(n, _)| n + 1 < end)
-            .find(|(_, l)| {
-                l.trim_start()
-                    .strip_prefix(key)
-                    .is_some_and(|r| r.trim_start().starts_with('='))
-            })
+            .skip(skip)
+            .take_while(|(n, _)| n + 1 < end && self.step_of_line.get(*n) == Some(&Some(i)))
+            .find(|(_, l)| sets_key(l, key, self.yaml))
             .map_or(start, |(n, _)| n + 1);
         format!("{}:{line}: {}: {message}", self.file, self.step_name(i))
     }
@@ -258,12 +327,25 @@ impl<'t> Lines<'t> {
         let mut in_table = table.is_empty();
         for (n, l) in self.text.lines().enumerate() {
             let t = l.trim();
-            if t.starts_with('[') {
-                in_table = t == format!("[{table}]");
-            } else if in_table
-                && t.strip_prefix(key)
-                    .is_some_and(|r| r.trim_start().starts_with('='))
-            {
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let top = if self.yaml {
+                indent(l) == 0
+            } else {
+                t.starts_with('[')
+            };
+            if top {
+                in_table = if self.yaml {
+                    t.strip_prefix(table)
+                        .is_some_and(|r| r.trim_start().starts_with(':'))
+                } else {
+                    t == format!("[{table}]")
+                };
+                if self.yaml && table.is_empty() && sets_key(l, key, true) {
+                    return format!("{}:{}: {message}", self.file, n + 1);
+                }
+            } else if in_table && sets_key(l, key, self.yaml) {
                 return format!("{}:{}: {message}", self.file, n + 1);
             }
         }
@@ -288,14 +370,26 @@ fn kind_of(s: Option<&str>, default: Kind) -> Result<Kind, String> {
 fn allowed(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "filter" => &["path", "op", "value", "regex"],
-        "map" => &["fields", "rename", "set", "upper", "lower"],
+        "map" => &[
+            "compute", "fields", "rename", "set", "upper", "lower", "extract",
+        ],
         "split" => &["path"],
         "key_by" => &["path", "name"],
         "window" => &["type", "size", "slide", "gap", "time", "allowed_lateness"],
         "aggregate" => &["aggregations", "key_as"],
         "join" => &["table", "type", "as", "format"],
+        "also_to" => &["topic", "format", "compute", "where", "fields"],
         _ => return None,
     })
+}
+
+/// "a" or "an" before a step kind.
+fn article(kind: &str) -> &'static str {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn present(s: &RawStep) -> Vec<&'static str> {
@@ -326,6 +420,10 @@ fn present(s: &RawStep) -> Vec<&'static str> {
     add("table", s.table.is_some());
     add("format", s.format.is_some());
     add("as", s.as_.is_some());
+    add("topic", s.topic.is_some());
+    add("compute", s.compute.is_some());
+    add("where", s.when.is_some());
+    add("extract", s.extract.is_some());
     keys
 }
 
@@ -362,6 +460,47 @@ fn case_step(v: &toml::Value, case: Case) -> Result<Step, String> {
         toml::Value::String(p) => Ok(Step::Case(Path::parse(p), case)),
         _ => Err("expected a field path, or true for the whole value".to_owned()),
     }
+}
+
+/// `compute = { name = "expression", .. }`.
+fn computed(fields: &BTreeMap<String, String>) -> Result<Vec<(String, Expr)>, String> {
+    fields
+        .iter()
+        .map(|(name, e)| {
+            Ok((
+                name.clone(),
+                Expr::parse(e).map_err(|m| format!("compute {name}: {m}"))?,
+            ))
+        })
+        .collect()
+}
+
+/// `where = { path, op, value }` (or `regex`), or a list of them that must all hold.
+fn conditions(v: &toml::Value) -> Result<Vec<Condition>, String> {
+    let list = match v {
+        toml::Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    list.into_iter()
+        .map(|c| {
+            if !c.is_table() {
+                return Err(format!(
+                    "where: {} is not a condition: expected {{ path = \"..\", op = \">=\", value = .. }} (or regex = \"..\"), or a list of them",
+                    c.type_str()
+                ));
+            }
+            let c: RawCondition = c
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("where: {}", e.message().trim_end()))?;
+            condition(
+                c.path.as_deref(),
+                c.op.as_deref(),
+                c.value.as_ref(),
+                c.regex.as_deref(),
+            )
+            .map_err(|(_, m)| format!("where: {m}"))
+        })
+        .collect()
 }
 
 fn aggregation(a: &RawAgg) -> Result<Agg, String> {
@@ -467,10 +606,7 @@ fn duration_in(
 
 /// Names a step's unknown kind or a key its kind does not take, before the typed parse
 /// (whose message would list every key of every kind).
-fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
-    let Ok(doc) = toml::from_str::<toml::Table>(text) else {
-        return Ok(());
-    };
+fn check_step_keys(lines: &Lines<'_>, doc: &toml::Table) -> Result<(), String> {
     let Some(steps) = doc.get("steps").and_then(|s| s.as_array()) else {
         return Ok(());
     };
@@ -482,7 +618,7 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
             return Err(lines.in_step(
                 i,
                 "kind",
-                "expected `kind` = filter, map, split, key_by, window, aggregate or join",
+                "expected `kind` = filter, map, split, also_to, key_by, window, aggregate or join",
             ));
         };
         let Some(keys) = allowed(kind) else {
@@ -490,7 +626,7 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
                 i,
                 "kind",
                 &format!(
-                    "unknown kind {kind:?}: expected filter, map, split, key_by, window, aggregate or join"
+                    "unknown kind {kind:?}: expected filter, map, split, also_to, key_by, window, aggregate or join"
                 ),
             ));
         };
@@ -502,7 +638,8 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
                 i,
                 k,
                 &format!(
-                    "`{k}` is not a key of a {kind} step (expected {})",
+                    "`{k}` is not a key of {} {kind} step (expected {})",
+                    article(kind),
                     keys.join(", ")
                 ),
             ));
@@ -511,14 +648,47 @@ fn check_step_keys(lines: &Lines<'_>, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The run of stateless steps of `stage` that `phase` is in (see [`parse`]).
+fn run(stage: &mut Stage, phase: u8) -> &mut Vec<Step> {
+    match phase {
+        0 => &mut stage.pre,
+        1 => &mut stage.mid,
+        _ => &mut stage.post,
+    }
+}
+
 /// Reads a pipeline file's text (overrides applied) into a plan.
 pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
-    let lines = Lines::new(file, text);
-    check_step_keys(&lines, text)?;
-    let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
-        Some(span) => lines.at_offset(span.start, e.message()),
-        None => format!("{file}: {}", e.message()),
-    })?;
+    parse_as(file, text, is_yaml(file))
+}
+
+/// [`parse`], YAML or TOML as `yaml` says (`file` is only shown in errors).
+pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
+    let doc: Option<toml::Table> = if yaml {
+        serde_yaml_ng::from_str(text).ok()
+    } else {
+        toml::from_str(text).ok()
+    };
+    let lines = Lines::new(file, text, yaml, doc.as_ref());
+    if let Some(doc) = &doc {
+        check_step_keys(&lines, doc)?;
+    }
+    let raw: RawFile = if yaml {
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            // The message without serde_yaml's " at line L column C": the line comes first.
+            let full = e.to_string();
+            let message = full.split(" at line ").next().unwrap_or(&full);
+            match e.location() {
+                Some(at) => lines.at_offset(at.index(), message),
+                None => format!("{file}: {message}"),
+            }
+        })?
+    } else {
+        toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => lines.at_offset(span.start, e.message()),
+            None => format!("{file}: {}", e.message()),
+        })?
+    };
     match raw.guarantee.as_deref() {
         None | Some("at_least_once") => {}
         Some("exactly_once") => {
@@ -583,15 +753,16 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
 
     let mut stages = vec![Stage::default()];
     // 0: before a join or window, 1: after a join, 2: after a window's aggregate.
-    let mut phase = 0;
+    let mut phase: u8 = 0;
     let mut open_window: Option<(usize, WindowKind, bool, Duration)> = None;
+    let mut windows = 0;
     for (i, st) in raw.steps.iter().enumerate() {
         let Some(keys) = allowed(&st.kind) else {
             return Err(lines.in_step(
                 i,
                 "kind",
                 &format!(
-                    "unknown kind {:?}: expected filter, map, split, key_by, window, aggregate or join",
+                    "unknown kind {:?}: expected filter, map, split, also_to, key_by, window, aggregate or join",
                     st.kind
                 ),
             ));
@@ -601,7 +772,8 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
                 i,
                 k,
                 &format!(
-                    "`{k}` is not a key of a {} step (expected {})",
+                    "`{k}` is not a key of {} {} step (expected {})",
+                    article(&st.kind),
                     st.kind,
                     keys.join(", ")
                 ),
@@ -615,11 +787,7 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
             ));
         }
         let stage = stages.last_mut().expect("one stage at least");
-        let stateless = |stage: &mut Stage, step: Step| match phase {
-            0 => stage.pre.push(step),
-            1 => stage.mid.push(step),
-            _ => stage.post.push(step),
-        };
+        let stateless = |stage: &mut Stage, step: Step| run(stage, phase).push(step);
         match st.kind.as_str() {
             "filter" => {
                 let c = condition(
@@ -633,6 +801,11 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
             }
             "map" => {
                 let mut any = false;
+                if let Some(c) = &st.compute {
+                    let c = computed(c).map_err(|m| lines.in_step(i, "compute", &m))?;
+                    stateless(stage, Step::Compute(c));
+                    any = true;
+                }
                 if let Some(f) = &st.fields {
                     stateless(stage, Step::Project(f.clone()));
                     any = true;
@@ -657,13 +830,47 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
                         any = true;
                     }
                 }
+                if let Some(p) = &st.extract {
+                    stateless(stage, Step::Extract(Path::parse(p)));
+                    any = true;
+                }
                 if !any {
                     return Err(lines.in_step(
                         i,
                         "kind",
-                        "expected at least one of fields, rename, set, upper, lower",
+                        "expected at least one of compute, fields, rename, set, upper, lower, extract",
                     ));
                 }
+            }
+            "also_to" => {
+                let topic = st.topic.clone().ok_or_else(|| {
+                    lines.in_step(i, "kind", "expected `topic` (where the copies go)")
+                })?;
+                let kind = kind_of(st.format.as_deref(), Kind::Json)
+                    .map_err(|m| lines.in_step(i, "format", &m))?;
+                let compute = match &st.compute {
+                    Some(c) => computed(c).map_err(|m| lines.in_step(i, "compute", &m))?,
+                    None => Vec::new(),
+                };
+                let when = match &st.when {
+                    Some(w) => conditions(w).map_err(|m| lines.in_step(i, "where", &m))?,
+                    None => Vec::new(),
+                };
+                let slot = run(stage, phase)
+                    .iter()
+                    .filter(|s| matches!(s, Step::Tap(_)))
+                    .count();
+                stateless(
+                    stage,
+                    Step::Tap(Arc::new(Tap {
+                        slot,
+                        topic,
+                        kind,
+                        compute,
+                        when,
+                        fields: st.fields.clone(),
+                    })),
+                );
             }
             "split" => stateless(
                 stage,
@@ -813,7 +1020,9 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, String> {
                     allowed_lateness,
                     aggs: Aggs(Arc::from(aggs)),
                     key_as: st.key_as.clone().unwrap_or_else(|| "key".to_owned()),
+                    late: windows == 0,
                 });
+                windows += 1;
                 phase = 2;
             }
             _ => unreachable!("checked by allowed()"),
@@ -872,6 +1081,96 @@ pub fn apply_sets(file: &str, text: &str, sets: &[String]) -> Result<String, Str
         set_in(doc.as_table_mut(), &parts, value, key)?;
     }
     Ok(doc.to_string())
+}
+
+/// `--set` on a YAML file: the overrides applied to its parsed tree, written out again as
+/// YAML (comments dropped, so error lines are those of the rewritten text).
+pub fn apply_sets_yaml(file: &str, text: &str, sets: &[String]) -> Result<String, String> {
+    if sets.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+        let line = e
+            .location()
+            .map(|l| text[..l.index().min(text.len())].matches('\n').count() + 1);
+        let full = e.to_string();
+        let message = full.split(" at line ").next().unwrap_or(&full).to_owned();
+        match line {
+            Some(l) => format!("{file}:{l}: {message}"),
+            None => format!("{file}: {message}"),
+        }
+    })?;
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| format!("--set {set:?}: expected KEY=VALUE"))?;
+        let key = key.trim();
+        let parts: Vec<&str> = key.split('.').collect();
+        set_in_yaml(&mut doc, &parts, value, key)?;
+    }
+    serde_yaml_ng::to_string(&doc).map_err(|e| format!("{file}: {e}"))
+}
+
+fn set_in_yaml(
+    v: &mut serde_yaml_ng::Value,
+    parts: &[&str],
+    value: &str,
+    key: &str,
+) -> Result<(), String> {
+    use serde_yaml_ng::Value as Y;
+    let [first, rest @ ..] = parts else {
+        return Err(format!("--set {key}: expected a key"));
+    };
+    if let Y::Sequence(items) = v {
+        let n: usize = first
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("--set {key}: {first:?} is not a number from 1"))?;
+        let len = items.len();
+        let item = items
+            .get_mut(n - 1)
+            .ok_or_else(|| format!("--set {key}: there are {len}, not {n}"))?;
+        return match rest {
+            [] => Err(format!("--set {key}: expected a key after {first}")),
+            _ => set_in_yaml(item, rest, value, key),
+        };
+    }
+    if v.is_null() {
+        *v = Y::Mapping(serde_yaml_ng::Mapping::new());
+    }
+    let Y::Mapping(m) = v else {
+        return Err(format!(
+            "--set {key}: {first:?} is inside a value that is not a table"
+        ));
+    };
+    let k = Y::String((*first).to_owned());
+    if rest.is_empty() {
+        let array = m.get(&k).is_some_and(Y::is_sequence);
+        let scalar = |s: &str| -> Y {
+            let s = s.trim();
+            match serde_yaml_ng::from_str::<Y>(s) {
+                Ok(y) if !y.is_sequence() && !y.is_mapping() && !y.is_null() => y,
+                _ => Y::String(s.to_owned()),
+            }
+        };
+        let new = if array || value.contains(',') {
+            Y::Sequence(
+                value
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(scalar)
+                    .collect(),
+            )
+        } else {
+            scalar(value)
+        };
+        m.insert(k, new);
+        return Ok(());
+    }
+    let next = m.entry(k).or_insert(Y::Null);
+    set_in_yaml(next, rest, value, key)
 }
 
 fn set_in(
@@ -954,7 +1253,7 @@ mod tests {
     fn stateless(steps: &str, input: Value) -> Vec<Value> {
         let plan = plan(steps).expect("valid");
         let mut out = Vec::new();
-        run_steps(&plan.stages[0].pre, input, &mut out);
+        run_steps(&plan.stages[0].pre, input, &mut out, &mut Vec::new());
         out
     }
 
@@ -1046,7 +1345,7 @@ mod tests {
             ),
             (
                 "[[steps]]\nkind = \"map\"\n",
-                "p.toml:5: step 1 (map): expected at least one of fields, rename, set, upper, lower",
+                "p.toml:5: step 1 (map): expected at least one of compute, fields, rename, set, upper, lower, extract",
             ),
             (
                 "[[steps]]\nkind = \"key_by\"\n",
@@ -1063,6 +1362,26 @@ mod tests {
             (
                 "[[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1s\"\n[[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"s\", fn = \"sum\" }]\n",
                 "p.toml:10: step 2 (aggregate): `sum` needs a `field`",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\nformat = \"json\"\n",
+                "p.toml:5: step 1 (also_to): expected `topic` (where the copies go)",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\ncompute = { r = \"errors // views\" }\n",
+                "p.toml:7: step 1 (also_to): compute r: unexpected `/` (expected a field or a number)",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nwhere = [{ path = \"n\", op = \">\" }]\n",
+                "p.toml:7: step 1 (also_to): where: expected `op` and `value` (a comparison), or `regex`",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nwhere = 5\n",
+                "p.toml:7: step 1 (also_to): where: integer is not a condition: expected { path = \"..\", op = \">=\", value = .. } (or regex = \"..\"), or a list of them",
+            ),
+            (
+                "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nrename = { a = \"b\" }\n",
+                "p.toml:7: step 1 (also_to): `rename` is not a key of an also_to step (expected topic, format, compute, where, fields)",
             ),
         ];
         for (steps, expected) in cases {
@@ -1091,6 +1410,91 @@ mod tests {
         )
         .expect_err("no sink");
         assert_eq!(e, "p.toml:1: missing field `sink`");
+    }
+
+    const YAML: &str = "application_id: t\n\
+        source:\n  topics: [in]\n  timestamp: ts\n\
+        steps:\n\
+        \x20 - kind: filter\n    path: status\n    op: \">=\"\n    value: 500\n\
+        \x20 - kind: key_by\n    path: url\n\
+        \x20 - kind: window\n    type: tumbling\n    size: 10s\n\
+        \x20 - kind: aggregate\n    aggregations:\n      - { name: n, fn: count }\n\
+        \x20 - kind: also_to\n    topic: all\n    where: { path: n, op: \">\", value: 1 }\n\
+        sink:\n  topic: out\n";
+
+    #[test]
+    fn a_yaml_file_is_the_same_pipeline_and_its_errors_name_line_and_step() {
+        let p = parse("p.yaml", YAML).expect("valid");
+        assert_eq!(p.stages.len(), 2);
+        assert!(matches!(&p.source.topics, Topics::List(t) if t == &["in"]));
+        assert!(matches!(p.stages[0].pre[..], [Step::Filter(_)]));
+        assert!(matches!(p.stages[1].post[..], [Step::Tap(_)]));
+        assert_eq!(p.sink.0, "out");
+        let cases = [
+            (
+                YAML.replace("size: 10s", "size: 10 parsecs"),
+                "p.yaml:14: step 3 (window): \"10 parsecs\" is not a duration",
+            ),
+            (
+                YAML.replace("size: 10s", "siz: 10s"),
+                "p.yaml:14: step 3 (window): `siz` is not a key of a window step",
+            ),
+            (
+                YAML.replace("op: \">=\"", "op: \"=~\""),
+                "p.yaml:8: step 1 (filter): op \"=~\": expected one of",
+            ),
+            (
+                YAML.replace("- kind: key_by", "- kind: kee_by"),
+                "p.yaml:10: step 2 (kee_by): unknown kind \"kee_by\"",
+            ),
+            (
+                YAML.replace("    topic: all\n", ""),
+                "p.yaml:18: step 5 (also_to): expected `topic`",
+            ),
+            (
+                YAML.replace("size: 10s", "size: [10]"),
+                "p.yaml:14: step 3 (window): steps[2].size: invalid type: sequence, expected a string",
+            ),
+            (
+                YAML.replace("  topic: out", "  topc: out"),
+                "p.yaml:22: sink: unknown field `topc`, expected `topic` or `format`",
+            ),
+            (
+                YAML.replace("  timestamp: ts", "  format: avro"),
+                "p.yaml:4: format \"avro\": expected json, string or bytes",
+            ),
+            (
+                YAML.replace("application_id: t", "application_id: [t"),
+                "p.yaml:1: application_id: invalid type: sequence, expected a string",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = parse("p.yaml", &text).expect_err(expected);
+            assert!(e.starts_with(expected), "{e}\nexpected: {expected}");
+        }
+        // --set on YAML: lists, numbers, a step's key, a new key.
+        let out = apply_sets_yaml(
+            "p.yaml",
+            YAML,
+            &[
+                "source.topics=p,q".to_owned(),
+                "workers=3".to_owned(),
+                "steps.5.topic=copies".to_owned(),
+                "steps.3.size=1m".to_owned(),
+            ],
+        )
+        .expect("applies");
+        let p = parse("p.yaml", &out).expect("valid");
+        assert!(matches!(&p.source.topics, Topics::List(t) if t == &["p", "q"]));
+        assert_eq!(p.workers, Some(3));
+        assert!(matches!(&p.stages[1].post[0], Step::Tap(t) if t.topic == "copies"));
+        assert!(matches!(
+            p.stages[1].window.as_ref().map(|w| w.kind),
+            Some(WindowKind::Tumbling(d)) if d.as_secs() == 60
+        ));
+        let e = apply_sets_yaml("p.yaml", YAML, &["steps.9.topic=x".to_owned()])
+            .expect_err("no step 9");
+        assert_eq!(e, "--set steps.9.topic: there are 5, not 9");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! JSON values as a pipeline file sees them: paths, comparisons, the value format of sources
-//! and sinks, and the stateless steps (filter, map, split) run on them.
+//! and sinks, and the stateless steps (filter, map, split, also_to) run on them.
 
 use std::sync::Arc;
 
 use flumen_runtime::format::{Decode, Encode, FormatError, Owned};
 use regex::Regex;
 use serde_json::{Map, Value};
+
+use super::expr::Expr;
 
 /// A dotted path into a JSON value (`user.country`); empty for the value itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -156,11 +158,95 @@ pub enum Step {
     Case(Path, Case),
     /// Splits the string at a path on whitespace: one item per word.
     Split(Path),
+    /// Sets top-level fields to the value of an expression.
+    Compute(Vec<(String, Expr)>),
+    /// Replaces the item by the value at a path (items without it are dropped).
+    Extract(Path),
+    /// Copies the item to a side topic (`also_to`), and passes it on.
+    Tap(Arc<Tap>),
 }
 
+/// An `also_to` step: what it writes for an item, if anything, and where.
+#[derive(Clone, Debug)]
+pub struct Tap {
+    /// Its place among the taps of its run of stateless steps (the `divert` topic number).
+    pub slot: usize,
+    pub topic: String,
+    pub kind: Kind,
+    /// Fields computed first,
+    pub compute: Vec<(String, Expr)>,
+    /// then conditions that must all hold,
+    pub when: Vec<Condition>,
+    /// then the fields kept (all when `None`).
+    pub fields: Option<Vec<String>>,
+}
+
+impl Tap {
+    /// The copy of `v` this tap writes, if any.
+    pub fn copy(&self, v: &Value) -> Option<Value> {
+        let holds = |v: &Value| self.when.iter().all(|c| c.holds(v));
+        // Without computed fields the conditions see the item itself: no copy when they fail.
+        if self.compute.is_empty() && !holds(v) {
+            return None;
+        }
+        if let (true, Some(fields), Value::Object(m)) = (self.compute.is_empty(), &self.fields, v) {
+            // Only the kept fields are copied.
+            let kept = fields
+                .iter()
+                .filter_map(|f| m.get(f).map(|x| (f.clone(), x.clone())))
+                .collect();
+            return Some(Value::Object(kept));
+        }
+        let mut v = v.clone();
+        if !self.compute.is_empty() {
+            v = compute(v, &self.compute);
+            if !holds(&v) {
+                return None;
+            }
+        }
+        if let Some(fields) = &self.fields {
+            project(&mut v, fields);
+        }
+        Some(v)
+    }
+}
+
+/// `v` (an object; any other value becomes `{"value": v}`) with `fields` set to their
+/// expressions' values.
+fn compute(v: Value, fields: &[(String, Expr)]) -> Value {
+    let mut v = match v {
+        Value::Object(_) => v,
+        other => serde_json::json!({ "value": other }),
+    };
+    let computed: Vec<Value> = fields.iter().map(|(_, e)| e.eval(&v)).collect();
+    if let Value::Object(m) = &mut v {
+        for ((k, _), x) in fields.iter().zip(computed) {
+            m.insert(k.clone(), x);
+        }
+    }
+    v
+}
+
+/// Keeps only `fields` of an object, in that order.
+fn project(v: &mut Value, fields: &[String]) {
+    if let Value::Object(m) = v {
+        let mut kept = Map::new();
+        for f in fields {
+            if let Some(x) = m.remove(f) {
+                kept.insert(f.clone(), x);
+            }
+        }
+        *m = kept;
+    }
+}
+
+/// A copy for a side topic: the `divert` topic number, and the value with its format.
+pub type Side = (usize, (Kind, Value));
+
 impl Step {
-    /// Runs the step on `v`, pushing what comes out to `out`.
-    pub fn apply(&self, mut v: Value, out: &mut Vec<Value>) {
+    /// Runs the step on `v`, pushing what comes out to `out` and copies for side topics to
+    /// `side`.
+    pub fn apply(&self, mut v: Value, out: &mut Vec<Value>, side: &mut Vec<Side>) {
         match self {
             Step::Filter(c) => {
                 if c.holds(&v) {
@@ -168,24 +254,19 @@ impl Step {
                 }
             }
             Step::Project(fields) => {
-                if let Value::Object(m) = &mut v {
-                    let mut kept = Map::new();
-                    for f in fields {
-                        if let Some(x) = m.remove(f) {
-                            kept.insert(f.clone(), x);
-                        }
-                    }
-                    *m = kept;
-                }
+                project(&mut v, fields);
                 out.push(v);
             }
             Step::Rename(pairs) => {
                 if let Value::Object(m) = &mut v {
-                    for (from, to) in pairs {
-                        if let Some(x) = m.remove(from) {
-                            m.insert(to.clone(), x);
-                        }
-                    }
+                    // Rebuilt, so that a renamed field keeps its place.
+                    *m = std::mem::take(m)
+                        .into_iter()
+                        .map(|(k, x)| match pairs.iter().find(|(from, _)| *from == k) {
+                            Some((_, to)) => (to.clone(), x),
+                            None => (k, x),
+                        })
+                        .collect();
                 }
                 out.push(v);
             }
@@ -214,17 +295,30 @@ impl Step {
                     out.extend(s.split_whitespace().map(|w| Value::String(w.to_owned())));
                 }
             }
+            Step::Compute(fields) => out.push(compute(v, fields)),
+            Step::Extract(path) => {
+                if let Some(x) = path.get_mut(&mut v) {
+                    out.push(x.take());
+                }
+            }
+            Step::Tap(tap) => {
+                if let Some(copy) = tap.copy(&v) {
+                    side.push((tap.slot, (tap.kind, copy)));
+                }
+                out.push(v);
+            }
         }
     }
 }
 
-/// Runs `steps` on one item: zero, one or more items out.
-pub fn run_steps(steps: &[Step], v: Value, out: &mut Vec<Value>) {
+/// Runs `steps` on one item: zero, one or more items out, and the copies its `also_to`
+/// steps make.
+pub fn run_steps(steps: &[Step], v: Value, out: &mut Vec<Value>, side: &mut Vec<Side>) {
     let mut items = vec![v];
     for step in steps {
         let mut next = Vec::with_capacity(items.len());
         for item in items {
-            step.apply(item, &mut next);
+            step.apply(item, &mut next, side);
         }
         items = next;
         if items.is_empty() {
@@ -321,6 +415,20 @@ impl Encode<Owned<Value>> for ValueFormat {
     }
 }
 
+/// The format of `also_to` copies: each carries its own kind.
+#[derive(Clone, Copy, Debug)]
+pub struct SideFormat;
+
+impl Encode<Owned<(Kind, Value)>> for SideFormat {
+    fn encode<'b>(
+        &self,
+        (kind, item): &'b (Kind, Value),
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], FormatError> {
+        ValueFormat::new(*kind).encode(item, scratch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -340,7 +448,7 @@ mod tests {
             Step::Split(Path::parse("s")),
         ];
         let mut out = Vec::new();
-        run_steps(&steps, v, &mut out);
+        run_steps(&steps, v, &mut out, &mut Vec::new());
         assert_eq!(out, vec![json!("hello"), json!("world")]);
     }
 }
