@@ -20,6 +20,8 @@ enum Command {
     Consume(ConsumeArgs),
     /// Run a job with the runtime and with a hand-written client loop on the same input.
     Pipeline(compare::pipeline::PipelineArgs),
+    /// Restore a task's window state (one key per input record) from its changelog.
+    Restore(compare::restore::RestoreArgs),
 }
 
 fn main() {
@@ -31,6 +33,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Command::Restore(args) = &cli.command {
+        match compare::restore::run(args, &broker) {
+            Ok(results) => compare::restore::print(&results, args.json),
+            Err(e) => {
+                eprintln!("compare failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Command::Pipeline(args) = &cli.command {
         if let Some(rate) = args.latency_rate {
             match compare::pipeline::latency(args, &broker, rate) {
@@ -70,7 +82,7 @@ fn main() {
         return;
     }
     let (results, json) = match &cli.command {
-        Command::Pipeline(_) => unreachable!("handled above"),
+        Command::Pipeline(_) | Command::Restore(_) => unreachable!("handled above"),
         Command::Produce(args) => (compare::produce::run(args, &broker), args.json),
         Command::Consume(args) => (compare::consume::run(args, &broker), args.json),
     };

@@ -12,6 +12,7 @@ pub mod consume;
 pub mod jobs;
 pub mod pipeline;
 pub mod produce;
+pub mod restore;
 
 use std::fmt;
 use std::str::FromStr;
