@@ -13,7 +13,7 @@ use std::time::Duration;
 use cli_support::{Run, flumen_with_input};
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
-use runtime_support::{kafka, read_all, recent, topic};
+use runtime_support::{kafka, read_all, read_committed, recent, topic};
 
 fn pipeline(name: &str) -> String {
     let p: PathBuf = [
@@ -252,8 +252,8 @@ fn errors_in_the_file_name_the_line_the_step_and_what_was_expected() {
         "flumen: FILE:18: step 3 (map): expected an aggregate step right after the window step"
     );
     assert_eq!(
-        check_error(&format!("guarantee = \"exactly_once\"\n{good}")),
-        "flumen: FILE:1: guarantee \"exactly_once\" is not supported yet: use \"at_least_once\""
+        check_error(&format!("guarantee = \"twice\"\n{good}")),
+        "flumen: FILE:1: guarantee \"twice\": expected \"at_least_once\" or \"exactly_once\""
     );
     assert_eq!(
         check_error(&good.replace("topic = \"out\"", "topc = \"out\"")),
@@ -325,6 +325,17 @@ const WORDS: [&str; 6] = ["kafka", "Stream", "window", "EVENT", "time", "rust"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
+    word_count_toml_case("at_least_once").await;
+}
+
+/// The same under `--guarantee exactly_once`: outputs and window state in transactions, the
+/// outputs read back as a read_committed reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_toml_under_the_exactly_once_guarantee_gives_the_same_counts() {
+    word_count_toml_case("exactly_once").await;
+}
+
+async fn word_count_toml_case(guarantee: &str) {
     let input = topic("run-wc-in", 4).await;
     let output = topic("run-wc-out", 4).await;
     let app = KafkaCluster::unique_topic("run-wc-app");
@@ -358,6 +369,8 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
         "steps.4.size=1s",
         "--set",
         "workers=2",
+        "--guarantee",
+        guarantee,
         "--exit-at-end",
     ])
     .ok();
@@ -373,7 +386,7 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
                 .or_default() += 1;
         }
     }
-    let read = read_all(&output, expected.len());
+    let read = read_committed(&output, expected.len());
     let mut actual: BTreeMap<(String, i64), u64> = BTreeMap::new();
     for r in &read {
         let v: serde_json::Value = serde_json::from_str(&r.value).expect("JSON value");

@@ -106,7 +106,10 @@ pub fn run(args: &RestoreArgs, broker: &Broker) -> Result<Vec<RestoreResult>, St
     let keys = args.keys;
     let started = Instant::now();
     let built = run_until(
-        Runtime::new(config(broker, &app, args.guarantee), pipeline(&input, &output)),
+        Runtime::new(
+            config(broker, &app, args.guarantee),
+            pipeline(&input, &output),
+        ),
         Duration::from_secs(600),
         move |m| m.tasks.iter().map(|t| t.counters.records_in).sum::<u64>() >= keys,
     )?;
@@ -124,7 +127,10 @@ pub fn run(args: &RestoreArgs, broker: &Broker) -> Result<Vec<RestoreResult>, St
     for round in 0..args.rounds {
         // Stops as soon as the task is restored (it then has nothing new to read).
         let m = run_until(
-            Runtime::new(config(broker, &app, args.guarantee), pipeline(&input, &output)),
+            Runtime::new(
+                config(broker, &app, args.guarantee),
+                pipeline(&input, &output),
+            ),
             Duration::from_secs(600),
             |m| m.tasks.iter().any(|t| t.restore.is_some()),
         )?;
@@ -183,7 +189,10 @@ async fn fill(broker: &Broker, topic: &str, keys: u64) -> Result<(), String> {
     }
     producer.flush().await.map_err(|e| e.to_string())?;
     if producer.failed_records() > 0 {
-        return Err(format!("{} input records failed", producer.failed_records()));
+        return Err(format!(
+            "{} input records failed",
+            producer.failed_records()
+        ));
     }
     Ok(())
 }

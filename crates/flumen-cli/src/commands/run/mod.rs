@@ -29,7 +29,7 @@ use flumen_runtime::{
 };
 use serde_json::{Map, Value};
 
-use crate::config::Settings;
+use crate::config::{Origin, Settings};
 use crate::error::{CliError, Result, one_line};
 use spec::{Plan, Stage, Topics, WindowKind};
 use value::{Kind, Path, Side, SideFormat, Step, ValueFormat, run_steps, text};
@@ -55,6 +55,16 @@ pub struct RunArgs {
     /// Serve `/metrics` (Prometheus), `/health` and a live page at HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `at_least_once` or `exactly_once` (overrides the file's `guarantee`).
+    #[arg(long)]
+    pub guarantee: Option<flumen_runtime::Guarantee>,
+    /// How often progress is committed (default 5000 ms, or 100 ms under exactly-once).
+    #[arg(long)]
+    pub commit_interval_ms: Option<u64>,
+    /// This process's stable name among the job's processes (static group membership; the
+    /// transactional id under exactly-once).
+    #[arg(long)]
+    pub instance_id: Option<String>,
 }
 
 /// Reads and checks the pipeline file.
@@ -111,7 +121,8 @@ impl Job {
             .props_mut()
             .take("bootstrap.servers")
             .unwrap_or_default();
-        let mut config = RuntimeConfig::new(bootstrap, &self.plan.application_id);
+        let mut config =
+            RuntimeConfig::new(bootstrap, &self.plan.application_id).guarantee(self.plan.guarantee);
         if let Some(n) = self.plan.workers {
             config = config.workers(n);
         }
@@ -157,6 +168,16 @@ pub async fn run(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     if args.check {
         print!("{}", job.pipeline.describe());
         return Ok(ExitCode::SUCCESS);
+    }
+    let mut settings = settings;
+    if let Some(g) = args.guarantee {
+        settings.set("processing.guarantee", g.name(), Origin::Command);
+    }
+    if let Some(ms) = args.commit_interval_ms {
+        settings.set("commit.interval.ms", ms.to_string(), Origin::Command);
+    }
+    if let Some(name) = &args.instance_id {
+        settings.set("instance.id", name, Origin::Command);
     }
     let runtime = job.runtime(settings, args.metrics_addr)?;
     let summary = execute(runtime, args.exit_at_end).await?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flumen_runtime::Guarantee;
 use flumen_runtime::time::parse_duration;
 use regex::Regex;
 use serde::Deserialize;
@@ -169,6 +170,7 @@ pub struct Stage {
 pub struct Plan {
     pub application_id: String,
     pub workers: Option<usize>,
+    pub guarantee: Guarantee,
     pub source: Source,
     pub stages: Vec<Stage>,
     pub sink: (String, Kind),
@@ -689,23 +691,16 @@ pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
             None => format!("{file}: {}", e.message()),
         })?
     };
-    match raw.guarantee.as_deref() {
-        None | Some("at_least_once") => {}
-        Some("exactly_once") => {
-            return Err(lines.at_key(
+    let guarantee = match raw.guarantee.as_deref() {
+        None => Guarantee::AtLeastOnce,
+        Some(g) => g.parse::<Guarantee>().map_err(|_| {
+            lines.at_key(
                 "",
                 "guarantee",
-                "guarantee \"exactly_once\" is not supported yet: use \"at_least_once\"",
-            ));
-        }
-        Some(other) => {
-            return Err(lines.at_key(
-                "",
-                "guarantee",
-                &format!("guarantee {other:?}: expected \"at_least_once\""),
-            ));
-        }
-    }
+                &format!("guarantee {g:?}: expected \"at_least_once\" or \"exactly_once\""),
+            )
+        })?,
+    };
     if raw.workers == Some(0) {
         return Err(lines.at_key("", "workers", "workers must be at least 1"));
     }
@@ -1048,6 +1043,7 @@ pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
     Ok(Plan {
         application_id: raw.application_id,
         workers: raw.workers,
+        guarantee,
         source,
         stages,
         sink: (raw.sink.topic, sink_kind),
