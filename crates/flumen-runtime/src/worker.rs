@@ -425,6 +425,7 @@ impl WorkerLoop {
             if !self.processing && !self.start_barrier(&mut records)? {
                 continue;
             }
+            self.start_stateful_tasks().await?;
             let skip = self.bootstrap_tables(&mut records)?;
             let idle = records.is_empty();
             let mut reached_end = false;
@@ -668,6 +669,26 @@ impl WorkerLoop {
         let chain = self.plan.factory(sub).instantiate(&env);
         self.tasks
             .insert((sub, partition), Task { id, chain, restore });
+        Ok(())
+    }
+
+    /// Starts (restoring their state) the tasks with state stores of every assigned
+    /// partition, as Kafka Streams does on assignment: a task whose input is quiet still
+    /// gets its state back, ready for a takeover and for processing-time windows.
+    async fn start_stateful_tasks(&mut self) -> Result<()> {
+        let assigned = self.consumer.assignment();
+        for tp in &assigned {
+            if self.plan.tables.contains(&tp.topic) {
+                continue;
+            }
+            let Some(sub) = self.plan.sub_of(&tp.topic) else {
+                continue;
+            };
+            if !self.plan.stores[sub].is_empty() && !self.tasks.contains_key(&(sub, tp.partition))
+            {
+                self.start_task(sub, tp.partition).await?;
+            }
+        }
         Ok(())
     }
 
