@@ -684,8 +684,7 @@ impl WorkerLoop {
             let Some(sub) = self.plan.sub_of(&tp.topic) else {
                 continue;
             };
-            if !self.plan.stores[sub].is_empty() && !self.tasks.contains_key(&(sub, tp.partition))
-            {
+            if !self.plan.stores[sub].is_empty() && !self.tasks.contains_key(&(sub, tp.partition)) {
                 self.start_task(sub, tp.partition).await?;
             }
         }
