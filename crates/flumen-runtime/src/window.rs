@@ -255,6 +255,10 @@ where
     strict: bool,
     /// The clock value last logged.
     logged_clock: i64,
+    /// Windows dropped since the last checkpoint (start, keys, firing logged): their
+    /// tombstones go out with the checkpoint, so under at-least-once the changelog never gets
+    /// ahead of the committed offsets.
+    dropped: Vec<(i64, Vec<Key>, bool)>,
     /// What went wrong restoring the state: the operator fails with it.
     broken: Option<Error>,
     _family: PhantomData<fn() -> F>,
@@ -294,6 +298,7 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
             log: None,
             strict: false,
             logged_clock: i64::MIN,
+            dropped: Vec::new(),
             broken: None,
             _family: PhantomData,
         }
@@ -635,6 +640,7 @@ where
             clock,
             emit: mode,
             log,
+            dropped,
             ..
         } = self;
         let (lateness, clock) = (*lateness, *clock);
@@ -662,15 +668,8 @@ where
                         break;
                     }
                     let (start, pane) = entry.remove_entry();
-                    if let Some(log) = log.as_mut() {
-                        for key in pane.keys.keys() {
-                            window_key(&mut log.key, 0, Some(start), key);
-                            log.delete().await?;
-                        }
-                        if pane.fired_logged {
-                            window_key(&mut log.key, 4, Some(start), &[]);
-                            log.delete().await?;
-                        }
+                    if log.is_some() {
+                        dropped.push((start, pane.keys.into_keys().collect(), pane.fired_logged));
                     }
                 }
             }
@@ -725,6 +724,7 @@ where
             log,
             strict,
             logged_clock,
+            dropped,
             ..
         } = self;
         let Some(changelog) = log.as_mut() else {
@@ -741,7 +741,18 @@ where
             }
             tracing::warn!(store = %changelog.topic(), "{message}");
             *log = None;
+            dropped.clear();
             return Ok(());
+        }
+        for (start, keys, fired_logged) in dropped.drain(..) {
+            for key in keys {
+                window_key(&mut changelog.key, 0, Some(start), &key);
+                changelog.delete().await?;
+            }
+            if fired_logged {
+                window_key(&mut changelog.key, 4, Some(start), &[]);
+                changelog.delete().await?;
+            }
         }
         if *clock != *logged_clock {
             window_key(&mut changelog.key, 3, None, &[]);

@@ -8,7 +8,11 @@
 //!   was acknowledged (at-least-once). A failure stops the worker without committing.
 //! - Revoked partitions are flushed and committed inside `poll` (the listener's
 //!   `commit_on_revoke`), while this member still owns them; their tasks are dropped right
-//!   after `poll` returns. Lost partitions are dropped without a commit.
+//!   after `poll` returns. Lost partitions are dropped without a commit. Partitions of tasks
+//!   with state are not committed there (their state cannot be checkpointed from inside
+//!   `poll`): the next owner restores the state of the last commit and reads on from it.
+//!   Under exactly-once nothing is committed there: the open transaction is aborted after
+//!   `poll` and every partition rewound to its committed offset.
 //! - Nothing on the record path is shared with another worker; the listener state is locked
 //!   once per fetched chunk and at rebalances, never per record.
 
@@ -62,6 +66,8 @@ struct Progress {
 struct Listener {
     progress: Arc<Mutex<Progress>>,
     producer: Producer,
+    /// Which partitions feed tasks with state.
+    plan: Arc<Plan>,
     /// Where the worker's phase goes: `Rebalancing` from a revocation until `poll` returns.
     board: Arc<MetricsBoard>,
     index: usize,
@@ -99,7 +105,18 @@ impl RebalanceListener for Listener {
         }
         let progress = self.progress.clone();
         let producer = self.producer.clone();
-        let partitions = partitions.to_vec();
+        // A task with state commits only together with a checkpoint of that state (which
+        // cannot be taken from here): its revoked partitions keep their last commit, and the
+        // next owner restores the state that goes with it and reads again from there.
+        let plan = self.plan.clone();
+        let partitions: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| {
+                plan.sub_of(&tp.topic)
+                    .is_none_or(|sub| plan.stores[sub].is_empty())
+            })
+            .cloned()
+            .collect();
         Some(Box::pin(async move {
             let flushed = producer.flush().await;
             let mut p = lock(&progress);
@@ -298,6 +315,7 @@ async fn run_async(
     consumer.set_rebalance_listener(Listener {
         progress: progress.clone(),
         producer: producer.clone(),
+        plan: plan.clone(),
         board: board.clone(),
         index,
     });
@@ -1045,10 +1063,11 @@ impl WorkerLoop {
     /// exactly-once the last transaction is committed first).
     async fn shutdown(self, clean: bool) -> Result<()> {
         let mut this = self;
+        if clean && (this.dirty || !this.tasks.is_empty()) {
+            // Checkpoints the tasks' state with the last offsets.
+            this.commit().await?;
+        }
         if this.transactional() {
-            if clean && this.dirty {
-                this.commit().await?;
-            }
             // What is open holds nothing to keep (a clean stop just committed it).
             let _ = this.producer.abort_transaction().await;
         }
