@@ -619,3 +619,134 @@ async fn metrics_show_every_task_its_operators_lag_and_worker_load() {
     let out = read_all(&output_topic, kept as usize);
     assert_eq!(out.len() as u64, kept);
 }
+
+/// The tasks a job's log says it runs: started (`task started task=S_P`) and not moved
+/// away since, sorted.
+fn started_tasks(log: &str) -> Vec<String> {
+    let mut tasks = std::collections::BTreeSet::new();
+    for l in log.lines() {
+        let Some(task) = l
+            .split("task=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+        else {
+            continue;
+        };
+        if l.contains("task started") {
+            tasks.insert(task.to_owned());
+        } else if l.contains("task moved away") {
+            tasks.remove(task);
+        }
+    }
+    tasks.into_iter().collect()
+}
+
+fn spawn_static(args: &[&str], instance: &str, log: &std::path::Path) -> std::process::Child {
+    Command::new(example("uppercase"))
+        .args(args)
+        .args(["--instance-id", instance, "-X", "pin.workers=false"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start uppercase")
+}
+
+/// A rolling restart of static members (`--instance-id`) within the session timeout moves
+/// no task: the restarted process gets its own tasks back, the other keeps its own and hears
+/// of no rebalance.
+#[tokio::test(flavor = "current_thread")]
+async fn restarting_a_static_member_moves_no_task() {
+    let input_topic = topic("static-in", 6).await;
+    let output_topic = topic("static-out", 6).await;
+    let app = KafkaCluster::unique_topic("static-app");
+    let b = kafka().bootstrap();
+    let args = [
+        "-b",
+        &b,
+        "--input",
+        &input_topic,
+        "--output",
+        &output_topic,
+        "--application-id",
+        &app,
+        "--workers",
+        "1",
+    ];
+    let dir = std::env::temp_dir();
+    let (log_a, log_b, log_b2) = (
+        dir.join(format!("{app}-a.log")),
+        dir.join(format!("{app}-b.log")),
+        dir.join(format!("{app}-b2.log")),
+    );
+    let a = spawn_static(&args, "a", &log_a);
+    let first_b = spawn_static(&args, "b", &log_b);
+    let records = input(60_000, 30);
+    let read_log = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    // Until both run tasks over the input so far.
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while started_tasks(&read_log(&log_a)).is_empty() || started_tasks(&read_log(&log_b)).is_empty()
+    {
+        assert!(
+            Instant::now() < deadline && sent < 30_000,
+            "both members never ran tasks"
+        );
+        produce(&input_topic, &records[sent..sent + 500]).await;
+        sent += 500;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every partition has had records since: both members run all their tasks.
+    produce(&input_topic, &records[sent..sent + 6_000]).await;
+    sent += 6_000;
+    let _ = read_all(&output_topic, sent);
+    let tasks_a = started_tasks(&read_log(&log_a));
+    let tasks_b = started_tasks(&read_log(&log_b));
+    let a_lines = read_log(&log_a).lines().count();
+
+    terminate(&first_b);
+    let out = wait(first_b, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "b stops cleanly:\n{}",
+        read_log(&log_b)
+    );
+    let second_b = spawn_static(&args, "b", &log_b2);
+    while sent < records.len() {
+        let next = (sent + 3_000).min(records.len());
+        produce(&input_topic, &records[sent..next]).await;
+        sent = next;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let read = read_all(&output_topic, records.len());
+    terminate(&second_b);
+    let _ = wait(second_b, Duration::from_secs(60));
+    terminate(&a);
+    let _ = wait(a, Duration::from_secs(60));
+
+    let after: Vec<String> = read_log(&log_a)
+        .lines()
+        .skip(a_lines)
+        .map(str::to_owned)
+        .collect();
+    let b_then = tasks_b.clone();
+    let b_now = started_tasks(&read_log(&log_b2));
+    eprintln!(
+        "a runs {tasks_a:?}; b ran {b_then:?}, restarted runs {b_now:?}; {} outputs",
+        read.len()
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains("task moved away") || l.contains("task started")),
+        "the member that stayed lost or gained tasks:\n{}",
+        after.join("\n")
+    );
+    assert_eq!(b_now, b_then, "the restarted member runs the same tasks");
+    assert_eq!(
+        tasks_a.len() + tasks_b.len(),
+        6,
+        "every task runs somewhere"
+    );
+    check_uppercased(&records, &read);
+}
