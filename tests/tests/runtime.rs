@@ -390,110 +390,40 @@ async fn a_second_process_joining_and_leaving_mid_stream_loses_nothing() {
     assert_eq!(duplicates, 0, "duplicates after cooperative hand-overs");
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn kill_9_mid_stream_then_a_restart_leaves_nothing_missing() {
+/// Runs `uppercase` (2 workers, `guarantee`, static member `node-a`) while 100,000 records
+/// arrive, kills it with SIGKILL half-way, and starts it again bounded. Returns the input,
+/// what a read_committed reader reads of the output, and how many results it had seen at
+/// the kill.
+async fn kill_9_mid_stream(guarantee: &str) -> (Vec<(String, String)>, Vec<Read>, usize) {
     let input_topic = topic("kill-in", 6).await;
     let output_topic = topic("kill-out", 6).await;
     let app = KafkaCluster::unique_topic("kill-app");
     let b = kafka().bootstrap();
     let records = input(100_000, 30);
-    produce(&input_topic, &records).await;
+    let mut args: Vec<&str> = vec![
+        "-b",
+        &b,
+        "--input",
+        &input_topic,
+        "--output",
+        &output_topic,
+        "--application-id",
+        &app,
+        "--workers",
+        "2",
+        "--guarantee",
+        guarantee,
+        "--instance-id",
+        "node-a",
+    ];
     let child = Command::new(example("uppercase"))
-        .args([
-            "-b",
-            &b,
-            "--input",
-            &input_topic,
-            "--output",
-            &output_topic,
-            "--application-id",
-            &app,
-            "--workers",
-            "2",
-        ])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start uppercase");
-    // Kill it once some, but not all, output is there.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = read_all(&output_topic, 0).len();
-        if n >= 1_000 || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    kill9(&child);
-    let _ = wait(child, Duration::from_secs(10));
-    let out = run_example(
-        "uppercase",
-        &[
-            "-b",
-            &b,
-            "--input",
-            &input_topic,
-            "--output",
-            &output_topic,
-            "--application-id",
-            &app,
-            "--workers",
-            "2",
-            "--exit-at-end",
-        ],
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "restart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read = read_all(&output_topic, records.len());
-    let duplicates = check_uppercased(&records, &read);
-    eprintln!(
-        "kill -9: {} outputs for {} inputs, {duplicates} duplicates (at-least-once)",
-        read.len(),
-        records.len()
-    );
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn exactly_once_kill_9_mid_stream_then_a_restart_writes_every_result_once() {
-    let input_topic = topic("eos-kill-in", 6).await;
-    let output_topic = topic("eos-kill-out", 6).await;
-    let app = KafkaCluster::unique_topic("eos-kill-app");
-    let b = kafka().bootstrap();
-    let records = input(100_000, 30);
-    let args = |extra: &[&'static str]| {
-        let mut a: Vec<String> = [
-            "-b",
-            &b,
-            "--input",
-            &input_topic,
-            "--output",
-            &output_topic,
-            "--application-id",
-            &app,
-            "--workers",
-            "2",
-            "--guarantee",
-            "exactly_once",
-            "--instance-id",
-            "node-a",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let child = Command::new(example("uppercase"))
-        .args(args(&[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start uppercase");
-    // The input arrives while the job runs; it is killed half-way, with transactions open.
+    // The input arrives while the job runs; it is killed half-way (under exactly-once with
+    // transactions open).
     let mut committed_at_kill = 0;
     let mut child = Some(child);
     for (i, chunk) in records.chunks(5_000).enumerate() {
@@ -516,24 +446,38 @@ async fn exactly_once_kill_9_mid_stream_then_a_restart_writes_every_result_once(
     }
     assert!(
         committed_at_kill > 0 && committed_at_kill < records.len(),
-        "killed mid-stream ({committed_at_kill} results committed)"
+        "killed mid-stream ({committed_at_kill} results visible)"
     );
-    let uncommitted_before = committed_at_kill;
-    let restart = args(&["--exit-at-end"]);
-    let restart: Vec<&str> = restart.iter().map(String::as_str).collect();
-    let out = run_example("uppercase", &restart, Duration::from_secs(120));
+    args.push("--exit-at-end");
+    let out = run_example("uppercase", &args, Duration::from_secs(120));
     assert!(
         out.status.success(),
         "restart: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let read = read_committed(&output_topic, records.len());
+    (records, read, committed_at_kill)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kill_9_mid_stream_then_a_restart_leaves_nothing_missing() {
+    let (records, read, at_kill) = kill_9_mid_stream("at_least_once").await;
     let duplicates = check_uppercased(&records, &read);
-    let everything = read_all(&output_topic, 0).len();
     eprintln!(
-        "exactly-once kill -9: {} committed outputs for {} inputs, {duplicates} duplicates; \
-         {uncommitted_before} committed at the kill, {everything} records in the log at the \
-         end (aborted ones included)",
+        "kill -9: {} outputs for {} inputs, {duplicates} duplicates, {at_kill} at the kill \
+         (at-least-once)",
+        read.len(),
+        records.len()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn exactly_once_kill_9_mid_stream_then_a_restart_writes_every_result_once() {
+    let (records, read, at_kill) = kill_9_mid_stream("exactly_once").await;
+    let duplicates = check_uppercased(&records, &read);
+    eprintln!(
+        "exactly-once kill -9: {} committed outputs for {} inputs, {duplicates} duplicates, \
+         {at_kill} committed at the kill",
         read.len(),
         records.len()
     );

@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 
+use hashbrown::{HashMap as HbHashMap, HashSet as HbHashSet};
+
 /// A value an operator can write to its changelog and read back at a restore.
 pub trait StateCodec: Sized {
     /// Appends the value's bytes.
@@ -208,87 +210,52 @@ impl<T: StateCodec> StateCodec for Vec<T> {
     }
 }
 
-impl<T: StateCodec + Hash + Eq, S: BuildHasher + Default> StateCodec for HashSet<T, S> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.len() as u64);
-        for v in self {
-            v.encode(out);
+/// Sets and maps of `std` and `hashbrown` alike: the length, then the elements (entries).
+macro_rules! hashed {
+    ($($set:ident, $map:ident);+) => {$(
+        impl<T: StateCodec + Hash + Eq, S: BuildHasher + Default> StateCodec for $set<T, S> {
+            fn encode(&self, out: &mut Vec<u8>) {
+                put_varint(out, self.len() as u64);
+                for v in self {
+                    v.encode(out);
+                }
+            }
+            fn decode(input: &mut &[u8]) -> Option<Self> {
+                let n = get_len(input)?;
+                let mut set = $set::with_capacity_and_hasher(n, S::default());
+                for _ in 0..n {
+                    set.insert(T::decode(input)?);
+                }
+                Some(set)
+            }
         }
-    }
-    fn decode(input: &mut &[u8]) -> Option<Self> {
-        let n = get_len(input)?;
-        let mut set = HashSet::with_capacity_and_hasher(n, S::default());
-        for _ in 0..n {
-            set.insert(T::decode(input)?);
-        }
-        Some(set)
-    }
-}
 
-impl<T: StateCodec + Hash + Eq, S: BuildHasher + Default> StateCodec for hashbrown::HashSet<T, S> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.len() as u64);
-        for v in self {
-            v.encode(out);
+        impl<K, V, S> StateCodec for $map<K, V, S>
+        where
+            K: StateCodec + Hash + Eq,
+            V: StateCodec,
+            S: BuildHasher + Default,
+        {
+            fn encode(&self, out: &mut Vec<u8>) {
+                put_varint(out, self.len() as u64);
+                for (k, v) in self {
+                    k.encode(out);
+                    v.encode(out);
+                }
+            }
+            fn decode(input: &mut &[u8]) -> Option<Self> {
+                let n = get_len(input)?;
+                let mut map = $map::with_capacity_and_hasher(n, S::default());
+                for _ in 0..n {
+                    let k = K::decode(input)?;
+                    map.insert(k, V::decode(input)?);
+                }
+                Some(map)
+            }
         }
-    }
-    fn decode(input: &mut &[u8]) -> Option<Self> {
-        let n = get_len(input)?;
-        let mut set = hashbrown::HashSet::with_capacity_and_hasher(n, S::default());
-        for _ in 0..n {
-            set.insert(T::decode(input)?);
-        }
-        Some(set)
-    }
+    )+};
 }
-
-impl<K, V, S> StateCodec for HashMap<K, V, S>
-where
-    K: StateCodec + Hash + Eq,
-    V: StateCodec,
-    S: BuildHasher + Default,
-{
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.len() as u64);
-        for (k, v) in self {
-            k.encode(out);
-            v.encode(out);
-        }
-    }
-    fn decode(input: &mut &[u8]) -> Option<Self> {
-        let n = get_len(input)?;
-        let mut map = HashMap::with_capacity_and_hasher(n, S::default());
-        for _ in 0..n {
-            let k = K::decode(input)?;
-            map.insert(k, V::decode(input)?);
-        }
-        Some(map)
-    }
-}
-
-impl<K, V, S> StateCodec for hashbrown::HashMap<K, V, S>
-where
-    K: StateCodec + Hash + Eq,
-    V: StateCodec,
-    S: BuildHasher + Default,
-{
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.len() as u64);
-        for (k, v) in self {
-            k.encode(out);
-            v.encode(out);
-        }
-    }
-    fn decode(input: &mut &[u8]) -> Option<Self> {
-        let n = get_len(input)?;
-        let mut map = hashbrown::HashMap::with_capacity_and_hasher(n, S::default());
-        for _ in 0..n {
-            let k = K::decode(input)?;
-            map.insert(k, V::decode(input)?);
-        }
-        Some(map)
-    }
-}
+hashed!(HashSet, HashMap; HbHashSet, HbHashMap);
 
 impl<K: StateCodec + Ord, V: StateCodec> StateCodec for BTreeMap<K, V> {
     fn encode(&self, out: &mut Vec<u8>) {
