@@ -77,8 +77,11 @@ impl Changelog {
     }
 }
 
-/// The latest value per key of one store's changelog partition.
-pub(crate) type Restored = Vec<(Box<[u8]>, Box<[u8]>)>;
+/// A key's latest value in a changelog (`None`: a tombstone) and its offset.
+type Latest = (Option<Box<[u8]>>, i64);
+
+/// The latest value per key of one store's changelog partition, with its offset there.
+pub(crate) type Restored = Vec<(Box<[u8]>, Box<[u8]>, i64)>;
 
 /// What a task's stores are built with: whether they log, and what they restore.
 #[derive(Default)]
@@ -154,7 +157,8 @@ impl Restorer {
             .remove(tp)
             .transpose()?
             .map_or(0, |o| o.offset);
-        let mut latest: HashMap<Box<[u8]>, Option<Box<[u8]>>> = HashMap::new();
+        // Per key: the latest value (`None`: deleted) and its offset.
+        let mut latest: HashMap<Box<[u8]>, Latest> = HashMap::new();
         if end > earliest {
             self.consumer.assign([tp.clone()])?;
             self.consumer.seek(tp, earliest)?;
@@ -191,7 +195,7 @@ impl Restorer {
                         stats.records += 1;
                         let value = record.value();
                         stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-                        latest.insert(key.into(), value.map(Into::into));
+                        latest.insert(key.into(), (value.map(Into::into), record.offset()));
                     }
                     position = position.max(part.next_offset());
                 }
@@ -203,7 +207,7 @@ impl Restorer {
         }
         let restored: Restored = latest
             .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .filter_map(|(k, (v, offset))| v.map(|v| (k, v, offset)))
             .collect();
         stats.keys = restored.len() as u64;
         stats.duration = started.elapsed();

@@ -121,22 +121,49 @@ impl<'p> MemoryRun<'p> {
     /// The latest value per key of one store's changelog partition (tombstoned keys left
     /// out), as a restore reads it.
     pub fn changelog(&self, store: &str, partition: i32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.latest(store, partition)
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect()
+    }
+
+    /// [`MemoryRun::changelog`] with each value's offset in the log.
+    fn latest(&self, store: &str, partition: i32) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
         let tp = TopicPartition::new(
             crate::changelog::changelog_topic(&self.application_id, store),
             partition,
         );
-        let mut latest: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+        let mut latest: std::collections::BTreeMap<Vec<u8>, (Option<Vec<u8>>, i64)> =
             std::collections::BTreeMap::new();
-        for (k, v) in self.changelogs.get(&tp).into_iter().flatten() {
-            latest.insert(k.clone(), v.clone());
+        for (offset, (k, v)) in self.changelogs.get(&tp).into_iter().flatten().enumerate() {
+            latest.insert(k.clone(), (v.clone(), offset as i64));
         }
         latest
             .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .filter_map(|(k, (v, offset))| v.map(|v| (k, v, offset)))
             .collect()
     }
 
     /// Moves changelog records out of the outputs, until the next checkpoint.
+    /// Appends a record to one store's changelog partition, as if a checkpoint had written
+    /// it (`None`: a tombstone): for tests of what a restore does with what it finds.
+    pub fn write_changelog(
+        &mut self,
+        store: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) {
+        let tp = TopicPartition::new(
+            crate::changelog::changelog_topic(&self.application_id, store),
+            partition,
+        );
+        self.changelogs
+            .entry(tp)
+            .or_default()
+            .push((key.to_vec(), value.map(<[u8]>::to_vec)));
+    }
+
     fn collect_changelogs(&mut self) {
         let mut c = self.captured.borrow_mut();
         let (logs, rest): (Vec<_>, Vec<_>) = c
@@ -249,9 +276,9 @@ impl<'p> MemoryRun<'p> {
             let mut restored = env.stores.restored.borrow_mut();
             for store in &s.stores {
                 let entries = self
-                    .changelog(store, partition)
+                    .latest(store, partition)
                     .into_iter()
-                    .map(|(k, v)| (k.into_boxed_slice(), v.into_boxed_slice()))
+                    .map(|(k, v, offset)| (k.into_boxed_slice(), v.into_boxed_slice(), offset))
                     .collect();
                 restored.insert(store.clone(), entries);
             }

@@ -312,12 +312,12 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
         strict: bool,
         restored: crate::changelog::Restored,
     ) -> Self {
-        for (key, value) in restored {
+        for (key, value, offset) in restored {
             if let Err(message) = self.restore_one(&key, &value) {
                 self.broken = Some(Error::Restore {
                     tp: flumen_client::TopicPartition::new(log.topic(), log.partition()),
-                    offset: -1,
-                    message: format!("key {key:?}: {message}"),
+                    offset,
+                    message: format!("key \"{}\": {message}", key.escape_ascii()),
                 });
                 break;
             }

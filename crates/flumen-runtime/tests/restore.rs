@@ -284,3 +284,30 @@ fn a_window_over_an_aggregation_without_a_changelog_form_fails_clearly_when_logg
     let err = run.checkpoint().expect_err("not loggable");
     assert!(err.to_string().contains("changelog form"), "{err}");
 }
+
+#[test]
+fn a_changelog_record_that_does_not_decode_fails_the_task_naming_the_changelog_partition() {
+    let p = visits_pipeline(Windows::tumbling(Duration::from_secs(1)));
+    let records = visit_records(500);
+    let mut run = MemoryRun::new(&p, "broken-app").with_changelogs();
+    run.push("visits", 0, &records[..300]).expect("push");
+    run.checkpoint().expect("checkpoint");
+    // A window key (tag 0, start, key) whose value is not an accumulator.
+    let mut key = vec![0u8];
+    key.extend_from_slice(&1_000_000i64.to_be_bytes());
+    key.extend_from_slice(b"/broken");
+    run.write_changelog("window-0", 0, &key, Some(&[0xff, 0xff, 0xff]));
+    run.restart();
+    let err = run
+        .push("visits", 0, &records[300..])
+        .expect_err("the restore fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("broken-app-window-0-changelog-0 at offset ") && text.contains("/broken"),
+        "{text}"
+    );
+    assert!(
+        matches!(err, flumen_runtime::Error::Restore { .. }),
+        "{err:?}"
+    );
+}
