@@ -694,3 +694,53 @@ async fn restarting_a_static_member_moves_no_task() {
     );
     check_uppercased(&records, &read);
 }
+
+/// A stop stuck behind a worker that does not come back (here a `for_each` blocked for a
+/// minute) ends after `shutdown.timeout.ms` with an error saying so, not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_longer_than_the_shutdown_timeout_ends_with_a_clear_error() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use flumen_runtime::format::Utf8;
+    use flumen_runtime::{Error, Kafka, Pipeline, Runtime, RuntimeConfig};
+    let input_topic = topic("stuck-in", 1).await;
+    produce(&input_topic, &input(5, 1)).await;
+    let blocked = Arc::new(AtomicBool::new(false));
+    let flag = blocked.clone();
+    let mut pipeline = Pipeline::new();
+    pipeline
+        .source(Kafka::topic(&input_topic).format(Utf8))
+        .for_each(move |_, _| {
+            flag.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_secs(60));
+        });
+    let config = RuntimeConfig::new(kafka().bootstrap(), KafkaCluster::unique_topic("stuck-app"))
+        .workers(1)
+        .pin_workers(false)
+        .set("shutdown.timeout.ms", "1000");
+    let runtime = Runtime::new(config, pipeline);
+    let stop = runtime.shutdown_handle();
+    let run = std::thread::spawn(move || runtime.run());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !blocked.load(Ordering::Acquire) {
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached its for_each"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    stop.shutdown();
+    let result = tokio::task::spawn_blocking(move || run.join().expect("run thread"))
+        .await
+        .expect("join");
+    let took = asked.elapsed();
+    let err = result.expect_err("the stop cannot finish");
+    assert!(matches!(err, Error::ShutdownTimeout(_)), "{err:?}");
+    assert!(err.to_string().contains("shutdown.timeout.ms"), "{err}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "gave up after {took:?}"
+    );
+}

@@ -55,6 +55,11 @@ pub enum Error {
         /// What the format said.
         message: String,
     },
+    /// A stop did not finish within `shutdown.timeout.ms`.
+    #[error(
+        "the stop did not finish within {0:?} (shutdown.timeout.ms): uncommitted work is processed again by the next owner"
+    )]
+    ShutdownTimeout(std::time::Duration),
     /// A task's state could not be restored from its changelog.
     #[error("restoring state from {tp} at offset {offset}: {message}")]
     Restore {

@@ -32,6 +32,8 @@ pub struct RuntimeConfig {
     /// `group.instance.id` base: static membership, and a stable transactional id.
     pub(crate) instance_id: Option<String>,
     pub(crate) pin_workers: bool,
+    /// How long a stop may take (`shutdown.timeout.ms`).
+    pub(crate) shutdown_timeout: Duration,
     /// Where the monitoring endpoint listens (`metrics.addr`), if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     pub(crate) properties: BTreeMap<String, String>,
@@ -50,6 +52,7 @@ impl RuntimeConfig {
             guarantee: Guarantee::AtLeastOnce,
             instance_id: None,
             pin_workers: true,
+            shutdown_timeout: Duration::from_secs(30),
             metrics_addr: None,
             properties: BTreeMap::new(),
         }
@@ -77,6 +80,16 @@ impl RuntimeConfig {
         if !self.commit_interval_set {
             self.commit_interval = guarantee.default_commit_interval();
         }
+        self
+    }
+
+    /// How long a stop (SIGINT, SIGTERM, [`ShutdownHandle`]) may take to drain, commit (under
+    /// exactly-once: the open transaction) and leave the group (`shutdown.timeout.ms`,
+    /// default 30 s). Past it the run returns [`Error::ShutdownTimeout`] without waiting for
+    /// the workers (their threads are left to the process's exit); what they had not
+    /// committed is processed again by the partitions' next owner.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -109,7 +122,7 @@ impl RuntimeConfig {
     /// A Kafka client property for both the consumers and the producers (`security.protocol`,
     /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
     /// runtime's own keys are `num.workers`, `commit.interval.ms`, `processing.guarantee`,
-    /// `instance.id`, `pin.workers` and `metrics.addr`. Unknown keys and invalid values are
+    /// `instance.id`, `shutdown.timeout.ms`, `pin.workers` and `metrics.addr`. Unknown keys and invalid values are
     /// an error when the runtime starts.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
@@ -427,6 +440,13 @@ impl Runtime {
             return Err(Error::Topology("the pipeline has no sink".to_owned()));
         }
         let mut config = config;
+        if let Some(raw) = config.properties.remove("shutdown.timeout.ms") {
+            let ms: u64 = raw.parse().map_err(|_| Error::Config {
+                key: "shutdown.timeout.ms".to_owned(),
+                message: format!("expected milliseconds, got {raw:?}"),
+            })?;
+            config = config.shutdown_timeout(Duration::from_millis(ms));
+        }
         if let Some(raw) = config.properties.remove("processing.guarantee") {
             let guarantee = raw.parse().map_err(|message| Error::Config {
                 key: "processing.guarantee".to_owned(),
@@ -570,9 +590,24 @@ impl Runtime {
                 source,
             })?;
         let mut check = tokio::time::interval(Duration::from_millis(50));
+        let mut watch = tokio::time::interval(Duration::from_millis(50));
+        let mut stopping: Option<std::time::Instant> = None;
         let mut finished = 0;
         loop {
             tokio::select! {
+                _ = watch.tick() => {
+                    if stop.load(Ordering::Acquire) {
+                        let since = *stopping.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= config.shutdown_timeout {
+                            tracing::error!(
+                                timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                                workers_left = config.workers - finished,
+                                "the stop took longer than shutdown.timeout.ms: giving up on it"
+                            );
+                            return Err(Error::ShutdownTimeout(config.shutdown_timeout));
+                        }
+                    }
+                }
                 _ = tokio::signal::ctrl_c() => {
                     tracing::info!("SIGINT: committing and leaving the group");
                     stop.store(true, Ordering::Release);

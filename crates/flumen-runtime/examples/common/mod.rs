@@ -17,6 +17,9 @@ pub struct RunFlags {
     /// under exactly-once a transactional id that fences the previous incarnation at once.
     #[arg(long)]
     pub instance_id: Option<String>,
+    /// How long a stop (SIGINT, SIGTERM) may take to drain and commit (`30s`, `500ms`).
+    #[arg(long, value_parser = flumen_runtime::time::parse_duration)]
+    pub shutdown_timeout: Option<std::time::Duration>,
     /// A Kafka client property, KEY=VALUE (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
@@ -28,6 +31,9 @@ impl RunFlags {
         config = config.guarantee(self.guarantee);
         if let Some(ms) = self.commit_interval_ms {
             config = config.commit_interval(std::time::Duration::from_millis(ms));
+        }
+        if let Some(t) = self.shutdown_timeout {
+            config = config.shutdown_timeout(t);
         }
         if let Some(name) = &self.instance_id {
             config = config.instance_id(name);

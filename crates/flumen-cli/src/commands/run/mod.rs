@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// transactional id under exactly-once).
     #[arg(long)]
     pub instance_id: Option<String>,
+    /// How long a stop (SIGINT, SIGTERM) may take to drain and commit (`30s`, `500ms`);
+    /// past it `flumen run` exits non-zero saying so.
+    #[arg(long, value_parser = flumen_runtime::time::parse_duration)]
+    pub shutdown_timeout: Option<std::time::Duration>,
 }
 
 /// Reads and checks the pipeline file.
@@ -178,6 +182,13 @@ pub async fn run(args: RunArgs, settings: Settings) -> Result<ExitCode> {
     }
     if let Some(name) = &args.instance_id {
         settings.set("instance.id", name, Origin::Command);
+    }
+    if let Some(t) = args.shutdown_timeout {
+        settings.set(
+            "shutdown.timeout.ms",
+            t.as_millis().to_string(),
+            Origin::Command,
+        );
     }
     let runtime = job.runtime(settings, args.metrics_addr)?;
     let summary = execute(runtime, args.exit_at_end).await?;
