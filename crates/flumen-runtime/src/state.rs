@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use hashbrown::HashMap;
 
+use crate::changelog::{Changelog, changelog_topic};
+use crate::codec::StateCodec;
 use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
@@ -62,17 +64,22 @@ pub trait StateSize {
 struct Entry<S> {
     state: S,
     written: i64,
+    /// Written since the last checkpoint.
+    dirty: bool,
 }
 
 /// The in-memory store.
 pub struct MemoryStore<S> {
     map: HashMap<Box<[u8]>, Entry<S>>,
+    /// Keys removed since the last checkpoint (kept only while the store is logged).
+    removed: Option<Vec<Box<[u8]>>>,
 }
 
 impl<S> Default for MemoryStore<S> {
     fn default() -> Self {
         MemoryStore {
             map: HashMap::new(),
+            removed: None,
         }
     }
 }
@@ -98,21 +105,36 @@ impl<S: Default + StateSize> KeyedStore<S> for MemoryStore<S> {
                 Entry {
                     state: S::default(),
                     written: now,
+                    dirty: true,
                 },
             );
         }
         let e = self.map.get_mut(key).expect("present");
         e.written = now;
+        e.dirty = true;
         &mut e.state
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<S> {
-        self.map.remove(key).map(|e| e.state)
+        let (key, e) = self.map.remove_entry(key)?;
+        if let Some(removed) = &mut self.removed {
+            removed.push(key);
+        }
+        Some(e.state)
     }
 
     fn expire(&mut self, before: i64) -> usize {
         let n = self.map.len();
-        self.map.retain(|_, e| e.written >= before);
+        match &mut self.removed {
+            Some(removed) => self.map.retain(|k, e| {
+                let keep = e.written >= before;
+                if !keep {
+                    removed.push(k.clone());
+                }
+                keep
+            }),
+            None => self.map.retain(|_, e| e.written >= before),
+        }
         n - self.map.len()
     }
 
@@ -224,6 +246,33 @@ impl<K, V> StateSize for MapState<K, V> {
     }
 }
 
+impl<T: StateCodec> StateCodec for ValueState<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        Some(ValueState(Option::decode(input)?))
+    }
+}
+
+impl<T: StateCodec> StateCodec for ListState<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        Some(ListState(Vec::decode(input)?))
+    }
+}
+
+impl<K: StateCodec + std::hash::Hash + Eq, V: StateCodec> StateCodec for MapState<K, V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        Some(MapState(HashMap::decode(input)?))
+    }
+}
+
 impl StateSize for () {}
 impl StateSize for u64 {}
 impl StateSize for i64 {}
@@ -252,6 +301,36 @@ pub struct Timer {
 struct Timers {
     event: BTreeSet<(i64, Box<[u8]>)>,
     processing: BTreeSet<(i64, Box<[u8]>)>,
+    /// Set or gone since the last checkpoint, in order (logged stores only).
+    changes: Option<Vec<TimerChange>>,
+}
+
+/// A timer set (true) or gone (false): domain, timestamp, key.
+type TimerChange = (bool, TimeDomain, i64, Box<[u8]>);
+
+impl Timers {
+    fn set(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) {
+        let set = match domain {
+            TimeDomain::EventTime => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        };
+        set.insert((timestamp, Box::from(key)));
+        if let Some(c) = &mut self.changes {
+            c.push((true, domain, timestamp, Box::from(key)));
+        }
+    }
+
+    fn delete(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) {
+        let set = match domain {
+            TimeDomain::EventTime => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        };
+        if set.remove(&(timestamp, Box::from(key)))
+            && let Some(c) = &mut self.changes
+        {
+            c.push((false, domain, timestamp, Box::from(key)));
+        }
+    }
 }
 
 /// What a [`KeyedProcess`] function sees for one record or timer.
@@ -290,23 +369,22 @@ impl<S, O> KeyedContext<'_, S, O> {
     }
     /// Calls `on_timer` for this key once the watermark reaches `timestamp`.
     pub fn set_event_timer(&mut self, timestamp: i64) {
-        self.timers.event.insert((timestamp, Box::from(self.key)));
+        self.timers.set(TimeDomain::EventTime, timestamp, self.key);
     }
     /// Calls `on_timer` for this key once the wall clock reaches `timestamp`.
     pub fn set_processing_timer(&mut self, timestamp: i64) {
         self.timers
-            .processing
-            .insert((timestamp, Box::from(self.key)));
+            .set(TimeDomain::ProcessingTime, timestamp, self.key);
     }
     /// Deletes this key's event-time timer at `timestamp`.
     pub fn delete_event_timer(&mut self, timestamp: i64) {
-        self.timers.event.remove(&(timestamp, Box::from(self.key)));
+        self.timers
+            .delete(TimeDomain::EventTime, timestamp, self.key);
     }
     /// Deletes this key's processing-time timer at `timestamp`.
     pub fn delete_processing_timer(&mut self, timestamp: i64) {
         self.timers
-            .processing
-            .remove(&(timestamp, Box::from(self.key)));
+            .delete(TimeDomain::ProcessingTime, timestamp, self.key);
     }
     /// Fails the pipeline with `message`.
     pub fn fail(&mut self, message: impl Into<String>) {
@@ -326,6 +404,20 @@ pub trait KeyedProcess<F: Family>: Clone + Send + Sync + 'static {
     fn on_timer(&mut self, cx: &mut KeyedContext<'_, Self::State, Self::Out>, timer: Timer) {
         let _ = (cx, timer);
     }
+
+    /// Appends a key's state in its changelog form (e.g. through [`StateCodec`], which
+    /// [`ValueState`], [`ListState`] and [`MapState`] implement), or returns false: the
+    /// state then lives in memory only, which exactly-once refuses. Default: false.
+    fn save_state(&self, state: &Self::State, out: &mut Vec<u8>) -> bool {
+        let _ = (state, out);
+        false
+    }
+
+    /// Reads a state [`KeyedProcess::save_state`] wrote, from the front of `input`.
+    fn load_state(&self, input: &mut &[u8]) -> Option<Self::State> {
+        let _ = input;
+        None
+    }
 }
 
 /// The keyed-process operator.
@@ -342,7 +434,143 @@ where
     now: i64,
     count: u64,
     next: N,
+    /// Where the state and timers are logged (runs against Kafka).
+    log: Option<Changelog>,
+    /// A state without a changelog form is an error (exactly-once).
+    strict: bool,
+    /// What went wrong restoring: the operator fails with it.
+    broken: Option<Error>,
     _family: PhantomData<fn() -> F>,
+}
+
+/// A keyed store's changelog key: tag 0 + key -> (last write, state); tag 1 + domain (0
+/// event, 1 processing) + timestamp (8 bytes, big-endian) + key -> a timer.
+fn state_key(out: &mut Vec<u8>, tag: u8, timer: Option<(TimeDomain, i64)>, key: &[u8]) {
+    out.clear();
+    out.push(tag);
+    if let Some((domain, timestamp)) = timer {
+        out.push(u8::from(domain == TimeDomain::ProcessingTime));
+        out.extend_from_slice(&timestamp.to_be_bytes());
+    }
+    out.extend_from_slice(key);
+}
+
+impl<F, P, N> KeyedProcessOp<F, P, N>
+where
+    F: Family,
+    P: KeyedProcess<F>,
+{
+    /// Logs to `log` from now on, starting from what `restored` holds.
+    fn with_changelog(
+        mut self,
+        log: Changelog,
+        strict: bool,
+        restored: crate::changelog::Restored,
+    ) -> Self {
+        for (key, value, offset) in restored {
+            if let Err(message) = self.restore_one(&key, &value) {
+                self.broken = Some(Error::Restore {
+                    tp: flumen_client::TopicPartition::new(log.topic(), log.partition()),
+                    offset,
+                    message: format!("key \"{}\": {message}", key.escape_ascii()),
+                });
+                break;
+            }
+        }
+        self.store.removed = Some(Vec::new());
+        self.timers.changes = Some(Vec::new());
+        self.log = Some(log);
+        self.strict = strict;
+        self
+    }
+
+    fn restore_one(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), String> {
+        let (&tag, rest) = key.split_first().ok_or("empty key")?;
+        match tag {
+            0 => {
+                let mut input = value;
+                let written = i64::decode(&mut input).ok_or("bad write time")?;
+                let state = self
+                    .f
+                    .load_state(&mut input)
+                    .filter(|_| input.is_empty())
+                    .ok_or("unreadable state")?;
+                self.store.map.insert(
+                    Box::from(rest),
+                    Entry {
+                        state,
+                        written,
+                        dirty: false,
+                    },
+                );
+            }
+            1 => {
+                let (&domain, rest) = rest.split_first().ok_or("short timer key")?;
+                let (ts, k) = rest.split_at_checked(8).ok_or("short timer key")?;
+                let ts = i64::from_be_bytes(ts.try_into().map_err(|_| "short timer key")?);
+                let set = match domain {
+                    0 => &mut self.timers.event,
+                    1 => &mut self.timers.processing,
+                    _ => return Err(format!("unknown timer domain {domain}")),
+                };
+                set.insert((ts, Box::from(k)));
+            }
+            tag => return Err(format!("unexpected tag {tag}")),
+        }
+        Ok(())
+    }
+
+    /// Writes what changed since the last checkpoint.
+    async fn log_state(&mut self) -> Result<()> {
+        let KeyedProcessOp {
+            f,
+            store,
+            timers,
+            log,
+            strict,
+            ..
+        } = self;
+        let Some(changelog) = log.as_mut() else {
+            return Ok(());
+        };
+        if !f.save_state(&P::State::default(), &mut changelog.value) {
+            let message = "the keyed function's state has no changelog form \
+                           (KeyedProcess::save_state): it is not fault tolerant";
+            if *strict {
+                return Err(Error::Config {
+                    key: changelog.topic().to_owned(),
+                    message: message.to_owned(),
+                });
+            }
+            tracing::warn!(store = %changelog.topic(), "{message}");
+            *log = None;
+            store.removed = None;
+            timers.changes = None;
+            return Ok(());
+        }
+        for key in store.removed.iter_mut().flat_map(|r| r.drain(..)) {
+            state_key(&mut changelog.key, 0, None, &key);
+            changelog.delete().await?;
+        }
+        for (key, e) in store.map.iter_mut().filter(|(_, e)| e.dirty) {
+            e.dirty = false;
+            state_key(&mut changelog.key, 0, None, key);
+            changelog.value.clear();
+            e.written.encode(&mut changelog.value);
+            f.save_state(&e.state, &mut changelog.value);
+            changelog.put().await?;
+        }
+        for (set, domain, ts, key) in timers.changes.iter_mut().flat_map(|c| c.drain(..)) {
+            state_key(&mut changelog.key, 1, Some((domain, ts)), &key);
+            changelog.value.clear();
+            if set {
+                changelog.put().await?;
+            } else {
+                changelog.delete().await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<F, P, N> KeyedProcessOp<F, P, N>
@@ -397,6 +625,9 @@ where
                 return Ok(());
             }
             let (timestamp, key) = set.pop_first().expect("due");
+            if let Some(c) = &mut self.timers.changes {
+                c.push((false, domain, timestamp, key.clone()));
+            }
             let mut failed = None;
             {
                 // A timer does not refresh the state's TTL: only records write it.
@@ -428,6 +659,9 @@ where
     N: Operator<Owned<P::Out>>,
 {
     async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        if let Some(e) = self.broken.take() {
+            return Err(e);
+        }
         self.count += 1;
         let key = cx.key().unwrap_or_default();
         if let Some(ttl) = self.ttl {
@@ -489,6 +723,7 @@ where
     pass_on!(side);
 
     async fn checkpoint(&mut self) -> Result<()> {
+        self.log_state().await?;
         self.next.checkpoint().await
     }
 
@@ -506,6 +741,8 @@ where
 
 /// Description of a `process_keyed`.
 pub struct KeyedProcessLink<C, P, F> {
+    /// The state store's name (its changelog topic is `<application.id>-<store>-changelog`).
+    store: String,
     chain: C,
     f: P,
     ttl: Option<i64>,
@@ -515,6 +752,7 @@ pub struct KeyedProcessLink<C, P, F> {
 impl<C: Clone, P: Clone, F> Clone for KeyedProcessLink<C, P, F> {
     fn clone(&self) -> Self {
         KeyedProcessLink {
+            store: self.store.clone(),
             chain: self.chain.clone(),
             f: self.f.clone(),
             ttl: self.ttl,
@@ -532,21 +770,30 @@ where
 {
     type Out<N: Operator<Owned<P::Out>>> = C::Out<KeyedProcessOp<F, P, N>>;
     fn build<N: Operator<Owned<P::Out>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
-        self.chain.build(
-            env,
-            KeyedProcessOp {
-                f: self.f.clone(),
-                store: MemoryStore::default(),
-                timers: Timers::default(),
-                ttl: self.ttl,
-                out: Vec::new(),
-                watermark: i64::MIN,
-                now: env.now,
-                count: 0,
-                next,
-                _family: PhantomData,
-            },
-        )
+        let mut op = KeyedProcessOp {
+            f: self.f.clone(),
+            store: MemoryStore::default(),
+            timers: Timers::default(),
+            ttl: self.ttl,
+            out: Vec::new(),
+            watermark: i64::MIN,
+            now: env.now,
+            count: 0,
+            next,
+            log: None,
+            strict: false,
+            broken: None,
+            _family: PhantomData,
+        };
+        if env.stores.logged {
+            let log = Changelog::new(
+                changelog_topic(&env.application_id, &self.store),
+                env.partition,
+                env.output.clone(),
+            );
+            op = op.with_changelog(log, env.stores.strict, env.stores.take(&self.store));
+        }
+        self.chain.build(env, op)
     }
 }
 
@@ -574,12 +821,17 @@ where
         f: P,
         ttl: Option<Duration>,
     ) -> Stream<'p, D, Owned<P::Out>, KeyedProcessLink<C, P, F>> {
+        let mut this = self;
+        let store = format!("process-{}", this.pipeline.stores);
+        this.pipeline.stores += 1;
+        this.stores.push(store.clone());
         let link = KeyedProcessLink {
-            chain: self.chain.clone(),
+            store,
+            chain: this.chain.clone(),
             f,
             ttl: ttl.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             _family: PhantomData,
         };
-        self.then("process_keyed", link)
+        this.then("process_keyed", link)
     }
 }

@@ -311,3 +311,101 @@ fn a_changelog_record_that_does_not_decode_fails_the_task_naming_the_changelog_p
         "{err:?}"
     );
 }
+
+/// Per key: every value and a count, in state logged through `StateCodec`; 50 ms of event
+/// time after a key's first record (an event-time timer) it emits what it holds and starts
+/// over.
+#[derive(Clone)]
+struct Sessionize;
+
+#[derive(Default)]
+struct Seen {
+    count: flumen_runtime::state::ValueState<u64>,
+    values: flumen_runtime::state::ListState<String>,
+}
+
+impl flumen_runtime::state::StateSize for Seen {}
+
+impl flumen_runtime::state::KeyedProcess<flumen_runtime::format::StrView> for Sessionize {
+    type State = Seen;
+    type Out = String;
+
+    fn process(
+        &mut self,
+        cx: &mut flumen_runtime::state::KeyedContext<'_, Seen, String>,
+        value: &str,
+    ) {
+        let n = cx.state.count.get().copied().unwrap_or(0);
+        if n == 0 {
+            let at = cx.timestamp() + 50;
+            cx.set_event_timer(at);
+        }
+        cx.state.count.set(n + 1);
+        cx.state.values.push(value.to_owned());
+    }
+
+    fn on_timer(
+        &mut self,
+        cx: &mut flumen_runtime::state::KeyedContext<'_, Seen, String>,
+        timer: flumen_runtime::state::Timer,
+    ) {
+        let key = String::from_utf8_lossy(cx.key()).into_owned();
+        let n = cx.state.count.clear().unwrap_or(0);
+        let values = cx.state.values.take().join(",");
+        cx.emit(format!("{key}@{} n={n}: {values}", timer.timestamp));
+    }
+
+    fn save_state(&self, state: &Seen, out: &mut Vec<u8>) -> bool {
+        use flumen_runtime::codec::StateCodec;
+        state.count.encode(out);
+        state.values.encode(out);
+        true
+    }
+
+    fn load_state(&self, input: &mut &[u8]) -> Option<Seen> {
+        use flumen_runtime::codec::StateCodec;
+        Some(Seen {
+            count: StateCodec::decode(input)?,
+            values: StateCodec::decode(input)?,
+        })
+    }
+}
+
+#[test]
+fn keyed_state_and_timers_restore_so_the_output_is_that_of_a_run_without_failure() {
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Utf8))
+        .process_keyed(Sessionize)
+        .to("out", Utf8);
+    let records: Vec<MemoryRecord> = (0..600)
+        .map(|i| {
+            let key = format!("k{}", i % 9);
+            MemoryRecord::new(
+                Some(key.as_bytes()),
+                format!("v{i}").as_bytes(),
+                i64::from(i) * 3,
+            )
+        })
+        .collect();
+    let mut clean = MemoryRun::new(&p, "keyed").with_changelogs();
+    clean.push("in", 0, &records).expect("push");
+    clean.end_of_input().expect("end");
+    for (checkpoint, lost) in [(100, 50), (333, 120), (598, 2)] {
+        let mut crashed = MemoryRun::new(&p, "keyed").with_changelogs();
+        crashed.push("in", 0, &records[..checkpoint]).expect("push");
+        crashed.checkpoint().expect("checkpoint");
+        crashed
+            .push("in", 0, &records[checkpoint..checkpoint + lost])
+            .expect("push");
+        crashed.restart();
+        crashed.push("in", 0, &records[checkpoint..]).expect("push");
+        crashed.end_of_input().expect("end");
+        assert_eq!(
+            outputs(&clean),
+            outputs(&crashed),
+            "crash after {checkpoint} records"
+        );
+        assert!(!crashed.changelog("process-0", 0).is_empty() || checkpoint == 0);
+    }
+    assert!(outputs(&clean).len() > 20);
+}
