@@ -433,7 +433,8 @@ mod visit_analytics {
 
     use super::{flumen, pipeline, produce, write};
     use crate::runtime_support::{
-        VisitStats, kafka, percentile, read_all, recent, run_example, topic, visit_stats,
+        VisitStats, expected_alerts, expected_top, kafka, parse_alert, parse_top, percentile,
+        read_all, recent, run_example, topic, visit_stats,
     };
 
     const WINDOW: i64 = 10_000;
@@ -597,62 +598,19 @@ mod visit_analytics {
         }
 
         // Top 10 per window, keyed by the window's start: views descending, then URL.
-        let mut by_window: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
-        for ((url, ws), e) in &expected {
-            by_window
-                .entry(*ws)
-                .or_default()
-                .push((url.clone(), e.views));
-        }
+        let by_window = expected_top(&expected);
         let read = read_all(&top, by_window.len());
         assert_eq!(read.len(), by_window.len(), "one top list per window");
         for r in &read {
             let ws: i64 = r.key.parse().expect("key = window start");
-            let mut want = by_window[&ws].clone();
-            want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            want.truncate(10);
-            let got: Vec<(String, u64)> = serde_json::from_str::<Vec<Value>>(&r.value)
-                .expect("JSON list")
-                .iter()
-                .map(|t| {
-                    assert_eq!(t.as_object().map(|o| o.len()), Some(2), "{t}");
-                    (
-                        t["url"].as_str().expect("url").to_owned(),
-                        t["views"].as_u64().expect("views"),
-                    )
-                })
-                .collect();
-            assert_eq!(got, want, "top of {ws}");
+            assert_eq!(parse_top(&r.value), by_window[&ws], "top of {ws}");
         }
 
         // Alerts, keyed by URL: error rate above 5 % with at least 20 views.
-        let want: BTreeSet<(String, i64, u64, u64)> = expected
-            .iter()
-            .filter(|(_, e)| e.views >= 20 && e.errors as f64 / e.views as f64 > 0.05)
-            .map(|((url, ws), e)| (url.clone(), *ws, e.views, e.errors))
-            .collect();
+        let want = expected_alerts(&expected);
         assert!(!want.is_empty(), "the error burst raises alerts");
         let read = read_all(&alerts, want.len());
-        let got: BTreeSet<(String, i64, u64, u64)> = read
-            .iter()
-            .map(|r| {
-                let a: Value = serde_json::from_str(&r.value).expect("JSON");
-                let (views, errors) = (
-                    a["views"].as_u64().expect("views"),
-                    a["errors"].as_u64().expect("errors"),
-                );
-                assert_eq!(a["error_rate"].as_f64(), Some(errors as f64 / views as f64));
-                assert_eq!(a.as_object().map(|o| o.len()), Some(6), "{a}");
-                let url = a["url"].as_str().expect("url").to_owned();
-                assert_eq!(r.key, url);
-                (
-                    url,
-                    a["window_start"].as_i64().expect("start"),
-                    views,
-                    errors,
-                )
-            })
-            .collect();
+        let got: BTreeSet<(String, i64, u64, u64)> = read.iter().map(parse_alert).collect();
         assert_eq!(read.len(), want.len());
         assert_eq!(got, want);
         assert!(read_all(&late, 0).is_empty(), "nothing was late");

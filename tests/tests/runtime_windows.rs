@@ -241,8 +241,8 @@ mod visit_analytics {
     use serde_json::Value;
 
     use super::runtime_support::{
-        example, kafka, kill9, percentile, read_committed, recent, run_example, terminate, topic,
-        visit_stats, wait,
+        example, expected_alerts, expected_top, kafka, kill9, parse_alert, parse_top, percentile,
+        read_committed, recent, run_example, terminate, topic, visit_stats, wait,
     };
 
     const WINDOW: i64 = 10_000;
@@ -572,13 +572,7 @@ mod visit_analytics {
         assert_eq!(seen.len(), expected.len(), "every URL and window");
 
         // Top 10 per window: views descending, then URL.
-        let mut by_window: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
-        for ((url, ws), e) in &expected {
-            by_window
-                .entry(*ws)
-                .or_default()
-                .push((url.clone(), e.views));
-        }
+        let by_window = expected_top(&expected);
         let read = read_committed(&top, by_window.len());
         let windows: BTreeSet<&str> = read.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(windows.len(), by_window.len(), "a top list per window");
@@ -587,47 +581,14 @@ mod visit_analytics {
         }
         for r in &read {
             let ws: i64 = r.key.parse().expect("key = window start");
-            let mut want = by_window[&ws].clone();
-            want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            want.truncate(10);
-            let got: Vec<(String, u64)> = serde_json::from_str::<Vec<Value>>(&r.value)
-                .expect("JSON list")
-                .iter()
-                .map(|t| {
-                    (
-                        t["url"].as_str().expect("url").to_owned(),
-                        t["views"].as_u64().expect("views"),
-                    )
-                })
-                .collect();
-            assert_eq!(got, want, "top of {ws}");
+            assert_eq!(parse_top(&r.value), by_window[&ws], "top of {ws}");
         }
 
         // Alerts: error rate above 5 % with at least 20 views.
-        let want: BTreeSet<(String, i64, u64, u64)> = expected
-            .iter()
-            .filter(|(_, e)| e.views >= 20 && e.errors as f64 / e.views as f64 > 0.05)
-            .map(|((url, ws), e)| (url.clone(), *ws, e.views, e.errors))
-            .collect();
+        let want = expected_alerts(&expected);
         assert!(!want.is_empty(), "the error burst raises alerts");
         let read = read_committed(&alerts, want.len());
-        let got: BTreeSet<(String, i64, u64, u64)> = read
-            .iter()
-            .map(|r| {
-                let a: Value = serde_json::from_str(&r.value).expect("JSON");
-                let (views, errors) = (
-                    a["views"].as_u64().expect("views"),
-                    a["errors"].as_u64().expect("errors"),
-                );
-                assert_eq!(a["error_rate"].as_f64(), Some(errors as f64 / views as f64));
-                (
-                    a["url"].as_str().expect("url").to_owned(),
-                    a["window_start"].as_i64().expect("start"),
-                    views,
-                    errors,
-                )
-            })
-            .collect();
+        let got: BTreeSet<(String, i64, u64, u64)> = read.iter().map(parse_alert).collect();
         if once {
             assert_eq!(read.len(), want.len());
         }

@@ -229,3 +229,69 @@ pub fn visit_stats(
     }
     expected
 }
+
+/// Per window start, the top 10 URLs of `expected` by views (then URL), as visit_analytics
+/// writes them.
+pub fn expected_top(
+    expected: &std::collections::BTreeMap<(String, i64), VisitStats>,
+) -> std::collections::BTreeMap<i64, Vec<(String, u64)>> {
+    let mut by_window: std::collections::BTreeMap<i64, Vec<(String, u64)>> = Default::default();
+    for ((url, ws), e) in expected {
+        by_window
+            .entry(*ws)
+            .or_default()
+            .push((url.clone(), e.views));
+    }
+    for want in by_window.values_mut() {
+        want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        want.truncate(10);
+    }
+    by_window
+}
+
+/// A top list as visit_analytics writes it: `[{"url", "views"}, ...]`, nothing else.
+pub fn parse_top(value: &str) -> Vec<(String, u64)> {
+    serde_json::from_str::<Vec<serde_json::Value>>(value)
+        .expect("JSON list")
+        .iter()
+        .map(|t| {
+            assert_eq!(t.as_object().map(|o| o.len()), Some(2), "{t}");
+            (
+                t["url"].as_str().expect("url").to_owned(),
+                t["views"].as_u64().expect("views"),
+            )
+        })
+        .collect()
+}
+
+/// The alerts `expected` raises: error rate above 5 % with at least 20 views, as
+/// `(url, window start, views, errors)`.
+pub fn expected_alerts(
+    expected: &std::collections::BTreeMap<(String, i64), VisitStats>,
+) -> std::collections::BTreeSet<(String, i64, u64, u64)> {
+    expected
+        .iter()
+        .filter(|(_, e)| e.views >= 20 && e.errors as f64 / e.views as f64 > 0.05)
+        .map(|((url, ws), e)| (url.clone(), *ws, e.views, e.errors))
+        .collect()
+}
+
+/// An alert as visit_analytics writes it, keyed by URL: `(url, window start, views, errors)`
+/// once its six fields and its error rate are checked.
+pub fn parse_alert(read: &Read) -> (String, i64, u64, u64) {
+    let a: serde_json::Value = serde_json::from_str(&read.value).expect("JSON");
+    let (views, errors) = (
+        a["views"].as_u64().expect("views"),
+        a["errors"].as_u64().expect("errors"),
+    );
+    assert_eq!(a["error_rate"].as_f64(), Some(errors as f64 / views as f64));
+    assert_eq!(a.as_object().map(|o| o.len()), Some(6), "{a}");
+    let url = a["url"].as_str().expect("url").to_owned();
+    assert_eq!(read.key, url);
+    (
+        url,
+        a["window_start"].as_i64().expect("start"),
+        views,
+        errors,
+    )
+}
