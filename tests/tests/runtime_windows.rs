@@ -626,3 +626,105 @@ async fn a_table_that_is_not_co_partitioned_with_its_stream_is_refused_naming_bo
         assert!(text.contains(part), "{part:?} missing from: {text}");
     }
 }
+
+/// With `num.standby.replicas=1`, a process keeps a copy of the window state of the tasks
+/// the other runs; when the other dies, the takeover reads only the changelog's tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
+    let input_topic = topic("sb-in", 4).await;
+    let output = topic("sb-out", 4).await;
+    let app = KafkaCluster::unique_topic("sb-app");
+    let b = kafka().bootstrap();
+    let args = [
+        "-b",
+        &b,
+        "--input",
+        &input_topic,
+        "--output",
+        &output,
+        "--window",
+        "1h",
+        "--application-id",
+        &app,
+        "--workers",
+        "1",
+        "--commit-interval-ms",
+        "200",
+        "-X",
+        "num.standby.replicas=1",
+        "-X",
+        "consumer.session.timeout.ms=6000",
+        "-X",
+        "pin.workers=false",
+    ];
+    let dir = std::env::temp_dir();
+    let spawn = |name: &str| {
+        let log = dir.join(format!("{app}-{name}.log"));
+        let child = std::process::Command::new(example("word_count"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start word_count");
+        (child, log)
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (a, log_a) = spawn("a");
+    let (b_proc, log_b) = spawn("b");
+    let records = input(4, 3_000, recent(), 60_000, 0);
+    let chunk = records.len() / 30;
+    let mut sent = 0;
+    // Both run tasks, and their state goes to the changelogs, for a few seconds.
+    while sent < records.len() / 2
+        || !read(&log_a).contains("task started")
+        || !read(&log_b).contains("task started")
+    {
+        assert!(sent < records.len(), "both processes never ran tasks");
+        produce(&input_topic, &records[sent..sent + chunk]).await;
+        sent += chunk;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b_lines = read(&log_b).lines().count();
+    runtime_support::kill9(&a);
+    let _ = wait(a, Duration::from_secs(10));
+    // The survivor takes the dead one's tasks over once its session times out (6 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let restores: Vec<(u64, u64)> = loop {
+        let log = read(&log_b);
+        let found: Vec<(u64, u64)> = log
+            .lines()
+            .skip(b_lines)
+            .filter(|l| l.contains("task state restored"))
+            .map(|l| {
+                let field = |name: &str| -> u64 {
+                    l.split(&format!(" {name}="))
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+                        .unwrap_or(0)
+                };
+                (field("records"), field("standby_records"))
+            })
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no takeover:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    terminate(&b_proc);
+    let _ = wait(b_proc, Duration::from_secs(60));
+    eprintln!("takeover restores (tail records, records the standby had): {restores:?}");
+    assert!(
+        restores.iter().any(|&(_, standby)| standby > 0),
+        "the standby copies were used: {restores:?}\n{}",
+        read(&log_b)
+    );
+    for &(tail, standby) in &restores {
+        assert!(
+            tail <= standby,
+            "a takeover read more than the standby had: {restores:?}"
+        );
+    }
+}

@@ -101,12 +101,35 @@ impl StoreEnv {
     }
 }
 
+/// A standby copy of one changelog partition (`num.standby.replicas`): the latest value per
+/// key, kept up to date by a worker that does not run the task, handed to the worker that
+/// starts it so that only the tail is read then.
+#[derive(Default)]
+pub(crate) struct Standby {
+    latest: HashMap<Box<[u8]>, Latest>,
+    /// Where reading goes on.
+    pub(crate) next: i64,
+    /// Records applied.
+    records: u64,
+}
+
+impl Standby {
+    pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>, offset: i64) {
+        self.records += 1;
+        self.latest
+            .insert(key.into(), (value.map(Into::into), offset));
+        self.next = self.next.max(offset + 1);
+    }
+}
+
 /// What one restore read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RestoreStats {
     /// Changelog records read.
     pub records: u64,
+    /// Records a standby copy had read before the task started here (not read again).
+    pub standby_records: u64,
     /// Their key and value bytes.
     pub bytes: u64,
     /// Keys the restored state holds.
@@ -131,11 +154,13 @@ impl Restorer {
         }
     }
 
-    /// Reads `tp` from its start to its current end (the last stable offset under
-    /// `read_committed`): the latest value per key, tombstoned keys left out.
+    /// Reads `tp` from its start (or from where `standby` got to, on top of it) to its
+    /// current end (the last stable offset under `read_committed`): the latest value per
+    /// key, tombstoned keys left out.
     pub(crate) async fn restore(
         &mut self,
         tp: &TopicPartition,
+        standby: Option<Standby>,
     ) -> Result<(Restored, RestoreStats)> {
         let started = Instant::now();
         let specs = [
@@ -158,7 +183,13 @@ impl Restorer {
             .transpose()?
             .map_or(0, |o| o.offset);
         // Per key: the latest value (`None`: deleted) and its offset.
-        let mut latest: HashMap<Box<[u8]>, Latest> = HashMap::new();
+        let (mut latest, earliest) = match standby {
+            Some(s) if s.next >= earliest => {
+                stats.standby_records = s.records;
+                (s.latest, s.next)
+            }
+            _ => (HashMap::new(), earliest),
+        };
         if end > earliest {
             self.consumer.assign([tp.clone()])?;
             self.consumer.seek(tp, earliest)?;

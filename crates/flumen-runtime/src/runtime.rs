@@ -34,6 +34,8 @@ pub struct RuntimeConfig {
     pub(crate) pin_workers: bool,
     /// How long a stop may take (`shutdown.timeout.ms`).
     pub(crate) shutdown_timeout: Duration,
+    /// Standby copies of other tasks' state (`num.standby.replicas`; 0 or 1).
+    pub(crate) standby_replicas: usize,
     /// Where the monitoring endpoint listens (`metrics.addr`), if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     pub(crate) properties: BTreeMap<String, String>,
@@ -53,6 +55,7 @@ impl RuntimeConfig {
             instance_id: None,
             pin_workers: true,
             shutdown_timeout: Duration::from_secs(30),
+            standby_replicas: 0,
             metrics_addr: None,
             properties: BTreeMap::new(),
         }
@@ -93,6 +96,16 @@ impl RuntimeConfig {
         self
     }
 
+    /// Whether this process keeps standby copies of the state of the tasks with state that it
+    /// does not run (`num.standby.replicas`, default 0): read from their changelogs as they
+    /// are written, so that taking such a task over reads only the changelog's tail. Any
+    /// value above 0 keeps one copy per process of every such task (not a count of copies
+    /// placed across processes, as Kafka Streams' assignor does).
+    pub fn standby_replicas(mut self, n: usize) -> Self {
+        self.standby_replicas = n;
+        self
+    }
+
     /// This process's stable name among the application's processes (`instance.id`): worker
     /// `i` joins the group as static member `<name>-<i>` (`group.instance.id`, KIP-345: a
     /// restart within `session.timeout.ms` moves no task), and under exactly-once its
@@ -122,7 +135,8 @@ impl RuntimeConfig {
     /// A Kafka client property for both the consumers and the producers (`security.protocol`,
     /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
     /// runtime's own keys are `num.workers`, `commit.interval.ms`, `processing.guarantee`,
-    /// `instance.id`, `shutdown.timeout.ms`, `pin.workers` and `metrics.addr`. Unknown keys and invalid values are
+    /// `instance.id`, `shutdown.timeout.ms`, `num.standby.replicas`, `pin.workers` and
+    /// `metrics.addr`. Unknown keys and invalid values are
     /// an error when the runtime starts.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
@@ -211,6 +225,10 @@ pub(crate) struct Plan {
     /// the final watermark and what that emitted is committed. The run ends only then, so
     /// windows restored from changelogs over inputs already read to their ends still close.
     pub(crate) workers_ended: Vec<std::sync::atomic::AtomicBool>,
+    /// Tasks with state that a worker of this process runs (standbys are kept of the others).
+    pub(crate) active: std::sync::Mutex<BTreeSet<(usize, i32)>>,
+    /// The process's standby copies of changelog partitions (`num.standby.replicas`).
+    pub(crate) standbys: std::sync::Mutex<BTreeMap<TopicPartition, crate::changelog::Standby>>,
     /// Per sub-topology: its state stores (each logged to a changelog topic).
     pub(crate) stores: Vec<Vec<String>>,
     /// Table topics: read from the beginning whenever a task starts.
@@ -447,6 +465,13 @@ impl Runtime {
             })?;
             config = config.shutdown_timeout(Duration::from_millis(ms));
         }
+        if let Some(raw) = config.properties.remove("num.standby.replicas") {
+            let n: usize = raw.parse().map_err(|_| Error::Config {
+                key: "num.standby.replicas".to_owned(),
+                message: format!("expected a count, got {raw:?}"),
+            })?;
+            config = config.standby_replicas(n);
+        }
         if let Some(raw) = config.properties.remove("processing.guarantee") {
             let guarantee = raw.parse().map_err(|message| Error::Config {
                 key: "processing.guarantee".to_owned(),
@@ -536,6 +561,8 @@ impl Runtime {
             joined: std::sync::atomic::AtomicUsize::new(0),
             process_name: config.instance_id.clone().unwrap_or_else(random_name),
             stores: pipeline.subs.iter().map(|s| s.stores.clone()).collect(),
+            active: Default::default(),
+            standbys: Default::default(),
             workers_ended: (0..config.workers)
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),

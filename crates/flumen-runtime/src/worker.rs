@@ -259,6 +259,24 @@ async fn producer(plan: &Plan, index: usize) -> Result<Producer> {
     Ok(producer)
 }
 
+/// A consumer of changelogs: no group, committed data only under exactly-once.
+async fn standby_consumer(plan: &Plan, index: usize) -> Result<Consumer> {
+    let mut c = client_props(plan, index, "standby");
+    c.set("enable.auto.commit", "false");
+    c.set("auto.offset.reset", "earliest");
+    if plan.config.guarantee == Guarantee::ExactlyOnce {
+        c.set("isolation.level", "read_committed");
+    }
+    for (k, v) in plan.consumer_props() {
+        c.set(k, v);
+    }
+    Ok(Consumer::connect(ConsumerConfig::take_from(&mut c)?).await?)
+}
+
+fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The worker's changelog reader: a consumer without a group, reading committed data only
 /// under exactly-once.
 async fn restorer(plan: &Plan, index: usize) -> Result<Restorer> {
@@ -355,6 +373,9 @@ async fn run_async(
         board,
         last_publish: Instant::now(),
         restorer: None,
+        standby_consumer: None,
+        standby_assigned: BTreeSet::new(),
+        last_standby: Instant::now(),
     };
     // The latency sampler runs in the worker's task, polled before its loop so that it sees
     // acks before the loop goes on processing (see `latency`).
@@ -419,6 +440,10 @@ struct WorkerLoop {
     last_publish: Instant,
     /// Reads changelogs back (made at the first restore).
     restorer: Option<Restorer>,
+    /// Keeps standby copies up to date (`num.standby.replicas`).
+    standby_consumer: Option<Consumer>,
+    standby_assigned: BTreeSet<TopicPartition>,
+    last_standby: Instant,
 }
 
 impl WorkerLoop {
@@ -489,6 +514,12 @@ impl WorkerLoop {
             let now = now_ms();
             if self.plan.bounded {
                 self.end_tasks(now).await?;
+            }
+            if self.plan.config.standby_replicas > 0
+                && self.last_standby.elapsed() >= Duration::from_millis(200)
+            {
+                self.last_standby = Instant::now();
+                self.maintain_standbys().await?;
             }
             if now - self.last_tick >= 50 {
                 self.last_tick = now;
@@ -664,8 +695,10 @@ impl WorkerLoop {
                     changelog_topic(&self.plan.config.application_id, store),
                     partition,
                 );
-                let (restored, stats) = restorer.restore(&tp).await?;
+                let standby = lock_map(&self.plan.standbys).remove(&tp);
+                let (restored, stats) = restorer.restore(&tp, standby).await?;
                 total.records += stats.records;
+                total.standby_records += stats.standby_records;
                 total.bytes += stats.bytes;
                 total.keys += stats.keys;
                 total.duration += stats.duration;
@@ -678,15 +711,89 @@ impl WorkerLoop {
                 bytes = total.bytes,
                 keys = total.keys,
                 seconds = total.duration.as_secs_f64(),
+                standby_records = total.standby_records,
                 "task state restored"
             );
             restore = Some(total);
         }
         tracing::info!(task = %id, "task started");
+        lock_map(&self.plan.active).insert((sub, partition));
         let env = self.task_env(sub, partition, stores);
         let chain = self.plan.factory(sub).instantiate(&env);
         self.tasks
             .insert((sub, partition), Task { id, chain, restore });
+        Ok(())
+    }
+
+    /// `num.standby.replicas`: keeps the process's standby copies of the changelogs of the
+    /// tasks with state that no worker of this process runs (this worker: those whose
+    /// partition number modulo the worker count is its index) up to date. Called every
+    /// 200 ms; reads what has arrived without waiting.
+    async fn maintain_standbys(&mut self) -> Result<()> {
+        let plan = self.plan.clone();
+        let active = lock_map(&plan.active).clone();
+        let workers = plan.config.workers as i32;
+        let mut desired = BTreeSet::new();
+        for (sub, stores) in plan.stores.iter().enumerate() {
+            for partition in 0..plan.partitions[sub] {
+                if partition % workers != self.index as i32 || active.contains(&(sub, partition)) {
+                    continue;
+                }
+                for store in stores {
+                    desired.insert(TopicPartition::new(
+                        changelog_topic(&plan.config.application_id, store),
+                        partition,
+                    ));
+                }
+            }
+        }
+        if self.standby_consumer.is_none() && !desired.is_empty() {
+            self.standby_consumer = Some(standby_consumer(&plan, self.index).await?);
+        }
+        let Some(consumer) = self.standby_consumer.as_mut() else {
+            return Ok(());
+        };
+        if desired != self.standby_assigned {
+            consumer.assign(desired.iter().cloned())?;
+            let mut standbys = lock_map(&plan.standbys);
+            for tp in &desired {
+                if self.standby_assigned.contains(tp) {
+                    continue;
+                }
+                // Started again: from the beginning (a copy left from before may have missed
+                // records while a task ran here).
+                standbys.insert(tp.clone(), Default::default());
+                consumer.seek_to_beginning(std::slice::from_ref(tp))?;
+            }
+            for tp in self.standby_assigned.difference(&desired) {
+                if !active.iter().any(|&(_, p)| p == tp.partition) {
+                    standbys.remove(tp);
+                }
+            }
+            self.standby_assigned = desired;
+        }
+        if self.standby_assigned.is_empty() {
+            return Ok(());
+        }
+        let mut records = consumer.poll(Duration::ZERO).await?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut standbys = lock_map(&plan.standbys);
+        for part in records.partitions_mut() {
+            let tp = part.topic_partition().clone();
+            // Gone when a task took it over meanwhile: its records are the task's now.
+            let Some(standby) = standbys.get_mut(&tp) else {
+                continue;
+            };
+            for record in part.iter() {
+                let Ok(record) = record else { break };
+                if let Some(key) = record.key() {
+                    standby.apply(key, record.value(), record.offset());
+                }
+            }
+            standby.next = standby.next.max(part.next_offset());
+        }
         Ok(())
     }
 
@@ -841,6 +948,7 @@ impl WorkerLoop {
                 .iter()
                 .any(|a| a.partition == tp.partition && self.plan.sub_of(&a.topic) == Some(sub));
             if !still && let Some(task) = self.tasks.remove(&(sub, tp.partition)) {
+                lock_map(&self.plan.active).remove(&(sub, tp.partition));
                 self.ended.remove(&(sub, tp.partition));
                 tracing::info!(task = %task.id, "task moved away");
                 self.dropped_records += task.chain.counters().records_in;
@@ -870,7 +978,8 @@ impl WorkerLoop {
             Err(e) => return Err(Error::produce("(abort_transaction)", e)),
         };
         self.aborts += 1;
-        for (_, task) in self.tasks.drain() {
+        for (key, task) in self.tasks.drain() {
+            lock_map(&self.plan.active).remove(&key);
             self.dropped_records += task.chain.counters().records_in;
         }
         self.ended.clear();
