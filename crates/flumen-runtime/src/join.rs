@@ -362,6 +362,9 @@ pub struct IntervalJoin<L, R, J, N> {
     f: J,
     next: N,
     count: u64,
+    /// Exactly-once, where its buffers (not logged yet) would not survive a failure: the
+    /// join refuses to run.
+    unlogged: bool,
 }
 
 impl<L, R, O, J, N> IntervalJoin<L, R, J, N>
@@ -393,6 +396,14 @@ where
     N: Operator<Owned<O>>,
 {
     async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: Either<L, R>) -> Result<()> {
+        if self.unlogged {
+            return Err(Error::Config {
+                key: "processing.guarantee".to_owned(),
+                message: "a two-stream join (join_within) keeps its buffers in memory only \
+                          (no changelog yet): it cannot run under exactly_once"
+                    .to_owned(),
+            });
+        }
         self.count += 1;
         let key = cx.key().unwrap_or_default();
         let ts = cx.timestamp();
@@ -582,6 +593,7 @@ where
                 f: self.f.clone(),
                 next,
                 count: 0,
+                unlogged: env.stores.strict,
             },
         )
     }
