@@ -409,3 +409,28 @@ fn keyed_state_and_timers_restore_so_the_output_is_that_of_a_run_without_failure
     }
     assert!(outputs(&clean).len() > 20);
 }
+
+#[test]
+fn a_two_stream_join_refuses_to_run_where_its_buffers_would_have_to_be_logged() {
+    use flumen_runtime::join::StreamJoinKind;
+    let mut p = Pipeline::new();
+    p.source2(
+        Kafka::topic("clicks").format(Json::<String>::new()),
+        Kafka::topic("views").format(Json::<String>::new()),
+    )
+    .join_within(
+        Duration::from_millis(10),
+        StreamJoinKind::Inner,
+        |c: Option<&String>, v: Option<&String>| format!("{c:?}{v:?}"),
+    )
+    .to("out", Utf8);
+    let mut run = MemoryRun::new(&p, "j").with_changelogs();
+    let err = run
+        .push("clicks", 0, &[MemoryRecord::new(Some(b"k"), b"\"c\"", 1)])
+        .expect_err("not fault tolerant");
+    assert!(err.to_string().contains("join_within"), "{err}");
+    // Without changelogs (a memory run, at-least-once) it runs.
+    let mut run = MemoryRun::new(&p, "j");
+    run.push("clicks", 0, &[MemoryRecord::new(Some(b"k"), b"\"c\"", 1)])
+        .expect("runs");
+}
