@@ -3,8 +3,11 @@
 //! with 1 and 2 workers. CPU time and peak RSS are the example process's (from `wait4`).
 //!
 //! There is no hand-written peer for windowed jobs here; the figures are the runtime's own:
-//! input records per second, CPU seconds per million input records, peak RSS.
+//! input records per second, CPU seconds per million input records, peak RSS. With
+//! `--engines flumen-run,flumen-runtime` the same job also runs from its pipeline file through
+//! the `flumen` binary's `run` command, in the same rounds, against the Rust example.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,21 +18,15 @@ use flumen_testcontainers::KafkaCluster;
 use super::Broker;
 use super::pipeline::{EngineResult, PipelineArgs};
 
-/// The example program `name`, built (or brought up to date) under `cargo run`.
-fn example(name: &str) -> Result<std::path::PathBuf, String> {
+/// The program `name`, built (or brought up to date) under `cargo run`: an example of
+/// `package` (`in_dir` = `examples`) or one of its binaries (`in_dir` = ``).
+fn program(package: &str, kind: &str, name: &str, in_dir: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().ok_or("no directory of the running program")?;
     let release = dir.file_name().is_some_and(|d| d == "release");
     if let Ok(cargo) = std::env::var("CARGO") {
         let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "flumen-runtime",
-            "--example",
-            name,
-        ]);
+        build.args(["build", "--quiet", "-p", package, kind, name]);
         if release {
             build.arg("--release");
         }
@@ -37,17 +34,112 @@ fn example(name: &str) -> Result<std::path::PathBuf, String> {
             .status()
             .map_err(|e| format!("cannot run cargo to build {name}: {e}"))?;
         if !status.success() {
-            return Err(format!("building the example {name} failed ({status})"));
+            return Err(format!("building {name} failed ({status})"));
         }
     }
-    let path = dir.join("examples").join(name);
+    let path = dir.join(in_dir).join(name);
     if !path.exists() {
         return Err(format!(
-            "{} is missing: build it with `cargo build --release -p flumen-runtime --examples`",
+            "{} is missing: build it with `cargo build --release -p {package} {kind} {name}`",
             path.display()
         ));
     }
     Ok(path)
+}
+
+/// The job's pipeline file.
+fn pipeline_file(job: &str) -> PathBuf {
+    [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "crates",
+        "flumen-runtime",
+        "examples",
+        "pipelines",
+        &format!("{job}.toml"),
+    ]
+    .iter()
+    .collect()
+}
+
+/// The command running `job` on `engine`, writing to `outputs` (stats, top, alerts, late for
+/// visit_analytics; the counts for word_count).
+fn command(
+    engine: &str,
+    job: &str,
+    programs: &Programs,
+    broker: &Broker,
+    input: &str,
+    outputs: &[String],
+    workers: usize,
+) -> Result<Command, String> {
+    let app = KafkaCluster::unique_topic("job-app");
+    let (engine, guarantee) = match engine.split_once("-exactly") {
+        Some((e, g)) => (e, format!("exactly{g}")),
+        None => (engine, "at_least_once".to_owned()),
+    };
+    let mut cmd = command_for(engine, job, programs, broker, input, outputs, workers, &app)?;
+    cmd.args(["--guarantee", &guarantee]);
+    Ok(cmd)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn command_for(
+    engine: &str,
+    job: &str,
+    programs: &Programs,
+    broker: &Broker,
+    input: &str,
+    outputs: &[String],
+    workers: usize,
+    app: &str,
+) -> Result<Command, String> {
+    match engine {
+        "flumen-runtime" => {
+            let mut cmd = Command::new(programs.example.as_ref().ok_or("no example program")?);
+            cmd.args(["-b", &broker.bootstrap, "--input", input])
+                .args(["--workers", &workers.to_string(), "--exit-at-end"])
+                .args(["--application-id", app]);
+            match job {
+                "word_count" => cmd.args(["--output", &outputs[0]]),
+                _ => cmd
+                    .args(["--output-stats", &outputs[0], "--output-top", &outputs[1]])
+                    .args(["--output-alerts", &outputs[2], "--output-late", &outputs[3]]),
+            };
+            Ok(cmd)
+        }
+        "flumen-run" => {
+            let mut cmd = Command::new(programs.flumen.as_ref().ok_or("no flumen program")?);
+            let set = |cmd: &mut Command, kv: String| {
+                cmd.args(["--set", &kv]);
+            };
+            cmd.args(["-b", &broker.bootstrap, "run"])
+                .arg(pipeline_file(job))
+                .arg("--exit-at-end");
+            set(&mut cmd, format!("source.topics={input}"));
+            set(&mut cmd, format!("application_id={app}"));
+            set(&mut cmd, format!("workers={workers}"));
+            match job {
+                "word_count" => set(&mut cmd, format!("sink.topic={}", outputs[0])),
+                _ => {
+                    set(&mut cmd, format!("steps.4.topic={}", outputs[0]));
+                    set(&mut cmd, format!("sink.topic={}", outputs[1]));
+                    set(&mut cmd, format!("steps.5.topic={}", outputs[2]));
+                    set(&mut cmd, format!("late.topic={}", outputs[3]));
+                }
+            }
+            Ok(cmd)
+        }
+        other => Err(format!(
+            "unknown engine {other:?} for {job} (expected flumen-runtime or flumen-run)"
+        )),
+    }
+}
+
+/// The programs the engines run.
+struct Programs {
+    example: Option<PathBuf>,
+    flumen: Option<PathBuf>,
 }
 
 /// Writes the job's input: text lines of about `record_size` bytes for `word_count`, JSON
@@ -146,9 +238,32 @@ fn measure(program: &mut Command) -> Result<(Duration, Duration, f64), String> {
     ))
 }
 
-/// Runs the job's example with each worker count.
+/// Runs the job on each engine with each worker count.
 pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, String> {
-    let program = example(&args.job)?;
+    // Each engine under each guarantee: `<engine>` at-least-once, `<engine>-exactly_once`.
+    let engines: Vec<String> = args
+        .engines
+        .iter()
+        .flat_map(|e| {
+            args.guarantees.iter().map(move |g| match g.as_str() {
+                "at_least_once" => e.clone(),
+                other => format!("{e}-{other}"),
+            })
+        })
+        .collect();
+    let engines = &engines;
+    let programs = Programs {
+        example: engines
+            .iter()
+            .any(|e| e == "flumen-runtime")
+            .then(|| program("flumen-runtime", "--example", &args.job, "examples"))
+            .transpose()?,
+        flumen: engines
+            .iter()
+            .any(|e| e == "flumen-run")
+            .then(|| program("flumen-cli", "--bin", "flumen", ""))
+            .transpose()?,
+    };
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,46 +272,39 @@ pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, St
     current.block_on(fill(args, broker, &input))?;
     let mut results = Vec::new();
     for &workers in &args.workers {
-        // Per guarantee: wall seconds, CPU seconds per million, peak RSS.
-        let mut sums = vec![(0.0, 0.0, 0.0f64); args.guarantees.len()];
+        // (seconds, cpu seconds per million, peak) summed per engine over the rounds.
+        let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); engines.len()];
         for round in 0..args.rounds {
-            for (g, guarantee) in args.guarantees.iter().enumerate() {
+            let mut order: Vec<usize> = (0..engines.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let engine = &engines[i];
                 let outputs: Vec<String> = (0..4)
                     .map(|_| current.block_on(broker.create_topic("job-out", args.partitions)))
                     .collect::<Result<_, _>>()?;
-                let mut cmd = Command::new(&program);
-                cmd.args(["-b", &broker.bootstrap, "--input", &input])
-                    .args(["--workers", &workers.to_string(), "--exit-at-end"])
-                    .args(["--guarantee", guarantee])
-                    .args(["--application-id", &KafkaCluster::unique_topic("job-app")]);
-                match args.job.as_str() {
-                    "word_count" => cmd.args(["--output", &outputs[0]]),
-                    _ => cmd
-                        .args(["--output-stats", &outputs[0], "--output-top", &outputs[1]])
-                        .args(["--output-alerts", &outputs[2], "--output-late", &outputs[3]]),
-                };
+                let mut cmd = command(
+                    engine, &args.job, &programs, broker, &input, &outputs, workers,
+                )?;
                 let (wall, used, rss) = measure(&mut cmd)?;
                 eprintln!(
-                    "round {round} {} {guarantee} x{workers}: {:.0} records/s, cpu {:.2} s/M, peak RSS {rss:.1} MB",
+                    "round {round} {} {engine} x{workers}: {:.0} records/s, cpu {:.2} s/M, peak RSS {rss:.1} MB",
                     args.job,
                     args.records as f64 / wall.as_secs_f64(),
                     used.as_secs_f64() / (args.records as f64 / 1e6)
                 );
-                let sum = &mut sums[g];
-                sum.0 += wall.as_secs_f64();
-                sum.1 += used.as_secs_f64() / (args.records as f64 / 1e6);
-                sum.2 = sum.2.max(rss);
+                sums[i].0 += wall.as_secs_f64();
+                sums[i].1 += used.as_secs_f64() / (args.records as f64 / 1e6);
+                sums[i].2 = sums[i].2.max(rss);
                 for t in &outputs {
                     current.block_on(broker.delete_topic(t));
                 }
             }
         }
-        for (guarantee, (secs, cpu, peak)) in args.guarantees.iter().zip(sums) {
+        for (engine, (secs, cpu, peak)) in engines.iter().zip(sums) {
             results.push(EngineResult {
-                engine: match guarantee.as_str() {
-                    "at_least_once" => "flumen-runtime".to_owned(),
-                    other => format!("flumen-runtime-{other}"),
-                },
+                engine: engine.clone(),
                 job: args.job.clone(),
                 workers,
                 records_per_s: args.records as f64 * f64::from(args.rounds) / secs,

@@ -45,6 +45,12 @@ pub struct PipelineArgs {
     /// Runs per engine and worker count (alternating engines).
     #[arg(long, default_value_t = 1)]
     pub rounds: u32,
+    /// Engines of `word_count` and `visit_analytics`: `flumen-runtime` (the Rust example
+    /// program) and `flumen-run` (the same job's pipeline file,
+    /// `crates/flumen-runtime/examples/pipelines/<job>.toml`, run by `flumen run`). Rounds
+    /// alternate the engines' order.
+    #[arg(long, value_delimiter = ',', default_value = "flumen-runtime")]
+    pub engines: Vec<String>,
     /// Print one JSON object per engine and worker count.
     #[arg(long)]
     pub json: bool,

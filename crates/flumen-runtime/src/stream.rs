@@ -673,7 +673,8 @@ where
     /// the record's key and timestamp). One operator for side outputs whose number is known
     /// only at run time: `flumen run` builds a pipeline file's `also_to` steps with it (an
     /// item to go on and copies to divert come from one `flat_map` before it). A topic
-    /// number out of range fails the pipeline.
+    /// number out of range fails the pipeline. With no topics it only unwraps `Ok` items,
+    /// and [`Pipeline::describe`] leaves it out.
     ///
     /// ```
     /// use flumen_runtime::{Kafka, Pipeline, format::Utf8};
@@ -705,6 +706,7 @@ where
     {
         self.side_outputs.extend(topics.iter().cloned());
         let name = format!("divert({})", topics.join(","));
+        let shown = !topics.is_empty();
         let link = DivertLink {
             chain: self.chain.clone(),
             topics: Arc::from(topics),
@@ -712,7 +714,12 @@ where
             f,
             _family: PhantomData,
         };
-        self.then(&name, link)
+        let mut stream = self.then(&name, link);
+        if !shown {
+            // With no topics it only passes items on: not a step of the graph.
+            stream.operators.pop();
+        }
+        stream
     }
 
     fn finish<T>(

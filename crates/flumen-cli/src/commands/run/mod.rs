@@ -5,9 +5,10 @@
 //! in this order: stateless steps, at most one `join`, stateless steps, at most one `window`
 //! with its `aggregate`, stateless steps; then a `key_by` into the next stage, or the sink.
 //! Each run of stateless steps becomes one `process` operator over `serde_json::Value`s;
-//! `key_by`, `join`, `window` and `aggregate` are the runtime's own operators. A run with
-//! `also_to` steps emits its copies next to its items, and one `divert` after it writes them
-//! to their topics: any number of side outputs in one operator, without a type per step.
+//! `key_by`, `join`, `window` and `aggregate` are the runtime's own operators. A run emits its
+//! `also_to` copies next to its items, and one `divert` after it writes them to their topics:
+//! any number of side outputs in one operator, without a type per step (a run without
+//! `also_to` has a `divert` to no topic, which the graph does not show).
 
 mod aggs;
 mod expr;
@@ -237,25 +238,6 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
     }
 }
 
-/// One `process` operator running a list of stateless steps.
-fn stateless(
-    steps: &[Step],
-) -> impl for<'a, 'b> FnMut(&'b RecordContext<'a>, Value, &'b mut Collector<Value>)
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    let steps: Arc<[Step]> = Arc::from(steps.to_vec());
-    let mut out = Vec::new();
-    let mut side = Vec::new();
-    move |_: &RecordContext<'_>, v: Value, c: &mut Collector<Value>| {
-        run_steps(&steps, v, &mut out, &mut side);
-        for item in out.drain(..) {
-            c.emit(item);
-        }
-    }
-}
-
 /// What a run with `also_to` steps emits: an item going on, or a copy for a side topic.
 type Routed = Result<Value, Side>;
 
@@ -270,11 +252,10 @@ fn tap_topics(steps: &[Step]) -> Vec<String> {
         .collect()
 }
 
-fn has_taps(steps: &[Step]) -> bool {
-    steps.iter().any(|s| matches!(s, Step::Tap(_)))
-}
-
-/// `steps` as one `process` emitting [`Routed`] items and the `divert` writing the copies.
+/// `steps` as one `process` emitting [`Routed`] items and the `divert` writing the copies
+/// (with no `also_to` among them, a `divert` to no topic, which `describe` does not show).
+/// One form for every run keeps the number of chain types down: a branch per run kind
+/// multiplies the types of everything after it, and each is compiled.
 fn tapped<'p, C>(
     s: S<'p, C>,
     steps: &[Step],
@@ -305,10 +286,8 @@ where
 {
     if st.pre.is_empty() {
         stage_join(s, st, ctx)
-    } else if has_taps(&st.pre) {
-        stage_join(tapped(s, &st.pre), st, ctx)
     } else {
-        stage_join(s.process(stateless(&st.pre)), st, ctx)
+        stage_join(tapped(s, &st.pre), st, ctx)
     }
 }
 
@@ -345,10 +324,8 @@ where
 {
     if st.mid.is_empty() {
         stage_window(s, st, ctx)
-    } else if has_taps(&st.mid) {
-        stage_window(tapped(s, &st.mid), st, ctx)
     } else {
-        stage_window(s.process(stateless(&st.mid)), st, ctx)
+        stage_window(tapped(s, &st.mid), st, ctx)
     }
 }
 
@@ -381,34 +358,21 @@ where
         out
     };
     let windowed = s.window(windows).allowed_lateness(w.allowed_lateness);
-    let taps = has_taps(&st.post);
-    match (&ctx.plan.late, w.late, taps) {
-        (Some((topic, kind)), true, false) => {
-            let s = windowed
-                .late_to(topic, ValueFormat::new(*kind))
-                .aggregate(w.aggs.clone())
-                .flat_map(move |r| result(r, &mut Vec::new()));
-            stage_end(s, st, ctx)
-        }
-        (Some((topic, kind)), true, true) => {
+    let topics = tap_topics(&st.post);
+    match (&ctx.plan.late, w.late) {
+        (Some((topic, kind)), true) => {
             let s = windowed
                 .late_to(topic, ValueFormat::new(*kind))
                 .aggregate(w.aggs.clone())
                 .flat_map(move |r| routed(&result, r))
-                .divert(tap_topics(&st.post), SideFormat, |r: Routed| r);
+                .divert(topics, SideFormat, |r: Routed| r);
             stage_end(s, st, ctx)
         }
-        (_, _, false) => {
-            let s = windowed
-                .aggregate(w.aggs.clone())
-                .flat_map(move |r| result(r, &mut Vec::new()));
-            stage_end(s, st, ctx)
-        }
-        (_, _, true) => {
+        _ => {
             let s = windowed
                 .aggregate(w.aggs.clone())
                 .flat_map(move |r| routed(&result, r))
-                .divert(tap_topics(&st.post), SideFormat, |r: Routed| r);
+                .divert(topics, SideFormat, |r: Routed| r);
             stage_end(s, st, ctx)
         }
     }

@@ -243,20 +243,18 @@ fn project(v: &mut Value, fields: &[String]) {
 /// A copy for a side topic: the `divert` topic number, and the value with its format.
 pub type Side = (usize, (Kind, Value));
 
-impl Step {
-    /// Runs the step on `v`, pushing what comes out to `out` and copies for side topics to
-    /// `side`.
-    pub fn apply(&self, mut v: Value, out: &mut Vec<Value>, side: &mut Vec<Side>) {
-        match self {
+/// Runs `steps` on one item: zero, one or more items out, and the copies its `also_to`
+/// steps make. Steps change the item in place; only `split` makes new items, each of which
+/// goes through the remaining steps before the next (no buffer per step).
+pub fn run_steps(steps: &[Step], mut v: Value, out: &mut Vec<Value>, side: &mut Vec<Side>) {
+    for (i, step) in steps.iter().enumerate() {
+        match step {
             Step::Filter(c) => {
-                if c.holds(&v) {
-                    out.push(v);
+                if !c.holds(&v) {
+                    return;
                 }
             }
-            Step::Project(fields) => {
-                project(&mut v, fields);
-                out.push(v);
-            }
+            Step::Project(fields) => project(&mut v, fields),
             Step::Rename(pairs) => {
                 if let Value::Object(m) = &mut v {
                     // Rebuilt, so that a renamed field keeps its place.
@@ -268,7 +266,6 @@ impl Step {
                         })
                         .collect();
                 }
-                out.push(v);
             }
             Step::Set(pairs) => {
                 if !v.is_object() {
@@ -279,53 +276,38 @@ impl Step {
                         m.insert(k.clone(), x.clone());
                     }
                 }
-                out.push(v);
             }
             Step::Case(path, case) => {
                 if let Some(Value::String(s)) = path.get_mut(&mut v) {
-                    *s = match case {
-                        Case::Upper => s.to_uppercase(),
-                        Case::Lower => s.to_lowercase(),
-                    };
+                    match (case, s.is_ascii()) {
+                        (Case::Upper, true) => s.make_ascii_uppercase(),
+                        (Case::Lower, true) => s.make_ascii_lowercase(),
+                        (Case::Upper, false) => *s = s.to_uppercase(),
+                        (Case::Lower, false) => *s = s.to_lowercase(),
+                    }
                 }
-                out.push(v);
             }
             Step::Split(path) => {
                 if let Some(Value::String(s)) = path.get(&v) {
-                    out.extend(s.split_whitespace().map(|w| Value::String(w.to_owned())));
+                    for word in s.split_whitespace() {
+                        run_steps(&steps[i + 1..], Value::String(word.to_owned()), out, side);
+                    }
                 }
+                return;
             }
-            Step::Compute(fields) => out.push(compute(v, fields)),
-            Step::Extract(path) => {
-                if let Some(x) = path.get_mut(&mut v) {
-                    out.push(x.take());
-                }
-            }
+            Step::Compute(fields) => v = compute(v, fields),
+            Step::Extract(path) => match path.get_mut(&mut v) {
+                Some(x) => v = x.take(),
+                None => return,
+            },
             Step::Tap(tap) => {
                 if let Some(copy) = tap.copy(&v) {
                     side.push((tap.slot, (tap.kind, copy)));
                 }
-                out.push(v);
             }
         }
     }
-}
-
-/// Runs `steps` on one item: zero, one or more items out, and the copies its `also_to`
-/// steps make.
-pub fn run_steps(steps: &[Step], v: Value, out: &mut Vec<Value>, side: &mut Vec<Side>) {
-    let mut items = vec![v];
-    for step in steps {
-        let mut next = Vec::with_capacity(items.len());
-        for item in items {
-            step.apply(item, &mut next, side);
-        }
-        items = next;
-        if items.is_empty() {
-            return;
-        }
-    }
-    out.extend(items);
+    out.push(v);
 }
 
 /// How values are read and written: JSON, or text (a JSON string) for `string` and `bytes`.
