@@ -432,6 +432,11 @@ mod visit_analytics {
                     if i == 5 {
                         // Windows have closed and been committed: kill it mid-stream.
                         wait_for_committed(&stats).await;
+                        if scenario == Scenario::Kill9AtLeastOnce {
+                            // Results are visible before their commit under at-least-once:
+                            // let a few (200 ms) commits with their checkpoints go out.
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                         let c = child.take().expect("running");
                         kill9(&c);
                         let _ = wait(c, Duration::from_secs(10));
@@ -513,8 +518,10 @@ mod visit_analytics {
             stderr.contains("records processed, 0 late") || !once,
             "{stderr}"
         );
-        if matches!(scenario, Scenario::Kill9 | Scenario::Kill9AtLeastOnce) {
-            // The restarted process restored window state the first one had logged.
+        if scenario == Scenario::Kill9 {
+            // The restarted process restored window state the first one had logged (under
+            // at-least-once a commit may not have happened before the kill, on a slow
+            // machine: then everything is read again, which the checks below cover too).
             let restored: u64 = stderr
                 .lines()
                 .filter(|l| l.contains("task state restored"))
