@@ -52,12 +52,34 @@ impl Changelog {
         }
     }
 
-    pub(crate) fn topic(&self) -> &str {
-        &self.topic
+    /// Applies `restored` in order with `apply`; the first entry it cannot read becomes the
+    /// error to fail the task with, naming this changelog's partition, the offset and the key.
+    pub(crate) fn restore_with(
+        &self,
+        restored: Restored,
+        mut apply: impl FnMut(&[u8], &[u8]) -> std::result::Result<(), String>,
+    ) -> Option<Error> {
+        restored.into_iter().find_map(|(key, value, offset)| {
+            apply(&key, &value).err().map(|message| Error::Restore {
+                tp: TopicPartition::new(&self.topic, self.partition),
+                offset,
+                message: format!("key \"{}\": {message}", key.escape_ascii()),
+            })
+        })
     }
 
-    pub(crate) fn partition(&self) -> i32 {
-        self.partition
+    /// A store whose state has no changelog form (`what` says why): under exactly-once
+    /// (`strict`) an error naming the changelog, otherwise one warning; the caller then keeps
+    /// the store in memory only.
+    pub(crate) fn unsupported(&self, strict: bool, what: &str) -> Result<()> {
+        if strict {
+            return Err(Error::Config {
+                key: self.topic.clone(),
+                message: what.to_owned(),
+            });
+        }
+        tracing::warn!(store = %self.topic, "{what}");
+        Ok(())
     }
 
     /// Writes `self.key` -> `self.value`.

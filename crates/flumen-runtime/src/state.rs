@@ -438,6 +438,8 @@ where
     log: Option<Changelog>,
     /// A state without a changelog form is an error (exactly-once).
     strict: bool,
+    /// The function's states have a changelog form.
+    loggable: bool,
     /// What went wrong restoring: the operator fails with it.
     broken: Option<Error>,
     _family: PhantomData<fn() -> F>,
@@ -467,16 +469,9 @@ where
         strict: bool,
         restored: crate::changelog::Restored,
     ) -> Self {
-        for (key, value, offset) in restored {
-            if let Err(message) = self.restore_one(&key, &value) {
-                self.broken = Some(Error::Restore {
-                    tp: flumen_client::TopicPartition::new(log.topic(), log.partition()),
-                    offset,
-                    message: format!("key \"{}\": {message}", key.escape_ascii()),
-                });
-                break;
-            }
-        }
+        self.broken = log.restore_with(restored, |k, v| self.restore_one(k, v));
+        // Whether states have a changelog form, asked once.
+        self.loggable = self.f.save_state(&P::State::default(), &mut Vec::new());
         self.store.removed = Some(Vec::new());
         self.timers.changes = Some(Vec::new());
         self.log = Some(log);
@@ -528,21 +523,18 @@ where
             timers,
             log,
             strict,
+            loggable,
             ..
         } = self;
         let Some(changelog) = log.as_mut() else {
             return Ok(());
         };
-        if !f.save_state(&P::State::default(), &mut changelog.value) {
-            let message = "the keyed function's state has no changelog form \
-                           (KeyedProcess::save_state): it is not fault tolerant";
-            if *strict {
-                return Err(Error::Config {
-                    key: changelog.topic().to_owned(),
-                    message: message.to_owned(),
-                });
-            }
-            tracing::warn!(store = %changelog.topic(), "{message}");
+        if !*loggable {
+            changelog.unsupported(
+                *strict,
+                "the keyed function's state has no changelog form \
+                 (KeyedProcess::save_state): it is not fault tolerant",
+            )?;
             *log = None;
             store.removed = None;
             timers.changes = None;
@@ -782,6 +774,7 @@ where
             next,
             log: None,
             strict: false,
+            loggable: false,
             broken: None,
             _family: PhantomData,
         };

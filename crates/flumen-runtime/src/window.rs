@@ -253,6 +253,8 @@ where
     log: Option<Changelog>,
     /// The aggregate has no changelog form: under exactly-once that is an error.
     strict: bool,
+    /// The aggregate's accumulators have a changelog form.
+    loggable: bool,
     /// The clock value last logged.
     logged_clock: i64,
     /// Windows dropped since the last checkpoint (start, keys, firing logged): their
@@ -297,6 +299,7 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
             starts: Vec::new(),
             log: None,
             strict: false,
+            loggable: false,
             logged_clock: i64::MIN,
             dropped: Vec::new(),
             broken: None,
@@ -312,16 +315,9 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
         strict: bool,
         restored: crate::changelog::Restored,
     ) -> Self {
-        for (key, value, offset) in restored {
-            if let Err(message) = self.restore_one(&key, &value) {
-                self.broken = Some(Error::Restore {
-                    tp: flumen_client::TopicPartition::new(log.topic(), log.partition()),
-                    offset,
-                    message: format!("key \"{}\": {message}", key.escape_ascii()),
-                });
-                break;
-            }
-        }
+        self.broken = log.restore_with(restored, |k, v| self.restore_one(k, v));
+        // Whether accumulators have a changelog form, asked once.
+        self.loggable = self.agg.save(&self.agg.create(), &mut Vec::new());
         self.logged_clock = self.clock;
         self.log = Some(log);
         self.strict = strict;
@@ -723,6 +719,7 @@ where
             clock,
             log,
             strict,
+            loggable,
             logged_clock,
             dropped,
             ..
@@ -730,16 +727,12 @@ where
         let Some(changelog) = log.as_mut() else {
             return Ok(());
         };
-        if !agg.save(&agg.create(), &mut changelog.value) {
-            let message = "the window's aggregation has no changelog form (Aggregate::save): \
-                           its state is not fault tolerant";
-            if *strict {
-                return Err(Error::Config {
-                    key: changelog.topic().to_owned(),
-                    message: message.to_owned(),
-                });
-            }
-            tracing::warn!(store = %changelog.topic(), "{message}");
+        if !*loggable {
+            changelog.unsupported(
+                *strict,
+                "the window's aggregation has no changelog form (Aggregate::save): \
+                 its state is not fault tolerant",
+            )?;
             *log = None;
             dropped.clear();
             return Ok(());
