@@ -434,8 +434,8 @@ mod visit_analytics {
                         wait_for_committed(&stats).await;
                         if scenario == Scenario::Kill9AtLeastOnce {
                             // Results are visible before their commit under at-least-once:
-                            // let a few (200 ms) commits with their checkpoints go out.
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            // wait for a commit (with its checkpoint) of every input partition.
+                            super::runtime_support::wait_for_group_commit(&app, 6).await;
                         }
                         let c = child.take().expect("running");
                         kill9(&c);
@@ -683,16 +683,23 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
     let chunk = records.len() / 30;
     let mut sent = 0;
     // Both run tasks, and their state goes to the changelogs, for a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while sent < records.len() / 2
         || !read(&log_a).contains("task started")
         || !read(&log_b).contains("task started")
     {
-        assert!(sent < records.len(), "both processes never ran tasks");
-        produce(&input_topic, &records[sent..sent + chunk]).await;
-        sent += chunk;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both processes never ran tasks"
+        );
+        if sent < records.len() {
+            produce(&input_topic, &records[sent..sent + chunk]).await;
+            sent += chunk;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Both have committed, with checkpoints of their state, every partition of the input.
+    runtime_support::wait_for_group_commit(&app, 4).await;
     let b_lines = read(&log_b).lines().count();
     runtime_support::kill9(&a);
     let _ = wait(a, Duration::from_secs(10));

@@ -295,3 +295,25 @@ pub fn parse_alert(read: &Read) -> (String, i64, u64, u64) {
         errors,
     )
 }
+
+/// Waits (up to 60 s) until `group` has committed offsets of at least `partitions`
+/// partitions: a runtime job has committed, with a checkpoint of its state.
+pub async fn wait_for_group_commit(group: &str, partitions: usize) {
+    let admin = admin().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed = admin
+            .list_group_offsets(group, None)
+            .await
+            .map(|o| o.values().filter(|r| r.is_ok()).count())
+            .unwrap_or(0);
+        if committed >= partitions {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} committed {committed} partitions in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
