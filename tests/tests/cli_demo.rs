@@ -45,8 +45,8 @@ fn assert_broker_gone(addr: &str) {
     }
 }
 
-/// The body of `GET /metrics` at the `http://host:port/` the demo printed.
-fn get_metrics(stderr: &str) -> String {
+/// The answer to `GET path` at the `http://host:port/` the demo printed.
+fn get(stderr: &str, path: &str) -> String {
     let at = stderr
         .find("metrics at http://")
         .unwrap_or_else(|| panic!("no metrics address in:\n{stderr}"));
@@ -57,7 +57,7 @@ fn get_metrics(stderr: &str) -> String {
     let mut conn = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
     let mut answer = String::new();
     conn.read_to_string(&mut answer).expect("answer");
     assert!(answer.starts_with("HTTP/1."), "{answer}");
@@ -162,19 +162,37 @@ fn a_running_demo_serves_metrics_and_ctrl_c_stops_it_and_its_broker_with_exit_ze
         }
     });
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    while stdout.read_line(&mut first).is_ok_and(|n| n > 0) && !first.starts_with("window ") {
-        first.clear();
+    // A closed window and an alert (the traffic's first burst makes a URL fail).
+    let (mut window, mut alert) = (false, false);
+    let mut line = String::new();
+    while !(window && alert) && stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+        window |= line.starts_with("window ");
+        alert |= line.starts_with("alert ");
+        line.clear();
     }
-    assert!(first.starts_with("window "), "no window before the end");
+    assert!(window && alert, "no window and alert before the end");
     // The job's metrics, on by default, at the address printed at the start.
     let mut stderr_lines = String::new();
     while let Ok(line) = err_lines.recv_timeout(Duration::from_millis(100)) {
         stderr_lines.push_str(&line);
         stderr_lines.push('\n');
     }
-    let metrics = get_metrics(&stderr_lines);
+    let metrics = get(&stderr_lines, "/metrics");
     assert!(metrics.contains("flumen_records_in_total"), "{metrics}");
+    // The alerts topic is monitored (the pipeline file's `monitor = true`): the page's last
+    // alerts hold the one printed.
+    let recent = get(&stderr_lines, "/recent");
+    let body = recent.split_once("\r\n\r\n").expect("a body").1;
+    let recent: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(recent["topics"], serde_json::json!(["flumen-demo-alerts"]));
+    let records = recent["records"].as_array().expect("records");
+    assert!(
+        records.iter().any(|r| r["topic"] == "flumen-demo-alerts"
+            && r["value"]
+                .as_str()
+                .is_some_and(|v| v.contains("\"error_rate\""))),
+        "{recent}"
+    );
     // SIGINT to the demo alone (a terminal's Ctrl-C would reach its broker too).
     let status = Command::new("kill")
         .args(["-INT", &pid])

@@ -206,6 +206,8 @@ async fn the_live_page_in_chromium_shows_what_metrics_says() {
         ])
         .args(["--application-id", &KafkaCluster::unique_topic("page-app")])
         .args(["--workers", "2", "-X", &format!("metrics.addr={addr}")])
+        // The output as a monitored topic: its last records are the page's "Last alerts".
+        .args(["-X", &format!("monitor.topics={output}")])
         // Commits soon after the last record, so that the idle job's numbers settle.
         .args(["-X", "commit.interval.ms=200"])
         .env("RUST_LOG", "info")
@@ -362,6 +364,26 @@ async fn the_live_page_in_chromium_shows_what_metrics_says() {
     }
     assert!(dom.contains("id=\"latency-p50-line\""), "no p50 line drawn");
 
+    // Last alerts: the rows are /recent's records, newest first, each an uppercased input.
+    let (status, recent) = get(&addr, "/recent").expect("recent");
+    assert_eq!(status, 200);
+    let recent: serde_json::Value = serde_json::from_str(&recent).expect("/recent is JSON");
+    assert_eq!(recent["topics"], serde_json::json!([output]));
+    let records = recent["records"].as_array().expect("records");
+    assert_eq!(records.len() as u64, sent.min(20), "{recent}");
+    let rows = recent_rows(&dom);
+    assert_eq!(rows.len(), records.len(), "page rows {rows:?}");
+    for (row, record) in rows.iter().zip(records) {
+        assert_eq!(row.0, output);
+        assert_eq!(Some(row.1), record["timestamp"].as_i64());
+        let value = record["value"].as_str().expect("value");
+        assert!(
+            value.starts_with("VISIT ") && value.ends_with(" OF THE PAGE TEST"),
+            "{value}"
+        );
+        assert!(row.2.contains(value), "row {row:?} does not show {value}");
+    }
+
     terminate(&child);
     let out = wait(child, Duration::from_secs(60));
     assert!(
@@ -369,6 +391,31 @@ async fn the_live_page_in_chromium_shows_what_metrics_says() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The page's "Last alerts" rows: `(data-topic, data-timestamp, the row's text)`.
+fn recent_rows(dom: &str) -> Vec<(String, i64, String)> {
+    let body = &dom[..dom.find("<script").unwrap_or(dom.len())];
+    body.match_indices("<tr class=\"recent\"")
+        .map(|(at, _)| {
+            let tag = &body[at..at + body[at..].find('>').expect("tag end")];
+            let end = at + body[at..].find("</tr>").expect("row end");
+            let text = unescape(
+                &body[at..end]
+                    .replace("</td>", " ")
+                    .split('<')
+                    .map(|p| p.split_once('>').map_or(p, |(_, t)| t))
+                    .collect::<String>(),
+            );
+            (
+                attribute(tag, "data-topic").expect("data-topic"),
+                attribute(tag, "data-timestamp")
+                    .and_then(|t| t.parse().ok())
+                    .expect("data-timestamp"),
+                text,
+            )
+        })
+        .collect()
 }
 
 /// Whether the series that do not move in an idle job (all but processing time and busy

@@ -320,7 +320,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config = config.workers(n);
     }
     if let Some(addr) = args.metrics_addr {
-        config = config.metrics_addr(addr);
+        // The page's "Last alerts" shows the alerts as they are written.
+        config = config
+            .metrics_addr(addr)
+            .monitor_topics([args.output_alerts.as_str()]);
     }
     config = args.run.apply(config)?;
     let runtime = Runtime::new(config, pipeline);

@@ -50,8 +50,8 @@ pub use changelog::RestoreStats;
 pub use context::RecordContext;
 pub use error::{Error, Result};
 pub use metrics::{
-    HISTOGRAM_BOUNDS, Histogram, PartitionLag, Phase, RuntimeMetrics, SinkLatency, TaskMetrics,
-    WorkerMetrics,
+    HISTOGRAM_BOUNDS, Histogram, PartitionLag, Phase, RECENT_RECORDS, RecentRecord, RuntimeMetrics,
+    SinkLatency, TaskMetrics, WorkerMetrics,
 };
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
 pub use runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig, ShutdownHandle};

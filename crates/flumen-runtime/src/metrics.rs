@@ -4,8 +4,12 @@
 //! snapshot at most every half second, and when they stop; [`RuntimeMetrics`] is the latest
 //! snapshot of every worker. A worker's [`Phase`] is the exception: it is stored at once
 //! (an atomic per worker), also from inside the consumer's `poll` (rebalance callbacks), so
-//! that `/health` sees a rebalance while it happens.
+//! that `/health` sees a rebalance while it happens. The other exception is the last records
+//! written to the topics of `monitor.topics` (alerts, say): a sink copies such a record to
+//! the board as it writes it, under the board's lock; records to other topics cost one
+//! comparison against that (usually empty or one-name) list.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -198,6 +202,45 @@ pub struct RuntimeMetrics {
     pub records_in: u64,
     /// Sampled end-to-end latency per sink topic, over all workers, by topic name.
     pub latency: Vec<SinkLatency>,
+    /// The last records written to the topics of `monitor.topics`, newest first (at most
+    /// [`RECENT_RECORDS`]).
+    pub recent: Vec<RecentRecord>,
+}
+
+/// How many of the last records written to the monitored topics the board keeps.
+pub const RECENT_RECORDS: usize = 20;
+/// Bytes of a monitored record's key or value kept for the page (the rest is cut).
+const RECENT_BYTES: usize = 1024;
+
+/// A record written to a monitored topic (`monitor.topics`), as the live page shows it.
+/// Under exactly-once it is shown when written, before its transaction commits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecentRecord {
+    /// The topic.
+    pub topic: String,
+    /// The key, as UTF-8 (invalid bytes replaced), cut to 1 KiB.
+    pub key: Option<String>,
+    /// The value, the same way.
+    pub value: String,
+    /// The record's timestamp (ms).
+    pub timestamp: i64,
+}
+
+/// The last records written to the monitored topics.
+#[derive(Debug, Default)]
+struct Recent {
+    topics: Vec<String>,
+    records: Mutex<VecDeque<RecentRecord>>,
+}
+
+fn shown(bytes: &[u8]) -> String {
+    let mut cut = bytes.len().min(RECENT_BYTES);
+    // Not in the middle of a UTF-8 sequence, when the bytes are UTF-8.
+    while cut < bytes.len() && cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    String::from_utf8_lossy(&bytes[..cut]).into_owned()
 }
 
 /// What one worker last published.
@@ -218,16 +261,53 @@ pub(crate) struct MetricsBoard {
     workers: Mutex<Vec<WorkerSnapshot>>,
     /// Each worker's [`Phase`], live.
     phases: Vec<AtomicU8>,
+    recent: Recent,
 }
 
 impl MetricsBoard {
-    pub(crate) fn new(workers: usize) -> Arc<Self> {
+    /// A board for `workers` workers, keeping the last records written to `monitored` topics.
+    pub(crate) fn new(workers: usize, monitored: Vec<String>) -> Arc<Self> {
         Arc::new(MetricsBoard {
             workers: Mutex::new(vec![WorkerSnapshot::default(); workers]),
             phases: (0..workers)
                 .map(|_| AtomicU8::new(Phase::Starting.as_u8()))
                 .collect(),
+            recent: Recent {
+                topics: monitored,
+                records: Mutex::new(VecDeque::with_capacity(RECENT_RECORDS)),
+            },
         })
+    }
+
+    /// Whether records written to `topic` are kept for the page (`monitor.topics`).
+    #[inline]
+    pub(crate) fn monitors(&self, topic: &str) -> bool {
+        !self.recent.topics.is_empty() && self.recent.topics.iter().any(|t| t == topic)
+    }
+
+    /// The monitored topics (`monitor.topics`).
+    pub(crate) fn monitored(&self) -> &[String] {
+        &self.recent.topics
+    }
+
+    /// Keeps a record written to a monitored topic, dropping the oldest beyond
+    /// [`RECENT_RECORDS`].
+    pub(crate) fn written(&self, topic: &str, key: Option<&[u8]>, value: &[u8], timestamp: i64) {
+        let record = RecentRecord {
+            topic: topic.to_owned(),
+            key: key.map(shown),
+            value: shown(value),
+            timestamp,
+        };
+        let mut records = self
+            .recent
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if records.len() == RECENT_RECORDS {
+            records.pop_back();
+        }
+        records.push_front(record);
     }
 
     /// Worker `worker` is now in `phase`. Whoever adds a phase's work sets it (changelog
@@ -286,6 +366,15 @@ impl MetricsBoard {
             }
         }
         m.latency.sort_by(|a, b| a.topic.cmp(&b.topic));
+        drop(w);
+        m.recent = self
+            .recent
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
         m
     }
 }
@@ -314,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_rebalance_moves_only_a_running_worker() {
-        let board = MetricsBoard::new(2);
+        let board = MetricsBoard::new(2, Vec::new());
         assert_eq!(board.phases(), [Phase::Starting, Phase::Starting]);
         assert!(!board.move_phase(0, Phase::Running, Phase::Rebalancing));
         board.set_phase(0, Phase::Running);
@@ -323,5 +412,34 @@ mod tests {
         board.set_phase(1, Phase::Restoring);
         assert!(!board.move_phase(1, Phase::Running, Phase::Rebalancing));
         assert_eq!(board.phases(), [Phase::Rebalancing, Phase::Restoring]);
+    }
+
+    #[test]
+    fn the_board_keeps_the_last_records_of_monitored_topics_newest_first() {
+        let board = MetricsBoard::new(1, vec!["alerts".to_owned()]);
+        assert!(board.monitors("alerts"));
+        assert!(!board.monitors("stats"));
+        assert!(!MetricsBoard::new(1, Vec::new()).monitors("alerts"));
+        for i in 0..RECENT_RECORDS + 5 {
+            board.written("alerts", Some(b"k"), format!("{i}").as_bytes(), i as i64);
+        }
+        let recent = board.snapshot().recent;
+        assert_eq!(recent.len(), RECENT_RECORDS);
+        assert_eq!(recent[0].value, format!("{}", RECENT_RECORDS + 4));
+        assert_eq!(recent[0].timestamp, (RECENT_RECORDS + 4) as i64);
+        assert_eq!(recent.last().map(|r| r.value.as_str()), Some("5"));
+        assert_eq!(recent[0].key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn a_long_value_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(RECENT_BYTES);
+        let cut = shown(long.as_bytes());
+        assert!(cut.len() <= RECENT_BYTES);
+        assert!(
+            cut.chars().all(|c| c == 'é'),
+            "no replacement character: {cut:?}"
+        );
+        assert_eq!(shown(&[0xff, b'a']), "\u{fffd}a");
     }
 }

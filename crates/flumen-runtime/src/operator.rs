@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use flumen_client::producer::{Producer, ProducerRecord};
 use flumen_protocol::record::HeaderRef;
@@ -18,6 +19,7 @@ use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Encode, Family, Owned};
 use crate::latency::LatencySampler;
+use crate::metrics::MetricsBoard;
 use crate::time::{MARKER_HEADER, Time, encode_marker};
 
 /// Records into one operator, for the metrics.
@@ -389,11 +391,11 @@ pub struct CapturedRecord {
 /// value cannot be absent).
 pub(crate) const TOMBSTONE_HEADER: &[u8] = b"flumen.tombstone";
 
-/// Where sinks write: the worker's producer (with the worker's latency sampler), or a buffer
-/// when run in memory.
+/// Where sinks write: the worker's producer (with the worker's latency sampler, and the board
+/// that keeps the records of monitored topics), or a buffer when run in memory.
 #[derive(Clone)]
 pub(crate) enum Output {
-    Kafka(Producer, Rc<LatencySampler>),
+    Kafka(Producer, Rc<LatencySampler>, Arc<MetricsBoard>),
     Memory(Rc<RefCell<Vec<CapturedRecord>>>),
 }
 
@@ -401,7 +403,7 @@ impl Output {
     /// The worker's end-to-end latency sampler (none in memory).
     pub(crate) fn latency(&self) -> Option<&LatencySampler> {
         match self {
-            Output::Kafka(_, latency) => Some(latency),
+            Output::Kafka(_, latency, _) => Some(latency),
             Output::Memory(_) => None,
         }
     }
@@ -416,7 +418,10 @@ impl Output {
         timestamp: i64,
     ) -> Result<()> {
         match self {
-            Output::Kafka(producer, latency) => {
+            Output::Kafka(producer, latency, board) => {
+                if board.monitors(topic) {
+                    board.written(topic, key, value, timestamp);
+                }
                 let record = ProducerRecord {
                     topic,
                     partition: None,
@@ -463,7 +468,7 @@ impl Output {
         value: Option<&[u8]>,
     ) -> Result<()> {
         match self {
-            Output::Kafka(producer, _) => {
+            Output::Kafka(producer, _, _) => {
                 let record = ProducerRecord {
                     topic,
                     partition: Some(partition),
@@ -504,7 +509,7 @@ impl Output {
         timestamp: i64,
     ) -> Result<()> {
         match self {
-            Output::Kafka(producer, _) => {
+            Output::Kafka(producer, _, _) => {
                 let headers = [(MARKER_HEADER, Some(marker))];
                 let record = ProducerRecord {
                     topic,

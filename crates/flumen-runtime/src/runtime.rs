@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     pub(crate) standby_replicas: usize,
     /// Where the monitoring endpoint listens (`metrics.addr`), if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// Topics whose last records the board keeps for the page (`monitor.topics`).
+    pub(crate) monitor_topics: Vec<String>,
     pub(crate) properties: BTreeMap<String, String>,
 }
 
@@ -57,6 +59,7 @@ impl RuntimeConfig {
             shutdown_timeout: Duration::from_secs(30),
             standby_replicas: 0,
             metrics_addr: None,
+            monitor_topics: Vec::new(),
             properties: BTreeMap::new(),
         }
     }
@@ -121,6 +124,15 @@ impl RuntimeConfig {
     /// (`metrics.addr`; off by default).
     pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Output topics whose last records (up to [`RECENT_RECORDS`](crate::RECENT_RECORDS))
+    /// the monitoring endpoint shows: at `/recent`, in [`RuntimeMetrics::recent`](crate::RuntimeMetrics)
+    /// and on the live page, as they are written (`monitor.topics`, comma-separated; none by
+    /// default). Meant for rare records, alerts say: each one is copied under a lock.
+    pub fn monitor_topics<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Self {
+        self.monitor_topics = topics.into_iter().map(Into::into).collect();
         self
     }
 
@@ -400,7 +412,15 @@ impl Runtime {
         {
             config.metrics_addr = Some(addr);
         }
-        let board = MetricsBoard::new(config.workers);
+        if let Some(topics) = config.properties.remove("monitor.topics") {
+            let topics: Vec<&str> = topics
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            config = config.monitor_topics(topics);
+        }
+        let board = MetricsBoard::new(config.workers, config.monitor_topics.clone());
         Runtime {
             config,
             pipeline,

@@ -1,7 +1,8 @@
 //! The monitoring endpoint (`RuntimeConfig::metrics_addr`): `/metrics` in Prometheus' text
 //! format, `/health` (200 while every worker of the process is [`Phase::Running`], 503 with
-//! the reason while one is starting, rebalancing or restoring), and `/`, a small live page
-//! that reads `/metrics` every second. Served by the runtime's control thread; the page is
+//! the reason while one is starting, rebalancing or restoring), `/recent` (JSON: the topics of
+//! `monitor.topics` and the last records written to them, newest first), and `/`, a small live
+//! page that reads `/metrics` and `/recent` every second. Served by the runtime's control thread; the page is
 //! embedded (`page.html`, no CDN: it works offline).
 
 use std::convert::Infallible;
@@ -12,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 
-use crate::metrics::{Histogram, MetricsBoard, Phase, RuntimeMetrics};
+use crate::metrics::{Histogram, MetricsBoard, Phase, RecentRecord, RuntimeMetrics};
 
 /// Serves the endpoint on `listener` until the task is aborted.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, board: Arc<MetricsBoard>) {
@@ -55,6 +56,11 @@ fn answer(req: &Request<hyper::body::Incoming>, board: &MetricsBoard) -> Respons
             Ok(body) => reply(StatusCode::OK, "text/plain", body),
             Err(body) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body),
         },
+        "/recent" => reply(
+            StatusCode::OK,
+            "application/json",
+            recent_json(board.monitored(), &board.snapshot().recent),
+        ),
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned()),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -62,6 +68,23 @@ fn answer(req: &Request<hyper::body::Incoming>, board: &MetricsBoard) -> Respons
             "not found\n".to_owned(),
         ),
     }
+}
+
+/// `/recent`'s body: `{"topics": [...], "records": [{"topic", "key", "value", "timestamp"},
+/// ...]}`, records newest first.
+fn recent_json(topics: &[String], recent: &[RecentRecord]) -> String {
+    let records: Vec<serde_json::Value> = recent
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "topic": r.topic,
+                "key": r.key,
+                "value": r.value,
+                "timestamp": r.timestamp,
+            })
+        })
+        .collect();
+    serde_json::json!({ "topics": topics, "records": records }).to_string()
 }
 
 /// `/health`'s body: `Ok` when every worker runs, else `Err` naming the workers that do not

@@ -345,7 +345,7 @@ async fn run_async(
         Subscription::Pattern(p) => consumer.subscribe_pattern(&p)?,
     }
     let latency = LatencySampler::new();
-    let output = Output::Kafka(producer.clone(), latency.clone());
+    let output = Output::Kafka(producer.clone(), latency.clone(), board.clone());
     let mut w = WorkerLoop {
         index,
         plan: plan.clone(),
@@ -999,8 +999,8 @@ impl WorkerLoop {
             let old =
                 std::mem::replace(&mut self.producer, producer(&self.plan, self.index).await?);
             let _ = old.close(Duration::ZERO).await;
-            if let Output::Kafka(_, latency) = &self.output {
-                self.output = Output::Kafka(self.producer.clone(), latency.clone());
+            if let Output::Kafka(_, latency, board) = &self.output {
+                self.output = Output::Kafka(self.producer.clone(), latency.clone(), board.clone());
             }
         } else {
             self.producer

@@ -134,6 +134,9 @@ impl Job {
         if let Some(addr) = metrics_addr {
             config = config.metrics_addr(addr);
         }
+        if !self.plan.monitor.is_empty() {
+            config = config.monitor_topics(self.plan.monitor.iter().cloned());
+        }
         for (k, v) in settings.drain() {
             config = config.set(k, v);
         }

@@ -46,6 +46,9 @@ struct RawSource {
 struct RawTopic {
     topic: String,
     format: Option<String>,
+    /// Shows the topic's last records on the monitoring page (`monitor.topics`).
+    #[serde(default)]
+    monitor: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +83,7 @@ struct RawStep {
     #[serde(rename = "where")]
     when: Option<toml::Value>,
     extract: Option<String>,
+    monitor: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +180,9 @@ pub struct Plan {
     pub sink: (String, Kind),
     pub late: Option<(String, Kind)>,
     pub dead_letter: Option<String>,
+    /// Output topics marked `monitor = true`: their last records are shown on the
+    /// monitoring page (the runtime's `monitor.topics`).
+    pub monitor: Vec<String>,
 }
 
 /// Whether `file` is YAML (`.yaml`, `.yml`); anything else is TOML.
@@ -380,7 +387,7 @@ fn allowed(kind: &str) -> Option<&'static [&'static str]> {
         "window" => &["type", "size", "slide", "gap", "time", "allowed_lateness"],
         "aggregate" => &["aggregations", "key_as"],
         "join" => &["table", "type", "as", "format"],
-        "also_to" => &["topic", "format", "compute", "where", "fields"],
+        "also_to" => &["topic", "format", "compute", "where", "fields", "monitor"],
         _ => return None,
     })
 }
@@ -747,6 +754,7 @@ pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
     };
 
     let mut stages = vec![Stage::default()];
+    let mut monitor: Vec<String> = Vec::new();
     // 0: before a join or window, 1: after a join, 2: after a window's aggregate.
     let mut phase: u8 = 0;
     let mut open_window: Option<(usize, WindowKind, bool, Duration)> = None;
@@ -841,6 +849,9 @@ pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
                 let topic = st.topic.clone().ok_or_else(|| {
                     lines.in_step(i, "kind", "expected `topic` (where the copies go)")
                 })?;
+                if st.monitor == Some(true) && !monitor.contains(&topic) {
+                    monitor.push(topic.clone());
+                }
                 let kind = kind_of(st.format.as_deref(), Kind::Json)
                     .map_err(|m| lines.in_step(i, "format", &m))?;
                 let compute = match &st.compute {
@@ -1040,6 +1051,14 @@ pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
         )),
         None => None,
     };
+    for t in [Some(&raw.sink), raw.late.as_ref(), raw.dead_letter.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if t.monitor && !monitor.contains(&t.topic) {
+            monitor.push(t.topic.clone());
+        }
+    }
     Ok(Plan {
         application_id: raw.application_id,
         workers: raw.workers,
@@ -1049,6 +1068,7 @@ pub fn parse_as(file: &str, text: &str, yaml: bool) -> Result<Plan, String> {
         sink: (raw.sink.topic, sink_kind),
         late,
         dead_letter: raw.dead_letter.map(|d| d.topic),
+        monitor,
     })
 }
 
@@ -1522,5 +1542,28 @@ mod tests {
         assert_eq!(e, "--set steps.x.path: \"x\" is not a number from 1");
         let e = apply_sets("p.toml", text, &["nokey".to_owned()]).expect_err("no =");
         assert_eq!(e, "--set \"nokey\": expected KEY=VALUE");
+    }
+
+    #[test]
+    fn monitored_topics_follow_their_steps_topic_after_set() {
+        let text =
+            include_str!("../../../../flumen-runtime/examples/pipelines/visit_analytics.toml");
+        assert_eq!(parse("v.toml", text).expect("valid").monitor, ["alerts"]);
+        let set = apply_sets(
+            "v.toml",
+            text,
+            &[
+                "steps.5.topic=demo-alerts".to_owned(),
+                "sink.monitor=true".to_owned(),
+            ],
+        )
+        .expect("applies");
+        assert_eq!(
+            parse("v.toml", &set).expect("valid").monitor,
+            ["demo-alerts", "top-urls"]
+        );
+        assert!(plan("").expect("valid").monitor.is_empty());
+        let e = plan("[[steps]]\nkind = \"split\"\nmonitor = true\n").expect_err("not a tap");
+        assert!(e.contains("`monitor` is not a key of a split step"), "{e}");
     }
 }
