@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
 use crate::error::{Error, Result};
@@ -20,6 +21,16 @@ pub(crate) struct TlsMaterial {
 
 /// Generates a CA and one broker certificate valid for `127.0.0.1` and `localhost` (shared
 /// by all brokers of the cluster: they all listen on 127.0.0.1), writes them into `dir`.
+#[cfg(not(feature = "tls"))]
+pub(crate) fn generate(_dir: &Path) -> Result<TlsMaterial> {
+    Err(Error::Tls(
+        "this build of the harness has no TLS listener (its `tls` feature is off)".to_owned(),
+    ))
+}
+
+/// Generates a CA and one broker certificate valid for `127.0.0.1` and `localhost` (shared
+/// by all brokers of the cluster: they all listen on 127.0.0.1), writes them into `dir`.
+#[cfg(feature = "tls")]
 pub(crate) fn generate(dir: &Path) -> Result<TlsMaterial> {
     let tls = |e: rcgen::Error| Error::Tls(e.to_string());
 
@@ -63,6 +74,7 @@ pub(crate) fn generate(dir: &Path) -> Result<TlsMaterial> {
     })
 }
 
+#[cfg(feature = "tls")]
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
