@@ -17,7 +17,7 @@ use flumen_client::producer::{
     TransactionVersion,
 };
 use flumen_client::{Admin, ClientConfig, TopicPartition};
-use flumen_testcontainers::KafkaCluster;
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 
 async fn admin(kafka: &KafkaCluster) -> Admin {
     Admin::connect(
@@ -562,6 +562,69 @@ async fn a_zombie_producer_writing_after_it_was_fenced_is_refused_under_transact
         .map(|r| r.value)
         .collect();
     assert_eq!(values, ["successor"]);
+}
+
+/// The protocol follows the cluster's finalized `transaction.version`, not the request
+/// versions a broker offers: a Kafka 4.x cluster formatted with `transaction.version` 0
+/// offers Produce v12 and EndTxn v5, yet only the classic protocol works there. The
+/// producer uses it, and keeps one epoch across transactions.
+#[tokio::test(flavor = "current_thread")]
+async fn a_4x_cluster_formatted_without_transaction_version_2_gets_the_classic_protocol() {
+    let kafka = KafkaCluster::start(ClusterSpec::single().with_transaction_version(0))
+        .expect("start a 4.x cluster with transaction.version 0");
+    let topic = create_topic(&kafka, "txn-v1-on-4x", 1).await;
+    let p = transactional(&kafka, &KafkaCluster::unique_topic("v1-id")).await;
+    p.init_transactions().await.expect("init");
+    assert_eq!(p.transaction_version(), Some(TransactionVersion::V1));
+    let group = KafkaCluster::unique_topic("v1-group");
+
+    for (name, commit) in [("one", true), ("aborted", false), ("two", true)] {
+        p.begin_transaction().await.expect("begin");
+        let mut deliveries = Vec::new();
+        for i in 0..3 {
+            deliveries.push(
+                p.send(ProducerRecord::new(&topic).value(format!("{name}-{i}").as_bytes()))
+                    .await
+                    .expect("send"),
+            );
+        }
+        p.flush().await.expect("flush");
+        for d in deliveries {
+            d.await.expect("written");
+        }
+        p.send_offsets_to_transaction(
+            &[(TopicPartition::new(&topic, 0), 1)],
+            &ConsumerGroupMetadata::new(&group),
+        )
+        .await
+        .expect("offsets through AddOffsetsToTxn");
+        if commit {
+            p.commit_transaction().await.expect("commit");
+        } else {
+            p.abort_transaction().await.expect("abort");
+        }
+    }
+    let committed: Vec<String> = kcat(&kafka, &topic, &["isolation.level=read_committed"])
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(
+        committed,
+        ["one-0", "one-1", "one-2", "two-0", "two-1", "two-2"]
+    );
+    let batches = log_batch_headers(&p, &topic, 0).await;
+    let mut epochs: Vec<i16> = batches
+        .iter()
+        .filter(|b| !b.control)
+        .map(|b| b.epoch)
+        .collect();
+    epochs.dedup();
+    assert_eq!(
+        epochs.len(),
+        1,
+        "one epoch for the producer's life: {batches:?}"
+    );
+    p.close(Duration::from_secs(10)).await.expect("close");
 }
 
 #[tokio::test(flavor = "current_thread")]
