@@ -420,10 +420,12 @@ impl Producer {
         let id = txn_id(&self.inner)?;
         super::idempotence::init_producer_id(&self.inner).await?;
         // The coordinator's connection carries the cluster's finalized features.
-        let conn = self
-            .inner
-            .cluster
-            .coordinator_connection(CoordinatorType::Transaction, &id)
+        let cluster = &self.inner.cluster;
+        let deadline = Instant::now() + self.inner.config.max_block;
+        let conn = cluster
+            .retry(deadline, || {
+                cluster.coordinator_connection(CoordinatorType::Transaction, &id)
+            })
             .await?;
         let version = conn.api_versions().map_or(
             TransactionVersion::V1,
