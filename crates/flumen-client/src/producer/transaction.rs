@@ -13,9 +13,9 @@
 //!   or a new producer id at epoch 0 once the epoch would overflow. The producer adopts it
 //!   and every partition's sequence numbers restart at 0. The per-transaction epoch bump is
 //!   what fences a late produce of a finished transaction (KIP-890's hanging transactions).
-//! - **V1**, the classic protocol (KIP-98), otherwise (Kafka 3.x): before the first batch of
-//!   a transaction reaches a partition, the sender registers the partition with
-//!   AddPartitionsToTxn; offsets join through AddOffsetsToTxn then TxnOffsetCommit (at most
+//! - **V1**, the classic protocol (KIP-98), otherwise (Kafka 3.x, or 4.x formatted with
+//!   `transaction.version` below 2): before the first batch of a transaction reaches a
+//!   partition, the sender registers the partition with AddPartitionsToTxn; offsets join through AddOffsetsToTxn then TxnOffsetCommit (at most
 //!   v4) to the group coordinator; EndTxn (at most v4) commits or aborts and the epoch stays.
 //!   Produce requests stay at v11 so the broker does not expect the V2 flow.
 //!
