@@ -173,6 +173,10 @@ impl BrokerProcesses for DockerBrokers {
             format.push_str(" --add-scram ");
             format.push_str(&sh_quote(&s));
         }
+        for f in layout.feature_args() {
+            format.push_str(" --feature ");
+            format.push_str(&sh_quote(&f));
+        }
         let script = format!(
             "{format} >> {out} 2>&1 && exec /opt/kafka/bin/kafka-server-start.sh {cfg} >> {out} 2>&1",
             out = sh_quote(&stdout),

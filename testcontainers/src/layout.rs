@@ -120,6 +120,16 @@ impl Layout {
     }
 
     /// The `--add-scram` arguments for the storage format of every node.
+    /// The `--feature` arguments of `StorageTool format` (name=level), beyond the release's
+    /// defaults.
+    pub(crate) fn feature_args(&self) -> Vec<String> {
+        self.spec
+            .transaction_version
+            .map(|level| format!("transaction.version={level}"))
+            .into_iter()
+            .collect()
+    }
+
     pub(crate) fn scram_args(&self) -> Vec<String> {
         self.users
             .iter()
@@ -344,6 +354,19 @@ mod tests {
         let plain = properties(ClusterSpec::three(), 1);
         assert!(!plain.contains("broker.rack"), "{plain}");
         assert!(!plain.contains("replica.selector.class"), "{plain}");
+    }
+
+    #[test]
+    fn transaction_version_becomes_a_format_feature_only_when_asked_for() {
+        let root = crate::tempdir::TempRoot::create().expect("temp dir");
+        let default = Layout::new(ClusterSpec::single(), root.path()).expect("layout");
+        assert!(default.feature_args().is_empty());
+        let off = Layout::new(
+            ClusterSpec::single().with_transaction_version(0),
+            root.path(),
+        )
+        .expect("layout");
+        assert_eq!(off.feature_args(), ["transaction.version=0"]);
     }
 
     #[test]

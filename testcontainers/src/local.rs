@@ -112,6 +112,7 @@ impl BrokerProcesses for JvmBrokers {
     fn prepare(&self, layout: &Layout) -> Result<()> {
         // Format all nodes in parallel: each is a JVM start of a second or two.
         let scram = layout.scram_args();
+        let features = layout.feature_args();
         let handles: Vec<_> = (0..layout.ports.len())
             .map(|n| {
                 let mut cmd = self.java(false, &layout.tools_log4j_path());
@@ -120,6 +121,9 @@ impl BrokerProcesses for JvmBrokers {
                     .args(["--cluster-id", &layout.cluster_id]);
                 for s in &scram {
                     cmd.args(["--add-scram", s]);
+                }
+                for f in &features {
+                    cmd.args(["--feature", f]);
                 }
                 thread::spawn(move || {
                     command::run_ok(

@@ -24,6 +24,11 @@ pub struct ClusterSpec {
     /// The Apache Kafka release to run; `None` is the one pinned in
     /// `testcontainers/kafka/pom.xml` ([`KafkaVersion::pinned`]).
     pub version: Option<KafkaVersion>,
+    /// Format the storage with the feature `transaction.version` at this level
+    /// (`StorageTool format --feature transaction.version=N`, KIP-1022) instead of the
+    /// release's default (2 on Kafka 4.x: KIP-890's transaction protocol v2; 0 on 3.9).
+    /// Ignored by an external cluster (`FLUMEN_KAFKA_BOOTSTRAP`).
+    pub transaction_version: Option<u8>,
 }
 
 impl Default for ClusterSpec {
@@ -35,6 +40,7 @@ impl Default for ClusterSpec {
             racks: false,
             production_jvm: false,
             version: None,
+            transaction_version: None,
         }
     }
 }
@@ -98,6 +104,17 @@ impl ClusterSpec {
     pub fn with_kafka_version(self, version: KafkaVersion) -> Self {
         ClusterSpec {
             version: Some(version),
+            ..self
+        }
+    }
+
+    /// Formats the cluster with `transaction.version` at `level` (see
+    /// [`transaction_version`](Self::transaction_version)): `with_transaction_version(0)` on a
+    /// 4.x release gives a broker that speaks Produce v12 and EndTxn v5 but runs only the
+    /// classic transaction protocol.
+    pub fn with_transaction_version(self, level: u8) -> Self {
+        ClusterSpec {
+            transaction_version: Some(level),
             ..self
         }
     }

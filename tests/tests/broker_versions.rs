@@ -3,7 +3,8 @@
 //! release (PLAINTEXT + SASL) is started once for this test binary, and the same smoke suite
 //! runs on it: produce/consume round trip, a classic consumer group, the KIP-848 group
 //! protocol (working on 4.x, a typed error naming the feature and the broker on 3.9, which
-//! has it only as early access and off), transactions under read_committed, admin (topics and
+//! has it only as early access and off), transactions under read_committed (the classic
+//! protocol on 3.9, KIP-890's transaction protocol v2 on 4.x), admin (topics and
 //! configs), and SASL PLAIN/SCRAM logins.
 //!
 //! Both brokers start in parallel at the first test; the tests then share them.
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use flumen_client::admin::{AlterConfigOp, ConfigResource, ConfigSource, NewTopic};
 use flumen_client::cluster::ConnectionKind;
 use flumen_client::consumer::{Consumer, ConsumerConfig, ConsumerError};
-use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
+use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord, TransactionVersion};
 use flumen_client::{Admin, ClientConfig, Error, TopicPartition};
 use flumen_testcontainers::{KafkaCluster, KafkaVersion, SaslMechanism};
 
@@ -412,7 +413,8 @@ async fn kip848_group_works_or_fails_clearly(version: &'static str) {
 }
 
 /// Commit, abort, commit: read_committed sees exactly the committed records, read_uncommitted
-/// sees the aborted ones too.
+/// sees the aborted ones too; under the classic protocol on 3.x (no `transaction.version` 2)
+/// and KIP-890's transaction protocol v2 on 4.x.
 async fn transactions_commit_and_abort(version: &'static str) {
     let kafka = kafka(version);
     let topic = topic(kafka, "v-txn", 2).await;
@@ -428,6 +430,12 @@ async fn transactions_commit_and_abort(version: &'static str) {
     )
     .await;
     p.init_transactions().await.expect("init_transactions");
+    let protocol = if version.starts_with("3.") {
+        TransactionVersion::V1
+    } else {
+        TransactionVersion::V2
+    };
+    assert_eq!(p.transaction_version(), Some(protocol), "{version}");
 
     p.begin_transaction().await.expect("begin");
     send_all(&p, &topic, Some("c"), &values("committed", 10)).await;

@@ -14,9 +14,10 @@ use flumen_client::admin::NewTopic;
 use flumen_client::producer::partitioner::partition_for_key;
 use flumen_client::producer::{
     ConsumerGroupMetadata, ProduceError, Producer, ProducerConfig, ProducerRecord,
+    TransactionVersion,
 };
 use flumen_client::{Admin, ClientConfig, TopicPartition};
-use flumen_testcontainers::KafkaCluster;
+use flumen_testcontainers::{ClusterSpec, KafkaCluster};
 
 async fn admin(kafka: &KafkaCluster) -> Admin {
     Admin::connect(
@@ -263,7 +264,13 @@ async fn aborted_records_are_invisible_to_read_committed_readers_and_committed_o
     let kafka = KafkaCluster::shared();
     let topic = create_topic(kafka, "txn", 3).await;
     let p = transactional(kafka, &KafkaCluster::unique_topic("txn-id")).await;
+    assert_eq!(p.transaction_version(), None, "chosen by init_transactions");
     p.init_transactions().await.expect("init_transactions");
+    assert_eq!(
+        p.transaction_version(),
+        Some(TransactionVersion::V2),
+        "Kafka 4.1.1 formatted with its defaults finalizes transaction.version 2 (KIP-890)"
+    );
 
     p.begin_transaction().await.expect("begin");
     for i in 0..100 {
@@ -343,6 +350,7 @@ async fn a_newer_producer_with_the_same_transactional_id_fences_the_older_one() 
     new.init_transactions()
         .await
         .expect("init new (aborts the old one's transaction)");
+    assert_eq!(new.transaction_version(), Some(TransactionVersion::V2));
 
     let err = old
         .commit_transaction()
@@ -412,6 +420,211 @@ async fn offsets_sent_to_a_transaction_are_committed_with_it_and_not_when_it_abo
         [(1, 42)],
         "only the committed transaction's offset"
     );
+}
+
+/// KIP-890 (transaction protocol v2): every EndTxn hands the producer the next epoch, so
+/// each transaction's batches carry an epoch of their own, with sequences from 0 again; the
+/// markers still end exactly the right transactions for read_committed readers.
+#[tokio::test(flavor = "current_thread")]
+async fn under_transaction_v2_each_transaction_writes_with_the_next_epoch_and_readers_see_only_commits()
+ {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "txn-v2-epochs", 1).await;
+    let p = transactional(kafka, &KafkaCluster::unique_topic("epochs-id")).await;
+    p.init_transactions().await.expect("init");
+    assert_eq!(p.transaction_version(), Some(TransactionVersion::V2));
+
+    let transactions = [("one", true), ("two", true), ("aborted", false)];
+    for (name, commit) in transactions {
+        p.begin_transaction().await.expect("begin");
+        let mut deliveries = Vec::new();
+        for i in 0..3 {
+            deliveries.push(
+                p.send(ProducerRecord::new(&topic).value(format!("{name}-{i}").as_bytes()))
+                    .await
+                    .expect("send"),
+            );
+        }
+        // In the log before the transaction ends, aborted ones included.
+        p.flush().await.expect("flush");
+        for d in deliveries {
+            d.await.expect("written");
+        }
+        if commit {
+            p.commit_transaction().await.expect("commit");
+        } else {
+            p.abort_transaction().await.expect("abort");
+        }
+    }
+
+    let committed: Vec<String> = kcat(kafka, &topic, &["isolation.level=read_committed"])
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(
+        committed,
+        ["one-0", "one-1", "one-2", "two-0", "two-1", "two-2"]
+    );
+
+    // The log itself: data batches of one producer id, one epoch per transaction, each
+    // epoch's first batch at sequence 0; one marker per transaction.
+    let batches = log_batch_headers(&p, &topic, 0).await;
+    let data: Vec<&LogBatch> = batches.iter().filter(|b| !b.control).collect();
+    assert!(
+        data.iter().all(|b| b.producer_id == data[0].producer_id),
+        "{batches:?}"
+    );
+    let mut epochs: Vec<i16> = data.iter().map(|b| b.epoch).collect();
+    epochs.dedup();
+    assert_eq!(epochs.len(), 3, "an epoch per transaction: {batches:?}");
+    assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{batches:?}");
+    for epoch in &epochs {
+        let first = data.iter().find(|b| b.epoch == *epoch).expect("a batch");
+        assert_eq!(
+            first.base_sequence, 0,
+            "sequences restart per epoch: {batches:?}"
+        );
+    }
+    assert_eq!(
+        batches.iter().filter(|b| b.control).count(),
+        3,
+        "a commit, a commit and an abort marker: {batches:?}"
+    );
+    p.close(Duration::from_secs(10)).await.expect("close");
+}
+
+/// Under transaction protocol v2 the partition leader adds partitions to transactions, so a
+/// zombie's write reaches the leader without an AddPartitionsToTxn to refuse it first: the
+/// leader must refuse it, and nothing the zombie wrote becomes visible.
+#[tokio::test(flavor = "current_thread")]
+async fn a_zombie_producer_writing_after_it_was_fenced_is_refused_under_transaction_v2() {
+    let kafka = KafkaCluster::shared();
+    let topic = create_topic(kafka, "zombie", 2).await;
+    let id = KafkaCluster::unique_topic("zombie-id");
+    let zombie = transactional(kafka, &id).await;
+    zombie.init_transactions().await.expect("init zombie");
+    assert_eq!(zombie.transaction_version(), Some(TransactionVersion::V2));
+    zombie.begin_transaction().await.expect("begin zombie");
+    zombie
+        .send(
+            ProducerRecord::new(&topic)
+                .partition(0)
+                .value(b"zombie-before"),
+        )
+        .await
+        .expect("send")
+        .await
+        .expect("written before the fence");
+
+    let successor = transactional(kafka, &id).await;
+    successor.init_transactions().await.expect("init successor");
+
+    // A partition the zombie had not touched yet (the leader asks the coordinator to add
+    // it, which refuses the old epoch), then one it wrote before. Once one write was
+    // refused the producer knows it is fenced and refuses the next send itself.
+    for partition in [1, 0] {
+        let outcome = match zombie
+            .send(
+                ProducerRecord::new(&topic)
+                    .partition(partition)
+                    .value(b"zombie-after"),
+            )
+            .await
+        {
+            Ok(delivery) => delivery.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = outcome.expect_err("the old epoch is refused");
+        assert!(
+            matches!(err, ProduceError::Fenced(_)),
+            "partition {partition}: {err:?}"
+        );
+    }
+    assert!(
+        zombie.commit_transaction().await.is_err(),
+        "the zombie cannot commit"
+    );
+
+    successor
+        .begin_transaction()
+        .await
+        .expect("begin successor");
+    let _delivery = successor
+        .send(ProducerRecord::new(&topic).partition(1).value(b"successor"))
+        .await
+        .expect("send");
+    successor
+        .commit_transaction()
+        .await
+        .expect("commit successor");
+    let values: Vec<String> = kcat(kafka, &topic, &["isolation.level=read_committed"])
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(values, ["successor"]);
+}
+
+/// The protocol follows the cluster's finalized `transaction.version`, not the request
+/// versions a broker offers: a Kafka 4.x cluster formatted with `transaction.version` 0
+/// offers Produce v12 and EndTxn v5, yet only the classic protocol works there. The
+/// producer uses it, and keeps one epoch across transactions.
+#[tokio::test(flavor = "current_thread")]
+async fn a_4x_cluster_formatted_without_transaction_version_2_gets_the_classic_protocol() {
+    let kafka = KafkaCluster::start(ClusterSpec::single().with_transaction_version(0))
+        .expect("start a 4.x cluster with transaction.version 0");
+    let topic = create_topic(&kafka, "txn-v1-on-4x", 1).await;
+    let p = transactional(&kafka, &KafkaCluster::unique_topic("v1-id")).await;
+    p.init_transactions().await.expect("init");
+    assert_eq!(p.transaction_version(), Some(TransactionVersion::V1));
+    let group = KafkaCluster::unique_topic("v1-group");
+
+    for (name, commit) in [("one", true), ("aborted", false), ("two", true)] {
+        p.begin_transaction().await.expect("begin");
+        let mut deliveries = Vec::new();
+        for i in 0..3 {
+            deliveries.push(
+                p.send(ProducerRecord::new(&topic).value(format!("{name}-{i}").as_bytes()))
+                    .await
+                    .expect("send"),
+            );
+        }
+        p.flush().await.expect("flush");
+        for d in deliveries {
+            d.await.expect("written");
+        }
+        p.send_offsets_to_transaction(
+            &[(TopicPartition::new(&topic, 0), 1)],
+            &ConsumerGroupMetadata::new(&group),
+        )
+        .await
+        .expect("offsets through AddOffsetsToTxn");
+        if commit {
+            p.commit_transaction().await.expect("commit");
+        } else {
+            p.abort_transaction().await.expect("abort");
+        }
+    }
+    let committed: Vec<String> = kcat(&kafka, &topic, &["isolation.level=read_committed"])
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(
+        committed,
+        ["one-0", "one-1", "one-2", "two-0", "two-1", "two-2"]
+    );
+    let batches = log_batch_headers(&p, &topic, 0).await;
+    let mut epochs: Vec<i16> = batches
+        .iter()
+        .filter(|b| !b.control)
+        .map(|b| b.epoch)
+        .collect();
+    epochs.dedup();
+    assert_eq!(
+        epochs.len(),
+        1,
+        "one epoch for the producer's life: {batches:?}"
+    );
+    p.close(Duration::from_secs(10)).await.expect("close");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -831,6 +1044,67 @@ async fn a_record_over_the_topic_limit_fails_alone_and_the_others_are_delivered_
     expected.push("after".to_owned());
     assert_eq!(consumed, expected);
     p.close(Duration::from_secs(10)).await.expect("close");
+}
+
+/// What a record batch in the log says about who wrote it.
+#[derive(Debug)]
+#[allow(dead_code)] // `records` is read through Debug only
+struct LogBatch {
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    records: i32,
+    control: bool,
+}
+
+/// The headers of every record batch in `topic`-`partition` (transaction markers included),
+/// read to the log end with plain read_uncommitted Fetch requests.
+async fn log_batch_headers(p: &Producer, topic: &str, partition: i32) -> Vec<LogBatch> {
+    use flumen_client::cluster::ConnectionKind;
+    use flumen_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use flumen_protocol::messages::{BrokerId, FetchRequest, StrBytes, TopicName};
+    use flumen_protocol::record::RecordBatches;
+
+    let cluster = p.cluster();
+    let leader = cluster.leader(topic, partition).await.expect("leader");
+    let conn = cluster
+        .connection(&leader, ConnectionKind::Fetch)
+        .await
+        .expect("connection");
+    let mut batches = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut part = FetchPartition::default();
+        part.partition = partition;
+        part.fetch_offset = offset;
+        part.partition_max_bytes = 1 << 20;
+        let mut wanted = FetchTopic::default();
+        wanted.topic = TopicName(StrBytes::from_string(topic.to_owned()));
+        wanted.partitions = vec![part];
+        let mut request = FetchRequest::default();
+        request.replica_id = BrokerId(-1);
+        request.max_bytes = 1 << 20;
+        request.topics = vec![wanted];
+        let response = conn.send_version(request, 12).await.expect("fetch");
+        let records = response.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default();
+        if records.is_empty() {
+            return batches;
+        }
+        for batch in RecordBatches::new(records) {
+            let batch = batch.expect("a well-formed batch");
+            batches.push(LogBatch {
+                producer_id: batch.producer_id(),
+                epoch: batch.producer_epoch(),
+                base_sequence: batch.base_sequence(),
+                records: batch.record_count(),
+                control: batch.is_control(),
+            });
+            offset = batch.next_offset();
+        }
+    }
 }
 
 /// The record batches in `topic`-`partition` up to offset `end`, as record counts in log

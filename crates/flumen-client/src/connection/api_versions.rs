@@ -26,6 +26,9 @@ pub struct ApiVersions {
     /// which tells a 3.x broker from a 4.x one (brokers do not announce their release).
     /// Not Produce: 4.x brokers still announce Produce v0 (4.4.0 does).
     fetch_min: Option<i16>,
+    /// The cluster-wide finalized features (name, max version level), as the broker knew
+    /// them when it answered (KIP-584; ApiVersions v3+, empty before).
+    finalized: Vec<(String, i16)>,
 }
 
 /// The oldest Fetch version a Kafka 4.0 or newer broker accepts (KIP-896).
@@ -57,7 +60,31 @@ impl ApiVersions {
             }
             max[index] = Some(hi);
         }
-        ApiVersions { max, fetch_min }
+        // The list is valid only with an epoch (-1: the broker does not know them yet).
+        let finalized = if response.finalized_features_epoch >= 0 {
+            response
+                .finalized_features
+                .iter()
+                .map(|f| (f.name.to_string(), f.max_version_level))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ApiVersions {
+            max,
+            fetch_min,
+            finalized,
+        }
+    }
+
+    /// The finalized level of the cluster-wide feature `name` (e.g. `transaction.version`,
+    /// `metadata.version`), as the broker reported it at connect time; `None` when the
+    /// feature is not finalized (level 0) or the broker does not report features.
+    pub fn finalized_feature(&self, name: &str) -> Option<i16> {
+        self.finalized
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, level)| level)
     }
 
     /// The broker's release as far as its ApiVersions answer tells (brokers do not announce
@@ -161,6 +188,35 @@ mod tests {
         assert_eq!(v.max_version(ApiKey::Fetch), None);
         assert_eq!(v.max_version(ApiKey::ListOffsets), None);
         assert!(v.release_estimate().starts_with("Kafka 3.x or older"));
+    }
+
+    #[test]
+    fn finalized_features_are_read_only_with_an_epoch() {
+        use flumen_protocol::messages::api_versions_response::FinalizedFeatureKey;
+        let features = vec![
+            FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str("transaction.version"))
+                .with_min_version_level(0)
+                .with_max_version_level(2),
+            FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str("metadata.version"))
+                .with_max_version_level(27),
+        ];
+        let known = ApiVersions::from_response(
+            &ApiVersionsResponse::default()
+                .with_finalized_features_epoch(12)
+                .with_finalized_features(features.clone()),
+        );
+        assert_eq!(known.finalized_feature("transaction.version"), Some(2));
+        assert_eq!(known.finalized_feature("metadata.version"), Some(27));
+        assert_eq!(known.finalized_feature("group.version"), None);
+        // Epoch -1: the broker has not learnt the features yet; the list means nothing.
+        let unknown = ApiVersions::from_response(
+            &ApiVersionsResponse::default()
+                .with_finalized_features_epoch(-1)
+                .with_finalized_features(features),
+        );
+        assert_eq!(unknown.finalized_feature("transaction.version"), None);
     }
 
     #[test]

@@ -244,6 +244,18 @@ pub(crate) fn too_large(
 }
 
 impl PartitionQueue {
+    /// A new producer id or epoch: sequences start again at 0, the first batch goes alone
+    /// until acknowledged, and queued batches are stamped afresh when drained.
+    pub(crate) fn restart_sequences(&mut self) {
+        self.next_sequence = 0;
+        self.acked_sequence = 0;
+        self.retrying = false;
+        self.confirmed = false;
+        for b in &mut self.ready {
+            b.base_sequence = -1;
+        }
+    }
+
     /// Encodes one record into the partition's open batch, opening one (with `reservation`)
     /// when there is none or the record does not fit.
     #[allow(clippy::too_many_arguments)]
@@ -359,5 +371,24 @@ impl PartitionQueue {
         };
         self.ready.insert(at, batch);
         self.retrying = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarting_sequences_forgets_the_old_epoch() {
+        let mut q = PartitionQueue {
+            next_sequence: 42,
+            acked_sequence: 40,
+            retrying: true,
+            confirmed: true,
+            ..PartitionQueue::default()
+        };
+        q.restart_sequences();
+        assert_eq!((q.next_sequence, q.acked_sequence), (0, 0));
+        assert!(!q.retrying && !q.confirmed);
     }
 }

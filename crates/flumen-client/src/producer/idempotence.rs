@@ -15,7 +15,7 @@ use flumen_protocol::ErrorCode;
 use flumen_protocol::messages::StrBytes;
 use flumen_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
 
-use super::{Inner, ProduceError};
+use super::{Inner, ProduceError, State};
 use crate::cluster::CoordinatorType;
 use crate::error::Error;
 
@@ -146,22 +146,30 @@ pub(crate) async fn init_producer_id(inner: &Inner) -> Result<(), ProduceError> 
             _ => ProduceError::from(e),
         })?;
     let mut s = inner.state();
-    s.idem.producer_id = response.producer_id.0;
-    s.idem.epoch = response.producer_epoch;
     s.idem.bump_needed = false;
+    adopt_identity(&mut s, response.producer_id.0, response.producer_epoch);
+    Ok(())
+}
+
+/// Takes `(producer_id, epoch)` as the producer's identity: every partition's sequence
+/// numbers start again at 0 (the broker keeps sequences per producer id and epoch). Used
+/// after InitProducerId, and after a KIP-890 EndTxn, which hands out the next transaction's
+/// epoch (or a new producer id when the epoch would overflow).
+pub(crate) fn adopt_identity(s: &mut State, producer_id: i64, epoch: i16) {
+    s.idem.producer_id = producer_id;
+    s.idem.epoch = epoch;
     for topic in s.acc.topics.values_mut() {
         for q in &mut topic.partitions {
-            q.next_sequence = 0;
-            q.acked_sequence = 0;
-            q.retrying = false;
-            q.confirmed = false;
-            // Queued batches are re-stamped from sequence 0 when drained.
-            for b in &mut q.ready {
-                b.base_sequence = -1;
-            }
+            q.restart_sequences();
         }
     }
-    Ok(())
+}
+
+/// The identity an EndTxn answer gives the next transaction: v5+ (transaction protocol v2)
+/// carries the bumped epoch, or a new producer id with epoch 0 when the epoch ran out;
+/// older versions carry -1 (keep the current identity).
+pub(crate) fn identity_after_end_txn(producer_id: i64, epoch: i16) -> Option<(i64, i16)> {
+    (producer_id >= 0 && epoch >= 0).then_some((producer_id, epoch))
 }
 
 #[cfg(test)]
@@ -174,6 +182,16 @@ mod tests {
         assert_eq!(increment_sequence(i32::MAX - 2, 3), 0);
         assert_eq!(increment_sequence(i32::MAX, 1), 0);
         assert_eq!(increment_sequence(i32::MAX - 1, 5), 3);
+    }
+
+    #[test]
+    fn end_txn_identity_is_adopted_only_from_v5_answers() {
+        // EndTxn v4 and older: producer id and epoch default to -1.
+        assert_eq!(identity_after_end_txn(-1, -1), None);
+        // v5, the usual case: same id, next epoch.
+        assert_eq!(identity_after_end_txn(4000, 8), Some((4000, 8)));
+        // v5 after the epoch reached i16::MAX: a new id, epoch 0.
+        assert_eq!(identity_after_end_txn(4001, 0), Some((4001, 0)));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - `sender`: the background task that drains ready batches into one ProduceRequest per broker,
 //!   with up to `max.in.flight.requests.per.connection` in flight, and handles the answers.
 //! - `idempotence`: producer id and epoch, sequence numbers, KIP-360 epoch bumps.
-//! - [`transaction`]: transactions (begin, send offsets, commit, abort) and [`ConsumerGroupMetadata`].
+//! - [`transaction`]: transactions (begin, send offsets, commit, abort), [`ConsumerGroupMetadata`],
+//!   and the protocol in use ([`TransactionVersion`]: classic KIP-98 or KIP-890 v2).
 //! - `delivery`: [`DeliveryFuture`] and [`RecordMetadata`], one shared completion per batch.
 //!
 //! ```no_run
@@ -56,8 +57,8 @@ use self::idempotence::IdempotenceState;
 use self::memory::MemoryBudget;
 use self::partitioner::StickyPartition;
 pub use self::partitioner::{DefaultPartitioner, Partitioner};
-pub use self::transaction::ConsumerGroupMetadata;
 use self::transaction::TxnState;
+pub use self::transaction::{ConsumerGroupMetadata, TransactionVersion};
 use crate::cluster::Cluster;
 use crate::error::Error;
 

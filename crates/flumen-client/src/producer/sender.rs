@@ -33,15 +33,15 @@ use super::config::Acks;
 use super::delivery::{BatchAck, BatchCompletion};
 use super::idempotence::{increment_sequence, restamp};
 use super::split::{Piece, halve};
+use super::transaction::TransactionVersion;
 use super::{Inner, ProduceError};
 use crate::cluster::ConnectionKind;
 use crate::error::Error;
 
-/// The highest Produce version we send: v13 identifies topics by id only.
+/// The highest Produce version we send: v13 identifies topics by id only. Transactional
+/// producers go lower under the classic protocol (`TransactionVersion::max_produce_version`):
+/// v12 announces transaction protocol v2 (KIP-890), where the leader adds the partition.
 const MAX_PRODUCE_VERSION: i16 = 12;
-/// For transactional producers: v12 would announce transaction protocol v2 (KIP-890), whose
-/// implicit partition registration we do not use; v11 keeps the classic AddPartitionsToTxn flow.
-const MAX_TXN_PRODUCE_VERSION: i16 = 11;
 
 /// One batch on its way, with where it goes.
 pub(crate) struct InFlight {
@@ -486,7 +486,8 @@ async fn send_request(inner: Arc<Inner>, broker: i32, batches: Vec<InFlight>) {
             return Ok(None);
         }
         let cap = if inner.transactional() {
-            MAX_TXN_PRODUCE_VERSION
+            let version = inner.state().txn.version.unwrap_or(TransactionVersion::V1);
+            version.max_produce_version().min(MAX_PRODUCE_VERSION)
         } else {
             MAX_PRODUCE_VERSION
         };
@@ -648,6 +649,11 @@ fn classify(
         | ErrorCode::InvalidProducerEpoch
         | ErrorCode::TransactionalIdAuthorizationFailed => {
             Outcome::Fail(ProduceError::Fenced(error().to_string()))
+        }
+        // Transaction protocol v2: the leader could not add the partition to the
+        // transaction (as Java: abort it, the producer stays usable).
+        ErrorCode::TransactionAbortable => {
+            Outcome::Fail(ProduceError::AbortableTransaction(error().to_string()))
         }
         c if c.is_retriable() => Outcome::Retry(error()),
         _ => Outcome::Fail(error()),

@@ -1,16 +1,41 @@
 //! Transactions: `init_transactions`, `begin`, `send_offsets_to_transaction`, `commit`, `abort`.
 //!
-//! The classic protocol (KIP-98): before the first batch of a transaction reaches a
-//! partition, the sender registers the partition with AddPartitionsToTxn; offsets join
-//! through AddOffsetsToTxn then TxnOffsetCommit to the group coordinator; EndTxn commits or
-//! aborts. Produce requests of a transactional producer stay at v11 so the broker does not
-//! expect the KIP-890 (transaction protocol v2) flow.
+//! Two protocols, chosen once at `init_transactions` from the transaction coordinator's
+//! ApiVersions answer ([`TransactionVersion`], [`Producer::transaction_version`]), as the
+//! Java client does:
+//!
+//! - **V2** (KIP-890 part 2) when the cluster finalized the feature `transaction.version` at
+//!   level 2 or more and the coordinator speaks Produce v12, EndTxn v5 and TxnOffsetCommit v5
+//!   (Kafka 4.0+ clusters formatted with their defaults). Produce goes at v12: the partition
+//!   leader adds the partition to the transaction itself, so no AddPartitionsToTxn is sent;
+//!   offsets go straight to the group coordinator with TxnOffsetCommit v5, which adds the
+//!   group (no AddOffsetsToTxn); EndTxn v5 answers with the epoch of the next transaction,
+//!   or a new producer id at epoch 0 once the epoch would overflow. The producer adopts it
+//!   and every partition's sequence numbers restart at 0. The per-transaction epoch bump is
+//!   what fences a late produce of a finished transaction (KIP-890's hanging transactions).
+//! - **V1**, the classic protocol (KIP-98), otherwise (Kafka 3.x, or 4.x formatted with
+//!   `transaction.version` below 2): before the first batch of a transaction reaches a
+//!   partition, the sender registers the partition with AddPartitionsToTxn; offsets join through AddOffsetsToTxn then TxnOffsetCommit (at most
+//!   v4) to the group coordinator; EndTxn (at most v4) commits or aborts and the epoch stays.
+//!   Produce requests stay at v11 so the broker does not expect the V2 flow.
+//!
+//! Invariants: the protocol of a producer never changes after `init_transactions` (a
+//! cluster that finalizes V2 later is used by the next producer); under both, no batch of a
+//! transaction is sent after its EndTxn, so adopting EndTxn's epoch never re-stamps a
+//! batch; and EndTxn is sent only when something was written (or offsets sent) in the
+//! transaction, as Java does.
 //!
 //! Errors: PRODUCER_FENCED / INVALID_PRODUCER_EPOCH mean another producer with the same
 //! `transactional.id` took over ([`ProduceError::Fenced`]) — unless the transaction had been
 //! open longer than `transaction.timeout.ms`, in which case the coordinator aborted it and
 //! bumped the epoch itself ([`ProduceError::TransactionTimedOut`]). A failed batch makes
-//! the transaction abortable ([`ProduceError::AbortableTransaction`]).
+//! the transaction abortable ([`ProduceError::AbortableTransaction`]); so does
+//! TRANSACTION_ABORTABLE, which V2 brokers answer when they could not add a partition or
+//! the group to the transaction.
+//!
+//! # References
+//! - KIP-98 (transactions), KIP-447 (group metadata in TxnOffsetCommit)
+//! - KIP-890 (transactions server-side defense; part 2: transaction protocol v2)
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +53,76 @@ use tokio::time::Instant;
 
 use super::{Inner, ProduceError, Producer};
 use crate::cluster::{CoordinatorType, TopicPartition};
+use crate::connection::ApiVersions;
 use crate::error::Error;
+
+/// The transaction protocol a transactional producer uses (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum TransactionVersion {
+    /// The classic protocol (KIP-98): AddPartitionsToTxn and AddOffsetsToTxn, one producer
+    /// epoch for the producer's life. Brokers without `transaction.version` 2.
+    V1,
+    /// Transaction protocol v2 (KIP-890 part 2): partitions and groups join the transaction
+    /// implicitly, every EndTxn bumps the producer epoch. Kafka 4.0+.
+    V2,
+}
+
+impl TransactionVersion {
+    /// 1 or 2.
+    pub fn number(self) -> u8 {
+        match self {
+            TransactionVersion::V1 => 1,
+            TransactionVersion::V2 => 2,
+        }
+    }
+
+    /// The protocol to use with a transaction coordinator that answered ApiVersions with
+    /// `versions`: V2 needs the finalized feature `transaction.version` >= 2 and the request
+    /// versions that carry it (Produce v12, EndTxn v5, TxnOffsetCommit v5).
+    pub(crate) fn from_api_versions(versions: &ApiVersions) -> TransactionVersion {
+        let at_least = |key: ApiKey, v: i16| versions.max_version(key).is_some_and(|m| m >= v);
+        let feature = versions
+            .finalized_feature(TRANSACTION_VERSION_FEATURE)
+            .unwrap_or(0);
+        if feature >= 2
+            && at_least(ApiKey::Produce, 12)
+            && at_least(ApiKey::EndTxn, 5)
+            && at_least(ApiKey::TxnOffsetCommit, 5)
+        {
+            TransactionVersion::V2
+        } else {
+            TransactionVersion::V1
+        }
+    }
+
+    /// The highest Produce version a transactional producer may send: v12 announces V2.
+    pub(crate) fn max_produce_version(self) -> i16 {
+        match self {
+            TransactionVersion::V1 => 11,
+            TransactionVersion::V2 => 12,
+        }
+    }
+
+    /// The highest EndTxn version: v5 asks for (and answers with) the epoch bump.
+    fn max_end_txn_version(self) -> i16 {
+        match self {
+            TransactionVersion::V1 => 4,
+            TransactionVersion::V2 => 5,
+        }
+    }
+
+    /// The highest TxnOffsetCommit version: v5 adds the group to the transaction.
+    fn max_txn_offset_commit_version(self) -> i16 {
+        match self {
+            TransactionVersion::V1 => 4,
+            TransactionVersion::V2 => 5,
+        }
+    }
+}
+
+/// The name of the KIP-584 feature that says which transaction protocol the cluster runs.
+const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
 
 /// What the group coordinator needs to accept offsets from a transactional producer: the
 /// consumer's group membership at the time (the consumer returns it).
@@ -92,9 +186,12 @@ pub(crate) struct TxnState {
     pending: Vec<(Arc<str>, i32)>,
     /// Partitions registered in this transaction.
     added: HashSet<(Arc<str>, i32)>,
-    /// Offsets were added (AddOffsetsToTxn): the coordinator has a transaction to end.
+    /// Offsets were added (AddOffsetsToTxn, or TxnOffsetCommit under V2): the coordinator
+    /// has a transaction to end.
     offsets: bool,
     started: Option<Instant>,
+    /// Chosen by `init_transactions`; `None` before.
+    pub(crate) version: Option<TransactionVersion>,
 }
 
 impl TxnState {
@@ -108,10 +205,18 @@ impl TxnState {
         }
     }
 
+    /// A record for `topic`-`partition` joined the transaction. Under V1 the partition
+    /// waits for AddPartitionsToTxn before its batches may leave; under V2 the leader adds
+    /// it, so it only counts as written.
     #[inline]
     pub(crate) fn note_partition(&mut self, topic: &Arc<str>, partition: i32) {
         let key = (topic.clone(), partition);
-        if !self.added.contains(&key) && !self.pending.contains(&key) {
+        if self.added.contains(&key) {
+            return;
+        }
+        if self.version == Some(TransactionVersion::V2) {
+            self.added.insert(key);
+        } else if !self.pending.contains(&key) {
             self.pending.push(key);
         }
     }
@@ -312,10 +417,41 @@ impl Producer {
     /// the same id, and completing their open transaction). Call once before the first
     /// transaction.
     pub async fn init_transactions(&self) -> Result<(), ProduceError> {
-        txn_id(&self.inner)?;
+        let id = txn_id(&self.inner)?;
         super::idempotence::init_producer_id(&self.inner).await?;
-        self.inner.state().txn.phase = Phase::Ready;
+        // The coordinator's connection carries the cluster's finalized features.
+        let cluster = &self.inner.cluster;
+        let deadline = Instant::now() + self.inner.config.max_block;
+        let conn = cluster
+            .retry(deadline, || {
+                cluster.coordinator_connection(CoordinatorType::Transaction, &id)
+            })
+            .await?;
+        let version = conn.api_versions().map_or(
+            TransactionVersion::V1,
+            TransactionVersion::from_api_versions,
+        );
+        let mut s = self.inner.state();
+        if s.txn.version.is_none() {
+            tracing::debug!(
+                transactional_id = %id,
+                transaction_version = version.number(),
+                coordinator = conn.addr(),
+                "transaction protocol chosen"
+            );
+            s.txn.version = Some(version);
+        }
+        s.txn.phase = Phase::Ready;
         Ok(())
+    }
+
+    /// The transaction protocol this producer uses: [`TransactionVersion::V2`] (KIP-890)
+    /// when the cluster finalized `transaction.version` 2 (Kafka 4.0+ by default),
+    /// [`TransactionVersion::V1`] (the classic KIP-98 flow) otherwise. Chosen by
+    /// [`init_transactions`](Self::init_transactions) and kept for the producer's life;
+    /// `None` before it, and for a producer without `transactional.id`.
+    pub fn transaction_version(&self) -> Option<TransactionVersion> {
+        self.inner.state().txn.version
     }
 
     /// Starts a transaction: records sent from now on are committed or aborted together.
@@ -348,32 +484,39 @@ impl Producer {
     ) -> Result<(), ProduceError> {
         let inner = &*self.inner;
         let id = txn_id(inner)?;
-        let (pid, epoch) = {
+        let (pid, epoch, version) = {
             let s = inner.state();
             s.txn.check_can_send()?;
-            (s.idem.producer_id, s.idem.epoch)
+            let version = s.txn.version.unwrap_or(TransactionVersion::V1);
+            (s.idem.producer_id, s.idem.epoch, version)
         };
-        let group_id = group.group_id.clone();
-        with_coordinator(
-            inner,
-            CoordinatorType::Transaction,
-            &id,
-            "AddOffsetsToTxn",
-            |conn| {
-                let request = AddOffsetsToTxnRequest::default()
-                    .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
-                    .with_producer_id(ProducerId(pid))
-                    .with_producer_epoch(epoch)
-                    .with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
-                async move {
-                    let response = conn.send(request).await?;
-                    Ok((ErrorCode::from_code(response.error_code), ()))
-                }
-            },
-        )
-        .await
-        .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))?;
-        inner.state().txn.offsets = true;
+        if version == TransactionVersion::V2 {
+            // TxnOffsetCommit v5 makes the group coordinator add the group to the
+            // transaction; from here on there is a transaction to end.
+            inner.state().txn.offsets = true;
+        } else {
+            let group_id = group.group_id.clone();
+            with_coordinator(
+                inner,
+                CoordinatorType::Transaction,
+                &id,
+                "AddOffsetsToTxn",
+                |conn| {
+                    let request = AddOffsetsToTxnRequest::default()
+                        .with_transactional_id(TransactionalId(StrBytes::from_string(id.clone())))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
+                    async move {
+                        let response = conn.send(request).await?;
+                        Ok((ErrorCode::from_code(response.error_code), ()))
+                    }
+                },
+            )
+            .await
+            .inspect_err(|e| inner.state().txn.set_abortable(e.to_string()))?;
+            inner.state().txn.offsets = true;
+        }
 
         let mut topics: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for (tp, offset) in offsets {
@@ -410,7 +553,14 @@ impl Producer {
                     )
                     .with_topics(topics.clone());
                 async move {
-                    let response = conn.send(request).await?;
+                    let version = conn
+                        .api_version(ApiKey::TxnOffsetCommit)
+                        .ok_or_else(|| Error::UnsupportedVersion {
+                            addr: conn.addr().to_owned(),
+                            api: "TxnOffsetCommit",
+                        })?
+                        .min(version.max_txn_offset_commit_version());
+                    let response = conn.send_version(request, version).await?;
                     let mut worst = ErrorCode::None;
                     for t in &response.topics {
                         for p in &t.partitions {
@@ -476,11 +626,12 @@ impl Producer {
     async fn end_transaction(&self, commit: bool) -> Result<(), ProduceError> {
         let inner = &*self.inner;
         let id = txn_id(inner)?;
-        let (pid, epoch, anything) = {
+        let (pid, epoch, version, anything) = {
             let s = inner.state();
             (
                 s.idem.producer_id,
                 s.idem.epoch,
+                s.txn.version.unwrap_or(TransactionVersion::V1),
                 // Nothing written and no offsets: the coordinator never heard of this
                 // transaction (as Java, no EndTxn is sent).
                 !s.txn.added.is_empty() || !s.txn.pending.is_empty() || s.txn.offsets,
@@ -495,7 +646,10 @@ impl Producer {
                     .with_committed(commit);
                 async move {
                     // v5 belongs to transaction protocol v2 (epoch bump per transaction).
-                    let version = conn.api_version(ApiKey::EndTxn).unwrap_or(0).min(4);
+                    let version = conn
+                        .api_version(ApiKey::EndTxn)
+                        .unwrap_or(0)
+                        .min(version.max_end_txn_version());
                     let response = conn.send_version(request, version).await?;
                     let code = ErrorCode::from_code(response.error_code);
                     // Nothing was written in this transaction: the coordinator has no
@@ -505,16 +659,28 @@ impl Producer {
                     } else {
                         code
                     };
-                    Ok((code, ()))
+                    let next = super::idempotence::identity_after_end_txn(
+                        response.producer_id.0,
+                        response.producer_epoch,
+                    );
+                    Ok((code, next))
                 }
             })
             .await
         } else {
-            Ok(())
+            Ok(None)
         };
         let mut s = inner.state();
         match &result {
-            Ok(()) => {
+            Ok(next) => {
+                if let Some((next_pid, next_epoch)) = *next {
+                    tracing::debug!(
+                        producer_id = next_pid,
+                        epoch = next_epoch,
+                        "next transaction's producer id and epoch (EndTxn v5)"
+                    );
+                    super::idempotence::adopt_identity(&mut s, next_pid, next_epoch);
+                }
                 s.txn.phase = Phase::Ready;
                 s.txn.added.clear();
                 s.txn.pending.clear();
@@ -528,6 +694,112 @@ impl Producer {
             }
             Err(e) => s.txn.phase = Phase::Abortable(e.to_string()),
         }
-        result
+        result.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flumen_protocol::messages::ApiVersionsResponse;
+    use flumen_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey};
+
+    /// An ApiVersions answer offering `apis` (key, max version) with `transaction.version`
+    /// finalized at `level` (`None`: no features reported).
+    fn answer(apis: &[(ApiKey, i16)], level: Option<i16>) -> ApiVersions {
+        let mut response = ApiVersionsResponse::default().with_api_keys(
+            apis.iter()
+                .map(|&(key, max)| {
+                    ApiVersion::default()
+                        .with_api_key(key as i16)
+                        .with_min_version(0)
+                        .with_max_version(max)
+                })
+                .collect(),
+        );
+        if let Some(level) = level {
+            response = response
+                .with_finalized_features_epoch(7)
+                .with_finalized_features(vec![
+                    FinalizedFeatureKey::default()
+                        .with_name(StrBytes::from_static_str("transaction.version"))
+                        .with_max_version_level(level),
+                ]);
+        }
+        ApiVersions::from_response(&response)
+    }
+
+    const KAFKA_4: &[(ApiKey, i16)] = &[
+        (ApiKey::Produce, 12),
+        (ApiKey::EndTxn, 5),
+        (ApiKey::TxnOffsetCommit, 5),
+        (ApiKey::AddPartitionsToTxn, 5),
+    ];
+
+    #[test]
+    fn v2_needs_the_finalized_feature_and_the_request_versions() {
+        assert_eq!(
+            TransactionVersion::from_api_versions(&answer(KAFKA_4, Some(2))),
+            TransactionVersion::V2
+        );
+        // A 4.x broker whose cluster was formatted with transaction.version 0 or 1.
+        for level in [None, Some(0), Some(1)] {
+            assert_eq!(
+                TransactionVersion::from_api_versions(&answer(KAFKA_4, level)),
+                TransactionVersion::V1,
+                "{level:?}"
+            );
+        }
+        // The feature without the request versions (a 3.x-style API table): classic.
+        let old = [
+            (ApiKey::Produce, 11),
+            (ApiKey::EndTxn, 4),
+            (ApiKey::TxnOffsetCommit, 4),
+        ];
+        assert_eq!(
+            TransactionVersion::from_api_versions(&answer(&old, Some(2))),
+            TransactionVersion::V1
+        );
+    }
+
+    #[test]
+    fn request_versions_follow_the_protocol() {
+        assert_eq!(TransactionVersion::V1.max_produce_version(), 11);
+        assert_eq!(TransactionVersion::V2.max_produce_version(), 12);
+        assert_eq!(TransactionVersion::V1.max_end_txn_version(), 4);
+        assert_eq!(TransactionVersion::V2.max_end_txn_version(), 5);
+        assert_eq!(TransactionVersion::V1.max_txn_offset_commit_version(), 4);
+        assert_eq!(TransactionVersion::V2.max_txn_offset_commit_version(), 5);
+        assert_eq!(
+            (
+                TransactionVersion::V1.number(),
+                TransactionVersion::V2.number()
+            ),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn under_v2_a_written_partition_needs_no_registration() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut v1 = TxnState {
+            version: Some(TransactionVersion::V1),
+            phase: Phase::InTransaction,
+            ..TxnState::default()
+        };
+        v1.note_partition(&topic, 0);
+        v1.note_partition(&topic, 0);
+        assert_eq!(v1.pending.len(), 1);
+        assert!(!v1.can_drain(), "V1 waits for AddPartitionsToTxn");
+
+        let mut v2 = TxnState {
+            version: Some(TransactionVersion::V2),
+            phase: Phase::InTransaction,
+            ..TxnState::default()
+        };
+        v2.note_partition(&topic, 0);
+        assert!(v2.pending.is_empty());
+        assert!(v2.added.contains(&(topic, 0)), "counts as written");
+        assert!(v2.can_drain());
     }
 }
