@@ -586,7 +586,16 @@ fn started_tasks(log: &str) -> Vec<String> {
 }
 
 fn spawn_static(args: &[&str], instance: &str, log: &std::path::Path) -> std::process::Child {
-    Command::new(example("uppercase"))
+    spawn_static_example("uppercase", args, instance, log)
+}
+
+fn spawn_static_example(
+    name: &str,
+    args: &[&str],
+    instance: &str,
+    log: &std::path::Path,
+) -> std::process::Child {
+    Command::new(example(name))
         .args(args)
         .args(["--instance-id", instance, "-X", "pin.workers=false"])
         .env("RUST_LOG", "info")
@@ -693,6 +702,126 @@ async fn restarting_a_static_member_moves_no_task() {
         "every task runs somewhere"
     );
     check_uppercased(&records, &read);
+}
+
+/// One of two static members of `word_count` (state in changelogs) killed with SIGKILL and
+/// started again at once: it gets its own tasks back (the survivor keeps its own), restores
+/// their state and processes again without waiting for the session timeout (45 s). Prints
+/// how long that took, from the restart to every task started.
+#[tokio::test(flavor = "current_thread")]
+async fn a_static_member_killed_and_restarted_at_once_runs_its_tasks_again_within_seconds() {
+    let input_topic = topic("crash-in", 6).await;
+    let output_topic = topic("crash-out", 6).await;
+    let app = KafkaCluster::unique_topic("crash-app");
+    let b = kafka().bootstrap();
+    let args = [
+        "-b",
+        &b,
+        "--input",
+        &input_topic,
+        "--output",
+        &output_topic,
+        "--application-id",
+        &app,
+        "--workers",
+        "1",
+        "--window",
+        "1s",
+        "--commit-interval-ms",
+        "200",
+    ];
+    let dir = std::env::temp_dir();
+    let (log_a, log_b, log_b2) = (
+        dir.join(format!("{app}-a.log")),
+        dir.join(format!("{app}-b.log")),
+        dir.join(format!("{app}-b2.log")),
+    );
+    let a = spawn_static_example("word_count", &args, "a", &log_a);
+    let first_b = spawn_static_example("word_count", &args, "b", &log_b);
+    let read_log = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let lines = |from: usize| -> Vec<(String, String)> {
+        (from..from + 500)
+            .map(|i| {
+                (
+                    format!("k{}", i % 60),
+                    format!("w{} w{} w{}", i % 7, i % 11, i % 13),
+                )
+            })
+            .collect()
+    };
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while started_tasks(&read_log(&log_a)).is_empty() || started_tasks(&read_log(&log_b)).is_empty()
+    {
+        assert!(Instant::now() < deadline, "both members never ran tasks");
+        produce(&input_topic, &lines(sent)).await;
+        sent += 500;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every partition gets records, and both members commit state for them.
+    for _ in 0..6 {
+        produce(&input_topic, &lines(sent)).await;
+        sent += 500;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let tasks_a = started_tasks(&read_log(&log_a));
+    let tasks_b = started_tasks(&read_log(&log_b));
+    let a_lines = read_log(&log_a).lines().count();
+    assert_eq!(
+        tasks_a.len() + tasks_b.len(),
+        12,
+        "every task (2 sub-topologies of 6 partitions) runs somewhere: {tasks_a:?} {tasks_b:?}"
+    );
+
+    kill9(&first_b);
+    let _ = wait(first_b, Duration::from_secs(10));
+    let restarted = Instant::now();
+    let second_b = spawn_static_example("word_count", &args, "b", &log_b2);
+    let deadline = restarted + Duration::from_secs(40);
+    let resumed = loop {
+        if started_tasks(&read_log(&log_b2)) == tasks_b {
+            break restarted.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member did not run its tasks again within 40 s (less than the session \
+             timeout):\n{}",
+            read_log(&log_b2)
+        );
+        produce(&input_topic, &lines(sent)).await;
+        sent += 500;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let restores: Vec<String> = read_log(&log_b2)
+        .lines()
+        .filter(|l| l.contains("task state restored"))
+        .map(str::to_owned)
+        .collect();
+    terminate(&second_b);
+    let _ = wait(second_b, Duration::from_secs(60));
+    terminate(&a);
+    let _ = wait(a, Duration::from_secs(60));
+    eprintln!(
+        "kill -9 of one of two word_count members and a restart: every task of it running again \
+         {:.2} s after the restart ({} tasks; restores: {restores:#?})",
+        resumed.as_secs_f64(),
+        tasks_b.len()
+    );
+    // The counting sub-topology's tasks (1_*) have state: each restored once.
+    let stateful = tasks_b.iter().filter(|t| t.starts_with("1_")).count();
+    assert!(stateful > 0, "{tasks_b:?}");
+    assert_eq!(
+        restores.len(),
+        stateful,
+        "each task with state restored once"
+    );
+    let after: Vec<String> = read_log(&log_a)
+        .lines()
+        .skip(a_lines)
+        .filter(|l| l.contains("task moved away") || l.contains("task started"))
+        .map(str::to_owned)
+        .collect();
+    assert!(after.is_empty(), "the survivor's tasks moved: {after:?}");
 }
 
 /// A stop stuck behind a worker that does not come back (here a `for_each` blocked for a
