@@ -12,11 +12,20 @@
 //!   them; a tombstone (null value) deletes the key.
 //! - A table record that does not decode follows the source's error policy: it fails the task
 //!   (naming topic, partition and offset) or is skipped and counted.
+//!
+//! A two-stream join (`join_within`) buffers each side's records per key until the watermark
+//! passes their timestamp plus the interval. Its buffers are a state store, `join-<n>`: at
+//! each checkpoint it logs every record buffered or newly matched since the last one (key:
+//! the side, a per-task sequence number and the record key; value: timestamp, matched flag,
+//! the item in its [`StateCodec`] form) and a tombstone for every record expired since, so a
+//! restore rebuilds the buffers the committed offsets lead to.
 
 use std::marker::PhantomData;
 
 use hashbrown::HashMap;
 
+use crate::changelog::{Changelog, changelog_topic};
+use crate::codec::StateCodec;
 use crate::context::RecordContext;
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
@@ -348,6 +357,29 @@ struct Buffered<T> {
     ts: i64,
     item: T,
     matched: bool,
+    /// Its number in the task (its changelog key).
+    seq: u64,
+}
+
+/// The side tags of a join buffer's changelog keys.
+const LEFT: u8 = 0;
+const RIGHT: u8 = 1;
+
+/// A join buffer's changelog key: side, sequence number (big-endian), record key.
+fn buffer_key(out: &mut Vec<u8>, side: u8, seq: u64, key: &[u8]) {
+    out.clear();
+    out.push(side);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+/// What changed in the buffers since the last checkpoint (kept only while they are logged).
+#[derive(Default)]
+struct BufferChanges {
+    /// Records buffered or matched since: `(side, key, seq)`.
+    written: Vec<(u8, Box<[u8]>, u64)>,
+    /// Records expired since.
+    removed: Vec<(u8, Box<[u8]>, u64)>,
 }
 
 /// The two-stream windowed join operator.
@@ -362,9 +394,115 @@ pub struct IntervalJoin<L, R, J, N> {
     f: J,
     next: N,
     count: u64,
-    /// Exactly-once, where its buffers (not logged yet) would not survive a failure: the
-    /// join refuses to run.
-    unlogged: bool,
+    /// The next buffered record's number.
+    seq: u64,
+    /// The buffers' changelog (runs against Kafka) and what to write to it next.
+    log: Option<(Changelog, BufferChanges)>,
+    /// A restore that failed: the task fails with it at its first record.
+    broken: Option<Error>,
+}
+
+impl<L, R, J, N> IntervalJoin<L, R, J, N>
+where
+    L: StateCodec,
+    R: StateCodec,
+{
+    /// Logs the buffers to `log` from now on, starting from what `restored` holds.
+    fn with_changelog(mut self, log: Changelog, restored: crate::changelog::Restored) -> Self {
+        self.broken = log.restore_with(restored, |k, v| self.restore_one(k, v));
+        // Each key's records in the order they came.
+        for v in self.left.values_mut() {
+            v.sort_by_key(|b| b.seq);
+        }
+        for v in self.right.values_mut() {
+            v.sort_by_key(|b| b.seq);
+        }
+        self.log = Some((log, BufferChanges::default()));
+        self
+    }
+
+    fn restore_one(&mut self, key: &[u8], mut value: &[u8]) -> std::result::Result<(), String> {
+        let (side, rest) = key.split_first().ok_or("an empty key")?;
+        let (seq, record_key) = rest
+            .split_first_chunk::<8>()
+            .ok_or("a key shorter than its sequence number")?;
+        let seq = u64::from_be_bytes(*seq);
+        let ts = i64::decode(&mut value).ok_or("no timestamp")?;
+        let matched = bool::decode(&mut value).ok_or("no matched flag")?;
+        match *side {
+            LEFT => {
+                let item = L::decode_all(value).ok_or("a left record that does not decode")?;
+                self.left
+                    .entry(Box::from(record_key))
+                    .or_default()
+                    .push(Buffered {
+                        ts,
+                        item,
+                        matched,
+                        seq,
+                    });
+            }
+            RIGHT => {
+                let item = R::decode_all(value).ok_or("a right record that does not decode")?;
+                self.right
+                    .entry(Box::from(record_key))
+                    .or_default()
+                    .push(Buffered {
+                        ts,
+                        item,
+                        matched,
+                        seq,
+                    });
+            }
+            other => return Err(format!("unknown side tag {other}")),
+        }
+        self.seq = self.seq.max(seq + 1);
+        self.due.push(std::cmp::Reverse((
+            ts.saturating_add(self.within),
+            Box::from(record_key),
+        )));
+        Ok(())
+    }
+
+    /// Writes what changed since the last checkpoint: the records buffered or matched since
+    /// (those still buffered), then tombstones for those expired.
+    async fn log_buffers(&mut self) -> Result<()> {
+        let Some((log, changes)) = &mut self.log else {
+            return Ok(());
+        };
+        for (side, key, seq) in changes.written.drain(..) {
+            buffer_key(&mut log.key, side, seq, &key);
+            log.value.clear();
+            let written = if side == LEFT {
+                self.left
+                    .get(&key)
+                    .and_then(|v| v.iter().find(|b| b.seq == seq))
+                    .map(|b| {
+                        b.ts.encode(&mut log.value);
+                        b.matched.encode(&mut log.value);
+                        b.item.encode(&mut log.value);
+                    })
+            } else {
+                self.right
+                    .get(&key)
+                    .and_then(|v| v.iter().find(|b| b.seq == seq))
+                    .map(|b| {
+                        b.ts.encode(&mut log.value);
+                        b.matched.encode(&mut log.value);
+                        b.item.encode(&mut log.value);
+                    })
+            };
+            // One expired since is deleted below.
+            if written.is_some() {
+                log.put().await?;
+            }
+        }
+        for (side, key, seq) in changes.removed.drain(..) {
+            buffer_key(&mut log.key, side, seq, &key);
+            log.delete().await?;
+        }
+        Ok(())
+    }
 }
 
 impl<L, R, O, J, N> IntervalJoin<L, R, J, N>
@@ -389,49 +527,57 @@ where
 
 impl<L, R, O, J, N> Operator<Owned<Either<L, R>>> for IntervalJoin<L, R, J, N>
 where
-    L: 'static,
-    R: 'static,
+    L: StateCodec + 'static,
+    R: StateCodec + 'static,
     O: 'static,
     J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O,
     N: Operator<Owned<O>>,
 {
     async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: Either<L, R>) -> Result<()> {
-        if self.unlogged {
-            return Err(Error::Config {
-                key: "processing.guarantee".to_owned(),
-                message: "a two-stream join (join_within) keeps its buffers in memory only \
-                          (no changelog yet): it cannot run under exactly_once"
-                    .to_owned(),
-            });
+        if let Some(e) = self.broken.take() {
+            return Err(e);
         }
         self.count += 1;
         let key = cx.key().unwrap_or_default();
         let ts = cx.timestamp();
         let within = self.within;
+        let seq = self.seq;
+        self.seq += 1;
         let IntervalJoin {
             left,
             right,
             due,
             f,
             next,
+            log,
             ..
         } = self;
+        let mut changes = log.as_mut().map(|(_, c)| c);
         let tp = cx.topic_partition();
         let mut matched = false;
         match item {
             Either::Left(l) => {
                 if let Some(rs) = right.get_mut(key) {
                     for r in rs.iter_mut().filter(|r| (r.ts - ts).abs() <= within) {
+                        if !r.matched
+                            && let Some(c) = changes.as_deref_mut()
+                        {
+                            c.written.push((RIGHT, Box::from(key), r.seq));
+                        }
                         r.matched = true;
                         matched = true;
                         let out = f(Some(&l), Some(&r.item));
                         Self::emit(next, tp, key, ts.max(r.ts), out).await?;
                     }
                 }
+                if let Some(c) = changes {
+                    c.written.push((LEFT, Box::from(key), seq));
+                }
                 let entry = Buffered {
                     ts,
                     item: l,
                     matched,
+                    seq,
                 };
                 match left.get_mut(key) {
                     Some(v) => v.push(entry),
@@ -443,16 +589,25 @@ where
             Either::Right(r) => {
                 if let Some(ls) = left.get_mut(key) {
                     for l in ls.iter_mut().filter(|l| (l.ts - ts).abs() <= within) {
+                        if !l.matched
+                            && let Some(c) = changes.as_deref_mut()
+                        {
+                            c.written.push((LEFT, Box::from(key), l.seq));
+                        }
                         l.matched = true;
                         matched = true;
                         let out = f(Some(&l.item), Some(&r));
                         Self::emit(next, tp, key, ts.max(l.ts), out).await?;
                     }
                 }
+                if let Some(c) = changes {
+                    c.written.push((RIGHT, Box::from(key), seq));
+                }
                 let entry = Buffered {
                     ts,
                     item: r,
                     matched,
+                    seq,
                 };
                 match right.get_mut(key) {
                     Some(v) => v.push(entry),
@@ -482,8 +637,10 @@ where
                 next,
                 kind,
                 within,
+                log,
                 ..
             } = self;
+            let mut removed = log.as_mut().map(|(_, c)| &mut c.removed);
             while due.peek().is_some_and(|d| d.0.0 <= wm) {
                 let std::cmp::Reverse((_, key)) = due.pop().expect("peeked");
                 let expired = |ts: i64| ts.saturating_add(*within) <= wm;
@@ -492,6 +649,9 @@ where
                     while i < ls.len() {
                         if expired(ls[i].ts) {
                             let l = ls.remove(i);
+                            if let Some(r) = removed.as_deref_mut() {
+                                r.push((LEFT, key.clone(), l.seq));
+                            }
                             if !l.matched && *kind != StreamJoinKind::Inner {
                                 let out = f(Some(&l.item), None);
                                 Self::emit(next, tp, &key, l.ts, out).await?;
@@ -509,6 +669,9 @@ where
                     while i < rs.len() {
                         if expired(rs[i].ts) {
                             let r = rs.remove(i);
+                            if let Some(gone) = removed.as_deref_mut() {
+                                gone.push((RIGHT, key.clone(), r.seq));
+                            }
                             if !r.matched && *kind == StreamJoinKind::Outer {
                                 let out = f(None, Some(&r.item));
                                 Self::emit(next, tp, &key, r.ts, out).await?;
@@ -530,6 +693,7 @@ where
     pass_on!(side);
 
     async fn checkpoint(&mut self) -> Result<()> {
+        self.log_buffers().await?;
         self.next.checkpoint().await
     }
 
@@ -551,6 +715,7 @@ where
 
 /// Description of a `join_within`.
 pub struct IntervalJoinLink<C, J, LR> {
+    store: String,
     chain: C,
     within: i64,
     kind: StreamJoinKind,
@@ -561,6 +726,7 @@ pub struct IntervalJoinLink<C, J, LR> {
 impl<C: Clone, J: Clone, LR> Clone for IntervalJoinLink<C, J, LR> {
     fn clone(&self) -> Self {
         IntervalJoinLink {
+            store: self.store.clone(),
             chain: self.chain.clone(),
             within: self.within,
             kind: self.kind,
@@ -573,37 +739,45 @@ impl<C: Clone, J: Clone, LR> Clone for IntervalJoinLink<C, J, LR> {
 impl<In, L, R, O, C, J> Chain<In, Owned<O>> for IntervalJoinLink<C, J, (L, R)>
 where
     In: Family,
-    L: 'static,
-    R: 'static,
+    L: StateCodec + 'static,
+    R: StateCodec + 'static,
     O: 'static,
     C: Chain<In, Owned<Either<L, R>>>,
     J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O + UserFn,
 {
     type Out<N: Operator<Owned<O>>> = C::Out<IntervalJoin<L, R, J, N>>;
     fn build<N: Operator<Owned<O>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
-        self.chain.build(
-            env,
-            IntervalJoin {
-                within: self.within,
-                kind: self.kind,
-                left: HashMap::new(),
-                right: HashMap::new(),
-                due: std::collections::BinaryHeap::new(),
-                watermark: i64::MIN,
-                f: self.f.clone(),
-                next,
-                count: 0,
-                unlogged: env.stores.strict,
-            },
-        )
+        let mut op = IntervalJoin {
+            within: self.within,
+            kind: self.kind,
+            left: HashMap::new(),
+            right: HashMap::new(),
+            due: std::collections::BinaryHeap::new(),
+            watermark: i64::MIN,
+            f: self.f.clone(),
+            next,
+            count: 0,
+            seq: 0,
+            log: None,
+            broken: None,
+        };
+        if env.stores.logged {
+            let log = Changelog::new(
+                changelog_topic(&env.application_id, &self.store),
+                env.partition,
+                env.output.clone(),
+            );
+            op = op.with_changelog(log, env.stores.take(&self.store));
+        }
+        self.chain.build(env, op)
     }
 }
 
 impl<'p, D, L, R, C> Stream<'p, D, Owned<Either<L, R>>, C>
 where
     D: Decode,
-    L: 'static,
-    R: 'static,
+    L: StateCodec + 'static,
+    R: StateCodec + 'static,
     C: Chain<D::Family, Owned<Either<L, R>>>,
 {
     /// Joins the records of the two streams of a [`crate::Pipeline::source2`] that have the
@@ -611,9 +785,12 @@ where
     /// each pair; with [`StreamJoinKind::Left`] or [`StreamJoinKind::Outer`], also
     /// `f(Some(left), None)` (and `f(None, Some(right))`) for records that found no partner
     /// once the watermark has passed their timestamp plus `within`.
+    ///
+    /// The buffers are a state store (`join-<n>`, logged to its changelog when run against
+    /// Kafka, and restored with the task): both sides' items need a [`StateCodec`] form.
     #[allow(clippy::type_complexity)]
     pub fn join_within<O, J>(
-        self,
+        mut self,
         within: std::time::Duration,
         kind: StreamJoinKind,
         f: J,
@@ -623,7 +800,11 @@ where
         J: for<'a> FnMut(Option<&'a L>, Option<&'a R>) -> O + UserFn,
     {
         let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        let store = format!("join-{}", self.pipeline.stores);
+        self.pipeline.stores += 1;
+        self.stores.push(store.clone());
         let link = IntervalJoinLink {
+            store,
             chain: self.chain.clone(),
             within,
             kind,
