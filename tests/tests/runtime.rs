@@ -564,6 +564,141 @@ async fn metrics_show_every_task_its_operators_lag_and_worker_load() {
     assert_eq!(out.len() as u64, kept);
 }
 
+/// A two-stream join (`join_within`) under exactly-once against the broker: every pair within
+/// the interval once in the read_committed output, and its buffers in their changelog topic
+/// (records still buffered at a commit, and tombstones once they expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_stream_join_runs_under_exactly_once_with_its_buffers_logged() {
+    use flumen_runtime::format::{Json, Utf8};
+    use flumen_runtime::join::StreamJoinKind;
+    use flumen_runtime::{Guarantee, Kafka, Pipeline, Runtime, RuntimeConfig};
+    let clicks = topic("join-clicks", 3).await;
+    let views = topic("join-views", 3).await;
+    let output = topic("join-out", 3).await;
+    let app = KafkaCluster::unique_topic("join-app");
+    let changelog = format!("{app}-join-0-changelog");
+    // Per key, a click every 50 ms and a view every 70 ms: pairs within 20 ms of each other.
+    let t0 = runtime_support::recent();
+    let side = |name: &str, every: i64| -> Vec<(String, String, i64)> {
+        (0..1200)
+            .map(|i| {
+                let key = format!("k{}", i % 6);
+                (
+                    key,
+                    format!("\"{name}-{i}\""),
+                    t0 + i64::from(i / 6) * every,
+                )
+            })
+            .collect()
+    };
+    let (c, v) = (side("c", 50), side("v", 70));
+    let mut expected: Vec<String> = Vec::new();
+    for (ck, cv, ct) in &c {
+        for (vk, vv, vt) in &v {
+            if ck == vk && (ct - vt).abs() <= 20 {
+                expected.push(format!("{}+{}", cv.trim_matches('"'), vv.trim_matches('"')));
+            }
+        }
+    }
+    expected.sort();
+    assert!(expected.len() > 100, "{} pairs", expected.len());
+
+    let mut pipeline = Pipeline::new();
+    pipeline
+        .source2(
+            Kafka::topic(&clicks).format(Json::<String>::new()),
+            Kafka::topic(&views).format(Json::<String>::new()),
+        )
+        .join_within(
+            Duration::from_millis(20),
+            StreamJoinKind::Inner,
+            |c: Option<&String>, v: Option<&String>| {
+                format!(
+                    "{}+{}",
+                    c.map_or("-", String::as_str),
+                    v.map_or("-", String::as_str)
+                )
+            },
+        )
+        .to(&output, Utf8);
+    let config = RuntimeConfig::new(kafka().bootstrap(), &app)
+        .workers(2)
+        .guarantee(Guarantee::ExactlyOnce);
+    let runtime = Runtime::new(config, pipeline);
+    let stop = runtime.shutdown_handle();
+    let run = std::thread::spawn(move || runtime.run());
+
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([("bootstrap.servers", kafka().bootstrap().as_str())])
+            .expect("config"),
+    )
+    .await
+    .expect("producer");
+    // The changelog's value sizes (-1: a tombstone); binary keys and values.
+    let changelog_sizes = || -> Vec<i64> {
+        let out = Command::new("kcat")
+            .args([
+                "-b",
+                &kafka().bootstrap(),
+                "-C",
+                "-e",
+                "-q",
+                "-t",
+                &changelog,
+            ])
+            .args(["-X", "isolation.level=read_committed", "-f", "%S\n"])
+            .output()
+            .expect("run kcat");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    // In halves: the first half's last records stay buffered over a commit, and expire in the
+    // second.
+    for half in [0..600, 600..1200] {
+        let first = half.start == 0;
+        for (topic, records) in [(&clicks, &c), (&views, &v)] {
+            for (key, value, ts) in &records[half.clone()] {
+                drop(
+                    producer
+                        .send(
+                            ProducerRecord::new(topic)
+                                .key(key.as_bytes())
+                                .value(value.as_bytes())
+                                .timestamp(*ts),
+                        )
+                        .await
+                        .expect("send"),
+                );
+            }
+        }
+        producer.flush().await.expect("flush");
+        if first {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !changelog_sizes().iter().any(|&s| s > 0) {
+                assert!(Instant::now() < deadline, "no buffered record logged");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let mut got: Vec<String> = read_committed(&output, expected.len())
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    stop.shutdown();
+    run.join().expect("runtime thread").expect("clean stop");
+    got.sort();
+    assert_eq!(got, expected);
+    let sizes = changelog_sizes();
+    let written = sizes.iter().filter(|&&s| s > 0).count();
+    let tombstones = sizes.iter().filter(|&&s| s < 0).count();
+    assert!(
+        written > 0 && tombstones > 0 && tombstones <= written,
+        "the changelog holds buffered records ({written}) and their expiry ({tombstones})"
+    );
+}
+
 /// The tasks a job's log says it runs: started (`task started task=S_P`) and not moved
 /// away since, sorted.
 fn started_tasks(log: &str) -> Vec<String> {

@@ -17,8 +17,9 @@
 //! passes their timestamp plus the interval. Its buffers are a state store, `join-<n>`: at
 //! each checkpoint it logs every record buffered or newly matched since the last one (key:
 //! the side, a per-task sequence number and the record key; value: timestamp, matched flag,
-//! the item in its [`StateCodec`] form) and a tombstone for every record expired since, so a
-//! restore rebuilds the buffers the committed offsets lead to.
+//! the item in its [`StateCodec`] form) and a tombstone for every logged record expired
+//! since (one buffered and expired between two checkpoints is never written), so a restore
+//! rebuilds the buffers the committed offsets lead to.
 
 use std::marker::PhantomData;
 
@@ -359,6 +360,8 @@ struct Buffered<T> {
     matched: bool,
     /// Its number in the task (its changelog key).
     seq: u64,
+    /// Written to the changelog (so its expiry needs a tombstone there).
+    logged: bool,
 }
 
 /// The side tags of a join buffer's changelog keys.
@@ -440,6 +443,7 @@ where
                         item,
                         matched,
                         seq,
+                        logged: true,
                     });
             }
             RIGHT => {
@@ -452,6 +456,7 @@ where
                         item,
                         matched,
                         seq,
+                        logged: true,
                     });
             }
             other => return Err(format!("unknown side tag {other}")),
@@ -473,26 +478,28 @@ where
         for (side, key, seq) in changes.written.drain(..) {
             buffer_key(&mut log.key, side, seq, &key);
             log.value.clear();
+            // One expired since has nothing to write (nor, unless logged before, to delete).
             let written = if side == LEFT {
                 self.left
-                    .get(&key)
-                    .and_then(|v| v.iter().find(|b| b.seq == seq))
+                    .get_mut(&key)
+                    .and_then(|v| v.iter_mut().find(|b| b.seq == seq))
                     .map(|b| {
+                        b.logged = true;
                         b.ts.encode(&mut log.value);
                         b.matched.encode(&mut log.value);
                         b.item.encode(&mut log.value);
                     })
             } else {
                 self.right
-                    .get(&key)
-                    .and_then(|v| v.iter().find(|b| b.seq == seq))
+                    .get_mut(&key)
+                    .and_then(|v| v.iter_mut().find(|b| b.seq == seq))
                     .map(|b| {
+                        b.logged = true;
                         b.ts.encode(&mut log.value);
                         b.matched.encode(&mut log.value);
                         b.item.encode(&mut log.value);
                     })
             };
-            // One expired since is deleted below.
             if written.is_some() {
                 log.put().await?;
             }
@@ -578,6 +585,7 @@ where
                     item: l,
                     matched,
                     seq,
+                    logged: false,
                 };
                 match left.get_mut(key) {
                     Some(v) => v.push(entry),
@@ -608,6 +616,7 @@ where
                     item: r,
                     matched,
                     seq,
+                    logged: false,
                 };
                 match right.get_mut(key) {
                     Some(v) => v.push(entry),
@@ -649,7 +658,9 @@ where
                     while i < ls.len() {
                         if expired(ls[i].ts) {
                             let l = ls.remove(i);
-                            if let Some(r) = removed.as_deref_mut() {
+                            if l.logged
+                                && let Some(r) = removed.as_deref_mut()
+                            {
                                 r.push((LEFT, key.clone(), l.seq));
                             }
                             if !l.matched && *kind != StreamJoinKind::Inner {
@@ -669,7 +680,9 @@ where
                     while i < rs.len() {
                         if expired(rs[i].ts) {
                             let r = rs.remove(i);
-                            if let Some(gone) = removed.as_deref_mut() {
+                            if r.logged
+                                && let Some(gone) = removed.as_deref_mut()
+                            {
                                 gone.push((RIGHT, key.clone(), r.seq));
                             }
                             if !r.matched && *kind == StreamJoinKind::Outer {
