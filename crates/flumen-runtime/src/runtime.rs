@@ -943,7 +943,9 @@ async fn prepare_topics(
                     Some(Err(e))
                         if e.code() == Some(flumen_protocol::ErrorCode::TopicAlreadyExists) =>
                     {
-                        let d = admin.describe_topic(&topic).await?;
+                        // Another process of the application may have just created it: the
+                        // broker answering may not know it yet.
+                        let d = describe(admin, &topic).await?;
                         if d.partitions.len() as i32 != partitions {
                             return Err(Error::Topology(format!(
                                 "repartition topic {topic} has {} partitions; the stage before it reads {partitions}",
