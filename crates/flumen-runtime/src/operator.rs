@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use flumen_client::producer::{Producer, ProducerRecord};
+use flumen_client::producer::{DeliveryFuture, Producer, ProducerRecord};
 use flumen_protocol::record::HeaderRef;
 
 use crate::context::RecordContext;
@@ -461,7 +461,7 @@ impl Output {
         partition: i32,
         key: &[u8],
         value: Option<&[u8]>,
-    ) -> Result<()> {
+    ) -> Result<Option<DeliveryFuture>> {
         match self {
             Output::Kafka(producer, _) => {
                 let record = ProducerRecord {
@@ -472,11 +472,11 @@ impl Output {
                     headers: &[],
                     timestamp: None,
                 };
-                let _delivery = producer
+                let delivery = producer
                     .send(record)
                     .await
                     .map_err(|e| Error::produce(topic, e))?;
-                Ok(())
+                Ok(Some(delivery))
             }
             Output::Memory(records) => {
                 records.borrow_mut().push(CapturedRecord {
@@ -490,7 +490,7 @@ impl Output {
                     timestamp: 0,
                     partition: Some(partition),
                 });
-                Ok(())
+                Ok(None)
             }
         }
     }

@@ -269,7 +269,7 @@ impl<'p> MemoryRun<'p> {
             stores: crate::changelog::StoreEnv {
                 logged: self.logged,
                 strict: self.logged,
-                restored: Default::default(),
+                ..Default::default()
             },
         };
         if self.logged && !self.tasks.contains_key(&(sub, partition)) {
