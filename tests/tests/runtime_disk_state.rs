@@ -1,7 +1,8 @@
 //! The on-disk keyed store (`state.store = disk`) against a real broker: a keyed count over
 //! 100 000 keys with a 256 KiB cache gives exactly the memory store's results; a restart
-//! with the same state directory reads only the changelog's tail; with the directory emptied
-//! it restores everything and the results are still exact.
+//! with the same state directory reads only the changelog's tail (at-least-once, and
+//! exactly-once after a clean stop); with the directory emptied it restores everything and
+//! the results are still exact.
 
 mod runtime_support;
 
@@ -12,9 +13,11 @@ use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_runtime::codec::StateCodec;
 use flumen_runtime::format::{StrView, Utf8};
 use flumen_runtime::state::{KeyedContext, KeyedProcess, ValueState};
-use flumen_runtime::{Kafka, Pipeline, RestoreStats, Runtime, RuntimeConfig, StateStore};
+use flumen_runtime::{
+    Guarantee, Kafka, Pipeline, RestoreStats, Runtime, RuntimeConfig, StateStore,
+};
 use flumen_testcontainers::KafkaCluster;
-use runtime_support::{kafka, read_all, topic};
+use runtime_support::{kafka, read_all, read_committed, topic};
 
 const KEYS: usize = 100_000;
 
@@ -75,6 +78,7 @@ async fn run(
     output: &str,
     store: StateStore,
     dir: &Path,
+    guarantee: Guarantee,
 ) -> (u64, RestoreStats) {
     let mut pipeline = Pipeline::new();
     pipeline
@@ -86,7 +90,8 @@ async fn run(
         .pin_workers(false)
         .state_store(store)
         .state_dir(dir)
-        .state_cache_max_bytes(256 << 10);
+        .state_cache_max_bytes(256 << 10)
+        .guarantee(guarantee);
     let summary =
         tokio::task::spawn_blocking(move || Runtime::new(config, pipeline).run_until_end())
             .await
@@ -105,7 +110,7 @@ async fn run(
 /// The last count the output shows per key (each key's records are in one partition, in
 /// order).
 fn last_counts(output: &str, at_least: usize) -> BTreeMap<String, u64> {
-    read_all(output, at_least)
+    read_committed(output, at_least)
         .into_iter()
         .map(|r| (r.key, r.value.parse().expect("a count")))
         .collect()
@@ -125,6 +130,7 @@ async fn disk_store_with_a_cache_far_smaller_than_its_state_gives_the_memory_sto
         &memory_out,
         StateStore::Memory,
         dirs.path(),
+        Guarantee::AtLeastOnce,
     )
     .await;
     assert_eq!(read as usize, n);
@@ -134,6 +140,7 @@ async fn disk_store_with_a_cache_far_smaller_than_its_state_gives_the_memory_sto
         &disk_out,
         StateStore::Disk,
         dirs.path(),
+        Guarantee::AtLeastOnce,
     )
     .await;
     assert_eq!(read as usize, n);
@@ -159,6 +166,17 @@ async fn disk_store_with_a_cache_far_smaller_than_its_state_gives_the_memory_sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_the_same_state_dir_reads_only_the_changelogs_tail_and_an_emptied_one_restores_all()
  {
+    restarts(Guarantee::AtLeastOnce, KEYS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_a_restart_after_a_clean_stop_reads_only_the_tail() {
+    restarts(Guarantee::ExactlyOnce, KEYS / 10).await;
+}
+
+/// Three bounded runs of one application over `keys` keys: the first from nothing, the
+/// second with the state directory it left, the third with that directory emptied.
+async fn restarts(guarantee: Guarantee, keys: usize) {
     let input = topic("disk-restart-in", 2).await;
     let output = topic("disk-restart-out", 2).await;
     let app = KafkaCluster::unique_topic("disk-restart-app");
@@ -171,35 +189,59 @@ async fn a_restart_with_the_same_state_dir_reads_only_the_changelogs_tail_and_an
     };
 
     // First run: every key once; the changelog then holds one record per key.
-    let mut total = produce(&input, 0..KEYS).await;
-    count(&mut expected, &mut (0..KEYS));
-    let (_, first) = run(&app, &input, &output, StateStore::Disk, dir.path()).await;
+    let mut total = produce(&input, 0..keys).await;
+    count(&mut expected, &mut (0..keys));
+    let (_, first) = run(
+        &app,
+        &input,
+        &output,
+        StateStore::Disk,
+        dir.path(),
+        guarantee,
+    )
+    .await;
     assert_eq!(first.records, 0, "nothing to restore at first");
 
     // Second run, same directory: the checkpoint covers the whole changelog.
-    total += produce(&input, (0..KEYS).step_by(10)).await;
-    count(&mut expected, &mut (0..KEYS).step_by(10));
-    let (read, second) = run(&app, &input, &output, StateStore::Disk, dir.path()).await;
-    assert_eq!(read as usize, KEYS / 10);
+    total += produce(&input, (0..keys).step_by(10)).await;
+    count(&mut expected, &mut (0..keys).step_by(10));
+    let (read, second) = run(
+        &app,
+        &input,
+        &output,
+        StateStore::Disk,
+        dir.path(),
+        guarantee,
+    )
+    .await;
+    assert_eq!(read as usize, keys / 10);
     assert!(
-        second.records < KEYS as u64 / 100,
-        "read {} changelog records; the changelog holds at least {KEYS}",
+        second.records < keys as u64 / 100,
+        "read {} changelog records; the changelog holds at least {keys}",
         second.records
     );
-    assert_eq!(second.keys, KEYS as u64, "the file holds every key");
+    assert_eq!(second.keys, keys as u64, "the file holds every key");
     assert_eq!(last_counts(&output, total), expected);
 
     // Third run, directory emptied: the whole changelog is read back.
     std::fs::remove_dir_all(dir.path()).expect("empty the state dir");
-    total += produce(&input, (0..KEYS).step_by(7)).await;
-    count(&mut expected, &mut (0..KEYS).step_by(7));
-    let (read, third) = run(&app, &input, &output, StateStore::Disk, dir.path()).await;
-    assert_eq!(read as usize, KEYS.div_ceil(7));
+    total += produce(&input, (0..keys).step_by(7)).await;
+    count(&mut expected, &mut (0..keys).step_by(7));
+    let (read, third) = run(
+        &app,
+        &input,
+        &output,
+        StateStore::Disk,
+        dir.path(),
+        guarantee,
+    )
+    .await;
+    assert_eq!(read as usize, keys.div_ceil(7));
     assert!(
-        third.records >= KEYS as u64,
+        third.records >= keys as u64,
         "read {} changelog records, expected the whole changelog",
         third.records
     );
-    assert_eq!(third.keys, KEYS as u64);
+    assert_eq!(third.keys, keys as u64);
     assert_eq!(last_counts(&output, total), expected);
 }
