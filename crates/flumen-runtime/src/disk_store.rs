@@ -278,6 +278,10 @@ impl LocalStore {
     /// After a commit: makes the file durable and records the changelog offset it is
     /// complete up to. A last write whose offset is unknown deletes the checkpoint instead.
     pub(crate) fn write_checkpoint(&self) -> Result<()> {
+        if self.checkpointed.get() && self.last.borrow().is_none() {
+            // Nothing was written since the checkpoint: it stands.
+            return Ok(());
+        }
         let next = match self.last.borrow_mut().take() {
             None => self.next.get(),
             Some(d) => match d.try_result() {
