@@ -56,24 +56,34 @@ fn io_error(
     }
 }
 
-/// Puts and deletes collected into one buffer, written in one transaction.
+/// Puts and deletes collected into one buffer, written in one transaction in key order
+/// (measured: about 1.5x faster than redb inserts in hash order).
 #[derive(Default)]
 pub(crate) struct Batch {
     bytes: Vec<u8>,
-    /// Key length and value length (`None`: a delete), in order through `bytes`.
-    items: Vec<(usize, Option<usize>)>,
+    /// Where the key starts in `bytes`, its length, and the value's length (`None`: a
+    /// delete; the value follows the key).
+    items: Vec<(usize, usize, Option<usize>)>,
 }
 
 impl Batch {
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.items
+            .push((self.bytes.len(), key.len(), Some(value.len())));
         self.bytes.extend_from_slice(key);
         self.bytes.extend_from_slice(value);
-        self.items.push((key.len(), Some(value.len())));
     }
 
     pub(crate) fn delete(&mut self, key: &[u8]) {
+        self.items.push((self.bytes.len(), key.len(), None));
         self.bytes.extend_from_slice(key);
-        self.items.push((key.len(), None));
+    }
+
+    /// Orders the items by key; the same key's items keep their order.
+    fn sort(&mut self) {
+        let bytes = &self.bytes;
+        self.items
+            .sort_by(|a, b| bytes[a.0..a.0 + a.1].cmp(&bytes[b.0..b.0 + b.1]));
     }
 
     pub(crate) fn len_bytes(&self) -> usize {
@@ -176,8 +186,10 @@ impl LocalStore {
             .map_err(|e| io_error(self.context("emptying"), e))
     }
 
-    /// Writes `batch` in one transaction (`durable`: synced to the disk before it returns).
-    pub(crate) fn apply(&self, batch: &Batch, durable: bool) -> Result<()> {
+    /// Writes `batch` in one transaction (`durable`: synced to the disk before it returns;
+    /// otherwise queued for it, which also lets redb reuse freed pages: its `None`
+    /// durability does not, and grew a file of 1 M keys to 4 GiB).
+    pub(crate) fn apply(&self, batch: &mut Batch, durable: bool) -> Result<()> {
         if batch.items.is_empty() && !durable {
             return Ok(());
         }
@@ -186,23 +198,21 @@ impl LocalStore {
             // crash or a revocation must not leave an offset that the file is ahead of.
             self.delete_checkpoint()?;
         }
+        batch.sort();
         let write = || -> std::result::Result<(), redb::Error> {
             let mut tx = self.db.begin_write()?;
             tx.set_durability(if durable {
                 Durability::Immediate
             } else {
-                Durability::None
+                Durability::Eventual
             });
             {
                 let mut table = tx.open_table(TABLE)?;
-                let mut at = 0;
-                for &(klen, vlen) in &batch.items {
+                for &(at, klen, vlen) in &batch.items {
                     let key = &batch.bytes[at..at + klen];
-                    at += klen;
                     match vlen {
                         Some(vlen) => {
-                            table.insert(key, &batch.bytes[at..at + vlen])?;
-                            at += vlen;
+                            table.insert(key, &batch.bytes[at + klen..at + klen + vlen])?;
                         }
                         None => {
                             table.remove(key)?;
@@ -290,7 +300,7 @@ impl LocalStore {
             },
         };
         self.next.set(next);
-        self.apply(&Batch::default(), true)?;
+        self.apply(&mut Batch::default(), true)?;
         let path = self.dir.join(CHECKPOINT);
         let tmp = self.dir.join("checkpoint.tmp");
         let io = |source| Error::Io {
@@ -489,7 +499,7 @@ impl<S: Default + StateSize> DiskStore<S> {
                 self.spilled.insert(k.clone());
             }
         }
-        if let Err(e) = self.local.apply(&self.batch, false) {
+        if let Err(e) = self.local.apply(&mut self.batch, false) {
             self.error.get_or_insert(e);
             return;
         }
@@ -591,7 +601,7 @@ impl<S: Default + StateSize> DiskStore<S> {
                 r?;
             }
         }
-        self.local.apply(&self.batch, false)?;
+        self.local.apply(&mut self.batch, false)?;
         if let Some(log) = log {
             self.local.wrote(log.last.take());
         }

@@ -329,7 +329,7 @@ impl<'p> MemoryRun<'p> {
                             }
                         }
                     }
-                    local.apply(&batch, false)?;
+                    local.apply(&mut batch, false)?;
                     Ok(local)
                 })
                 .unwrap_or_else(|e| panic!("the disk store in {}: {e}", dir.display()));

@@ -193,14 +193,14 @@ async fn restore_local(
                     None => batch.delete(key),
                 }
                 if batch.len_bytes() >= RESTORE_BATCH_BYTES {
-                    local.apply(&batch, false)?;
+                    local.apply(&mut batch, false)?;
                     batch.clear();
                 }
                 Ok(())
             },
         )
         .await?;
-    local.apply(&batch, true)?;
+    local.apply(&mut batch, true)?;
     local.set_next(end);
     let mut keys = 0u64;
     local.scan(0, |_, _| keys += 1)?;

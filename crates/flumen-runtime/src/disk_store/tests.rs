@@ -268,3 +268,27 @@ fn the_first_write_after_a_checkpoint_deletes_it() {
     local.write_checkpoint().expect("written");
     assert_eq!(read_checkpoint(dir.path()), Some(10));
 }
+
+#[test]
+fn a_batch_is_written_in_key_order_keeping_each_keys_own_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (local, _) = open(dir.path());
+    let mut batch = Batch::default();
+    batch.put(b"b", b"1");
+    batch.put(b"a", b"1");
+    batch.delete(b"b");
+    batch.put(b"c", b"1");
+    batch.delete(b"c");
+    batch.put(b"c", b"2");
+    local.apply(&mut batch, false).expect("applied");
+    let mut file = Vec::new();
+    local
+        .scan(b'a', |k, v| file.push((k.to_vec(), v.to_vec())))
+        .expect("scan");
+    assert_eq!(file, [(b"a".to_vec(), b"1".to_vec())]);
+    local
+        .scan(b'c', |k, v| file.push((k.to_vec(), v.to_vec())))
+        .expect("scan");
+    assert_eq!(file[1], (b"c".to_vec(), b"2".to_vec()));
+    assert_eq!(local.entries().expect("entries"), 2);
+}
