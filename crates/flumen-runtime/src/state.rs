@@ -19,11 +19,10 @@
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
-
-use std::rc::Rc;
 
 use crate::changelog::{Changelog, changelog_topic};
 use crate::codec::StateCodec;
