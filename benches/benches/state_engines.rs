@@ -9,7 +9,8 @@
 //!   the store's cache misses.
 //!
 //! Filling each store with the 1 M keys (batches of 10 000, then one sync) is timed once
-//! and printed with the size on disk.
+//! and printed with the process's CPU time (fjall flushes and compacts on threads of its
+//! own, which the wall time of a put does not show) and the size on disk.
 //!
 //! `cargo bench -p flumen-benches --bench state_engines`; the figures are in docs/DESIGN.md.
 
@@ -51,7 +52,7 @@ fn batch_keys(n: u64, sorted: bool) -> Vec<(u64, [u8; 16])> {
     let start = (n * BATCH) % KEYS;
     let mut keys: Vec<(u64, [u8; 16])> = (start..start + BATCH).map(|i| (i, key(i))).collect();
     if sorted {
-        keys.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        keys.sort_unstable_by_key(|k| k.1);
     }
     keys
 }
@@ -123,6 +124,31 @@ fn fjall_reads(p: &fjall::PartitionHandle, from: u64) -> u64 {
         .sum()
 }
 
+/// CPU time of the whole process so far (every thread's, the engines' own included).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Prints what filling a store took: wall time, CPU time then and 5 s later (work an
+/// engine's own threads finish afterwards), the size on disk.
+fn report(engine: &str, wall: Duration, cpu_before: f64, dir: &Path) {
+    let cpu = cpu_seconds() - cpu_before;
+    std::thread::sleep(Duration::from_secs(5));
+    eprintln!(
+        "{engine}: 1 M keys in {:.1} s, {cpu:.1} s CPU ({:.1} s 5 s later), {} MB on disk",
+        wall.as_secs_f64(),
+        cpu_seconds() - cpu_before,
+        dir_bytes(dir) >> 20
+    );
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(dir).expect("dir").flatten() {
@@ -139,28 +165,20 @@ fn dir_bytes(dir: &Path) -> u64 {
 fn engines(c: &mut Criterion) {
     let redb_dir = tempfile::tempdir().expect("tempdir");
     let db = redb_open(redb_dir.path());
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     for n in 0..KEYS / BATCH {
         redb_put(&db, n, true);
     }
     redb_sync(&db);
-    eprintln!(
-        "redb: 1 M keys in {:.1} s, {} MB on disk",
-        t.elapsed().as_secs_f64(),
-        dir_bytes(redb_dir.path()) >> 20
-    );
+    report("redb", t.elapsed(), cpu, redb_dir.path());
     let fjall_dir = tempfile::tempdir().expect("tempdir");
     let (ks, p) = fjall_open(fjall_dir.path());
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     for n in 0..KEYS / BATCH {
         fjall_put(&ks, &p, n);
     }
     ks.persist(fjall::PersistMode::SyncAll).expect("persist");
-    eprintln!(
-        "fjall: 1 M keys in {:.1} s, {} MB on disk",
-        t.elapsed().as_secs_f64(),
-        dir_bytes(fjall_dir.path()) >> 20
-    );
+    report("fjall", t.elapsed(), cpu, fjall_dir.path());
 
     let mut g = c.benchmark_group("state_engines");
     g.sample_size(10)
