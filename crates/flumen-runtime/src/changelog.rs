@@ -14,12 +14,15 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use flumen_client::TopicPartition;
 use flumen_client::admin::{Admin, IsolationLevel, OffsetSpec};
 use flumen_client::consumer::Consumer;
+use flumen_client::producer::DeliveryFuture;
 
+use crate::disk_store::LocalStore;
 use crate::error::{Error, Result};
 use crate::operator::Output;
 
@@ -38,6 +41,9 @@ pub(crate) struct Changelog {
     pub(crate) value: Vec<u8>,
     /// Records written.
     pub(crate) writes: u64,
+    /// The delivery of the last record written (its offset is where a local copy of the
+    /// store is complete once it is acknowledged).
+    pub(crate) last: Option<DeliveryFuture>,
 }
 
 impl Changelog {
@@ -49,6 +55,7 @@ impl Changelog {
             key: Vec::new(),
             value: Vec::new(),
             writes: 0,
+            last: None,
         }
     }
 
@@ -85,17 +92,23 @@ impl Changelog {
     /// Writes `self.key` -> `self.value`.
     pub(crate) async fn put(&mut self) -> Result<()> {
         self.writes += 1;
-        self.output
+        let d = self
+            .output
             .write_state(&self.topic, self.partition, &self.key, Some(&self.value))
-            .await
+            .await?;
+        self.last = d.or(self.last.take());
+        Ok(())
     }
 
     /// Deletes `self.key`.
     pub(crate) async fn delete(&mut self) -> Result<()> {
         self.writes += 1;
-        self.output
+        let d = self
+            .output
             .write_state(&self.topic, self.partition, &self.key, None)
-            .await
+            .await?;
+        self.last = d.or(self.last.take());
+        Ok(())
     }
 }
 
@@ -114,12 +127,21 @@ pub(crate) struct StoreEnv {
     pub(crate) strict: bool,
     /// Restored contents by store name, taken by the stores as they are built.
     pub(crate) restored: RefCell<HashMap<String, Restored>>,
+    /// Stores kept on disk (`state.store = disk`), restored into their files, by name.
+    pub(crate) locals: RefCell<HashMap<String, Rc<LocalStore>>>,
+    /// The cache budget of each disk store (`state.cache.max.bytes`).
+    pub(crate) cache_bytes: usize,
 }
 
 impl StoreEnv {
     /// The restored contents of `store` (empty when there were none).
     pub(crate) fn take(&self, store: &str) -> Restored {
         self.restored.borrow_mut().remove(store).unwrap_or_default()
+    }
+
+    /// The file of `store`, if it is kept on disk.
+    pub(crate) fn take_local(&self, store: &str) -> Option<Rc<LocalStore>> {
+        self.locals.borrow_mut().remove(store)
     }
 }
 
@@ -176,20 +198,13 @@ impl Restorer {
         }
     }
 
-    /// Reads `tp` from its start (or from where `standby` got to, on top of it) to its
-    /// current end (the last stable offset under `read_committed`): the latest value per
-    /// key, tombstoned keys left out.
-    pub(crate) async fn restore(
-        &mut self,
-        tp: &TopicPartition,
-        standby: Option<Standby>,
-    ) -> Result<(Restored, RestoreStats)> {
-        let started = Instant::now();
+    /// The earliest and the end offset of `tp` (the last stable offset under
+    /// `read_committed`).
+    async fn bounds(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
         let specs = [
             (tp.clone(), OffsetSpec::Earliest),
             (tp.clone(), OffsetSpec::Latest),
         ];
-        let mut stats = RestoreStats::default();
         let earliest = self
             .admin
             .list_offsets(&specs[..1], self.isolation)
@@ -204,6 +219,20 @@ impl Restorer {
             .remove(tp)
             .transpose()?
             .map_or(0, |o| o.offset);
+        Ok((earliest, end))
+    }
+
+    /// Reads `tp` from its start (or from where `standby` got to, on top of it) to its
+    /// current end (the last stable offset under `read_committed`): the latest value per
+    /// key, tombstoned keys left out.
+    pub(crate) async fn restore(
+        &mut self,
+        tp: &TopicPartition,
+        standby: Option<Standby>,
+    ) -> Result<(Restored, RestoreStats)> {
+        let started = Instant::now();
+        let mut stats = RestoreStats::default();
+        let (earliest, end) = self.bounds(tp).await?;
         // Per key: the latest value (`None`: deleted) and its offset.
         let (mut latest, earliest) = match standby {
             Some(s) if s.next >= earliest => {
@@ -212,52 +241,11 @@ impl Restorer {
             }
             _ => (HashMap::new(), earliest),
         };
-        if end > earliest {
-            self.consumer.assign([tp.clone()])?;
-            self.consumer.seek(tp, earliest)?;
-            let mut position = earliest;
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while position < end {
-                if Instant::now() >= deadline {
-                    return Err(Error::Restore {
-                        tp: tp.clone(),
-                        offset: position,
-                        message: format!("no progress towards end offset {end} in 300 s"),
-                    });
-                }
-                let mut records = self
-                    .consumer
-                    .poll(Duration::from_millis(200))
-                    .await
-                    .map_err(|e| Error::Restore {
-                        tp: tp.clone(),
-                        offset: position,
-                        message: e.to_string(),
-                    })?;
-                for part in records.partitions_mut() {
-                    for record in part.iter() {
-                        let record = record.map_err(|e| Error::Restore {
-                            tp: tp.clone(),
-                            offset: position,
-                            message: e.to_string(),
-                        })?;
-                        if record.offset() >= end {
-                            break;
-                        }
-                        let Some(key) = record.key() else { continue };
-                        stats.records += 1;
-                        let value = record.value();
-                        stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-                        latest.insert(key.into(), (value.map(Into::into), record.offset()));
-                    }
-                    position = position.max(part.next_offset());
-                }
-                if records.is_empty() {
-                    position = position.max(self.consumer.position(tp).await?);
-                }
-            }
-            self.consumer.assign([])?;
-        }
+        self.read(tp, earliest, end, &mut stats, |key, value, offset| {
+            latest.insert(key.into(), (value.map(Into::into), offset));
+            Ok(())
+        })
+        .await?;
         let restored: Restored = latest
             .into_iter()
             .filter_map(|(k, (v, offset))| v.map(|v| (k, v, offset)))
@@ -265,5 +253,88 @@ impl Restorer {
         stats.keys = restored.len() as u64;
         stats.duration = started.elapsed();
         Ok((restored, stats))
+    }
+
+    /// Streams `tp` into `apply` (key, value or `None` for a tombstone, offset), from `from`
+    /// when it lies between the partition's earliest and end offsets, else from the
+    /// earliest after calling `reset` (the caller's contents then start empty). Nothing is
+    /// kept in memory here. Returns the end offset read up to.
+    pub(crate) async fn restore_into(
+        &mut self,
+        tp: &TopicPartition,
+        from: Option<i64>,
+        stats: &mut RestoreStats,
+        reset: impl FnOnce() -> Result<()>,
+        apply: impl FnMut(&[u8], Option<&[u8]>, i64) -> Result<()>,
+    ) -> Result<i64> {
+        let (earliest, end) = self.bounds(tp).await?;
+        let from = match from {
+            Some(o) if (earliest..=end).contains(&o) => o,
+            _ => {
+                reset()?;
+                earliest
+            }
+        };
+        self.read(tp, from, end, stats, apply).await?;
+        Ok(end)
+    }
+
+    /// Reads `tp` from `from` up to `end` into `apply`, counting into `stats`.
+    async fn read(
+        &mut self,
+        tp: &TopicPartition,
+        from: i64,
+        end: i64,
+        stats: &mut RestoreStats,
+        mut apply: impl FnMut(&[u8], Option<&[u8]>, i64) -> Result<()>,
+    ) -> Result<()> {
+        if end <= from {
+            return Ok(());
+        }
+        self.consumer.assign([tp.clone()])?;
+        self.consumer.seek(tp, from)?;
+        let mut position = from;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while position < end {
+            if Instant::now() >= deadline {
+                return Err(Error::Restore {
+                    tp: tp.clone(),
+                    offset: position,
+                    message: format!("no progress towards end offset {end} in 300 s"),
+                });
+            }
+            let mut records = self
+                .consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .map_err(|e| Error::Restore {
+                    tp: tp.clone(),
+                    offset: position,
+                    message: e.to_string(),
+                })?;
+            for part in records.partitions_mut() {
+                for record in part.iter() {
+                    let record = record.map_err(|e| Error::Restore {
+                        tp: tp.clone(),
+                        offset: position,
+                        message: e.to_string(),
+                    })?;
+                    if record.offset() >= end {
+                        break;
+                    }
+                    let Some(key) = record.key() else { continue };
+                    stats.records += 1;
+                    let value = record.value();
+                    stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                    apply(key, value, record.offset())?;
+                }
+                position = position.max(part.next_offset());
+            }
+            if records.is_empty() {
+                position = position.max(self.consumer.position(tp).await?);
+            }
+        }
+        self.consumer.assign([])?;
+        Ok(())
     }
 }

@@ -30,6 +30,7 @@ pub mod aggregate;
 mod changelog;
 pub mod codec;
 mod context;
+mod disk_store;
 mod error;
 pub mod format;
 pub mod join;
@@ -54,7 +55,7 @@ pub use metrics::{
     SinkLatency, TaskMetrics, WorkerMetrics,
 };
 pub use operator::{CapturedRecord, Collector, Operator, OperatorMetrics};
-pub use runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig, ShutdownHandle};
+pub use runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig, ShutdownHandle, StateStore};
 pub use stream::{
     Chain, DivertLink, FilterLink, FilterMapLink, FixedTopic, FlatMapLink, Identity, InspectLink,
     Kafka, KafkaSource, MapLink, OnError, Pipeline, ProcessLink, ProcessOut, Stream, TapLink,

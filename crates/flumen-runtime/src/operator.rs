@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use flumen_client::producer::{Producer, ProducerRecord};
+use flumen_client::producer::{DeliveryFuture, Producer, ProducerRecord};
 use flumen_protocol::record::HeaderRef;
 
 use crate::context::RecordContext;
@@ -466,7 +466,7 @@ impl Output {
         partition: i32,
         key: &[u8],
         value: Option<&[u8]>,
-    ) -> Result<()> {
+    ) -> Result<Option<DeliveryFuture>> {
         match self {
             Output::Kafka(producer, _, _) => {
                 let record = ProducerRecord {
@@ -477,11 +477,11 @@ impl Output {
                     headers: &[],
                     timestamp: None,
                 };
-                let _delivery = producer
+                let delivery = producer
                     .send(record)
                     .await
                     .map_err(|e| Error::produce(topic, e))?;
-                Ok(())
+                Ok(Some(delivery))
             }
             Output::Memory(records) => {
                 records.borrow_mut().push(CapturedRecord {
@@ -495,7 +495,7 @@ impl Output {
                     timestamp: 0,
                     partition: Some(partition),
                 });
-                Ok(())
+                Ok(None)
             }
         }
     }

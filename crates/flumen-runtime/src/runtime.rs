@@ -36,6 +36,12 @@ pub struct RuntimeConfig {
     pub(crate) shutdown_timeout: Duration,
     /// Standby copies of other tasks' state (`num.standby.replicas`; 0 or 1).
     pub(crate) standby_replicas: usize,
+    /// Where keyed state lives (`state.store`).
+    pub(crate) state_store: StateStore,
+    /// The directory of on-disk stores (`state.dir`; default `<temp dir>/flumen-state`).
+    pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// The cache budget of each on-disk store of each task (`state.cache.max.bytes`).
+    pub(crate) state_cache_max_bytes: usize,
     /// Where the monitoring endpoint listens (`metrics.addr`), if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Topics whose last records the board keeps for the page (`monitor.topics`).
@@ -58,6 +64,9 @@ impl RuntimeConfig {
             pin_workers: true,
             shutdown_timeout: Duration::from_secs(30),
             standby_replicas: 0,
+            state_store: StateStore::Memory,
+            state_dir: None,
+            state_cache_max_bytes: 10 << 20,
             metrics_addr: None,
             monitor_topics: Vec::new(),
             properties: BTreeMap::new(),
@@ -109,6 +118,39 @@ impl RuntimeConfig {
         self
     }
 
+    /// Where the state of keyed functions (`process_keyed`) lives (`state.store`, default
+    /// [`StateStore::Memory`]). [`StateStore::Disk`] keeps it in one file per task and store
+    /// under [`RuntimeConfig::state_dir`], with a cache of decoded states in front
+    /// ([`RuntimeConfig::state_cache_max_bytes`]), and a restart on the same machine reads
+    /// only the changelog's tail. Window state stays in memory either way.
+    pub fn state_store(mut self, store: StateStore) -> Self {
+        self.state_store = store;
+        self
+    }
+
+    /// The directory of on-disk stores (`state.dir`; default `flumen-state` in the system's
+    /// temporary directory): a task's store is in `<dir>/<application.id>/<store>-<partition>/`.
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// About how many bytes of decoded states each on-disk store of each task caches
+    /// (`state.cache.max.bytes`, default 10 MiB; estimated as the state-size metric is).
+    /// The file's own page cache takes up to as much again.
+    pub fn state_cache_max_bytes(mut self, bytes: usize) -> Self {
+        self.state_cache_max_bytes = bytes;
+        self
+    }
+
+    /// The directory a task's on-disk stores of this application go under.
+    pub(crate) fn application_state_dir(&self) -> std::path::PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("flumen-state"))
+            .join(&self.application_id)
+    }
+
     /// This process's stable name among the application's processes (`instance.id`): worker
     /// `i` joins the group as static member `<name>-<i>` (`group.instance.id`, KIP-345: a
     /// restart within `session.timeout.ms` moves no task), and under exactly-once its
@@ -147,8 +189,8 @@ impl RuntimeConfig {
     /// A Kafka client property for both the consumers and the producers (`security.protocol`,
     /// `sasl.*`, ...); `consumer.KEY` or `producer.KEY` sets it for one side only. The
     /// runtime's own keys are `num.workers`, `commit.interval.ms`, `processing.guarantee`,
-    /// `instance.id`, `shutdown.timeout.ms`, `num.standby.replicas`, `pin.workers` and
-    /// `metrics.addr`. Unknown keys and invalid values are
+    /// `instance.id`, `shutdown.timeout.ms`, `num.standby.replicas`, `pin.workers`,
+    /// `state.store`, `state.dir`, `state.cache.max.bytes` and `metrics.addr`. Unknown keys and invalid values are
     /// an error when the runtime starts.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
@@ -185,6 +227,41 @@ impl Guarantee {
         match self {
             Guarantee::AtLeastOnce => "at_least_once",
             Guarantee::ExactlyOnce => "exactly_once_v2",
+        }
+    }
+}
+
+/// Where the state of keyed functions lives (`state.store`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateStore {
+    /// In memory (the default): restored from the changelog in full at each task start.
+    #[default]
+    Memory,
+    /// On disk, in an embedded key-value file per task and store, with a bounded cache in
+    /// front; a restart on the same machine restores only the changelog's tail.
+    Disk,
+}
+
+impl StateStore {
+    /// The name used by `state.store` (`memory`, `disk`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StateStore::Memory => "memory",
+            StateStore::Disk => "disk",
+        }
+    }
+}
+
+impl std::str::FromStr for StateStore {
+    type Err = String;
+
+    /// `memory` or `disk`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "memory" => Ok(StateStore::Memory),
+            "disk" => Ok(StateStore::Disk),
+            _ => Err(format!("expected memory or disk, got {s:?}")),
         }
     }
 }
@@ -491,6 +568,23 @@ impl Runtime {
                 message: format!("expected a count, got {raw:?}"),
             })?;
             config = config.standby_replicas(n);
+        }
+        if let Some(raw) = config.properties.remove("state.store") {
+            let store = raw.parse().map_err(|message| Error::Config {
+                key: "state.store".to_owned(),
+                message,
+            })?;
+            config = config.state_store(store);
+        }
+        if let Some(dir) = config.properties.remove("state.dir") {
+            config = config.state_dir(dir);
+        }
+        if let Some(raw) = config.properties.remove("state.cache.max.bytes") {
+            let n: usize = raw.parse().map_err(|_| Error::Config {
+                key: "state.cache.max.bytes".to_owned(),
+                message: format!("expected a number of bytes, got {raw:?}"),
+            })?;
+            config = config.state_cache_max_bytes(n);
         }
         if let Some(raw) = config.properties.remove("processing.guarantee") {
             let guarantee = raw.parse().map_err(|message| Error::Config {

@@ -13,11 +13,13 @@
 //!   the same pass.
 //! - With a TTL, a key's state not written for that long (processing time) is dropped: on
 //!   its next access, or by the sweep on each tick, whichever comes first.
-//! - The in-memory store is the default; the store trait is what a changelog-backed or
-//!   on-disk store implements.
+//! - The in-memory store is the default; `state.store = disk` puts a keyed function's state
+//!   in an embedded key-value file per task with a bounded cache in front (window stores stay
+//!   in memory). Both are behind [`KeyedStore`], as one enum: the memory path pays one branch.
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
@@ -25,6 +27,7 @@ use hashbrown::HashMap;
 use crate::changelog::{Changelog, changelog_topic};
 use crate::codec::StateCodec;
 use crate::context::RecordContext;
+use crate::disk_store::{DiskStore, LocalStore, StateForm};
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
 use crate::operator::{Operator, OperatorMetrics, pass_on};
@@ -34,8 +37,10 @@ use crate::time::Time;
 
 /// Per-key state of a task.
 pub trait KeyedStore<S> {
-    /// The state of `key`, if it has any.
+    /// The state of `key`, if it has any (counted as changed: the caller may change it).
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut S>;
+    /// When the state of `key` was last written, if it has state.
+    fn written(&mut self, key: &[u8]) -> Option<i64>;
     /// The state of `key`, created with `S::default()` if it has none. `now` is the
     /// processing time of the write (for the TTL).
     fn entry(&mut self, key: &[u8], now: i64) -> &mut S;
@@ -94,7 +99,14 @@ impl<S> std::fmt::Debug for MemoryStore<S> {
 
 impl<S: Default + StateSize> KeyedStore<S> for MemoryStore<S> {
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut S> {
-        self.map.get_mut(key).map(|e| &mut e.state)
+        self.map.get_mut(key).map(|e| {
+            e.dirty = true;
+            &mut e.state
+        })
+    }
+
+    fn written(&mut self, key: &[u8]) -> Option<i64> {
+        self.map.get(key).map(|e| e.written)
     }
 
     fn entry(&mut self, key: &[u8], now: i64) -> &mut S {
@@ -150,6 +162,89 @@ impl<S: Default + StateSize> KeyedStore<S> for MemoryStore<S> {
                 .iter()
                 .map(|(k, e)| k.len().next_multiple_of(16) + e.state.heap_bytes())
                 .sum::<usize>()
+    }
+}
+
+/// The store of a keyed function: in memory, or on disk (`state.store`).
+enum Store<S> {
+    Memory(MemoryStore<S>),
+    Disk(Box<DiskStore<S>>),
+}
+
+impl<S: Default + StateSize> KeyedStore<S> for Store<S> {
+    #[inline]
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut S> {
+        match self {
+            Store::Memory(m) => m.get_mut(key),
+            Store::Disk(d) => d.get_mut(key),
+        }
+    }
+
+    #[inline]
+    fn written(&mut self, key: &[u8]) -> Option<i64> {
+        match self {
+            Store::Memory(m) => m.written(key),
+            Store::Disk(d) => d.written(key),
+        }
+    }
+
+    #[inline]
+    fn entry(&mut self, key: &[u8], now: i64) -> &mut S {
+        match self {
+            Store::Memory(m) => m.entry(key, now),
+            Store::Disk(d) => d.entry(key, now),
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<S> {
+        match self {
+            Store::Memory(m) => m.remove(key),
+            Store::Disk(d) => d.remove(key),
+        }
+    }
+
+    fn expire(&mut self, before: i64) -> usize {
+        match self {
+            Store::Memory(m) => m.expire(before),
+            Store::Disk(d) => d.expire(before),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Store::Memory(m) => m.len(),
+            Store::Disk(d) => d.len(),
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        match self {
+            Store::Memory(m) => m.size_bytes(),
+            Store::Disk(d) => d.size_bytes(),
+        }
+    }
+}
+
+impl<S> Store<S> {
+    /// What went wrong with the disk store's file, if anything.
+    fn take_error(&mut self) -> Option<Error> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Disk(d) => d.take_error(),
+        }
+    }
+}
+
+/// A keyed function's `save_state` / `load_state`, for the disk store.
+struct ProcessForm<F, P>(P, PhantomData<fn() -> F>);
+
+impl<F: Family, P: KeyedProcess<F>> StateForm<P::State> for ProcessForm<F, P> {
+    fn save(&self, state: &P::State, out: &mut Vec<u8>) -> bool {
+        self.0.save_state(state, out)
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<P::State> {
+        self.0.load_state(input)
     }
 }
 
@@ -426,7 +521,7 @@ where
     F: Family,
 {
     f: P,
-    store: MemoryStore<P::State>,
+    store: Store<P::State>,
     timers: Timers,
     ttl: Option<i64>,
     out: Vec<P::Out>,
@@ -447,7 +542,7 @@ where
 
 /// A keyed store's changelog key: tag 0 + key -> (last write, state); tag 1 + domain (0
 /// event, 1 processing) + timestamp (8 bytes, big-endian) + key -> a timer.
-fn state_key(out: &mut Vec<u8>, tag: u8, timer: Option<(TimeDomain, i64)>, key: &[u8]) {
+pub(crate) fn state_key(out: &mut Vec<u8>, tag: u8, timer: Option<(TimeDomain, i64)>, key: &[u8]) {
     out.clear();
     out.push(tag);
     if let Some((domain, timestamp)) = timer {
@@ -472,9 +567,61 @@ where
         self.broken = log.restore_with(restored, |k, v| self.restore_one(k, v));
         // Whether states have a changelog form, asked once.
         self.loggable = self.f.save_state(&P::State::default(), &mut Vec::new());
-        self.store.removed = Some(Vec::new());
+        if let Store::Memory(m) = &mut self.store {
+            m.removed = Some(Vec::new());
+        }
         self.timers.changes = Some(Vec::new());
         self.log = Some(log);
+        self.strict = strict;
+        self
+    }
+
+    /// Keeps the state in the file of `local` (restored already), with a cache of about
+    /// `cache_bytes`, and logs to `log` if given.
+    fn with_local(
+        mut self,
+        log: Option<Changelog>,
+        strict: bool,
+        local: Rc<LocalStore>,
+        cache_bytes: usize,
+    ) -> Self
+    where
+        F: 'static,
+    {
+        self.loggable = self.f.save_state(&P::State::default(), &mut Vec::new());
+        if !self.loggable {
+            self.broken = Some(Error::Config {
+                key: "state.store".to_owned(),
+                message: "the disk store needs the keyed function's state in a binary form \
+                          (KeyedProcess::save_state / load_state)"
+                    .to_owned(),
+            });
+            return self;
+        }
+        let form = Box::new(ProcessForm(self.f.clone(), PhantomData));
+        match DiskStore::new(local.clone(), form, cache_bytes, log.is_some()) {
+            Ok(disk) => self.store = Store::Disk(Box::new(disk)),
+            Err(e) => {
+                self.broken = Some(e);
+                return self;
+            }
+        }
+        let mut bad = None;
+        let scanned = local.scan(1, |k, v| {
+            if bad.is_none() {
+                bad = self.restore_one(k, v).err();
+            }
+        });
+        if let Some(message) = bad {
+            self.broken = Some(Error::Io {
+                context: format!("{local:?}: a timer"),
+                source: std::io::Error::other(message),
+            });
+        } else if let Err(e) = scanned {
+            self.broken = Some(e);
+        }
+        self.timers.changes = Some(Vec::new());
+        self.log = log;
         self.strict = strict;
         self
     }
@@ -490,14 +637,16 @@ where
                     .load_state(&mut input)
                     .filter(|_| input.is_empty())
                     .ok_or("unreadable state")?;
-                self.store.map.insert(
-                    Box::from(rest),
-                    Entry {
-                        state,
-                        written,
-                        dirty: false,
-                    },
-                );
+                if let Store::Memory(m) = &mut self.store {
+                    m.map.insert(
+                        Box::from(rest),
+                        Entry {
+                            state,
+                            written,
+                            dirty: false,
+                        },
+                    );
+                }
             }
             1 => {
                 let (&domain, rest) = rest.split_first().ok_or("short timer key")?;
@@ -526,6 +675,13 @@ where
             loggable,
             ..
         } = self;
+        let store = match store {
+            Store::Memory(m) => m,
+            Store::Disk(disk) => {
+                let changes = timers.changes.get_or_insert_with(Vec::new);
+                return disk.flush(log.as_mut(), changes).await;
+            }
+        };
         let Some(changelog) = log.as_mut() else {
             return Ok(());
         };
@@ -639,6 +795,9 @@ where
                 };
                 self.f.on_timer(&mut cx, Timer { timestamp, domain });
             }
+            if let Some(e) = self.store.take_error() {
+                return Err(e);
+            }
             self.flush(tp, -1, &key, timestamp, failed).await?;
         }
     }
@@ -657,11 +816,7 @@ where
         self.count += 1;
         let key = cx.key().unwrap_or_default();
         if let Some(ttl) = self.ttl {
-            let expired = self
-                .store
-                .map
-                .get(key)
-                .is_some_and(|e| e.written < self.now - ttl);
+            let expired = self.store.written(key).is_some_and(|w| w < self.now - ttl);
             if expired {
                 self.store.remove(key);
             }
@@ -680,6 +835,9 @@ where
                 failed: &mut failed,
             };
             self.f.process(&mut kcx, item);
+        }
+        if let Some(e) = self.store.take_error() {
+            return Err(e);
         }
         self.flush(
             cx.topic_partition(),
@@ -764,7 +922,7 @@ where
     fn build<N: Operator<Owned<P::Out>>>(&self, env: &TaskEnv, next: N) -> Self::Out<N> {
         let mut op = KeyedProcessOp {
             f: self.f.clone(),
-            store: MemoryStore::default(),
+            store: Store::Memory(MemoryStore::default()),
             timers: Timers::default(),
             ttl: self.ttl,
             out: Vec::new(),
@@ -784,7 +942,14 @@ where
                 env.partition,
                 env.output.clone(),
             );
-            op = op.with_changelog(log, env.stores.strict, env.stores.take(&self.store));
+            op = match env.stores.take_local(&self.store) {
+                Some(local) => {
+                    op.with_local(Some(log), env.stores.strict, local, env.stores.cache_bytes)
+                }
+                None => op.with_changelog(log, env.stores.strict, env.stores.take(&self.store)),
+            };
+        } else if let Some(local) = env.stores.take_local(&self.store) {
+            op = op.with_local(None, false, local, env.stores.cache_bytes);
         }
         self.chain.build(env, op)
     }

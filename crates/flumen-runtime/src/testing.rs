@@ -50,6 +50,8 @@ pub struct MemoryRun<'p> {
     pending: Vec<CapturedRecord>,
     /// Outputs up to this index were written before the last checkpoint.
     committed: usize,
+    /// Keyed functions keep their state on disk here, with this cache budget.
+    disk: Option<(std::path::PathBuf, usize)>,
 }
 
 impl std::fmt::Debug for MemoryRun<'_> {
@@ -75,7 +77,21 @@ impl<'p> MemoryRun<'p> {
             changelogs: HashMap::new(),
             pending: Vec::new(),
             committed: 0,
+            disk: None,
         }
+    }
+
+    /// Keyed functions keep their state in on-disk stores (`state.store = disk`) under
+    /// `dir`, each with a cache of about `cache_bytes`. A task started (or started again by
+    /// [`MemoryRun::restart`]) empties its store's file and restores it from the changelog
+    /// in full, as after a crash.
+    pub fn with_disk_state(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        cache_bytes: usize,
+    ) -> Self {
+        self.disk = Some((dir.into(), cache_bytes));
+        self
     }
 
     /// Stateful operators log their state, as against Kafka: [`MemoryRun::checkpoint`]
@@ -125,6 +141,23 @@ impl<'p> MemoryRun<'p> {
             .into_iter()
             .map(|(k, v, _)| (k, v))
             .collect()
+    }
+
+    /// Every record of one store's changelog partition, in order.
+    fn changelog_records(
+        &self,
+        store: &str,
+        partition: i32,
+    ) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let tp = TopicPartition::new(
+            crate::changelog::changelog_topic(&self.application_id, store),
+            partition,
+        );
+        self.changelogs
+            .get(&tp)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
     /// [`MemoryRun::changelog`] with each value's offset in the log.
@@ -269,9 +302,40 @@ impl<'p> MemoryRun<'p> {
             stores: crate::changelog::StoreEnv {
                 logged: self.logged,
                 strict: self.logged,
-                restored: Default::default(),
+                cache_bytes: self.disk.as_ref().map_or(0, |d| d.1),
+                ..Default::default()
             },
         };
+        if let Some((dir, cache_bytes)) = &self.disk
+            && !self.tasks.contains_key(&(sub, partition))
+        {
+            for store in s.stores.iter().filter(|s| s.starts_with("process-")) {
+                let dir = dir
+                    .join(&self.application_id)
+                    .join(format!("{store}-{partition}"));
+                let local = futures::executor::block_on(crate::disk_store::LocalStore::open(
+                    &dir,
+                    *cache_bytes,
+                    std::time::Duration::ZERO,
+                ))
+                .and_then(|(local, _)| {
+                    local.clear()?;
+                    let mut batch = crate::disk_store::Batch::default();
+                    if self.logged {
+                        for (k, v) in self.changelog_records(store, partition) {
+                            match v {
+                                Some(v) => batch.put(k, v),
+                                None => batch.delete(k),
+                            }
+                        }
+                    }
+                    local.apply(&mut batch, false)?;
+                    Ok(local)
+                })
+                .unwrap_or_else(|e| panic!("the disk store in {}: {e}", dir.display()));
+                env.stores.locals.borrow_mut().insert(store.clone(), local);
+            }
+        }
         if self.logged && !self.tasks.contains_key(&(sub, partition)) {
             let mut restored = env.stores.restored.borrow_mut();
             for store in &s.stores {

@@ -17,6 +17,7 @@
 //!   once per fetched chunk and at rebalances, never per record.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,13 +32,14 @@ use flumen_client::{Admin, ClientConfig, TopicPartition};
 use tracing::Instrument;
 
 use crate::changelog::{RestoreStats, Restorer, StoreEnv, changelog_topic};
+use crate::disk_store::{Batch, LocalStore, RESTORE_BATCH_BYTES};
 use crate::error::{Error, Result};
 use crate::latency::LatencySampler;
 use crate::metrics::{
     Histogram, MetricsBoard, PartitionLag, Phase, TaskMetrics, WorkerMetrics, WorkerSnapshot,
 };
 use crate::operator::Output;
-use crate::runtime::{Guarantee, Plan};
+use crate::runtime::{Guarantee, Plan, StateStore};
 use crate::task::{TaskChain, TaskEnv, TaskInputs};
 use crate::time::now_ms;
 
@@ -151,6 +153,67 @@ struct Task {
     chain: Box<dyn TaskChain>,
     /// What restoring its state took (tasks with state).
     restore: Option<RestoreStats>,
+    /// Its stores kept on disk, whose checkpoints follow commits.
+    locals: Vec<Rc<LocalStore>>,
+}
+
+/// Whether `store` of the plan is kept on disk: keyed-function stores under
+/// `state.store = disk` (window stores stay in memory).
+fn on_disk(plan: &Plan, store: &str) -> bool {
+    plan.config.state_store == StateStore::Disk && store.starts_with("process-")
+}
+
+/// Opens the on-disk store of `tp` in `dir` and brings it up to the changelog's end: from
+/// its checkpoint (the tail only) when it has a valid one, else emptied and in full,
+/// streaming the records into the file. Under exactly-once the checkpoint is deleted
+/// once read: only a clean stop writes it again.
+async fn restore_local(
+    restorer: &mut Restorer,
+    tp: &TopicPartition,
+    dir: &std::path::Path,
+    cache_bytes: usize,
+    exactly_once: bool,
+    total: &mut RestoreStats,
+) -> Result<Rc<LocalStore>> {
+    let started = Instant::now();
+    let (local, checkpoint) = LocalStore::open(dir, cache_bytes, Duration::from_secs(30)).await?;
+    if exactly_once {
+        local.delete_checkpoint()?;
+    }
+    let mut batch = Batch::default();
+    let end = restorer
+        .restore_into(
+            tp,
+            checkpoint,
+            total,
+            || local.clear(),
+            |key, value, _| {
+                match value {
+                    Some(v) => batch.put(key, v),
+                    None => batch.delete(key),
+                }
+                if batch.len_bytes() >= RESTORE_BATCH_BYTES {
+                    local.apply(&mut batch, false)?;
+                    batch.clear();
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    local.apply(&mut batch, true)?;
+    local.set_next(end);
+    let mut keys = 0u64;
+    local.scan(0, |_, _| keys += 1)?;
+    total.keys += keys;
+    total.duration += started.elapsed();
+    tracing::debug!(
+        dir = %dir.display(),
+        from = ?checkpoint,
+        end,
+        keys,
+        "on-disk store restored"
+    );
+    Ok(local)
 }
 
 /// Runs worker `index` on the calling thread until `stop` is set or an error occurs.
@@ -678,9 +741,11 @@ impl WorkerLoop {
         let stores = StoreEnv {
             logged: true,
             strict: self.transactional(),
-            restored: Default::default(),
+            cache_bytes: self.plan.config.state_cache_max_bytes,
+            ..Default::default()
         };
         let names = self.plan.stores[sub].clone();
+        let mut locals = Vec::new();
         if !names.is_empty() {
             self.board.set_phase(self.index, Phase::Restoring);
             let restorer = match self.restorer.as_mut() {
@@ -696,6 +761,25 @@ impl WorkerLoop {
                     partition,
                 );
                 let standby = lock_map(&self.plan.standbys).remove(&tp);
+                if on_disk(&self.plan, store) {
+                    let dir = self
+                        .plan
+                        .config
+                        .application_state_dir()
+                        .join(format!("{store}-{partition}"));
+                    let local = restore_local(
+                        restorer,
+                        &tp,
+                        &dir,
+                        self.plan.config.state_cache_max_bytes,
+                        self.plan.config.guarantee == Guarantee::ExactlyOnce,
+                        &mut total,
+                    )
+                    .await?;
+                    locals.push(local.clone());
+                    stores.locals.borrow_mut().insert(store.clone(), local);
+                    continue;
+                }
                 let (restored, stats) = restorer.restore(&tp, standby).await?;
                 total.records += stats.records;
                 total.standby_records += stats.standby_records;
@@ -720,8 +804,15 @@ impl WorkerLoop {
         lock_map(&self.plan.active).insert((sub, partition));
         let env = self.task_env(sub, partition, stores);
         let chain = self.plan.factory(sub).instantiate(&env);
-        self.tasks
-            .insert((sub, partition), Task { id, chain, restore });
+        self.tasks.insert(
+            (sub, partition),
+            Task {
+                id,
+                chain,
+                restore,
+                locals,
+            },
+        );
         Ok(())
     }
 
@@ -1041,6 +1132,7 @@ impl WorkerLoop {
             .collect();
         if offsets.is_empty() {
             self.dirty = false;
+            self.write_checkpoints();
             return Ok(());
         }
         self.consumer.commit_offsets_sync(offsets.clone()).await?;
@@ -1052,7 +1144,20 @@ impl WorkerLoop {
         }
         self.dirty = !p.processed.is_empty();
         self.commits += 1;
+        drop(p);
+        self.write_checkpoints();
         Ok(())
+    }
+
+    /// After a commit that the on-disk stores' contents go with: records in each store's
+    /// checkpoint the changelog offset its file is complete up to (under exactly-once only
+    /// at a clean stop). A checkpoint that cannot be written means a full restore next time.
+    fn write_checkpoints(&self) {
+        for local in self.tasks.values().flat_map(|t| &t.locals) {
+            if let Err(e) = local.write_checkpoint() {
+                tracing::warn!(error = %e, "the state checkpoint was not written");
+            }
+        }
     }
 
     async fn commit_transaction(&mut self) -> Result<()> {
@@ -1175,6 +1280,9 @@ impl WorkerLoop {
         if clean && (this.dirty || !this.tasks.is_empty()) {
             // Checkpoints the tasks' state with the last offsets.
             this.commit().await?;
+            if this.transactional() {
+                this.write_checkpoints();
+            }
         }
         if this.transactional() {
             // What is open holds nothing to keep (a clean stop just committed it).

@@ -1,4 +1,6 @@
-//! The per-record path of `filter -> map` over borrowed values allocates nothing.
+//! The per-record path of `filter -> map` over borrowed values allocates nothing, and
+//! neither does a keyed function's on a key whose state is held (in memory, or in the disk
+//! store's cache).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -28,8 +30,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is the process's: tests that read it run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn filter_then_map_over_borrowed_values_allocates_nothing_per_record() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let data: Vec<Vec<u8>> = (0..10_000)
         .map(|i| format!("value {i:>90}").into_bytes())
         .collect();
@@ -66,4 +74,64 @@ fn filter_then_map_over_borrowed_values_allocates_nothing_per_record() {
         );
     }
     assert!(total.load(Ordering::Relaxed) > 0);
+}
+
+/// Counts each key's bytes; emits nothing.
+#[derive(Clone)]
+struct CountBytes;
+
+impl flumen_runtime::state::KeyedProcess<flumen_runtime::format::BytesView> for CountBytes {
+    type State = flumen_runtime::state::ValueState<u64>;
+    type Out = u64;
+
+    fn process(
+        &mut self,
+        cx: &mut flumen_runtime::state::KeyedContext<'_, Self::State, u64>,
+        value: &[u8],
+    ) {
+        let n = cx.state.get().copied().unwrap_or(0) + value.len() as u64;
+        cx.state.set(n);
+    }
+
+    fn save_state(&self, state: &Self::State, out: &mut Vec<u8>) -> bool {
+        flumen_runtime::codec::StateCodec::encode(state, out);
+        true
+    }
+
+    fn load_state(&self, input: &mut &[u8]) -> Option<Self::State> {
+        flumen_runtime::codec::StateCodec::decode(input)
+    }
+}
+
+#[test]
+fn a_keyed_state_already_held_costs_no_allocation_in_memory_or_in_the_disk_stores_cache() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let data: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("value {i:>90}").into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut pipeline = Pipeline::new();
+    pipeline
+        .source(Kafka::topic("in").format(Bytes))
+        .process_keyed(CountBytes)
+        .for_each(|_, _| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    for disk in [false, true] {
+        let mut run = MemoryRun::new(&pipeline, "app");
+        if disk {
+            run = run.with_disk_state(dir.path(), 1 << 20);
+        }
+        // The first run creates the task and the (one, empty) key's state.
+        run.push_values("in", 0, &refs).expect("run");
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        run.push_values("in", 0, &refs).expect("run");
+        let during = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        assert!(
+            during <= 8,
+            "disk: {disk}: {during} allocations for {} records",
+            refs.len()
+        );
+    }
 }

@@ -1,0 +1,151 @@
+//! Keyed state in on-disk stores, run in memory: with a cache far smaller than the state, a
+//! run gives the memory store's outputs, also across a crash and a full restore of the file
+//! from the changelog, and the TTL drops states that only the file holds.
+
+use std::time::Duration;
+
+use flumen_runtime::codec::StateCodec;
+use flumen_runtime::format::{StrView, Utf8};
+use flumen_runtime::state::{KeyedContext, KeyedProcess, StateSize, Timer, ValueState};
+use flumen_runtime::testing::MemoryRun;
+use flumen_runtime::{Kafka, MemoryRecord, Pipeline};
+
+/// Per key: a count and the sum of the values; an event-time timer 100 ms after a key's
+/// first record reports both.
+#[derive(Clone)]
+struct Tally;
+
+#[derive(Default)]
+struct State(ValueState<u64>, ValueState<u64>);
+
+impl StateSize for State {}
+
+impl KeyedProcess<StrView> for Tally {
+    type State = State;
+    type Out = String;
+
+    fn process(&mut self, cx: &mut KeyedContext<'_, State, String>, value: &str) {
+        let n = cx.state.0.get().copied().unwrap_or(0);
+        if n == 0 {
+            let at = cx.timestamp() + 100;
+            cx.set_event_timer(at);
+        }
+        cx.state.0.set(n + 1);
+        let sum = cx.state.1.get().copied().unwrap_or(0) + value.parse::<u64>().unwrap_or(0);
+        cx.state.1.set(sum);
+        cx.emit(format!(
+            "{}={}/{sum}",
+            String::from_utf8_lossy(cx.key()),
+            n + 1
+        ));
+    }
+
+    fn on_timer(&mut self, cx: &mut KeyedContext<'_, State, String>, timer: Timer) {
+        let n = cx.state.0.get().copied().unwrap_or(0);
+        // A timer's change to the state is kept like a record's.
+        cx.state.1.set(0);
+        cx.emit(format!(
+            "{}@{}:{n}",
+            String::from_utf8_lossy(cx.key()),
+            timer.timestamp
+        ));
+    }
+
+    fn save_state(&self, state: &State, out: &mut Vec<u8>) -> bool {
+        state.0.encode(out);
+        state.1.encode(out);
+        true
+    }
+
+    fn load_state(&self, input: &mut &[u8]) -> Option<State> {
+        Some(State(
+            ValueState::decode(input)?,
+            ValueState::decode(input)?,
+        ))
+    }
+}
+
+fn pipeline(ttl: Option<Duration>) -> Pipeline {
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Utf8))
+        .process_keyed_with_ttl(Tally, ttl)
+        .to("out", Utf8);
+    p
+}
+
+/// 3 000 keys, each seen several times, timestamps rising by 1 ms per record.
+fn input() -> Vec<MemoryRecord> {
+    (0..12_000u64)
+        .map(|i| {
+            let key = format!("k{}", (i * 7919) % 3_000);
+            MemoryRecord::new(Some(key.as_bytes()), i.to_string().as_bytes(), i as i64)
+        })
+        .collect()
+}
+
+fn values(run: &mut MemoryRun<'_>) -> Vec<String> {
+    run.take_output()
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).expect("utf-8"))
+        .collect()
+}
+
+/// Runs `input` in chunks of 1 000 with a checkpoint after each; with `crash`, the 7th
+/// chunk's first half is processed, lost in a crash, and the chunk pushed again.
+fn run(mut run: MemoryRun<'_>, crash: bool) -> (Vec<String>, u64) {
+    let input = input();
+    for (n, chunk) in input.chunks(1_000).enumerate() {
+        if crash && n == 6 {
+            run.push("in", 0, &chunk[..500]).expect("push");
+            run.restart();
+        }
+        run.push("in", 0, chunk).expect("push");
+        run.checkpoint().expect("checkpoint");
+    }
+    run.end_of_input().expect("end");
+    let keys = run.task_metrics(0, 0).expect("task").1[0].state_keys;
+    (values(&mut run), keys)
+}
+
+#[test]
+fn a_small_cache_over_the_disk_gives_the_memory_stores_outputs_also_across_a_crash() {
+    let p = pipeline(None);
+    let (memory, memory_keys) = run(MemoryRun::new(&p, "app").with_changelogs(), false);
+    assert_eq!(memory_keys, 3_000);
+    for crash in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = MemoryRun::new(&p, "app")
+            .with_changelogs()
+            .with_disk_state(dir.path(), 16 << 10);
+        let (out, keys) = run(disk, crash);
+        assert_eq!(keys, 3_000);
+        assert_eq!(out.len(), memory.len(), "crash: {crash}");
+        assert!(out == memory, "crash: {crash}: outputs differ");
+    }
+}
+
+#[test]
+fn the_ttl_drops_states_that_only_the_file_holds() {
+    let p = pipeline(Some(Duration::from_millis(500)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = MemoryRun::new(&p, "app").with_disk_state(dir.path(), 4 << 10);
+    let records: Vec<MemoryRecord> = (0..1_000)
+        .map(|i| MemoryRecord::new(Some(format!("k{i}").as_bytes()), b"1", 0))
+        .collect();
+    run.push("in", 0, &records).expect("push");
+    let keys = |run: &MemoryRun<'_>| run.task_metrics(0, 0).expect("task").1[0].state_keys;
+    assert_eq!(keys(&run), 1_000);
+    // Most states were evicted to the file; the sweep drops those too.
+    run.set_processing_time(100_000).expect("tick");
+    assert_eq!(keys(&run), 0);
+    run.take_output();
+    run.push("in", 0, &records[..1]).expect("push");
+    assert_eq!(
+        run.take_output()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).expect("utf-8"))
+            .collect::<Vec<_>>(),
+        ["k0=1/1"],
+        "counting starts over"
+    );
+}
