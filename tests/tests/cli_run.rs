@@ -257,7 +257,7 @@ fn errors_in_the_file_name_the_line_the_step_and_what_was_expected() {
     );
     assert_eq!(
         check_error(&good.replace("topic = \"out\"", "topc = \"out\"")),
-        "flumen: FILE:22: unknown field `topc`, expected `topic` or `format`"
+        "flumen: FILE:22: unknown field `topc`, expected one of `topic`, `format`, `monitor`"
     );
 }
 

@@ -1397,7 +1397,7 @@ mod tests {
             ),
             (
                 "[[steps]]\nkind = \"also_to\"\ntopic = \"a\"\nrename = { a = \"b\" }\n",
-                "p.toml:7: step 1 (also_to): `rename` is not a key of an also_to step (expected topic, format, compute, where, fields)",
+                "p.toml:7: step 1 (also_to): `rename` is not a key of an also_to step (expected topic, format, compute, where, fields, monitor)",
             ),
         ];
         for (steps, expected) in cases {
@@ -1473,7 +1473,7 @@ mod tests {
             ),
             (
                 YAML.replace("  topic: out", "  topc: out"),
-                "p.yaml:22: sink: unknown field `topc`, expected `topic` or `format`",
+                "p.yaml:22: sink: unknown field `topc`, expected one of `topic`, `format`, `monitor`",
             ),
             (
                 YAML.replace("  timestamp: ts", "  format: avro"),
