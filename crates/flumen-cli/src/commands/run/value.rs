@@ -28,7 +28,7 @@ impl Path {
         let mut cur = v;
         for seg in &self.0 {
             cur = match cur {
-                Value::Object(m) => m.get(seg)?,
+                Value::Object(m) => field(m, seg)?,
                 Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
                 _ => return None,
             };
@@ -41,12 +41,34 @@ impl Path {
         let mut cur = v;
         for seg in &self.0 {
             cur = match cur {
-                Value::Object(m) => m.get_mut(seg)?,
+                Value::Object(m) => field_mut(m, seg)?,
                 Value::Array(a) => a.get_mut(seg.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
         Some(cur)
+    }
+}
+
+/// Objects of at most this many fields are searched by comparing names, which costs less
+/// than hashing the name (records of a few fields are the common case).
+const SCAN: usize = 8;
+
+/// The field `name` of `m`.
+fn field<'v>(m: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+    if m.len() <= SCAN {
+        m.iter().find(|(k, _)| *k == name).map(|(_, x)| x)
+    } else {
+        m.get(name)
+    }
+}
+
+/// The field `name` of `m`, mutably.
+fn field_mut<'v>(m: &'v mut Map<String, Value>, name: &str) -> Option<&'v mut Value> {
+    if m.len() <= SCAN {
+        m.iter_mut().find(|(k, _)| *k == name).map(|(_, x)| x)
+    } else {
+        m.get_mut(name)
     }
 }
 
