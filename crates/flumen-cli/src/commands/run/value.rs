@@ -377,6 +377,9 @@ impl Decode for ValueFormat {
         match self.kind {
             Kind::Json => {
                 let bytes = value.ok_or_else(|| FormatError::new("null value, expected JSON"))?;
+                if let Some(s) = plain_string(bytes) {
+                    return Ok(Value::String(s.to_owned()));
+                }
                 serde_json::from_slice(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
             }
             Kind::String => {
@@ -410,6 +413,13 @@ impl Encode<Owned<Value>> for ValueFormat {
     ) -> Result<&'b [u8], FormatError> {
         match (self.kind, item) {
             (Kind::String | Kind::Bytes, Value::String(s)) => Ok(s.as_bytes()),
+            (Kind::Json, Value::String(s)) if !s.bytes().any(escaped) => {
+                scratch.reserve(s.len() + 2);
+                scratch.push(b'"');
+                scratch.extend_from_slice(s.as_bytes());
+                scratch.push(b'"');
+                Ok(scratch)
+            }
             _ => {
                 serde_json::to_writer(&mut *scratch, item)
                     .map_err(|e| FormatError(format!("cannot write JSON: {e}")))?;
@@ -417,6 +427,21 @@ impl Encode<Owned<Value>> for ValueFormat {
             }
         }
     }
+}
+
+/// Whether JSON writes byte `b` of a string escaped (serde_json escapes exactly these).
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The contents of `bytes` when they are a JSON string with nothing escaped, as a repartition
+/// of words or keys carries them: read without the JSON parser. Anything else is `None`.
+fn plain_string(bytes: &[u8]) -> Option<&str> {
+    let inner = bytes.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.iter().copied().any(escaped) {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
 }
 
 /// The format of `also_to` copies: each carries its own kind.
@@ -454,5 +479,19 @@ mod tests {
         let mut out = Vec::new();
         run_steps(&steps, v, &mut out, &mut Vec::new());
         assert_eq!(out, vec![json!("hello"), json!("world")]);
+    }
+
+    #[test]
+    fn json_strings_read_and_written_without_the_parser_as_serde_json_would() {
+        let format = ValueFormat::new(Kind::Json);
+        for s in ["", "word", "é ü", "tab\there", "quote\"", "back\\slash", "\u{7f}/"] {
+            let v = json!(s);
+            let mut scratch = Vec::new();
+            let written = format.encode(&v, &mut scratch).expect("encodes").to_vec();
+            assert_eq!(written, serde_json::to_vec(&v).expect("serde_json"), "{s:?}");
+            assert_eq!(format.decode(Some(&written)).expect("decodes"), v, "{s:?}");
+        }
+        assert!(format.decode(Some(b"\"\xff\"")).is_err());
+        assert_eq!(format.decode(Some(b" \"a\" ")).ok(), Some(json!("a")));
     }
 }
