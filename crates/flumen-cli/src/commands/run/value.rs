@@ -380,7 +380,7 @@ impl Decode for ValueFormat {
                 if let Some(s) = plain_string(bytes) {
                     return Ok(Value::String(s.to_owned()));
                 }
-                serde_json::from_slice(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
+                read_json(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
             }
             Kind::String => {
                 let bytes = value.unwrap_or_default();
@@ -444,6 +444,84 @@ fn plain_string(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(inner).ok()
 }
 
+/// Fields an object read from JSON has room for before it grows: a map grown from empty to
+/// 4..7 fields ends at this capacity anyway, after allocating twice more.
+const FIELDS: usize = 7;
+
+/// `bytes` as a JSON value, as `serde_json::from_slice` reads it, but with each object made
+/// with room for [`FIELDS`] fields.
+fn read_json(bytes: &[u8]) -> serde_json::Result<Value> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = serde::de::DeserializeSeed::deserialize(ValueSeed, &mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Reads one JSON value (see [`read_json`]).
+#[derive(Clone, Copy)]
+struct ValueSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueSeed)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(x) = seq.next_element_seed(ValueSeed)? {
+            items.push(x);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = Map::with_capacity(FIELDS);
+        while let Some(k) = map.next_key::<String>()? {
+            let x = map.next_value_seed(ValueSeed)?;
+            m.insert(k, x);
+        }
+        Ok(Value::Object(m))
+    }
+}
+
 /// The format of `also_to` copies: each carries its own kind.
 #[derive(Clone, Copy, Debug)]
 pub struct SideFormat;
@@ -492,6 +570,12 @@ mod tests {
             assert_eq!(format.decode(Some(&written)).expect("decodes"), v, "{s:?}");
         }
         assert!(format.decode(Some(b"\"\xff\"")).is_err());
+        let text = r#"{"a": [1, -2, 2.5, 1e300, null, true], "b": {"c": "d\u00e9"}, "a": 3}"#;
+        assert_eq!(
+            format.decode(Some(text.as_bytes())).ok(),
+            serde_json::from_str::<Value>(text).ok()
+        );
+        assert!(format.decode(Some(b"{\"a\": 1} x")).is_err());
         assert_eq!(format.decode(Some(b" \"a\" ")).ok(), Some(json!("a")));
     }
 }
