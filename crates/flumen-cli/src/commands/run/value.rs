@@ -562,11 +562,23 @@ mod tests {
     #[test]
     fn json_strings_read_and_written_without_the_parser_as_serde_json_would() {
         let format = ValueFormat::new(Kind::Json);
-        for s in ["", "word", "é ü", "tab\there", "quote\"", "back\\slash", "\u{7f}/"] {
+        for s in [
+            "",
+            "word",
+            "é ü",
+            "tab\there",
+            "quote\"",
+            "back\\slash",
+            "\u{7f}/",
+        ] {
             let v = json!(s);
             let mut scratch = Vec::new();
             let written = format.encode(&v, &mut scratch).expect("encodes").to_vec();
-            assert_eq!(written, serde_json::to_vec(&v).expect("serde_json"), "{s:?}");
+            assert_eq!(
+                written,
+                serde_json::to_vec(&v).expect("serde_json"),
+                "{s:?}"
+            );
             assert_eq!(format.decode(Some(&written)).expect("decodes"), v, "{s:?}");
         }
         assert!(format.decode(Some(b"\"\xff\"")).is_err());
