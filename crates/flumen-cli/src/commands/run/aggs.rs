@@ -11,13 +11,14 @@ use flumen_runtime::aggregate::{
     self, Aggregate, Avg, DistinctCountByRef, DistinctSet, PercentileAcc, Percentiles,
 };
 use flumen_runtime::codec::StateCodec;
-use flumen_runtime::format::Owned;
+use flumen_runtime::format::{Owned, StrView};
 use serde_json::{Map, Value};
 
 use super::value::{Condition, Path, text};
 
 type AvgOf = Avg<fn(&f64) -> f64>;
-type DistinctOf = DistinctCountByRef<fn(&String) -> &str, str>;
+// Over borrowed text: a value is copied only the first time it is seen.
+type DistinctOf = DistinctCountByRef<for<'a, 'b> fn(&'b &'a str) -> &'b str, str>;
 type PercentilesOf = Percentiles<fn(&u64) -> u64>;
 
 /// What one aggregation computes.
@@ -67,8 +68,11 @@ impl Agg {
 
     /// A distinct count.
     pub fn distinct() -> Func {
+        fn same<'b>(s: &'b &str) -> &'b str {
+            s
+        }
         Func::DistinctCount(aggregate::distinct_count_by_ref(
-            String::as_str as fn(&String) -> &str,
+            same as for<'a, 'b> fn(&'b &'a str) -> &'b str,
         ))
     }
 }
@@ -113,7 +117,7 @@ impl Agg {
             (_, Acc::Extreme(x)) => x.as_ref().map(|n| n.to_string()).encode(out),
             (_, Acc::Avg(a)) => a.encode(out),
             (Func::DistinctCount(d), Acc::Distinct(x)) => {
-                return Aggregate::<Owned<String>>::save(d, x, out);
+                return Aggregate::<StrView>::save(d, x, out);
             }
             (Func::Percentiles(p, _), Acc::Percentiles(x)) => {
                 return Aggregate::<Owned<u64>>::save(p, x, out);
@@ -141,7 +145,7 @@ impl Agg {
                 None => None,
             }),
             Func::Avg(_) => Acc::Avg(<(f64, u64)>::decode(input)?),
-            Func::DistinctCount(d) => Acc::Distinct(Aggregate::<Owned<String>>::load(d, input)?),
+            Func::DistinctCount(d) => Acc::Distinct(Aggregate::<StrView>::load(d, input)?),
             Func::Percentiles(p, _) => Acc::Percentiles(Aggregate::<Owned<u64>>::load(p, input)?),
             Func::TopN { .. } => Acc::Top(HashMap::decode(input)?),
         })
@@ -157,7 +161,7 @@ impl Agg {
             },
             Func::Min | Func::Max => Acc::Extreme(None),
             Func::Avg(a) => Acc::Avg(Aggregate::<Owned<f64>>::create(a)),
-            Func::DistinctCount(d) => Acc::Distinct(Aggregate::<Owned<String>>::create(d)),
+            Func::DistinctCount(d) => Acc::Distinct(Aggregate::<StrView>::create(d)),
             Func::Percentiles(p, _) => Acc::Percentiles(Aggregate::<Owned<u64>>::create(p)),
             Func::TopN { .. } => Acc::Top(HashMap::new()),
         }
@@ -207,7 +211,7 @@ impl Agg {
                 }
             }
             (Func::DistinctCount(d), Acc::Distinct(acc)) => {
-                Aggregate::<Owned<String>>::add(d, acc, &text(x).into_owned());
+                Aggregate::<StrView>::add(d, acc, &text(x).as_ref());
             }
             (Func::Percentiles(p, _), Acc::Percentiles(acc)) => {
                 if let Some(v) = x.as_u64().or_else(|| x.as_f64().map(|f| f.max(0.0) as u64)) {
@@ -265,7 +269,7 @@ impl Agg {
             }
             (Func::Avg(a), Acc::Avg(x), Acc::Avg(y)) => Aggregate::<Owned<f64>>::merge(a, x, y),
             (Func::DistinctCount(d), Acc::Distinct(x), Acc::Distinct(y)) => {
-                Aggregate::<Owned<String>>::merge(d, x, y);
+                Aggregate::<StrView>::merge(d, x, y);
             }
             (Func::Percentiles(p, _), Acc::Percentiles(x), Acc::Percentiles(y)) => {
                 Aggregate::<Owned<u64>>::merge(p, x, y);
@@ -296,7 +300,7 @@ impl Agg {
                 .and_then(serde_json::Number::from_f64)
                 .map_or(Value::Null, Value::Number),
             (Func::DistinctCount(d), Acc::Distinct(acc)) => {
-                Value::from(Aggregate::<Owned<String>>::result(d, acc))
+                Value::from(Aggregate::<StrView>::result(d, acc))
             }
             (Func::Percentiles(p, names), Acc::Percentiles(acc)) => {
                 let values = Aggregate::<Owned<u64>>::result(p, acc);
@@ -376,7 +380,7 @@ impl Aggregate<Owned<Value>> for Aggs {
             .zip(acc)
             .map(|(agg, a)| match (&agg.func, a) {
                 (Func::DistinctCount(d), Acc::Distinct(x)) => {
-                    Aggregate::<Owned<String>>::heap_bytes(d, x)
+                    Aggregate::<StrView>::heap_bytes(d, x)
                 }
                 (Func::Percentiles(p, _), Acc::Percentiles(x)) => {
                     Aggregate::<Owned<u64>>::heap_bytes(p, x)

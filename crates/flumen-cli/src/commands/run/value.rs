@@ -28,7 +28,7 @@ impl Path {
         let mut cur = v;
         for seg in &self.0 {
             cur = match cur {
-                Value::Object(m) => m.get(seg)?,
+                Value::Object(m) => field(m, seg)?,
                 Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
                 _ => return None,
             };
@@ -41,12 +41,34 @@ impl Path {
         let mut cur = v;
         for seg in &self.0 {
             cur = match cur {
-                Value::Object(m) => m.get_mut(seg)?,
+                Value::Object(m) => field_mut(m, seg)?,
                 Value::Array(a) => a.get_mut(seg.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
         Some(cur)
+    }
+}
+
+/// Objects of at most this many fields are searched by comparing names, which costs less
+/// than hashing the name (records of a few fields are the common case).
+const SCAN: usize = 8;
+
+/// The field `name` of `m`.
+fn field<'v>(m: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+    if m.len() <= SCAN {
+        m.iter().find(|(k, _)| *k == name).map(|(_, x)| x)
+    } else {
+        m.get(name)
+    }
+}
+
+/// The field `name` of `m`, mutably.
+fn field_mut<'v>(m: &'v mut Map<String, Value>, name: &str) -> Option<&'v mut Value> {
+    if m.len() <= SCAN {
+        m.iter_mut().find(|(k, _)| *k == name).map(|(_, x)| x)
+    } else {
+        m.get_mut(name)
     }
 }
 
@@ -355,7 +377,10 @@ impl Decode for ValueFormat {
         match self.kind {
             Kind::Json => {
                 let bytes = value.ok_or_else(|| FormatError::new("null value, expected JSON"))?;
-                serde_json::from_slice(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
+                if let Some(s) = plain_string(bytes) {
+                    return Ok(Value::String(s.to_owned()));
+                }
+                read_json(bytes).map_err(|e| FormatError(format!("invalid JSON: {e}")))
             }
             Kind::String => {
                 let bytes = value.unwrap_or_default();
@@ -388,12 +413,112 @@ impl Encode<Owned<Value>> for ValueFormat {
     ) -> Result<&'b [u8], FormatError> {
         match (self.kind, item) {
             (Kind::String | Kind::Bytes, Value::String(s)) => Ok(s.as_bytes()),
+            (Kind::Json, Value::String(s)) if !s.bytes().any(escaped) => {
+                scratch.reserve(s.len() + 2);
+                scratch.push(b'"');
+                scratch.extend_from_slice(s.as_bytes());
+                scratch.push(b'"');
+                Ok(scratch)
+            }
             _ => {
                 serde_json::to_writer(&mut *scratch, item)
                     .map_err(|e| FormatError(format!("cannot write JSON: {e}")))?;
                 Ok(scratch)
             }
         }
+    }
+}
+
+/// Whether JSON writes byte `b` of a string escaped (serde_json escapes exactly these).
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The contents of `bytes` when they are a JSON string with nothing escaped, as a repartition
+/// of words or keys carries them: read without the JSON parser. Anything else is `None`.
+fn plain_string(bytes: &[u8]) -> Option<&str> {
+    let inner = bytes.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.iter().copied().any(escaped) {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
+}
+
+/// Fields an object read from JSON has room for before it grows: a map grown from empty to
+/// 4..7 fields ends at this capacity anyway, after allocating twice more.
+const FIELDS: usize = 7;
+
+/// `bytes` as a JSON value, as `serde_json::from_slice` reads it, but with each object made
+/// with room for [`FIELDS`] fields.
+fn read_json(bytes: &[u8]) -> serde_json::Result<Value> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = serde::de::DeserializeSeed::deserialize(ValueSeed, &mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Reads one JSON value (see [`read_json`]).
+#[derive(Clone, Copy)]
+struct ValueSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueSeed)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(x) = seq.next_element_seed(ValueSeed)? {
+            items.push(x);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = Map::with_capacity(FIELDS);
+        while let Some(k) = map.next_key::<String>()? {
+            let x = map.next_value_seed(ValueSeed)?;
+            m.insert(k, x);
+        }
+        Ok(Value::Object(m))
     }
 }
 
@@ -432,5 +557,37 @@ mod tests {
         let mut out = Vec::new();
         run_steps(&steps, v, &mut out, &mut Vec::new());
         assert_eq!(out, vec![json!("hello"), json!("world")]);
+    }
+
+    #[test]
+    fn json_strings_read_and_written_without_the_parser_as_serde_json_would() {
+        let format = ValueFormat::new(Kind::Json);
+        for s in [
+            "",
+            "word",
+            "é ü",
+            "tab\there",
+            "quote\"",
+            "back\\slash",
+            "\u{7f}/",
+        ] {
+            let v = json!(s);
+            let mut scratch = Vec::new();
+            let written = format.encode(&v, &mut scratch).expect("encodes").to_vec();
+            assert_eq!(
+                written,
+                serde_json::to_vec(&v).expect("serde_json"),
+                "{s:?}"
+            );
+            assert_eq!(format.decode(Some(&written)).expect("decodes"), v, "{s:?}");
+        }
+        assert!(format.decode(Some(b"\"\xff\"")).is_err());
+        let text = r#"{"a": [1, -2, 2.5, 1e300, null, true], "b": {"c": "d\u00e9"}, "a": 3}"#;
+        assert_eq!(
+            format.decode(Some(text.as_bytes())).ok(),
+            serde_json::from_str::<Value>(text).ok()
+        );
+        assert!(format.decode(Some(b"{\"a\": 1} x")).is_err());
+        assert_eq!(format.decode(Some(b" \"a\" ")).ok(), Some(json!("a")));
     }
 }
