@@ -21,7 +21,7 @@
 //!   missing or unreadable checkpoint, or one outside the changelog's offsets, means the
 //!   same. The file is never ahead of a checkpoint that exists.
 
-// redb's own error is large; closures return it only to be converted into ours at once.
+// redb's own errors are large; the engine turns them into `std::io::Error` at once.
 #![allow(clippy::result_large_err)]
 
 use std::cell::{Cell, RefCell};
@@ -31,30 +31,18 @@ use std::time::Duration;
 
 use flumen_client::producer::DeliveryFuture;
 use hashbrown::{HashMap, HashSet};
-use redb::{Database, Durability, TableDefinition};
 
 use crate::changelog::Changelog;
 use crate::codec::StateCodec;
 use crate::error::{Error, Result};
 use crate::state::{KeyedStore, StateSize, TimeDomain, state_key};
 
-const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("changelog");
 const CHECKPOINT: &str = "checkpoint";
 const CHECKPOINT_HEADER: &str = "flumen-state-checkpoint 1";
 /// A batch written by a restore is committed once it holds this many bytes.
 pub(crate) const RESTORE_BATCH_BYTES: usize = 4 << 20;
 /// How often (in the TTL's processing time) `expire` scans the file, not only the cache.
 const SWEEP_MS: i64 = 10_000;
-
-fn io_error(
-    context: impl Into<String>,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> Error {
-    Error::Io {
-        context: context.into(),
-        source: std::io::Error::other(e),
-    }
-}
 
 /// Puts and deletes collected into one buffer, written in one transaction in key order
 /// (measured: about 1.5x faster than redb inserts in hash order).
@@ -100,7 +88,7 @@ impl Batch {
 /// the checkpoint after commits).
 pub(crate) struct LocalStore {
     dir: PathBuf,
-    db: Database,
+    db: engine::Db,
     /// The changelog offset the file is complete up to once the last flush is durable.
     next: Cell<i64>,
     /// The last changelog write of the last flush, until a checkpoint resolves its offset.
@@ -135,20 +123,26 @@ impl LocalStore {
         let deadline = tokio::time::Instant::now() + wait;
         let mut checkpoint = read_checkpoint(dir);
         let db = loop {
-            let opened = Database::builder()
-                .set_cache_size(cache_bytes.max(1 << 20))
-                .create(&file);
-            match opened {
+            match engine::Db::open(&file, cache_bytes.max(1 << 20)) {
                 Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    if tokio::time::Instant::now() < deadline =>
-                {
+                Err(engine::OpenError::Locked(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(io_error(format!("opening {}", file.display()), e));
+                Err(engine::OpenError::Locked(e)) => {
+                    return Err(Error::Io {
+                        context: format!("opening {}", file.display()),
+                        source: e,
+                    });
                 }
-                Err(e) => {
+                Err(engine::OpenError::NotBuilt) => {
+                    return Err(Error::Config {
+                        key: "state.store".to_owned(),
+                        message: "this build has no disk store (flumen-runtime's `disk-store` \
+                                  feature is off): use state.store=memory"
+                            .to_owned(),
+                    });
+                }
+                Err(engine::OpenError::Unreadable(e)) => {
                     tracing::warn!(file = %file.display(), error = %e, "state file unreadable: starting it anew");
                     checkpoint = None;
                     let _ = std::fs::remove_file(dir.join(CHECKPOINT));
@@ -176,14 +170,10 @@ impl LocalStore {
     /// Empties the file and deletes the checkpoint.
     pub(crate) fn clear(&self) -> Result<()> {
         self.delete_checkpoint()?;
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| io_error(self.context("emptying"), e))?;
-        tx.delete_table(TABLE)
-            .map_err(|e| io_error(self.context("emptying"), e))?;
-        tx.commit()
-            .map_err(|e| io_error(self.context("emptying"), e))
+        self.db.clear().map_err(|e| Error::Io {
+            context: self.context("emptying"),
+            source: e,
+        })
     }
 
     /// Writes `batch` in one transaction (`durable`: synced to the disk before it returns;
@@ -199,78 +189,42 @@ impl LocalStore {
             self.delete_checkpoint()?;
         }
         batch.sort();
-        let write = || -> std::result::Result<(), redb::Error> {
-            let mut tx = self.db.begin_write()?;
-            tx.set_durability(if durable {
-                Durability::Immediate
-            } else {
-                Durability::Eventual
-            });
-            {
-                let mut table = tx.open_table(TABLE)?;
-                for &(at, klen, vlen) in &batch.items {
-                    let key = &batch.bytes[at..at + klen];
-                    match vlen {
-                        Some(vlen) => {
-                            table.insert(key, &batch.bytes[at + klen..at + klen + vlen])?;
-                        }
-                        None => {
-                            table.remove(key)?;
-                        }
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        };
-        write().map_err(|e| io_error(self.context("writing"), e))
+        let items = batch.items.iter().map(|&(at, klen, vlen)| {
+            let key = &batch.bytes[at..at + klen];
+            (
+                key,
+                vlen.map(|vlen| &batch.bytes[at + klen..at + klen + vlen]),
+            )
+        });
+        self.db.write(items, durable).map_err(|e| Error::Io {
+            context: self.context("writing"),
+            source: e,
+        })
     }
 
     /// Calls `f` with the value of `key`, if the file has one.
     pub(crate) fn get<T>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        let read = || -> std::result::Result<Option<T>, redb::Error> {
-            let tx = self.db.begin_read()?;
-            let table = match tx.open_table(TABLE) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            Ok(table.get(key)?.map(|v| f(v.value())))
-        };
-        read().map_err(|e| io_error(self.context("reading"), e))
+        self.db.get(key, f).map_err(|e| Error::Io {
+            context: self.context("reading"),
+            source: e,
+        })
     }
 
     /// Calls `f` with each entry whose key starts with `tag`, in key order.
-    pub(crate) fn scan(&self, tag: u8, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
-        let mut read = || -> std::result::Result<(), redb::Error> {
-            let tx = self.db.begin_read()?;
-            let table = match tx.open_table(TABLE) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let (from, to) = ([tag], [tag + 1]);
-            for entry in table.range::<&[u8]>(&from[..]..&to[..])? {
-                let (k, v) = entry?;
-                f(k.value(), v.value());
-            }
-            Ok(())
-        };
-        read().map_err(|e| io_error(self.context("reading"), e))
+    pub(crate) fn scan(&self, tag: u8, f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        self.db.scan(tag, f).map_err(|e| Error::Io {
+            context: self.context("reading"),
+            source: e,
+        })
     }
 
     /// Entries in the file (states and timers).
     #[cfg(test)]
     pub(crate) fn entries(&self) -> Result<u64> {
-        let read = || -> std::result::Result<u64, redb::Error> {
-            let tx = self.db.begin_read()?;
-            match tx.open_table(TABLE) {
-                Ok(t) => Ok(redb::ReadableTableMetadata::len(&t)?),
-                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-                Err(e) => Err(e.into()),
-            }
-        };
-        read().map_err(|e| io_error(self.context("reading"), e))
+        self.db.len().map_err(|e| Error::Io {
+            context: self.context("reading"),
+            source: e,
+        })
     }
 
     /// The file is complete up to changelog offset `next` (after a restore).
@@ -323,6 +277,167 @@ impl LocalStore {
                 source: e,
             }),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The embedded engine under a [`LocalStore`]: redb, or, without the `disk-store` feature, a
+/// stand-in that never opens (the static CLI binary leaves redb out: pipeline files have no
+/// keyed step for it to serve).
+mod engine {
+    use std::path::Path;
+
+    /// Why a file did not open.
+    #[cfg_attr(not(feature = "disk-store"), allow(dead_code))]
+    pub(super) enum OpenError {
+        /// Another handle (a task still closing) holds it.
+        Locked(std::io::Error),
+        /// It is not a readable store: the caller starts it anew.
+        Unreadable(std::io::Error),
+        /// This build has no engine.
+        #[cfg_attr(feature = "disk-store", allow(dead_code))]
+        NotBuilt,
+    }
+
+    #[cfg(feature = "disk-store")]
+    fn io(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+
+    #[cfg(feature = "disk-store")]
+    pub(super) struct Db(redb::Database);
+
+    #[cfg(feature = "disk-store")]
+    const TABLE: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new("changelog");
+
+    #[cfg(feature = "disk-store")]
+    impl Db {
+        pub(super) fn open(file: &Path, cache_bytes: usize) -> Result<Db, OpenError> {
+            match redb::Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(file)
+            {
+                Ok(db) => Ok(Db(db)),
+                Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Locked(io(e))),
+                Err(e) => Err(OpenError::Unreadable(io(e))),
+            }
+        }
+
+        /// Deletes every entry.
+        pub(super) fn clear(&self) -> std::io::Result<()> {
+            let tx = self.0.begin_write().map_err(io)?;
+            tx.delete_table(TABLE).map_err(io)?;
+            tx.commit().map_err(io)
+        }
+
+        /// Puts (`Some` value) and deletes `items` in one transaction, synced to the disk
+        /// before it returns when `durable` (otherwise redb's `Eventual`: queued for it,
+        /// which also lets redb reuse freed pages; its `None` durability does not, and grew a
+        /// file of 1 M keys to 4 GiB).
+        pub(super) fn write<'b>(
+            &self,
+            items: impl Iterator<Item = (&'b [u8], Option<&'b [u8]>)>,
+            durable: bool,
+        ) -> std::io::Result<()> {
+            let mut tx = self.0.begin_write().map_err(io)?;
+            tx.set_durability(if durable {
+                redb::Durability::Immediate
+            } else {
+                redb::Durability::Eventual
+            });
+            {
+                let mut table = tx.open_table(TABLE).map_err(io)?;
+                for (key, value) in items {
+                    match value {
+                        Some(value) => {
+                            table.insert(key, value).map_err(io)?;
+                        }
+                        None => {
+                            table.remove(key).map_err(io)?;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(io)
+        }
+
+        pub(super) fn get<T>(
+            &self,
+            key: &[u8],
+            f: impl FnOnce(&[u8]) -> T,
+        ) -> std::io::Result<Option<T>> {
+            let tx = self.0.begin_read().map_err(io)?;
+            let table = match tx.open_table(TABLE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(io(e)),
+            };
+            Ok(table.get(key).map_err(io)?.map(|v| f(v.value())))
+        }
+
+        pub(super) fn scan(&self, tag: u8, mut f: impl FnMut(&[u8], &[u8])) -> std::io::Result<()> {
+            let tx = self.0.begin_read().map_err(io)?;
+            let table = match tx.open_table(TABLE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(io(e)),
+            };
+            let (from, to) = ([tag], [tag + 1]);
+            for entry in table.range::<&[u8]>(&from[..]..&to[..]).map_err(io)? {
+                let (k, v) = entry.map_err(io)?;
+                f(k.value(), v.value());
+            }
+            Ok(())
+        }
+
+        #[cfg(test)]
+        pub(super) fn len(&self) -> std::io::Result<u64> {
+            let tx = self.0.begin_read().map_err(io)?;
+            match tx.open_table(TABLE) {
+                Ok(t) => redb::ReadableTableMetadata::len(&t).map_err(io),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+                Err(e) => Err(io(e)),
+            }
+        }
+    }
+
+    /// No engine: never opens, so none of its methods is ever reached.
+    #[cfg(not(feature = "disk-store"))]
+    pub(super) enum Db {}
+
+    #[cfg(not(feature = "disk-store"))]
+    impl Db {
+        pub(super) fn open(_: &Path, _: usize) -> Result<Db, OpenError> {
+            Err(OpenError::NotBuilt)
+        }
+
+        pub(super) fn clear(&self) -> std::io::Result<()> {
+            match *self {}
+        }
+
+        pub(super) fn write<'b>(
+            &self,
+            _: impl Iterator<Item = (&'b [u8], Option<&'b [u8]>)>,
+            _: bool,
+        ) -> std::io::Result<()> {
+            match *self {}
+        }
+
+        pub(super) fn get<T>(
+            &self,
+            _: &[u8],
+            _: impl FnOnce(&[u8]) -> T,
+        ) -> std::io::Result<Option<T>> {
+            match *self {}
+        }
+
+        pub(super) fn scan(&self, _: u8, _: impl FnMut(&[u8], &[u8])) -> std::io::Result<()> {
+            match *self {}
+        }
+
+        #[cfg(test)]
+        pub(super) fn len(&self) -> std::io::Result<u64> {
+            match *self {}
         }
     }
 }

@@ -70,13 +70,6 @@ pub struct RunArgs {
     /// past it `flumen run` exits non-zero saying so.
     #[arg(long, value_parser = flumen_runtime::time::parse_duration)]
     pub shutdown_timeout: Option<std::time::Duration>,
-    /// Where keyed functions keep their state: `memory` (default) or `disk`
-    /// (`state.store`; window steps keep theirs in memory either way).
-    #[arg(long)]
-    pub state_store: Option<flumen_runtime::StateStore>,
-    /// The directory of on-disk state (`state.dir`; default: `flumen-state` in the temp dir).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
 }
 
 /// Reads and checks the pipeline file.
@@ -200,12 +193,6 @@ pub async fn run(args: RunArgs, settings: Settings) -> Result<ExitCode> {
             t.as_millis().to_string(),
             Origin::Command,
         );
-    }
-    if let Some(store) = args.state_store {
-        settings.set("state.store", store.name(), Origin::Command);
-    }
-    if let Some(dir) = &args.state_dir {
-        settings.set("state.dir", dir.display().to_string(), Origin::Command);
     }
     let runtime = job.runtime(settings, args.metrics_addr)?;
     let summary = execute(runtime, args.exit_at_end).await?;
