@@ -1057,13 +1057,12 @@ struct LogBatch {
     control: bool,
 }
 
-/// The headers of every record batch in `topic`-`partition` (transaction markers included),
-/// read to the log end with plain read_uncommitted Fetch requests.
-async fn log_batch_headers(p: &Producer, topic: &str, partition: i32) -> Vec<LogBatch> {
+/// The raw records of one plain Fetch (read_uncommitted, no session) of `topic`-`partition`
+/// from `offset`: empty at the log end.
+async fn fetch_raw(p: &Producer, topic: &str, partition: i32, offset: i64) -> bytes::Bytes {
     use flumen_client::cluster::ConnectionKind;
     use flumen_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use flumen_protocol::messages::{BrokerId, FetchRequest, StrBytes, TopicName};
-    use flumen_protocol::record::RecordBatches;
 
     let cluster = p.cluster();
     let leader = cluster.leader(topic, partition).await.expect("leader");
@@ -1071,25 +1070,33 @@ async fn log_batch_headers(p: &Producer, topic: &str, partition: i32) -> Vec<Log
         .connection(&leader, ConnectionKind::Fetch)
         .await
         .expect("connection");
+    let mut part = FetchPartition::default();
+    part.partition = partition;
+    part.fetch_offset = offset;
+    part.partition_max_bytes = 1 << 20;
+    let mut wanted = FetchTopic::default();
+    wanted.topic = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partitions = vec![part];
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.max_bytes = 1 << 20;
+    request.topics = vec![wanted];
+    let response = conn.send_version(request, 12).await.expect("fetch");
+    response.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The headers of every record batch in `topic`-`partition` (transaction markers included),
+/// read to the log end with plain read_uncommitted Fetch requests.
+async fn log_batch_headers(p: &Producer, topic: &str, partition: i32) -> Vec<LogBatch> {
+    use flumen_protocol::record::RecordBatches;
+
     let mut batches = Vec::new();
     let mut offset = 0;
     loop {
-        let mut part = FetchPartition::default();
-        part.partition = partition;
-        part.fetch_offset = offset;
-        part.partition_max_bytes = 1 << 20;
-        let mut wanted = FetchTopic::default();
-        wanted.topic = TopicName(StrBytes::from_string(topic.to_owned()));
-        wanted.partitions = vec![part];
-        let mut request = FetchRequest::default();
-        request.replica_id = BrokerId(-1);
-        request.max_bytes = 1 << 20;
-        request.topics = vec![wanted];
-        let response = conn.send_version(request, 12).await.expect("fetch");
-        let records = response.responses[0].partitions[0]
-            .records
-            .clone()
-            .unwrap_or_default();
+        let records = fetch_raw(p, topic, partition, offset).await;
         if records.is_empty() {
             return batches;
         }
@@ -1110,36 +1117,12 @@ async fn log_batch_headers(p: &Producer, topic: &str, partition: i32) -> Vec<Log
 /// The record batches in `topic`-`partition` up to offset `end`, as record counts in log
 /// order, read with plain Fetch requests (no session).
 async fn log_batches(p: &Producer, topic: &str, partition: i32, end: i64) -> Vec<i32> {
-    use flumen_client::cluster::ConnectionKind;
-    use flumen_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use flumen_protocol::messages::{BrokerId, FetchRequest, StrBytes, TopicName};
     use flumen_protocol::record::RecordBatches;
 
-    let cluster = p.cluster();
-    let leader = cluster.leader(topic, partition).await.expect("leader");
-    let conn = cluster
-        .connection(&leader, ConnectionKind::Fetch)
-        .await
-        .expect("connection");
     let mut counts = Vec::new();
     let mut offset = 0;
     while offset < end {
-        let mut part = FetchPartition::default();
-        part.partition = partition;
-        part.fetch_offset = offset;
-        part.partition_max_bytes = 1 << 20;
-        let mut wanted = FetchTopic::default();
-        wanted.topic = TopicName(StrBytes::from_string(topic.to_owned()));
-        wanted.partitions = vec![part];
-        let mut request = FetchRequest::default();
-        request.replica_id = BrokerId(-1);
-        request.max_bytes = 1 << 20;
-        request.topics = vec![wanted];
-        let response = conn.send_version(request, 12).await.expect("fetch");
-        let records = response.responses[0].partitions[0]
-            .records
-            .clone()
-            .unwrap_or_default();
+        let records = fetch_raw(p, topic, partition, offset).await;
         assert!(
             !records.is_empty(),
             "the log ends at {offset}, before {end}"

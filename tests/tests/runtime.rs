@@ -720,11 +720,7 @@ fn started_tasks(log: &str) -> Vec<String> {
     tasks.into_iter().collect()
 }
 
-fn spawn_static(args: &[&str], instance: &str, log: &std::path::Path) -> std::process::Child {
-    spawn_static_example("uppercase", args, instance, log)
-}
-
-fn spawn_static_example(
+fn spawn_static(
     name: &str,
     args: &[&str],
     instance: &str,
@@ -737,7 +733,84 @@ fn spawn_static_example(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
-        .expect("start uppercase")
+        .expect("start the example")
+}
+
+fn read_log(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The lines of the log at `p` past its first `skip` that start or move a task away.
+fn task_moves_since(p: &std::path::Path, skip: usize) -> Vec<String> {
+    read_log(p)
+        .lines()
+        .skip(skip)
+        .filter(|l| l.contains("task moved away") || l.contains("task started"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The arguments of an example reading `input` into `output` as application `app` with one
+/// worker, and `more`.
+fn one_worker_args(input: &str, output: &str, app: &str, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-b",
+        &kafka().bootstrap(),
+        "--input",
+        input,
+        "--output",
+        output,
+        "--application-id",
+        app,
+        "--workers",
+        "1",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(more.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// Two static members, `a` and `b`, of one example program of application `app`, logging to
+/// the temp dir (`log_b2`: for `b` started again).
+struct StaticPair {
+    a: std::process::Child,
+    b: std::process::Child,
+    log_a: std::path::PathBuf,
+    log_b: std::path::PathBuf,
+    log_b2: std::path::PathBuf,
+}
+
+impl StaticPair {
+    fn start(name: &str, args: &[&str], app: &str) -> Self {
+        let dir = std::env::temp_dir();
+        let (log_a, log_b, log_b2) = (
+            dir.join(format!("{app}-a.log")),
+            dir.join(format!("{app}-b.log")),
+            dir.join(format!("{app}-b2.log")),
+        );
+        StaticPair {
+            a: spawn_static(name, args, "a", &log_a),
+            b: spawn_static(name, args, "b", &log_b),
+            log_a,
+            log_b,
+            log_b2,
+        }
+    }
+
+    /// Writes `next()`'s records to `input` every 300 ms until both members run tasks (for
+    /// 90 s at most).
+    async fn until_both_run(&self, input: &str, mut next: impl FnMut() -> Vec<(String, String)>) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while started_tasks(&read_log(&self.log_a)).is_empty()
+            || started_tasks(&read_log(&self.log_b)).is_empty()
+        {
+            assert!(Instant::now() < deadline, "both members never ran tasks");
+            produce(input, &next()).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
 }
 
 /// A rolling restart of static members (`--instance-id`) within the session timeout moves
@@ -748,42 +821,25 @@ async fn restarting_a_static_member_moves_no_task() {
     let input_topic = topic("static-in", 6).await;
     let output_topic = topic("static-out", 6).await;
     let app = KafkaCluster::unique_topic("static-app");
-    let b = kafka().bootstrap();
-    let args = [
-        "-b",
-        &b,
-        "--input",
-        &input_topic,
-        "--output",
-        &output_topic,
-        "--application-id",
-        &app,
-        "--workers",
-        "1",
-    ];
-    let dir = std::env::temp_dir();
-    let (log_a, log_b, log_b2) = (
-        dir.join(format!("{app}-a.log")),
-        dir.join(format!("{app}-b.log")),
-        dir.join(format!("{app}-b2.log")),
-    );
-    let a = spawn_static(&args, "a", &log_a);
-    let first_b = spawn_static(&args, "b", &log_b);
+    let args = one_worker_args(&input_topic, &output_topic, &app, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pair = StaticPair::start("uppercase", &args, &app);
     let records = input(60_000, 30);
-    let read_log = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
     // Until both run tasks over the input so far.
     let mut sent = 0;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while started_tasks(&read_log(&log_a)).is_empty() || started_tasks(&read_log(&log_b)).is_empty()
-    {
-        assert!(
-            Instant::now() < deadline && sent < 30_000,
-            "both members never ran tasks"
-        );
-        produce(&input_topic, &records[sent..sent + 500]).await;
+    pair.until_both_run(&input_topic, || {
+        assert!(sent < 30_000, "both members never ran tasks");
         sent += 500;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        records[sent - 500..sent].to_vec()
+    })
+    .await;
+    let StaticPair {
+        a,
+        b: first_b,
+        log_a,
+        log_b,
+        log_b2,
+    } = pair;
     // Every partition has had records since: both members run all their tasks.
     produce(&input_topic, &records[sent..sent + 6_000]).await;
     sent += 6_000;
@@ -799,7 +855,7 @@ async fn restarting_a_static_member_moves_no_task() {
         "b stops cleanly:\n{}",
         read_log(&log_b)
     );
-    let second_b = spawn_static(&args, "b", &log_b2);
+    let second_b = spawn_static("uppercase", &args, "b", &log_b2);
     while sent < records.len() {
         let next = (sent + 3_000).min(records.len());
         produce(&input_topic, &records[sent..next]).await;
@@ -812,11 +868,7 @@ async fn restarting_a_static_member_moves_no_task() {
     terminate(&a);
     let _ = wait(a, Duration::from_secs(60));
 
-    let after: Vec<String> = read_log(&log_a)
-        .lines()
-        .skip(a_lines)
-        .map(str::to_owned)
-        .collect();
+    let after = task_moves_since(&log_a, a_lines);
     let b_then = tasks_b.clone();
     let b_now = started_tasks(&read_log(&log_b2));
     eprintln!(
@@ -824,9 +876,7 @@ async fn restarting_a_static_member_moves_no_task() {
         read.len()
     );
     assert!(
-        !after
-            .iter()
-            .any(|l| l.contains("task moved away") || l.contains("task started")),
+        after.is_empty(),
         "the member that stayed lost or gained tasks:\n{}",
         after.join("\n")
     );
@@ -848,32 +898,10 @@ async fn a_static_member_killed_and_restarted_at_once_runs_its_tasks_again_withi
     let input_topic = topic("crash-in", 6).await;
     let output_topic = topic("crash-out", 6).await;
     let app = KafkaCluster::unique_topic("crash-app");
-    let b = kafka().bootstrap();
-    let args = [
-        "-b",
-        &b,
-        "--input",
-        &input_topic,
-        "--output",
-        &output_topic,
-        "--application-id",
-        &app,
-        "--workers",
-        "1",
-        "--window",
-        "1s",
-        "--commit-interval-ms",
-        "200",
-    ];
-    let dir = std::env::temp_dir();
-    let (log_a, log_b, log_b2) = (
-        dir.join(format!("{app}-a.log")),
-        dir.join(format!("{app}-b.log")),
-        dir.join(format!("{app}-b2.log")),
-    );
-    let a = spawn_static_example("word_count", &args, "a", &log_a);
-    let first_b = spawn_static_example("word_count", &args, "b", &log_b);
-    let read_log = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let more = ["--window", "1s", "--commit-interval-ms", "200"];
+    let args = one_worker_args(&input_topic, &output_topic, &app, &more);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pair = StaticPair::start("word_count", &args, &app);
     let lines = |from: usize| -> Vec<(String, String)> {
         (from..from + 500)
             .map(|i| {
@@ -885,14 +913,18 @@ async fn a_static_member_killed_and_restarted_at_once_runs_its_tasks_again_withi
             .collect()
     };
     let mut sent = 0;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while started_tasks(&read_log(&log_a)).is_empty() || started_tasks(&read_log(&log_b)).is_empty()
-    {
-        assert!(Instant::now() < deadline, "both members never ran tasks");
-        produce(&input_topic, &lines(sent)).await;
+    pair.until_both_run(&input_topic, || {
         sent += 500;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        lines(sent - 500)
+    })
+    .await;
+    let StaticPair {
+        a,
+        b: first_b,
+        log_a,
+        log_b,
+        log_b2,
+    } = pair;
     // Every partition gets records, and both members commit state for them.
     for _ in 0..6 {
         produce(&input_topic, &lines(sent)).await;
@@ -911,7 +943,7 @@ async fn a_static_member_killed_and_restarted_at_once_runs_its_tasks_again_withi
     kill9(&first_b);
     let _ = wait(first_b, Duration::from_secs(10));
     let restarted = Instant::now();
-    let second_b = spawn_static_example("word_count", &args, "b", &log_b2);
+    let second_b = spawn_static("word_count", &args, "b", &log_b2);
     let deadline = restarted + Duration::from_secs(40);
     let resumed = loop {
         if started_tasks(&read_log(&log_b2)) == tasks_b {
@@ -950,12 +982,7 @@ async fn a_static_member_killed_and_restarted_at_once_runs_its_tasks_again_withi
         stateful,
         "each task with state restored once"
     );
-    let after: Vec<String> = read_log(&log_a)
-        .lines()
-        .skip(a_lines)
-        .filter(|l| l.contains("task moved away") || l.contains("task started"))
-        .map(str::to_owned)
-        .collect();
+    let after = task_moves_since(&log_a, a_lines);
     assert!(after.is_empty(), "the survivor's tasks moved: {after:?}");
 }
 

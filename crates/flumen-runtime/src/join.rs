@@ -376,6 +376,50 @@ fn buffer_key(out: &mut Vec<u8>, side: u8, seq: u64, key: &[u8]) {
     out.extend_from_slice(key);
 }
 
+/// One side's buffers, by record key.
+type Buffers<T> = HashMap<Box<[u8]>, Vec<Buffered<T>>>;
+
+/// Adds a restored record (`value`: the item's [`StateCodec`] form) to one side's buffers.
+fn restore_into<T: StateCodec>(
+    buffers: &mut Buffers<T>,
+    key: &[u8],
+    ts: i64,
+    matched: bool,
+    seq: u64,
+    value: &[u8],
+) -> std::result::Result<(), String> {
+    let item = T::decode_all(value).ok_or("a buffered record that does not decode")?;
+    buffers.entry(Box::from(key)).or_default().push(Buffered {
+        ts,
+        item,
+        matched,
+        seq,
+        logged: true,
+    });
+    Ok(())
+}
+
+/// Encodes the buffered record `seq` of `key` into `out` (timestamp, matched flag, item) and
+/// marks it logged; false when it is no longer buffered.
+fn encode_buffered<T: StateCodec>(
+    buffers: &mut Buffers<T>,
+    key: &[u8],
+    seq: u64,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(b) = buffers
+        .get_mut(key)
+        .and_then(|v| v.iter_mut().find(|b| b.seq == seq))
+    else {
+        return false;
+    };
+    b.logged = true;
+    b.ts.encode(out);
+    b.matched.encode(out);
+    b.item.encode(out);
+    true
+}
+
 /// What changed in the buffers since the last checkpoint (kept only while they are logged).
 #[derive(Default)]
 struct BufferChanges {
@@ -389,8 +433,8 @@ struct BufferChanges {
 pub struct IntervalJoin<L, R, J, N> {
     within: i64,
     kind: StreamJoinKind,
-    left: HashMap<Box<[u8]>, Vec<Buffered<L>>>,
-    right: HashMap<Box<[u8]>, Vec<Buffered<R>>>,
+    left: Buffers<L>,
+    right: Buffers<R>,
     /// `(expiry, key)`: when the watermark reaches `expiry`, the key's old records go.
     due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, Box<[u8]>)>>,
     watermark: i64,
@@ -433,32 +477,8 @@ where
         let ts = i64::decode(&mut value).ok_or("no timestamp")?;
         let matched = bool::decode(&mut value).ok_or("no matched flag")?;
         match *side {
-            LEFT => {
-                let item = L::decode_all(value).ok_or("a left record that does not decode")?;
-                self.left
-                    .entry(Box::from(record_key))
-                    .or_default()
-                    .push(Buffered {
-                        ts,
-                        item,
-                        matched,
-                        seq,
-                        logged: true,
-                    });
-            }
-            RIGHT => {
-                let item = R::decode_all(value).ok_or("a right record that does not decode")?;
-                self.right
-                    .entry(Box::from(record_key))
-                    .or_default()
-                    .push(Buffered {
-                        ts,
-                        item,
-                        matched,
-                        seq,
-                        logged: true,
-                    });
-            }
+            LEFT => restore_into(&mut self.left, record_key, ts, matched, seq, value)?,
+            RIGHT => restore_into(&mut self.right, record_key, ts, matched, seq, value)?,
             other => return Err(format!("unknown side tag {other}")),
         }
         self.seq = self.seq.max(seq + 1);
@@ -480,27 +500,11 @@ where
             log.value.clear();
             // One expired since has nothing to write (nor, unless logged before, to delete).
             let written = if side == LEFT {
-                self.left
-                    .get_mut(&key)
-                    .and_then(|v| v.iter_mut().find(|b| b.seq == seq))
-                    .map(|b| {
-                        b.logged = true;
-                        b.ts.encode(&mut log.value);
-                        b.matched.encode(&mut log.value);
-                        b.item.encode(&mut log.value);
-                    })
+                encode_buffered(&mut self.left, &key, seq, &mut log.value)
             } else {
-                self.right
-                    .get_mut(&key)
-                    .and_then(|v| v.iter_mut().find(|b| b.seq == seq))
-                    .map(|b| {
-                        b.logged = true;
-                        b.ts.encode(&mut log.value);
-                        b.matched.encode(&mut log.value);
-                        b.item.encode(&mut log.value);
-                    })
+                encode_buffered(&mut self.right, &key, seq, &mut log.value)
             };
-            if written.is_some() {
+            if written {
                 log.put().await?;
             }
         }
