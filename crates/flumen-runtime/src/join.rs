@@ -362,6 +362,8 @@ struct Buffered<T> {
     seq: u64,
     /// Written to the changelog (so its expiry needs a tombstone there).
     logged: bool,
+    /// Buffered or matched since the last checkpoint: to be written at the next.
+    dirty: bool,
 }
 
 /// The side tags of a join buffer's changelog keys.
@@ -371,6 +373,11 @@ const RIGHT: u8 = 1;
 /// A join buffer's changelog key: side, sequence number (big-endian), record key.
 fn buffer_key(out: &mut Vec<u8>, side: u8, seq: u64, key: &[u8]) {
     out.clear();
+    append_buffer_key(out, side, seq, key);
+}
+
+/// Appends a join buffer's changelog key to `out`.
+fn append_buffer_key(out: &mut Vec<u8>, side: u8, seq: u64, key: &[u8]) {
     out.push(side);
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(key);
@@ -395,38 +402,46 @@ fn restore_into<T: StateCodec>(
         matched,
         seq,
         logged: true,
+        dirty: false,
     });
     Ok(())
 }
 
-/// Encodes the buffered record `seq` of `key` into `out` (timestamp, matched flag, item) and
-/// marks it logged; false when it is no longer buffered.
-fn encode_buffered<T: StateCodec>(
+/// Writes one side's records buffered or matched since the last checkpoint to `log` (value:
+/// timestamp, matched flag, item) and marks them logged.
+async fn log_dirty<T: StateCodec>(
     buffers: &mut Buffers<T>,
-    key: &[u8],
-    seq: u64,
-    out: &mut Vec<u8>,
-) -> bool {
-    let Some(b) = buffers
-        .get_mut(key)
-        .and_then(|v| v.iter_mut().find(|b| b.seq == seq))
-    else {
-        return false;
-    };
-    b.logged = true;
-    b.ts.encode(out);
-    b.matched.encode(out);
-    b.item.encode(out);
-    true
+    side: u8,
+    log: &mut Changelog,
+) -> Result<()> {
+    for (key, records) in buffers.iter_mut() {
+        for b in records.iter_mut().filter(|b| b.dirty) {
+            buffer_key(&mut log.key, side, b.seq, key);
+            log.value.clear();
+            b.ts.encode(&mut log.value);
+            b.matched.encode(&mut log.value);
+            b.item.encode(&mut log.value);
+            log.put().await?;
+            b.dirty = false;
+            b.logged = true;
+        }
+    }
+    Ok(())
 }
 
-/// What changed in the buffers since the last checkpoint (kept only while they are logged).
+/// The changelog keys of logged records expired since the last checkpoint, one after the
+/// other, each after its length (u32, little-endian): no allocation per record.
 #[derive(Default)]
-struct BufferChanges {
-    /// Records buffered or matched since: `(side, key, seq)`.
-    written: Vec<(u8, Box<[u8]>, u64)>,
-    /// Records expired since.
-    removed: Vec<(u8, Box<[u8]>, u64)>,
+struct Expired(Vec<u8>);
+
+impl Expired {
+    fn push(&mut self, side: u8, seq: u64, key: &[u8]) {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        append_buffer_key(&mut self.0, side, seq, key);
+        let len = (self.0.len() - at - 4) as u32;
+        self.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
 }
 
 /// The two-stream windowed join operator.
@@ -443,8 +458,9 @@ pub struct IntervalJoin<L, R, J, N> {
     count: u64,
     /// The next buffered record's number.
     seq: u64,
-    /// The buffers' changelog (runs against Kafka) and what to write to it next.
-    log: Option<(Changelog, BufferChanges)>,
+    /// The buffers' changelog (runs against Kafka) and the tombstones to write to it next
+    /// (the records to write are `dirty`).
+    log: Option<(Changelog, Expired)>,
     /// A restore that failed: the task fails with it at its first record.
     broken: Option<Error>,
 }
@@ -464,7 +480,7 @@ where
         for v in self.right.values_mut() {
             v.sort_by_key(|b| b.seq);
         }
-        self.log = Some((log, BufferChanges::default()));
+        self.log = Some((log, Expired::default()));
         self
     }
 
@@ -490,28 +506,22 @@ where
     }
 
     /// Writes what changed since the last checkpoint: the records buffered or matched since
-    /// (those still buffered), then tombstones for those expired.
+    /// (those still buffered), then tombstones for the logged ones expired.
     async fn log_buffers(&mut self) -> Result<()> {
-        let Some((log, changes)) = &mut self.log else {
+        let Some((log, expired)) = &mut self.log else {
             return Ok(());
         };
-        for (side, key, seq) in changes.written.drain(..) {
-            buffer_key(&mut log.key, side, seq, &key);
-            log.value.clear();
-            // One expired since has nothing to write (nor, unless logged before, to delete).
-            let written = if side == LEFT {
-                encode_buffered(&mut self.left, &key, seq, &mut log.value)
-            } else {
-                encode_buffered(&mut self.right, &key, seq, &mut log.value)
-            };
-            if written {
-                log.put().await?;
-            }
-        }
-        for (side, key, seq) in changes.removed.drain(..) {
-            buffer_key(&mut log.key, side, seq, &key);
+        log_dirty(&mut self.left, LEFT, log).await?;
+        log_dirty(&mut self.right, RIGHT, log).await?;
+        let mut rest = &expired.0[..];
+        while let Some((len, after)) = rest.split_first_chunk::<4>() {
+            let (key, after) = after.split_at(u32::from_le_bytes(*len) as usize);
+            log.key.clear();
+            log.key.extend_from_slice(key);
             log.delete().await?;
+            rest = after;
         }
+        expired.0.clear();
         Ok(())
     }
 }
@@ -560,29 +570,20 @@ where
             due,
             f,
             next,
-            log,
             ..
         } = self;
-        let mut changes = log.as_mut().map(|(_, c)| c);
         let tp = cx.topic_partition();
         let mut matched = false;
         match item {
             Either::Left(l) => {
                 if let Some(rs) = right.get_mut(key) {
                     for r in rs.iter_mut().filter(|r| (r.ts - ts).abs() <= within) {
-                        if !r.matched
-                            && let Some(c) = changes.as_deref_mut()
-                        {
-                            c.written.push((RIGHT, Box::from(key), r.seq));
-                        }
+                        r.dirty |= !r.matched;
                         r.matched = true;
                         matched = true;
                         let out = f(Some(&l), Some(&r.item));
                         Self::emit(next, tp, key, ts.max(r.ts), out).await?;
                     }
-                }
-                if let Some(c) = changes {
-                    c.written.push((LEFT, Box::from(key), seq));
                 }
                 let entry = Buffered {
                     ts,
@@ -590,6 +591,7 @@ where
                     matched,
                     seq,
                     logged: false,
+                    dirty: true,
                 };
                 match left.get_mut(key) {
                     Some(v) => v.push(entry),
@@ -601,19 +603,12 @@ where
             Either::Right(r) => {
                 if let Some(ls) = left.get_mut(key) {
                     for l in ls.iter_mut().filter(|l| (l.ts - ts).abs() <= within) {
-                        if !l.matched
-                            && let Some(c) = changes.as_deref_mut()
-                        {
-                            c.written.push((LEFT, Box::from(key), l.seq));
-                        }
+                        l.dirty |= !l.matched;
                         l.matched = true;
                         matched = true;
                         let out = f(Some(&l.item), Some(&r));
                         Self::emit(next, tp, key, ts.max(l.ts), out).await?;
                     }
-                }
-                if let Some(c) = changes {
-                    c.written.push((RIGHT, Box::from(key), seq));
                 }
                 let entry = Buffered {
                     ts,
@@ -621,6 +616,7 @@ where
                     matched,
                     seq,
                     logged: false,
+                    dirty: true,
                 };
                 match right.get_mut(key) {
                     Some(v) => v.push(entry),
@@ -653,7 +649,7 @@ where
                 log,
                 ..
             } = self;
-            let mut removed = log.as_mut().map(|(_, c)| &mut c.removed);
+            let mut expired_logged = log.as_mut().map(|(_, e)| e);
             while due.peek().is_some_and(|d| d.0.0 <= wm) {
                 let std::cmp::Reverse((_, key)) = due.pop().expect("peeked");
                 let expired = |ts: i64| ts.saturating_add(*within) <= wm;
@@ -663,9 +659,9 @@ where
                         if expired(ls[i].ts) {
                             let l = ls.remove(i);
                             if l.logged
-                                && let Some(r) = removed.as_deref_mut()
+                                && let Some(e) = expired_logged.as_deref_mut()
                             {
-                                r.push((LEFT, key.clone(), l.seq));
+                                e.push(LEFT, l.seq, &key);
                             }
                             if !l.matched && *kind != StreamJoinKind::Inner {
                                 let out = f(Some(&l.item), None);
@@ -685,9 +681,9 @@ where
                         if expired(rs[i].ts) {
                             let r = rs.remove(i);
                             if r.logged
-                                && let Some(gone) = removed.as_deref_mut()
+                                && let Some(e) = expired_logged.as_deref_mut()
                             {
-                                gone.push((RIGHT, key.clone(), r.seq));
+                                e.push(RIGHT, r.seq, &key);
                             }
                             if !r.matched && *kind == StreamJoinKind::Outer {
                                 let out = f(None, Some(&r.item));
