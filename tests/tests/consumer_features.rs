@@ -744,3 +744,108 @@ async fn follower_offset_out_of_range_goes_back_to_the_leader_before_any_reset()
     assert_exactly_once(&seen[&tp], &sent);
     assert_eq!(c.preferred_read_replica(&tp), Some(follower));
 }
+
+/// The co-partitioned assignor places `co.partitioned.standby.replicas` standby copies of
+/// each partition number: with three members in three processes and one copy asked for,
+/// every number has exactly one standby, never on the member running it, two per member;
+/// after one member leaves, each number's standby is on the other member. The standbys
+/// travel in the subscription's and assignment's user data through a real broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_partitioned_members_get_standby_copies_placed_by_the_leader() {
+    let kafka = KafkaCluster::shared();
+    let name = KafkaCluster::unique_topic("standby");
+    create_topic(kafka, &name, 6).await;
+    let group = format!("{name}-g");
+    // Member -> (partitions it runs, standby numbers), as of its last poll.
+    type View = (Vec<i32>, Vec<i32>);
+    type Views = Arc<Mutex<BTreeMap<usize, View>>>;
+    let views: Views = Arc::default();
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let process = format!("process-{i}");
+        let mut c = consumer(
+            kafka,
+            &[
+                ("group.id", group.as_str()),
+                ("partition.assignment.strategy", "co-partitioned"),
+                ("co.partitioned.standby.replicas", "1"),
+                ("co.partitioned.process.id", process.as_str()),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "500"),
+            ],
+        )
+        .await;
+        c.subscribe(&[name.as_str()]).expect("subscribe");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (views, flag) = (views.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                c.poll(Duration::from_millis(100)).await.expect("poll");
+                let runs = c.assignment().iter().map(|tp| tp.partition).collect();
+                views
+                    .lock()
+                    .expect("views")
+                    .insert(i, (runs, c.standby_partitions()));
+            }
+            c.close().await.expect("close");
+        });
+        members.push((stop, task));
+    }
+    // Views of `members` members that cover every partition once and every standby once,
+    // each member running 6 / `members` partitions and keeping standbys of others' only. A
+    // rebalance passes through views that mix generations, so this is waited for, for
+    // 60 s, and must then hold for a second.
+    let placement = |v: &BTreeMap<usize, View>, members: usize| -> bool {
+        let live: Vec<&View> = (0..members).filter_map(|i| v.get(&i)).collect();
+        let sorted = |f: fn(&View) -> &Vec<i32>| {
+            let mut all: Vec<i32> = live.iter().flat_map(|m| f(m).iter().copied()).collect();
+            all.sort_unstable();
+            all
+        };
+        live.len() == members
+            && sorted(|m| &m.0) == (0..6).collect::<Vec<_>>()
+            && sorted(|m| &m.1) == (0..6).collect::<Vec<_>>()
+            && live.iter().all(|(runs, standbys)| {
+                runs.len() == 6 / members && standbys.iter().all(|n| !runs.contains(n))
+            })
+    };
+    let settled = |members: usize| {
+        let views = views.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut since: Option<Instant> = None;
+            loop {
+                let v = views.lock().expect("views").clone();
+                if placement(&v, members) {
+                    let t = *since.get_or_insert_with(Instant::now);
+                    if t.elapsed() >= Duration::from_secs(1) {
+                        return v;
+                    }
+                } else {
+                    since = None;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no placement of one standby per partition over {members} members, \
+                     none on the member running it: {v:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let v = settled(3).await;
+    eprintln!("three members (runs, standbys): {v:?}");
+    // The third member leaves: the two left keep each other's partitions.
+    let (stop, task) = members.pop().expect("three members");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    task.await.expect("member 2 stops");
+    views.lock().expect("views").remove(&2);
+    let v = settled(2).await;
+    let (a, b) = (&v[&0], &v[&1]);
+    assert_eq!(a.1, b.0, "member 0 keeps member 1's partitions: {v:?}");
+    assert_eq!(b.1, a.0, "member 1 keeps member 0's partitions: {v:?}");
+    for (stop, task) in members {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        task.await.expect("member stops");
+    }
+}

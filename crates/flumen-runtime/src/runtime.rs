@@ -108,11 +108,13 @@ impl RuntimeConfig {
         self
     }
 
-    /// Whether this process keeps standby copies of the state of the tasks with state that it
-    /// does not run (`num.standby.replicas`, default 0): read from their changelogs as they
-    /// are written, so that taking such a task over reads only the changelog's tail. Any
-    /// value above 0 keeps one copy per process of every such task (not a count of copies
-    /// placed across processes, as Kafka Streams' assignor does).
+    /// How many standby copies of each task's state the application keeps
+    /// (`num.standby.replicas`, default 0): warm copies read from the task's changelogs as
+    /// they are written, each on another process than the one running the task, so that
+    /// taking the task over reads only the changelog's tail. The group's co-partitioned
+    /// assignor places them (never two on one process, spread evenly, a copy staying where it
+    /// is while it can), as Kafka Streams' assignor does; with fewer other processes than
+    /// `n`, each other process keeps one.
     pub fn standby_replicas(mut self, n: usize) -> Self {
         self.standby_replicas = n;
         self

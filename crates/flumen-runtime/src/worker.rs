@@ -269,6 +269,14 @@ async fn connect(plan: &Plan, index: usize) -> Result<(Consumer, Producer)> {
     if let Some(name) = &plan.config.instance_id {
         c.set("group.instance.id", format!("{name}-{index}"));
     }
+    if plan.config.standby_replicas > 0 {
+        // The group leader places the standby copies, on processes by this name.
+        c.set(
+            "co.partitioned.standby.replicas",
+            plan.config.standby_replicas.to_string(),
+        );
+        c.set("co.partitioned.process.id", &plan.process_name);
+    }
     if exactly_once {
         // Repartition topics, tables and changelogs are written in transactions.
         c.set("isolation.level", "read_committed");
@@ -816,18 +824,18 @@ impl WorkerLoop {
         Ok(())
     }
 
-    /// `num.standby.replicas`: keeps the process's standby copies of the changelogs of the
-    /// tasks with state that no worker of this process runs (this worker: those whose
-    /// partition number modulo the worker count is its index) up to date. Called every
-    /// 200 ms; reads what has arrived without waiting.
+    /// `num.standby.replicas`: keeps this worker's standby copies of the changelogs of the
+    /// tasks with state the group's assignor gave it standbys of (placed on another process
+    /// than the one running each task) up to date, unless a worker of this process runs the
+    /// task by now. Called every 200 ms; reads what has arrived without waiting.
     async fn maintain_standbys(&mut self) -> Result<()> {
         let plan = self.plan.clone();
         let active = lock_map(&plan.active).clone();
-        let workers = plan.config.workers as i32;
+        let numbers = self.consumer.standby_partitions();
         let mut desired = BTreeSet::new();
         for (sub, stores) in plan.stores.iter().enumerate() {
-            for partition in 0..plan.partitions[sub] {
-                if partition % workers != self.index as i32 || active.contains(&(sub, partition)) {
+            for &partition in &numbers {
+                if partition >= plan.partitions[sub] || active.contains(&(sub, partition)) {
                     continue;
                 }
                 for store in stores {
@@ -837,6 +845,14 @@ impl WorkerLoop {
                     ));
                 }
             }
+        }
+        if desired != self.standby_assigned {
+            tracing::info!(
+                worker = self.index,
+                partitions = ?numbers,
+                changelogs = desired.len(),
+                "standby copies assigned"
+            );
         }
         if self.standby_consumer.is_none() && !desired.is_empty() {
             self.standby_consumer = Some(standby_consumer(&plan, self.index).await?);

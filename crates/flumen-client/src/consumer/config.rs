@@ -158,6 +158,8 @@ pub const CONSUMER_PROPERTIES: &[&str] = &[
     "fetch.max.bytes",
     "check.crcs",
     "prefetch.max.bytes",
+    "co.partitioned.standby.replicas",
+    "co.partitioned.process.id",
 ];
 
 /// Settings of a [`Consumer`](super::Consumer).
@@ -203,6 +205,15 @@ pub struct ConsumerConfig {
     /// `prefetch.max.bytes` (64 MiB): fetched bytes buffered ahead of the application, all
     /// partitions together. Fetchers stop asking when it is reached.
     pub prefetch_max_bytes: usize,
+    /// `co.partitioned.standby.replicas` (0): with the co-partitioned assignor, how many
+    /// standby copies of each partition number the group's leader places on other processes
+    /// than the one running it (Kafka Streams' `num.standby.replicas`); each member reads its
+    /// own from [`Consumer::standby_partitions`](super::Consumer::standby_partitions).
+    pub standby_replicas: u32,
+    /// `co.partitioned.process.id`: the process this member runs in, for the co-partitioned
+    /// assignor's standby placement (no two copies of a number on one process, none on the
+    /// process running it). Unset: a process of its own.
+    pub process_id: Option<String>,
 }
 
 impl ConsumerConfig {
@@ -232,6 +243,8 @@ impl ConsumerConfig {
                 fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
                 check_crcs: true,
                 prefetch_max_bytes: DEFAULT_PREFETCH_MAX_BYTES,
+                standby_replicas: 0,
+                process_id: None,
             },
         }
     }
@@ -333,6 +346,12 @@ impl ConsumerConfig {
         if let Some(v) = props.take_parsed("prefetch.max.bytes")? {
             c.prefetch_max_bytes = v;
         }
+        if let Some(v) = props.take_parsed("co.partitioned.standby.replicas")? {
+            c.standby_replicas = v;
+        }
+        c.process_id = props
+            .take("co.partitioned.process.id")
+            .filter(|p| !p.is_empty());
         b.build()
     }
 }
@@ -422,6 +441,16 @@ impl ConsumerConfigBuilder {
     /// `prefetch.max.bytes`.
     pub fn prefetch_max_bytes(mut self, n: usize) -> Self {
         self.config.prefetch_max_bytes = n;
+        self
+    }
+    /// `co.partitioned.standby.replicas`.
+    pub fn standby_replicas(mut self, n: u32) -> Self {
+        self.config.standby_replicas = n;
+        self
+    }
+    /// `co.partitioned.process.id`.
+    pub fn process_id(mut self, id: impl Into<String>) -> Self {
+        self.config.process_id = Some(id.into());
         self
     }
 

@@ -274,6 +274,21 @@ impl Consumer {
         v
     }
 
+    /// The partition numbers this member keeps standby copies of, sorted: placed by the
+    /// group leader's co-partitioned assignor when `co.partitioned.standby.replicas` is set
+    /// (see [`ConsumerConfig::standby_replicas`]), current as of the last rebalance. Empty
+    /// under any other assignor and under `group.protocol=consumer`.
+    pub fn standby_partitions(&self) -> Vec<i32> {
+        match &self.group {
+            Some(GroupMember::Classic(m)) => {
+                let mut v = m.standbys.clone();
+                v.sort_unstable();
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The group identity, for a transactional producer's `send_offsets_to_transaction`.
     /// `None` without a `group.id`.
     pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {

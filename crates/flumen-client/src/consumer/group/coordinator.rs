@@ -30,7 +30,9 @@ use flumen_protocol::messages::{
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::assignor::{self, MemberSubscription};
+use bytes::Bytes;
+
+use super::assignor::{self, MemberSubscription, co_partitioned};
 use super::poll_clock::PollClock;
 use crate::cluster::{Cluster, CoordinatorType, TopicPartition, broker_error};
 use crate::connection::Connection;
@@ -92,6 +94,8 @@ pub(crate) struct ClassicMember {
     heartbeat: Option<JoinHandle<()>>,
     /// The topics of the last successful join (a change means rejoin).
     joined_topics: Option<BTreeSet<String>>,
+    /// The partition numbers the co-partitioned assignor gave this member standbys of.
+    pub(crate) standbys: Vec<i32>,
 }
 
 impl Drop for ClassicMember {
@@ -125,6 +129,7 @@ impl ClassicMember {
             protocol: None,
             heartbeat: None,
             joined_topics: None,
+            standbys: Vec::new(),
         }
     }
 
@@ -235,6 +240,7 @@ impl ClassicMember {
             owned,
             generation,
             self.cluster.config().client_rack.as_deref(),
+            self.subscription_user_data(),
         )?;
         let mut request = JoinGroupRequest::default();
         request.group_id = GroupId(StrBytes::from_string(self.group_id.clone()));
@@ -359,8 +365,31 @@ impl ClassicMember {
             }
         }
         let assignment = assignor::decode_assignment(response.assignment)?;
+        self.standbys = match (strategy, assignment.user_data) {
+            (AssignmentStrategy::CoPartitioned, Some(data)) => {
+                co_partitioned::decode_standbys(data).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         self.shared.lock().status = Status::Stable;
-        Ok(Some(assignment))
+        Ok(Some(assignment.partitions))
+    }
+
+    /// The co-partitioned assignor's member data, when that assignor is among ours and there
+    /// is something to say.
+    fn subscription_user_data(&self) -> Option<Bytes> {
+        let c = &self.config;
+        let co_partitioned = c
+            .assignment_strategies
+            .contains(&AssignmentStrategy::CoPartitioned);
+        (co_partitioned && (c.standby_replicas > 0 || c.process_id.is_some())).then(|| {
+            co_partitioned::MemberData {
+                standby_replicas: c.standby_replicas,
+                process: c.process_id.clone(),
+                standbys: self.standbys.clone(),
+            }
+            .encode()
+        })
     }
 
     /// The leader's work: partition counts, then the assignor.
@@ -383,12 +412,26 @@ impl ClassicMember {
             }
         }
         let plan = assignor::assign(strategy, members, &counts);
-        tracing::debug!(group = %self.group_id, ?strategy, members = members.len(), "assigned partitions");
+        let mut standbys = if strategy == AssignmentStrategy::CoPartitioned {
+            let numbers = counts.values().copied().max().unwrap_or(0);
+            co_partitioned::place_standbys(members, &plan, numbers)
+        } else {
+            BTreeMap::new()
+        };
+        tracing::debug!(group = %self.group_id, ?strategy, members = members.len(), ?standbys, "assigned partitions");
+        let with_data = members.iter().any(|m| m.user_data.is_some());
         plan.into_iter()
             .map(|(member, tps)| {
+                let data = match standbys.remove(&member) {
+                    Some(numbers) => Some(co_partitioned::encode_standbys(&numbers)),
+                    None if with_data && strategy == AssignmentStrategy::CoPartitioned => {
+                        Some(co_partitioned::encode_standbys(&[]))
+                    }
+                    None => None,
+                };
                 let mut a = SyncGroupRequestAssignment::default();
                 a.member_id = StrBytes::from_string(member);
-                a.assignment = assignor::encode_assignment(&tps)?;
+                a.assignment = assignor::encode_assignment(&tps, data)?;
                 Ok(a)
             })
             .collect::<Result<Vec<_>, Error>>()

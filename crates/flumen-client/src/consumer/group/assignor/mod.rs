@@ -8,7 +8,7 @@
 //!
 //! Every assignor is deterministic: members and partitions are sorted before dealing.
 
-mod co_partitioned;
+pub(crate) mod co_partitioned;
 mod cooperative_sticky;
 mod range;
 mod round_robin;
@@ -41,6 +41,8 @@ pub(crate) struct MemberSubscription {
     pub(crate) owned: Vec<TopicPartition>,
     /// The generation in which `owned` was assigned (-1: unknown).
     pub(crate) generation: i32,
+    /// The subscription's user data (the co-partitioned assignor's [`co_partitioned::MemberData`]).
+    pub(crate) user_data: Option<Bytes>,
 }
 
 /// Member id -> assigned partitions.
@@ -96,6 +98,7 @@ pub(crate) fn encode_subscription(
     owned: &[TopicPartition],
     generation: i32,
     rack: Option<&str>,
+    user_data: Option<Bytes>,
 ) -> Result<Bytes, Error> {
     let mut s = ConsumerProtocolSubscription::default();
     s.topics = topics
@@ -113,6 +116,7 @@ pub(crate) fn encode_subscription(
         .collect();
     s.generation_id = generation;
     s.rack_id = rack.map(|r| StrBytes::from_string(r.to_owned()));
+    s.user_data = user_data;
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&SUBSCRIPTION_VERSION.to_be_bytes());
     s.encode(&mut buf, SUBSCRIPTION_VERSION)
@@ -141,12 +145,17 @@ pub(crate) fn decode_subscription(
         topics: s.topics.into_iter().map(|t| t.to_string()).collect(),
         owned,
         generation: if version >= 2 { s.generation_id } else { -1 },
+        user_data: s.user_data,
     })
 }
 
 /// Encodes one member's SyncGroup assignment.
-pub(crate) fn encode_assignment(partitions: &[TopicPartition]) -> Result<Bytes, Error> {
+pub(crate) fn encode_assignment(
+    partitions: &[TopicPartition],
+    user_data: Option<Bytes>,
+) -> Result<Bytes, Error> {
     let mut a = ConsumerProtocolAssignment::default();
+    a.user_data = user_data;
     a.assigned_partitions = by_topic(partitions)
         .into_iter()
         .map(|(topic, partitions)| {
@@ -163,10 +172,18 @@ pub(crate) fn encode_assignment(partitions: &[TopicPartition]) -> Result<Bytes, 
     Ok(buf.freeze())
 }
 
+/// A member's SyncGroup assignment, decoded.
+#[derive(Debug, Default)]
+pub(crate) struct MemberAssignment {
+    /// Sorted.
+    pub(crate) partitions: Vec<TopicPartition>,
+    pub(crate) user_data: Option<Bytes>,
+}
+
 /// Decodes our SyncGroup assignment (empty bytes: nothing assigned).
-pub(crate) fn decode_assignment(mut bytes: Bytes) -> Result<Vec<TopicPartition>, Error> {
+pub(crate) fn decode_assignment(mut bytes: Bytes) -> Result<MemberAssignment, Error> {
     if bytes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(MemberAssignment::default());
     }
     let version = read_version(&mut bytes)?.min(ASSIGNMENT_VERSION);
     let a = ConsumerProtocolAssignment::decode(&mut bytes, version)
@@ -178,7 +195,10 @@ pub(crate) fn decode_assignment(mut bytes: Bytes) -> Result<Vec<TopicPartition>,
         }
     }
     out.sort();
-    Ok(out)
+    Ok(MemberAssignment {
+        partitions: out,
+        user_data: a.user_data,
+    })
 }
 
 fn read_version(bytes: &mut Bytes) -> Result<i16, Error> {
@@ -226,6 +246,7 @@ mod tests {
                 .map(|(t, p)| TopicPartition::new(*t, *p))
                 .collect(),
             generation: 1,
+            user_data: None,
         }
     }
 
@@ -233,10 +254,18 @@ mod tests {
     fn subscription_and_assignment_round_trip() {
         let topics: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
         let owned = [TopicPartition::new("a", 1), TopicPartition::new("a", 0)];
-        let bytes = encode_subscription(&topics, &owned, 7, Some("r1")).unwrap();
+        let bytes = encode_subscription(
+            &topics,
+            &owned,
+            7,
+            Some("r1"),
+            Some(Bytes::from_static(b"ud")),
+        )
+        .unwrap();
         let s = decode_subscription("m".into(), None, bytes).unwrap();
         assert_eq!(s.topics, topics);
         assert_eq!(s.generation, 7);
+        assert_eq!(s.user_data.as_deref(), Some(&b"ud"[..]));
         let mut got = s.owned.clone();
         got.sort();
         assert_eq!(
@@ -244,12 +273,19 @@ mod tests {
             [TopicPartition::new("a", 0), TopicPartition::new("a", 1)]
         );
 
-        let bytes = encode_assignment(&owned).unwrap();
+        let bytes = encode_assignment(&owned, Some(Bytes::from_static(b"sb"))).unwrap();
+        let got = decode_assignment(bytes).unwrap();
         assert_eq!(
-            decode_assignment(bytes).unwrap(),
+            got.partitions,
             [TopicPartition::new("a", 0), TopicPartition::new("a", 1)]
         );
-        assert!(decode_assignment(Bytes::new()).unwrap().is_empty());
+        assert_eq!(got.user_data.as_deref(), Some(&b"sb"[..]));
+        assert!(
+            decode_assignment(Bytes::new())
+                .unwrap()
+                .partitions
+                .is_empty()
+        );
     }
 
     #[test]
