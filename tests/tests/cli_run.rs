@@ -904,3 +904,115 @@ async fn filter_and_map_steps_and_a_dead_letter_topic() {
         dead[0].headers
     );
 }
+
+/// A first stage that only re-keys JSON: the records go to the repartition topic as they
+/// came (same bytes, spacing included), a record that is not JSON still goes to the
+/// dead-letter topic, and the counts after the repartition are those of the parsed records.
+const REKEY: &str = r#"application_id = "rekey"
+guarantee = "at_least_once"
+workers = 1
+
+[source]
+topics = ["visits"]
+timestamp = "ts"
+
+[[steps]]
+kind = "key_by"
+path = "url"
+name = "by-url"
+
+[[steps]]
+kind = "window"
+type = "tumbling"
+size = "1m"
+
+[[steps]]
+kind = "aggregate"
+key_as = "url"
+aggregations = [{ name = "views", fn = "count" }, { name = "users", fn = "distinct_count", field = "user" }]
+
+[sink]
+topic = "counts"
+
+[dead_letter]
+topic = "bad-visits"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_stage_that_only_rekeys_forwards_the_records_bytes() {
+    let input = topic("run-rekey-in", 2).await;
+    let output = topic("run-rekey-out", 1).await;
+    let dead = topic("run-rekey-dead", 1).await;
+    let app = KafkaCluster::unique_topic("run-rekey-app");
+    // A minute-aligned window start, well in the past so nothing is late.
+    let start = (recent() / 60_000) * 60_000;
+    let values = [
+        format!(r#"{{"url":"/a","user":"u1","ts":{}}}"#, start + 1),
+        format!(
+            r#"  {{ "user" : "u2" , "url" : "/a", "ts" : {} }}"#,
+            start + 2
+        ),
+        "{not json".to_owned(),
+        format!(r#"{{"url":"/b","user":"u\u0031","ts":{}}}"#, start + 3),
+        format!(r#"{{"url":"/a","user":"u1","ts":{}}}"#, start + 4),
+    ];
+    let records: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((i % 2) as i32, None, v.clone(), start))
+        .collect();
+    produce(&input, &records).await;
+    let file = write(REKEY);
+    let out = flumen(&[
+        "-b",
+        &kafka().bootstrap(),
+        "-X",
+        "pin.workers=false",
+        "run",
+        &file.path().to_string_lossy(),
+        "--set",
+        &format!("source.topics={input}"),
+        "--set",
+        &format!("sink.topic={output}"),
+        "--set",
+        &format!("dead_letter.topic={dead}"),
+        "--set",
+        &format!("application_id={app}"),
+        "--exit-at-end",
+    ])
+    .ok();
+    assert!(out.stderr.contains("run: "), "{}", out.stderr);
+    // Besides the records, the repartition carries the runtime's watermark markers (no value).
+    let mut forwarded: Vec<(String, String)> = read_all(&format!("{app}-by-url-repartition"), 4)
+        .into_iter()
+        .filter(|r| !r.value.is_empty())
+        .map(|r| (r.key, r.value))
+        .collect();
+    forwarded.sort();
+    let mut want: Vec<(String, String)> = [0, 1, 4, 3]
+        .iter()
+        .map(|&i| {
+            let url = if i == 3 { "/b" } else { "/a" };
+            (url.to_owned(), values[i].clone())
+        })
+        .collect();
+    want.sort();
+    assert_eq!(forwarded, want, "the repartition holds the input bytes");
+    let mut counts: Vec<String> = read_all(&output, 2).into_iter().map(|r| r.value).collect();
+    counts.sort();
+    let window = |url: &str, views: u64, users: u64| {
+        format!(
+            r#"{{"window_start":{start},"window_end":{},"url":"{url}","views":{views},"users":{users}}}"#,
+            start + 60_000
+        )
+    };
+    assert_eq!(counts, [window("/a", 3, 2), window("/b", 1, 1)]);
+    let dead = read_all(&dead, 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value, "{not json");
+    assert!(
+        dead[0].headers.contains("flumen.error=invalid JSON"),
+        "{}",
+        dead[0].headers
+    );
+}

@@ -12,6 +12,7 @@
 
 mod aggs;
 mod expr;
+mod raw;
 mod spec;
 mod value;
 
@@ -227,18 +228,66 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
     if let Some(idle) = src.idleness {
         watermarks = watermarks.idleness(idle);
     }
-    let mut source = source.format(format).watermarks(watermarks);
-    if let Some(dl) = &plan.dead_letter {
-        source = source.on_error(OnError::DeadLetter(dl.clone()));
-    }
+    let on_error = plan
+        .dead_letter
+        .as_ref()
+        .map(|dl| OnError::DeadLetter(dl.clone()));
     let ctx = Ctx { plan };
-    let mut stream = pipeline.source(source);
-    for stage in &plan.stages {
+    let mut stages = plan.stages.iter();
+    let mut stream = match raw_first_stage(plan) {
+        // The first stage only re-keys JSON: records go to the repartition unparsed.
+        Some((name, key, ts)) => {
+            stages.next();
+            let mut source = source
+                .format(raw::RawFormat { key, ts })
+                .watermarks(watermarks);
+            if let Some(e) = on_error {
+                source = source.on_error(e);
+            }
+            pipeline.source(source).key_by(
+                name,
+                |r: &raw::Raw<'_>| -> Vec<u8> { r.key.as_bytes().to_vec() },
+                ValueFormat::new(Kind::Json),
+            )
+        }
+        None => {
+            let mut source = source.format(format).watermarks(watermarks);
+            if let Some(e) = on_error {
+                source = source.on_error(e);
+            }
+            pipeline.source(source)
+        }
+    };
+    for stage in stages {
         match stage_pre(stream, stage, &ctx) {
             Some(next) => stream = next,
             None => break,
         }
     }
+}
+
+/// When the first stage is a `key_by` of JSON records and nothing else, with the key and
+/// the event time (if read from the records) each a top-level field: the repartition's name,
+/// the key field and the time field, for [`raw::RawFormat`].
+fn raw_first_stage(plan: &Plan) -> Option<(&str, String, Option<String>)> {
+    let first = plan.stages.first()?;
+    let (name, path) = first.key_by.as_ref()?;
+    let plain = first.pre.is_empty()
+        && first.join.is_none()
+        && first.mid.is_empty()
+        && first.window.is_none()
+        && first.post.is_empty()
+        && plan.source.kind == Kind::Json;
+    let field = |p: &Path| match p.0.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    };
+    let ts = match &plan.source.timestamp {
+        Some(p) => Some(field(p)?),
+        None => None,
+    };
+    plain.then_some(())?;
+    Some((name.as_str(), field(path)?, ts))
 }
 
 /// What a run with `also_to` steps emits: an item going on, or a copy for a side topic.

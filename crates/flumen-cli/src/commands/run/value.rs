@@ -459,7 +459,7 @@ fn read_json(bytes: &[u8]) -> serde_json::Result<Value> {
 
 /// Reads one JSON value (see [`read_json`]).
 #[derive(Clone, Copy)]
-struct ValueSeed;
+pub(super) struct ValueSeed;
 
 impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed {
     type Value = Value;
@@ -532,7 +532,7 @@ impl Encode<Owned<(Kind, Value)>> for SideFormat {
         (kind, item): &'b (Kind, Value),
         scratch: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], FormatError> {
-        ValueFormat::new(*kind).encode(item, scratch)
+        Encode::<Owned<Value>>::encode(&ValueFormat::new(*kind), item, scratch)
     }
 }
 
@@ -573,7 +573,9 @@ mod tests {
         ] {
             let v = json!(s);
             let mut scratch = Vec::new();
-            let written = format.encode(&v, &mut scratch).expect("encodes").to_vec();
+            let written = Encode::<Owned<Value>>::encode(&format, &v, &mut scratch)
+                .expect("encodes")
+                .to_vec();
             assert_eq!(
                 written,
                 serde_json::to_vec(&v).expect("serde_json"),
