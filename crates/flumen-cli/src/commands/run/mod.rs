@@ -211,6 +211,9 @@ struct Ctx<'a> {
 }
 
 type S<'p, C> = Stream<'p, ValueFormat, Owned<Value>, C>;
+
+/// A record key made by a `key_by`: most keys (a word, a URL, a user id) fit inline.
+type Key = smallvec::SmallVec<[u8; 32]>;
 type Next<'p> = Option<S<'p, Identity>>;
 
 /// Builds the plan's operators into `pipeline`.
@@ -219,6 +222,7 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
     let format = ValueFormat {
         kind: src.kind,
         timestamp: src.timestamp.clone().map(Arc::new),
+        unread: false,
     };
     let source = match &src.topics {
         Topics::List(t) => Kafka::topics(t.clone()),
@@ -246,8 +250,8 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
             }
             pipeline.source(source).key_by(
                 name,
-                |r: &raw::Raw<'_>| -> Vec<u8> { r.key.as_bytes().to_vec() },
-                ValueFormat::new(Kind::Json),
+                |r: &raw::Raw<'_>| -> Key { Key::from_slice(r.key.as_bytes()) },
+                repartition_format(plan, 1),
             )
         }
         None => {
@@ -264,6 +268,24 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
             None => break,
         }
     }
+}
+
+/// The format of the repartition into stage `next`: JSON, not even parsed when the stage
+/// looks at nothing of its items but whether they are `null`: no steps before a window whose
+/// aggregations are all counts of the whole item, with no `[late]` output for it (late
+/// records are written out as they are).
+fn repartition_format(plan: &Plan, next: usize) -> ValueFormat {
+    let mut format = ValueFormat::new(Kind::Json);
+    if let Some(st) = plan.stages.get(next) {
+        let counts_only = st.window.as_ref().is_some_and(|w| {
+            !(w.late && plan.late.is_some())
+                && w.aggs.0.iter().all(|a| {
+                    matches!(a.func, aggs::Func::Count) && a.field.0.is_empty() && a.when.is_none()
+                })
+        });
+        format.unread = st.pre.is_empty() && st.join.is_none() && st.mid.is_empty() && counts_only;
+    }
+    format
 }
 
 /// When the first stage is a `key_by` of JSON records and nothing else, with the key and
@@ -446,15 +468,21 @@ where
 {
     match &st.key_by {
         Some((name, path)) => {
+            let next = ctx
+                .plan
+                .stages
+                .iter()
+                .position(|x| std::ptr::eq(x, st))
+                .map_or(usize::MAX, |i| i + 1);
             let path: Path = path.clone();
             Some(s.key_by(
                 name,
-                move |v: &Value| -> Vec<u8> {
+                move |v: &Value| -> Key {
                     path.get(v)
-                        .map(|k| text(k).into_owned().into_bytes())
+                        .map(|k| Key::from_slice(text(k).as_bytes()))
                         .unwrap_or_default()
                 },
-                ValueFormat::new(Kind::Json),
+                repartition_format(ctx.plan, next),
             ))
         }
         None => {
@@ -505,6 +533,66 @@ mod tests {
 
     const HEAD: &str = "application_id = \"t\"\n[source]\ntopics = [\"in\"]\ntimestamp = \"ts\"\n\
                         [sink]\ntopic = \"out\"\n[late]\ntopic = \"late\"\n";
+
+    /// A file counting items by `k` in one-minute windows, with `extra` aggregations and
+    /// `tail` after its sink.
+    fn counting(extra: &str, tail: &str) -> String {
+        format!(
+            "application_id = \"t\"\n[source]\ntopics = [\"in\"]\ntimestamp = \"ts\"\n\
+             [[steps]]\nkind = \"key_by\"\npath = \"k\"\nname = \"by-k\"\n\
+             [[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1m\"\n\
+             [[steps]]\nkind = \"aggregate\"\naggregations = [{{ name = \"n\", fn = \"count\" }}{extra}]\n\
+             [sink]\ntopic = \"out\"\n{tail}"
+        )
+    }
+
+    #[test]
+    fn a_stage_that_only_counts_its_items_does_not_parse_them_and_counts_the_same() {
+        let parse = |text: &str| spec::parse("p.toml", text).expect("valid file");
+        let only_counts = counting("", "");
+        assert!(repartition_format(&parse(&only_counts), 1).unread);
+        let reads = counting(", { name = \"s\", fn = \"sum\", field = \"x\" }", "");
+        assert!(!repartition_format(&parse(&reads), 1).unread);
+        let late = counting("", "[late]\ntopic = \"late\"\n");
+        assert!(!repartition_format(&parse(&late), 1).unread);
+        let when = counting(
+            ", { name = \"m\", fn = \"count\", where = { path = \"x\", op = \">\", value = 1 } }",
+            "",
+        );
+        assert!(!repartition_format(&parse(&when), 1).unread);
+        // JSON nulls are not counted either way (keyed "" as they have no `k`).
+        let records = [
+            ("", json!({"k": "a", "x": 1, "ts": 1_000}), 1_000),
+            ("", json!({"k": "a", "x": 2, "ts": 2_000}), 2_000),
+            ("", json!({"k": "b", "ts": 3_000}), 3_000),
+            ("", json!("text"), 4_000),
+            ("", Value::Null, 5_000),
+            ("", json!({"k": "b", "ts": 70_000}), 70_000),
+        ];
+        // Results of one window come in no particular order.
+        let counts = |text: &str| -> Vec<(i64, String, u64)> {
+            let mut v: Vec<(i64, String, u64)> = run_file(text, &records)
+                .into_iter()
+                .map(|(_, key, v)| {
+                    let start = v["window_start"].as_i64().expect("start");
+                    (start, key, v["n"].as_u64().expect("n"))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let got = counts(&only_counts);
+        assert_eq!(got, counts(&reads));
+        assert_eq!(
+            got,
+            [
+                (0, "".to_owned(), 1),
+                (0, "a".to_owned(), 2),
+                (0, "b".to_owned(), 1),
+                (60_000, "b".to_owned(), 1),
+            ]
+        );
+    }
 
     #[test]
     fn session_windows_merge_by_gap_and_take_the_event_time_from_a_field() {

@@ -286,6 +286,7 @@ mod tests {
         let format = ValueFormat {
             kind: Kind::Json,
             timestamp: ts.map(|t| std::sync::Arc::new(Path::parse(t))),
+            unread: false,
         };
         let v = format.decode(Some(json.as_bytes())).map_err(|e| e.0)?;
         let key = Path::parse(key)

@@ -358,6 +358,10 @@ impl Kind {
 pub struct ValueFormat {
     pub kind: Kind,
     pub timestamp: Option<Arc<Path>>,
+    /// Decoding does not read the value: each item is `true`, or `null` for a JSON `null`.
+    /// For the repartition into a stage whose steps look at nothing of their items but
+    /// whether they are `null` (a window counting them), so that it parses nothing.
+    pub unread: bool,
 }
 
 impl ValueFormat {
@@ -366,6 +370,7 @@ impl ValueFormat {
         ValueFormat {
             kind,
             timestamp: None,
+            unread: false,
         }
     }
 }
@@ -374,6 +379,12 @@ impl Decode for ValueFormat {
     type Family = Owned<Value>;
 
     fn decode(&self, value: Option<&[u8]>) -> Result<Value, FormatError> {
+        if self.unread {
+            return Ok(match value {
+                Some(b"null") => Value::Null,
+                _ => Value::Bool(true),
+            });
+        }
         match self.kind {
             Kind::Json => {
                 let bytes = value.ok_or_else(|| FormatError::new("null value, expected JSON"))?;
