@@ -1037,3 +1037,165 @@ async fn a_stop_longer_than_the_shutdown_timeout_ends_with_a_clear_error() {
         "gave up after {took:?}"
     );
 }
+
+/// A two-stream join (`examples/click_join.rs`, 2 workers, exactly-once) killed with SIGKILL
+/// mid-stream, with records waiting for a partner in its buffers, and started again bounded:
+/// the read_committed output holds every pair within the interval exactly once. The
+/// buffers come back from their changelog as of the last committed transaction.
+#[tokio::test(flavor = "current_thread")]
+async fn exactly_once_join_killed_mid_stream_then_restarted_writes_every_pair_once() {
+    let clicks = topic("kj-clicks", 3).await;
+    let views = topic("kj-views", 3).await;
+    let output = topic("kj-out", 3).await;
+    let app = KafkaCluster::unique_topic("kj-app");
+    // Per key (6 of them), a click every 50 ms and a view every 70 ms of event time: the
+    // pairs are those within 20 ms.
+    let t0 = runtime_support::recent();
+    let side = |name: &str, every: i64| -> Vec<(String, String, i64)> {
+        (0..6_000)
+            .map(|i| {
+                let key = format!("k{}", i % 6);
+                let ts = t0 + i64::from(i / 6) * every;
+                (key, format!("\"{name}-{i}\""), ts)
+            })
+            .collect()
+    };
+    let (c, v) = (side("c", 50), side("v", 70));
+    let mut expected: Vec<String> = Vec::new();
+    for (ck, cv, ct) in &c {
+        for (vk, vv, vt) in v.iter().filter(|(_, _, vt)| (ct - vt).abs() <= 20) {
+            if ck == vk {
+                expected.push(format!("{}+{}", cv.trim_matches('"'), vv.trim_matches('"')));
+            }
+        }
+    }
+    expected.sort();
+    assert!(expected.len() > 1_000, "{} pairs", expected.len());
+    // Both inputs in event-time order, as they would arrive.
+    let mut records: Vec<(&str, &(String, String, i64))> = c
+        .iter()
+        .map(|r| (clicks.as_str(), r))
+        .chain(v.iter().map(|r| (views.as_str(), r)))
+        .collect();
+    records.sort_by_key(|(_, (_, _, ts))| *ts);
+
+    let b = kafka().bootstrap();
+    let mut args: Vec<&str> = vec![
+        "-b",
+        &b,
+        "--clicks",
+        &clicks,
+        "--views",
+        &views,
+        "--output",
+        &output,
+        "--within",
+        "20ms",
+        "--application-id",
+        &app,
+        "--workers",
+        "2",
+        "--guarantee",
+        "exactly_once",
+        "--instance-id",
+        "node-a",
+        "-X",
+        "pin.workers=false",
+    ];
+    let log = std::env::temp_dir().join(format!("{app}.log"));
+    let child = Command::new(example("click_join"))
+        .args(&args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start click_join");
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([("bootstrap.servers", b.as_str())]).expect("config"),
+    )
+    .await
+    .expect("producer");
+    let mut child = Some(child);
+    let mut committed_at_kill = 0;
+    for (i, chunk) in records.chunks(500).enumerate() {
+        for (topic, (key, value, ts)) in chunk {
+            drop(
+                producer
+                    .send(
+                        ProducerRecord::new(*topic)
+                            .key(key.as_bytes())
+                            .value(value.as_bytes())
+                            .timestamp(*ts),
+                    )
+                    .await
+                    .expect("send"),
+            );
+        }
+        producer.flush().await.expect("flush");
+        if i == 6 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while read_committed(&output, 0).is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "no committed pair within 60 s:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if i == 12 {
+            // Some of this chunk's pairs are sent, not committed.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let c = child.take().expect("running");
+            kill9(&c);
+            let _ = wait(c, Duration::from_secs(10));
+            committed_at_kill = read_committed(&output, 0).len();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        committed_at_kill > 0 && committed_at_kill < expected.len(),
+        "killed mid-stream ({committed_at_kill} of {} pairs visible)",
+        expected.len()
+    );
+    args.push("--exit-at-end");
+    let out = run_example("click_join", &args, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Vec<String> = read_committed(&output, expected.len())
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    got.sort();
+    eprintln!(
+        "join kill -9: {} pairs, {committed_at_kill} committed at the kill",
+        got.len()
+    );
+    if got != expected {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for p in &got {
+            *counts.entry(p.as_str()).or_default() += 1;
+        }
+        let twice: Vec<&&str> = counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(p, _)| p)
+            .collect();
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|p| !counts.contains_key(p.as_str()))
+            .collect();
+        panic!(
+            "{} pairs read, {} expected; {} twice (e.g. {:?}), {} missing (e.g. {:?})",
+            got.len(),
+            expected.len(),
+            twice.len(),
+            twice.iter().take(3).collect::<Vec<_>>(),
+            missing.len(),
+            missing.iter().take(3).collect::<Vec<_>>()
+        );
+    }
+}
