@@ -1063,7 +1063,7 @@ async fn exactly_once_join_killed_mid_stream_then_restarted_writes_every_pair_on
     let (c, v) = (side("c", 50), side("v", 70));
     let mut expected: Vec<String> = Vec::new();
     for (ck, cv, ct) in &c {
-        for (vk, vv, vt) in v.iter().filter(|(_, _, vt)| (ct - vt).abs() <= 20) {
+        for (vk, vv, _) in v.iter().filter(|(_, _, vt)| (ct - vt).abs() <= 20) {
             if ck == vk {
                 expected.push(format!("{}+{}", cv.trim_matches('"'), vv.trim_matches('"')));
             }
@@ -1122,7 +1122,7 @@ async fn exactly_once_join_killed_mid_stream_then_restarted_writes_every_pair_on
             drop(
                 producer
                     .send(
-                        ProducerRecord::new(*topic)
+                        ProducerRecord::new(topic)
                             .key(key.as_bytes())
                             .value(value.as_bytes())
                             .timestamp(*ts),
