@@ -742,3 +742,90 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
         );
     }
 }
+
+/// The same application run as 1, 2 and 3 processes (one worker each, started together,
+/// bounded) on the same input: every process runs tasks, and every run writes exactly the
+/// same window counts, each once, whichever process ran which task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_as_one_two_or_three_processes_writes_identical_results() {
+    let input_topic = topic("wcn-in", 6).await;
+    let start = recent() + 250;
+    let records = input(6, 3_000, start, 10_000, 1_000);
+    produce(&input_topic, &records).await;
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for (_, ts, line) in &records {
+        for word in line.split_whitespace() {
+            *expected
+                .entry((word.to_owned(), ts - ts.rem_euclid(1_000)))
+                .or_default() += 1;
+        }
+    }
+    let b = kafka().bootstrap();
+    for processes in 1..=3 {
+        let output = topic(&format!("wcn-out-{processes}"), 6).await;
+        let app = KafkaCluster::unique_topic(&format!("wcn-app-{processes}"));
+        let args = [
+            "-b",
+            &b,
+            "--input",
+            &input_topic,
+            "--output",
+            &output,
+            "--application-id",
+            &app,
+            "--workers",
+            "1",
+            "--window",
+            "1s",
+            "--max-out-of-orderness",
+            "1s",
+            "-X",
+            "pin.workers=false",
+            "--exit-at-end",
+        ];
+        let children: Vec<std::process::Child> = (0..processes)
+            .map(|_| {
+                std::process::Command::new(example("word_count"))
+                    .args(args)
+                    .env("RUST_LOG", "info")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start word_count")
+            })
+            .collect();
+        let mut ran = Vec::new();
+        for child in children {
+            let out = wait(child, Duration::from_secs(120));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{processes} processes: word_count failed:\n{stderr}"
+            );
+            ran.push(stderr.matches("task started").count());
+        }
+        eprintln!("{processes} process(es): tasks started per process {ran:?}");
+        assert!(
+            ran.iter().all(|&n| n > 0),
+            "every process ran tasks: {ran:?}"
+        );
+        let read = read_all(&output, expected.len());
+        let mut actual: BTreeMap<(String, i64), u64> = BTreeMap::new();
+        for r in &read {
+            let v: serde_json::Value = serde_json::from_str(&r.value).expect("JSON value");
+            let window_start = v["window_start"].as_i64().expect("window_start");
+            let count = v["count"].as_u64().expect("count");
+            let previous = actual.insert((r.key.clone(), window_start), count);
+            assert!(
+                previous.is_none(),
+                "{processes} processes: two results for {} at {window_start}",
+                r.key
+            );
+        }
+        assert_eq!(actual, expected, "{processes} processes");
+        eprintln!(
+            "{processes} process(es): {} window counts, as expected",
+            actual.len()
+        );
+    }
+}
