@@ -3,9 +3,9 @@
 //! and its bytes go to the repartition topic unchanged. The stage after the repartition
 //! parses them, so a record is parsed once instead of parsed, written out and parsed again.
 //!
-//! What it reads matches [`ValueFormat`](super::value::ValueFormat) and
+//! What it reads matches [`ValueFormat`] and
 //! [`Path::get`](super::value::Path::get) on the parsed value: the same records are refused
-//! (with the same messages), the key is the field's [`text`](super::value::text) (the last
+//! (with the same messages), the key is the field's [`text`] (the last
 //! of duplicate fields, as the parsed object keeps it), and the event time is the field when
 //! it is an integer that fits an `i64`, else the record's time.
 
