@@ -251,7 +251,7 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
             pipeline.source(source).key_by(
                 name,
                 |r: &raw::Raw<'_>| -> Key { Key::from_slice(r.key.as_bytes()) },
-                repartition_format(plan, 1),
+                repartition_format(plan, 1, false),
             )
         }
         None => {
@@ -270,12 +270,13 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
     }
 }
 
-/// The format of the repartition into stage `next`: JSON, not even parsed when the stage
-/// looks at nothing of its items but whether they are `null`: no steps before a window whose
-/// aggregations are all counts of the whole item, with no `[late]` output for it (late
-/// records are written out as they are).
-fn repartition_format(plan: &Plan, next: usize) -> ValueFormat {
-    let mut format = ValueFormat::new(Kind::Json);
+/// The format of the repartition into stage `next`: the words themselves when the stage
+/// before hands over only strings (see [`yields_strings`]), else JSON; not even read when
+/// the stage looks at nothing of its items but whether they are `null`: no steps before a
+/// window whose aggregations are all counts of the whole item, with no `[late]` output for it
+/// (late records are written out as they are).
+fn repartition_format(plan: &Plan, next: usize, strings: bool) -> ValueFormat {
+    let mut format = ValueFormat::new(if strings { Kind::String } else { Kind::Json });
     if let Some(st) = plan.stages.get(next) {
         let counts_only = st.window.as_ref().is_some_and(|w| {
             !(w.late && plan.late.is_some())
@@ -286,6 +287,21 @@ fn repartition_format(plan: &Plan, next: usize) -> ValueFormat {
         format.unread = st.pre.is_empty() && st.join.is_none() && st.mid.is_empty() && counts_only;
     }
     format
+}
+
+/// Whether every item stage `st` hands to its `key_by` is a string: no join and no window,
+/// and after its last `split` only filters, case changes and `also_to` copies.
+fn yields_strings(st: &Stage) -> bool {
+    if st.join.is_some() || st.window.is_some() {
+        return false;
+    }
+    let steps: Vec<&Step> = st.pre.iter().chain(&st.mid).collect();
+    let Some(last) = steps.iter().rposition(|s| matches!(s, Step::Split(_))) else {
+        return false;
+    };
+    steps[last + 1..]
+        .iter()
+        .all(|s| matches!(s, Step::Filter(_) | Step::Case(..) | Step::Tap(_)))
 }
 
 /// When the first stage is a `key_by` of JSON records and nothing else, with the key and
@@ -482,7 +498,7 @@ where
                         .map(|k| Key::from_slice(text(k).as_bytes()))
                         .unwrap_or_default()
                 },
-                repartition_format(ctx.plan, next),
+                repartition_format(ctx.plan, next, yields_strings(st)),
             ))
         }
         None => {
@@ -504,14 +520,19 @@ mod tests {
     /// Runs the pipeline file `text` in memory on `(key, value, timestamp)` records of its
     /// source `in` (one partition); returns `(topic, key, value)` of everything written.
     fn run_file(text: &str, records: &[(&str, Value, i64)]) -> Vec<(String, String, Value)> {
-        let plan = spec::parse("p.toml", text).expect("valid file");
-        let mut pipeline = Pipeline::new();
-        build(&plan, &mut pipeline);
-        let mut run = MemoryRun::new(&pipeline, "app").with_partitions(1);
         let bytes: Vec<(Vec<u8>, Vec<u8>, i64)> = records
             .iter()
             .map(|(k, v, t)| (k.as_bytes().to_vec(), v.to_string().into_bytes(), *t))
             .collect();
+        run_bytes(text, &bytes)
+    }
+
+    /// [`run_file`] on `(key, value bytes, timestamp)` records.
+    fn run_bytes(text: &str, bytes: &[(Vec<u8>, Vec<u8>, i64)]) -> Vec<(String, String, Value)> {
+        let plan = spec::parse("p.toml", text).expect("valid file");
+        let mut pipeline = Pipeline::new();
+        build(&plan, &mut pipeline);
+        let mut run = MemoryRun::new(&pipeline, "app").with_partitions(1);
         let input: Vec<MemoryRecord> = bytes
             .iter()
             .map(|(k, v, t)| MemoryRecord::new((!k.is_empty()).then_some(k), v, *t))
@@ -547,19 +568,51 @@ mod tests {
     }
 
     #[test]
+    fn words_split_from_lines_cross_the_repartition_as_text() {
+        let file = "application_id = \"t\"\n[source]\ntopics = [\"in\"]\nformat = \"string\"\n\
+                    [[steps]]\nkind = \"split\"\n\
+                    [[steps]]\nkind = \"map\"\nlower = true\n\
+                    [[steps]]\nkind = \"key_by\"\npath = \"$\"\nname = \"words\"\n\
+                    [[steps]]\nkind = \"window\"\ntype = \"tumbling\"\nsize = \"1m\"\n\
+                    [[steps]]\nkind = \"aggregate\"\naggregations = [{ name = \"n\", fn = \"count\" }]\n\
+                    [sink]\ntopic = \"out\"\n";
+        let plan = spec::parse("p.toml", file).expect("valid file");
+        assert!(yields_strings(&plan.stages[0]));
+        let format = repartition_format(&plan, 1, true);
+        assert_eq!((format.kind, format.unread), (Kind::String, true));
+        // A word that reads as JSON `null` is a word like any other.
+        let line = |s: &str, t| (Vec::new(), s.as_bytes().to_vec(), t);
+        let mut got: Vec<(String, u64)> =
+            run_bytes(file, &[line("null x", 1_000), line("Null", 2_000)])
+                .into_iter()
+                .map(|(_, key, v)| (key, v["n"].as_u64().expect("n")))
+                .collect();
+        got.sort();
+        assert_eq!(got, [("null".to_owned(), 2), ("x".to_owned(), 1)]);
+        // Steps after the split that may make something else of a word: JSON.
+        let objects = file.replace("lower = true", "set = { seen = true }");
+        let plan = spec::parse("p.toml", &objects).expect("valid file");
+        assert!(!yields_strings(&plan.stages[0]));
+        let no_split = file.replace("kind = \"split\"", "kind = \"map\"\nlower = true");
+        assert!(!yields_strings(
+            &spec::parse("p.toml", &no_split).expect("valid file").stages[0]
+        ));
+    }
+
+    #[test]
     fn a_stage_that_only_counts_its_items_does_not_parse_them_and_counts_the_same() {
         let parse = |text: &str| spec::parse("p.toml", text).expect("valid file");
         let only_counts = counting("", "");
-        assert!(repartition_format(&parse(&only_counts), 1).unread);
+        assert!(repartition_format(&parse(&only_counts), 1, false).unread);
         let reads = counting(", { name = \"s\", fn = \"sum\", field = \"x\" }", "");
-        assert!(!repartition_format(&parse(&reads), 1).unread);
+        assert!(!repartition_format(&parse(&reads), 1, false).unread);
         let late = counting("", "[late]\ntopic = \"late\"\n");
-        assert!(!repartition_format(&parse(&late), 1).unread);
+        assert!(!repartition_format(&parse(&late), 1, false).unread);
         let when = counting(
             ", { name = \"m\", fn = \"count\", where = { path = \"x\", op = \">\", value = 1 } }",
             "",
         );
-        assert!(!repartition_format(&parse(&when), 1).unread);
+        assert!(!repartition_format(&parse(&when), 1, false).unread);
         // JSON nulls are not counted either way (keyed "" as they have no `k`).
         let records = [
             ("", json!({"k": "a", "x": 1, "ts": 1_000}), 1_000),

@@ -358,7 +358,8 @@ impl Kind {
 pub struct ValueFormat {
     pub kind: Kind,
     pub timestamp: Option<Arc<Path>>,
-    /// Decoding does not read the value: each item is `true`, or `null` for a JSON `null`.
+    /// Decoding does not read the value: each item is `true`, or `null` for a JSON `null`
+    /// (in `Kind::Json`; text is never `null`).
     /// For the repartition into a stage whose steps look at nothing of their items but
     /// whether they are `null` (a window counting them), so that it parses nothing.
     pub unread: bool,
@@ -380,8 +381,8 @@ impl Decode for ValueFormat {
 
     fn decode(&self, value: Option<&[u8]>) -> Result<Value, FormatError> {
         if self.unread {
-            return Ok(match value {
-                Some(b"null") => Value::Null,
+            return Ok(match (self.kind, value) {
+                (Kind::Json, Some(b"null")) => Value::Null,
                 _ => Value::Bool(true),
             });
         }
