@@ -818,6 +818,35 @@ topic = "url-stats"
     }
 }
 
+/// Runs the pipeline file bounded (one worker, unpinned) on `input`, with its sink, dead-letter
+/// topic and application id set on the command line; it must succeed.
+fn run_bounded(
+    file: &tempfile::NamedTempFile,
+    input: &str,
+    output: &str,
+    dead: &str,
+    app: &str,
+) -> Run {
+    flumen(&[
+        "-b",
+        &kafka().bootstrap(),
+        "-X",
+        "pin.workers=false",
+        "run",
+        &file.path().to_string_lossy(),
+        "--set",
+        &format!("source.topics={input}"),
+        "--set",
+        &format!("sink.topic={output}"),
+        "--set",
+        &format!("dead_letter.topic={dead}"),
+        "--set",
+        &format!("application_id={app}"),
+        "--exit-at-end",
+    ])
+    .ok()
+}
+
 /// Filter and map over JSON, a record that is not JSON sent to the dead-letter topic.
 const ERRORS: &str = r#"application_id = "errors"
 guarantee = "at_least_once"
@@ -864,24 +893,7 @@ async fn filter_and_map_steps_and_a_dead_letter_topic() {
         .collect();
     produce(&input, &records).await;
     let file = write(ERRORS);
-    let out = flumen(&[
-        "-b",
-        &kafka().bootstrap(),
-        "-X",
-        "pin.workers=false",
-        "run",
-        &file.path().to_string_lossy(),
-        "--set",
-        &format!("source.topics={input}"),
-        "--set",
-        &format!("sink.topic={output}"),
-        "--set",
-        &format!("dead_letter.topic={dead}"),
-        "--set",
-        &format!("application_id={app}"),
-        "--exit-at-end",
-    ])
-    .ok();
+    let out = run_bounded(&file, &input, &output, &dead, &app);
     assert!(
         out.stderr.contains("run: 4 records processed"),
         "{}",
@@ -963,24 +975,7 @@ async fn a_first_stage_that_only_rekeys_forwards_the_records_bytes() {
         .collect();
     produce(&input, &records).await;
     let file = write(REKEY);
-    let out = flumen(&[
-        "-b",
-        &kafka().bootstrap(),
-        "-X",
-        "pin.workers=false",
-        "run",
-        &file.path().to_string_lossy(),
-        "--set",
-        &format!("source.topics={input}"),
-        "--set",
-        &format!("sink.topic={output}"),
-        "--set",
-        &format!("dead_letter.topic={dead}"),
-        "--set",
-        &format!("application_id={app}"),
-        "--exit-at-end",
-    ])
-    .ok();
+    let out = run_bounded(&file, &input, &output, &dead, &app);
     assert!(out.stderr.contains("run: "), "{}", out.stderr);
     // Besides the records, the repartition carries the runtime's watermark markers (no value).
     let mut forwarded: Vec<(String, String)> = read_all(&format!("{app}-by-url-repartition"), 4)

@@ -204,18 +204,29 @@ async fn word_count_counts_every_word_of_every_window_exactly_once() {
     assert!(out.status.success(), "word_count failed:\n{stderr}");
     assert!(stderr.contains("records processed, 0 late"), "{stderr}");
 
-    // What the output must hold, computed from the input directly.
+    let expected = word_counts(&records);
+    assert_eq!(read_word_counts(&output, expected.len()), expected);
+}
+
+/// What `word_count` with 1 s windows must write for `records`, computed from them directly:
+/// (word, window start) -> count.
+fn word_counts(records: &[(i32, i64, String)]) -> BTreeMap<(String, i64), u64> {
     let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for (_, ts, line) in &records {
+    for (_, ts, line) in records {
         for word in line.split_whitespace() {
             *expected
                 .entry((word.to_owned(), ts - ts.rem_euclid(1_000)))
                 .or_default() += 1;
         }
     }
-    let read = read_all(&output, expected.len());
+    expected
+}
+
+/// The 1 s window counts `word_count` wrote to `output` (at least `n` of them), checking
+/// that each (word, window) came once.
+fn read_word_counts(output: &str, n: usize) -> BTreeMap<(String, i64), u64> {
     let mut actual: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for r in &read {
+    for r in &read_all(output, n) {
         let v: serde_json::Value = serde_json::from_str(&r.value).expect("JSON value");
         let window_start = v["window_start"].as_i64().expect("window_start");
         assert_eq!(v["window_end"].as_i64(), Some(window_start + 1_000), "{v}");
@@ -227,8 +238,7 @@ async fn word_count_counts_every_word_of_every_window_exactly_once() {
             r.key
         );
     }
-    assert_eq!(read.len(), expected.len(), "one record per word and window");
-    assert_eq!(actual, expected);
+    actual
 }
 
 mod visit_analytics {
@@ -752,14 +762,7 @@ async fn word_count_as_one_two_or_three_processes_writes_identical_results() {
     let start = recent() + 250;
     let records = input(6, 3_000, start, 10_000, 1_000);
     produce(&input_topic, &records).await;
-    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for (_, ts, line) in &records {
-        for word in line.split_whitespace() {
-            *expected
-                .entry((word.to_owned(), ts - ts.rem_euclid(1_000)))
-                .or_default() += 1;
-        }
-    }
+    let expected = word_counts(&records);
     let b = kafka().bootstrap();
     for processes in 1..=3 {
         let output = topic(&format!("wcn-out-{processes}"), 6).await;
@@ -809,19 +812,7 @@ async fn word_count_as_one_two_or_three_processes_writes_identical_results() {
             ran.iter().all(|&n| n > 0),
             "every process ran tasks: {ran:?}"
         );
-        let read = read_all(&output, expected.len());
-        let mut actual: BTreeMap<(String, i64), u64> = BTreeMap::new();
-        for r in &read {
-            let v: serde_json::Value = serde_json::from_str(&r.value).expect("JSON value");
-            let window_start = v["window_start"].as_i64().expect("window_start");
-            let count = v["count"].as_u64().expect("count");
-            let previous = actual.insert((r.key.clone(), window_start), count);
-            assert!(
-                previous.is_none(),
-                "{processes} processes: two results for {} at {window_start}",
-                r.key
-            );
-        }
+        let actual = read_word_counts(&output, expected.len());
         assert_eq!(actual, expected, "{processes} processes");
         eprintln!(
             "{processes} process(es): {} window counts, as expected",
