@@ -818,6 +818,18 @@ topic = "url-stats"
     }
 }
 
+/// `dead` holds one record: `{not json`, with the error header saying why.
+fn assert_not_json_dead_letter(dead: &str) {
+    let dead = read_all(dead, 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value, "{not json");
+    assert!(
+        dead[0].headers.contains("flumen.error=invalid JSON"),
+        "{}",
+        dead[0].headers
+    );
+}
+
 /// Runs the pipeline file bounded (one worker, unpinned) on `input`, with its sink, dead-letter
 /// topic and application id set on the command line; it must succeed.
 fn run_bounded(
@@ -907,14 +919,7 @@ async fn filter_and_map_steps_and_a_dead_letter_topic() {
             r#"{"url":"/c","code":500,"alert":true}"#
         ]
     );
-    let dead = read_all(&dead, 1);
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].value, "{not json");
-    assert!(
-        dead[0].headers.contains("flumen.error=invalid JSON"),
-        "{}",
-        dead[0].headers
-    );
+    assert_not_json_dead_letter(&dead);
 }
 
 /// A first stage that only re-keys JSON: the records go to the repartition topic as they
@@ -1002,12 +1007,5 @@ async fn a_first_stage_that_only_rekeys_forwards_the_records_bytes() {
         )
     };
     assert_eq!(counts, [window("/a", 3, 2), window("/b", 1, 1)]);
-    let dead = read_all(&dead, 1);
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].value, "{not json");
-    assert!(
-        dead[0].headers.contains("flumen.error=invalid JSON"),
-        "{}",
-        dead[0].headers
-    );
+    assert_not_json_dead_letter(&dead);
 }

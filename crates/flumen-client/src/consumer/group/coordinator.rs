@@ -419,16 +419,12 @@ impl ClassicMember {
             BTreeMap::new()
         };
         tracing::debug!(group = %self.group_id, ?strategy, members = members.len(), ?standbys, "assigned partitions");
-        let with_data = members.iter().any(|m| m.user_data.is_some());
         plan.into_iter()
             .map(|(member, tps)| {
-                let data = match standbys.remove(&member) {
-                    Some(numbers) => Some(co_partitioned::encode_standbys(&numbers)),
-                    None if with_data && strategy == AssignmentStrategy::CoPartitioned => {
-                        Some(co_partitioned::encode_standbys(&[]))
-                    }
-                    None => None,
-                };
+                // No user data: no standbys.
+                let data = standbys
+                    .remove(&member)
+                    .map(|numbers| co_partitioned::encode_standbys(&numbers));
                 let mut a = SyncGroupRequestAssignment::default();
                 a.member_id = StrBytes::from_string(member);
                 a.assignment = assignor::encode_assignment(&tps, data)?;
