@@ -282,7 +282,8 @@ mod visit_analytics {
         /// Exactly-once; the process is killed with SIGKILL half-way and started again.
         Kill9,
         /// The same under at-least-once: results emitted after the last commit may come
-        /// twice (with the same numbers); none is missing or wrong.
+        /// twice, and a kill between a checkpoint's changelog flush and its offset commit
+        /// counts that interval twice; nothing is missing or under-counted.
         Kill9AtLeastOnce,
         /// Exactly-once; a second process joins after a third of the input and leaves
         /// (SIGTERM) after two thirds; the first stops (SIGTERM) and a bounded run finishes.
@@ -445,7 +446,8 @@ mod visit_analytics {
                         if scenario == Scenario::Kill9AtLeastOnce {
                             // Results are visible before their commit under at-least-once:
                             // wait for a commit (with its checkpoint) of every input partition.
-                            super::runtime_support::wait_for_group_commit(&app, 6).await;
+                            super::runtime_support::wait_for_group_commit(&app, |t| t == input, 6)
+                                .await;
                         }
                         let c = child.take().expect("running");
                         kill9(&c);
@@ -564,27 +566,40 @@ mod visit_analytics {
                 .expect("an expected window");
             let countries: BTreeMap<String, u64> =
                 serde_json::from_value(s["countries"].clone()).expect("countries");
-            assert_eq!(
-                (
-                    s["window_end"].as_i64(),
-                    s["views"].as_u64(),
-                    s["users"].as_u64(),
-                    s["errors"].as_u64(),
-                    s["p50_ms"].as_u64(),
-                    s["p99_ms"].as_u64(),
-                    &countries,
-                ),
-                (
-                    Some(ws + WINDOW),
-                    Some(e.views),
-                    Some(e.users.len() as u64),
-                    Some(e.errors),
-                    Some(percentile(&e.latency, 0.5)),
-                    Some(percentile(&e.latency, 0.99)),
-                    &e.countries,
-                ),
-                "{url} at {ws}"
-            );
+            let (end, users) = (s["window_end"].as_i64(), s["users"].as_u64());
+            assert_eq!(end, Some(ws + WINDOW), "{url} at {ws}");
+            assert_eq!(users, Some(e.users.len() as u64), "{url} at {ws}");
+            let (views, errors) = (s["views"].as_u64(), s["errors"].as_u64());
+            if once {
+                assert_eq!(
+                    (
+                        views,
+                        errors,
+                        s["p50_ms"].as_u64(),
+                        s["p99_ms"].as_u64(),
+                        &countries
+                    ),
+                    (
+                        Some(e.views),
+                        Some(e.errors),
+                        Some(percentile(&e.latency, 0.5)),
+                        Some(percentile(&e.latency, 0.99)),
+                        &e.countries,
+                    ),
+                    "{url} at {ws}"
+                );
+            } else {
+                // At-least-once: a kill between a checkpoint's changelog flush and its
+                // offset commit restores state that already holds the records read again
+                // after it, so a count can be over, never under (distinct users are exact).
+                assert!(views >= Some(e.views), "{url} at {ws}: {views:?} views");
+                assert!(errors >= Some(e.errors), "{url} at {ws}: {errors:?} errors");
+                assert!(
+                    countries.keys().eq(e.countries.keys())
+                        && e.countries.iter().all(|(c, n)| countries[c] >= *n),
+                    "{url} at {ws}: {countries:?}"
+                );
+            }
         }
         assert_eq!(seen.len(), expected.len(), "every URL and window");
 
@@ -598,7 +613,22 @@ mod visit_analytics {
         }
         for r in &read {
             let ws: i64 = r.key.parse().expect("key = window start");
-            assert_eq!(parse_top(&r.value), by_window[&ws], "top of {ws}");
+            let got = parse_top(&r.value);
+            if once {
+                assert_eq!(got, by_window[&ws], "top of {ws}");
+            } else {
+                // Counts can be over (above): the list is as long, ordered, and no URL
+                // has fewer views than it had.
+                assert_eq!(got.len(), by_window[&ws].len(), "top of {ws}");
+                assert!(
+                    got.windows(2)
+                        .all(|p| (p[0].1, &p[1].0) >= (p[1].1, &p[0].0)),
+                    "top of {ws} in order: {got:?}"
+                );
+                for (url, views) in &got {
+                    assert!(*views >= expected[&(url.clone(), ws)].views, "{url} {ws}");
+                }
+            }
         }
 
         // Alerts: error rate above 5 % with at least 20 views.
@@ -608,9 +638,35 @@ mod visit_analytics {
         let got: BTreeSet<(String, i64, u64, u64)> = read.iter().map(parse_alert).collect();
         if once {
             assert_eq!(read.len(), want.len());
+            assert_eq!(got, want);
+        } else {
+            // Over-counts can raise or drop an alert; each one names a real window with
+            // at least its true counts and meets the rule for the counts it carries.
+            for (url, ws, views, errors) in &got {
+                let e = &expected[&(url.clone(), *ws)];
+                assert!(*views >= e.views && *errors >= e.errors, "{url} {ws}");
+                assert!(*views >= 20 && *errors as f64 / *views as f64 > 0.05);
+            }
         }
-        assert_eq!(got, want);
-        assert!(read_committed(&late, 0).is_empty(), "nothing was late");
+        let late_read = read_committed(&late, 0);
+        if once {
+            assert!(late_read.is_empty(), "nothing was late");
+        } else {
+            // At-least-once: visits the key_by stage read again after the restart (those
+            // after its last commit) reach the window stage a second time, after windows that
+            // already counted them have closed, so they may be late there: only those.
+            let canonical = |b: &[u8]| {
+                serde_json::from_slice::<Value>(b)
+                    .expect("a visit")
+                    .to_string()
+            };
+            let sent: BTreeSet<String> = records.iter().map(|r| canonical(&r.2)).collect();
+            for r in &late_read {
+                let visit = canonical(r.value.as_bytes());
+                assert!(sent.contains(&visit), "late, never sent: {visit}");
+            }
+            eprintln!("{} visits late after the restart", late_read.len());
+        }
     }
 }
 
@@ -708,8 +764,9 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Both have committed, with checkpoints of their state, every partition of the input.
-    runtime_support::wait_for_group_commit(&app, 4).await;
+    // Both have committed, with checkpoints of their state, every partition of the counting
+    // stage's input.
+    runtime_support::wait_for_group_commit(&app, |t| t.ends_with("-repartition"), 4).await;
     let b_lines = read(&log_b).lines().count();
     runtime_support::kill9(&a);
     let _ = wait(a, Duration::from_secs(10));

@@ -297,15 +297,20 @@ pub fn parse_alert(read: &Read) -> (String, i64, u64, u64) {
 }
 
 /// Waits (up to 60 s) until `group` has committed offsets of at least `partitions`
-/// partitions: a runtime job has committed, with a checkpoint of its state.
-pub async fn wait_for_group_commit(group: &str, partitions: usize) {
+/// partitions of the topics `of` accepts: a runtime job has committed them, with a
+/// checkpoint of its state.
+pub async fn wait_for_group_commit(group: &str, of: impl Fn(&str) -> bool, partitions: usize) {
     let admin = admin().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let committed = admin
             .list_group_offsets(group, None)
             .await
-            .map(|o| o.values().filter(|r| r.is_ok()).count())
+            .map(|o| {
+                o.iter()
+                    .filter(|(tp, r)| of(&tp.topic) && r.is_ok())
+                    .count()
+            })
             .unwrap_or(0);
         if committed >= partitions {
             return;
