@@ -15,13 +15,14 @@ mod expr;
 mod raw;
 mod spec;
 mod value;
+mod words;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use flumen_runtime::format::Owned;
+use flumen_runtime::format::{Owned, Utf8};
 use flumen_runtime::join::{JoinKind, Table};
 use flumen_runtime::time::Watermarks;
 use flumen_runtime::window::{Windowed, Windows};
@@ -238,9 +239,29 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
         .map(|dl| OnError::DeadLetter(dl.clone()));
     let ctx = Ctx { plan };
     let mut stages = plan.stages.iter();
-    let mut stream = match raw_first_stage(plan) {
+    let mut stream = match (words::words_first_stage(plan), raw_first_stage(plan)) {
+        // The first stage splits text into words and counts them by word: no `Value`s.
+        (Some((name, words)), _) => {
+            stages.next();
+            let mut source = source.format(Utf8).watermarks(watermarks);
+            if let Some(e) = on_error {
+                source = source.on_error(e);
+            }
+            pipeline
+                .source(source)
+                .process(
+                    move |_: &RecordContext<'_>, line: &str, c: &mut Collector<words::Word>| {
+                        words.split(line, |w| c.emit(w));
+                    },
+                )
+                .key_by(
+                    name,
+                    |w: &words::Word| -> Key { Key::from_slice(w.as_slice()) },
+                    repartition_format(plan, 1, true),
+                )
+        }
         // The first stage only re-keys JSON: records go to the repartition unparsed.
-        Some((name, key, ts)) => {
+        (None, Some((name, key, ts))) => {
             stages.next();
             let mut source = source
                 .format(raw::RawFormat { key, ts })
@@ -254,7 +275,7 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
                 repartition_format(plan, 1, false),
             )
         }
-        None => {
+        (None, None) => {
             let mut source = source.format(format).watermarks(watermarks);
             if let Some(e) = on_error {
                 source = source.on_error(e);
