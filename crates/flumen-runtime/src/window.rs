@@ -925,6 +925,63 @@ where
     }
 }
 
+/// Late items go to a topic if there is one, else are counted as with [`NoLate`]: one type
+/// for both, for programs that choose at run time ([`WindowedStream::late_to_if`]).
+impl<F, E> LateSpec<F> for Option<LateTo<E>>
+where
+    F: Family,
+    E: crate::format::Encode<F>,
+{
+    type Op = MaybeLate<<LateTo<E> as LateSpec<F>>::Op>;
+    fn build(&self, env: &TaskEnv) -> Self::Op {
+        match self {
+            Some(to) => MaybeLate::To(LateSpec::<F>::build(to, env)),
+            None => MaybeLate::Count(CountLate::default()),
+        }
+    }
+    fn describe(&self) -> Option<String> {
+        self.as_ref().and_then(LateSpec::<F>::describe)
+    }
+}
+
+/// The late operator of an `Option<LateTo<_>>`: counting, or writing to the topic.
+#[derive(Debug)]
+pub enum MaybeLate<O> {
+    /// No late output: late items are counted.
+    Count(CountLate),
+    /// The late output's sink.
+    To(O),
+}
+
+impl<F: Family, O: Operator<F>> Operator<F> for MaybeLate<O> {
+    async fn push<'a>(&mut self, cx: &RecordContext<'a>, item: F::Item<'a>) -> Result<()> {
+        match self {
+            MaybeLate::Count(c) => Operator::<F>::push(c, cx, item).await,
+            MaybeLate::To(o) => o.push(cx, item).await,
+        }
+    }
+
+    async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
+        match self {
+            MaybeLate::Count(_) => Ok(()),
+            MaybeLate::To(o) => o.advance(time).await,
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<()> {
+        match self {
+            MaybeLate::Count(_) => Ok(()),
+            MaybeLate::To(o) => o.checkpoint().await,
+        }
+    }
+
+    fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
+        if let MaybeLate::To(o) = self {
+            o.metrics(out);
+        }
+    }
+}
+
 /// A stream cut into windows, before its aggregation (built by [`Stream::window`]).
 pub struct WindowedStream<'p, D: Decode, F: Family, C, L> {
     stream: Stream<'p, D, F, C>,
@@ -1012,6 +1069,22 @@ where
                 topic: topic.into(),
                 encoder: format,
             },
+        }
+    }
+
+    /// [`late_to`](Self::late_to) with `Some((topic, format))`; with `None`, late records
+    /// are counted as without a late output. One stream type for both, for a program that
+    /// reads the choice from its configuration.
+    pub fn late_to_if<E: Encode<F>>(
+        self,
+        late: Option<(String, E)>,
+    ) -> WindowedStream<'p, D, F, C, Option<LateTo<E>>> {
+        WindowedStream {
+            stream: self.stream,
+            windows: self.windows,
+            lateness: self.lateness,
+            emit: self.emit,
+            late: late.map(|(topic, encoder)| LateTo { topic, encoder }),
         }
     }
 

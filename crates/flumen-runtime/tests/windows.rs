@@ -280,3 +280,45 @@ fn a_late_record_within_the_lateness_for_a_window_that_had_nothing_emits_at_once
     run.push("in", 0, &[rec("b", 25)]).expect("run");
     assert_eq!(results(&mut run), ["b 20 30 1"]);
 }
+
+#[test]
+fn late_to_if_writes_late_records_with_a_topic_and_counts_them_without() {
+    for topic in [Some("late"), None] {
+        let mut p = Pipeline::new();
+        p.source(Kafka::topic("in").format(Utf8))
+            .window(Windows::tumbling(Duration::from_millis(10)))
+            .late_to_if(topic.map(|t| (t.to_owned(), Utf8)))
+            .count()
+            .map(|w| format!("{} {} {} {}", w.key_str(), w.start, w.end, w.value))
+            .to("out", Utf8);
+        assert_eq!(
+            p.describe().contains("late->late"),
+            topic.is_some(),
+            "{topic:?}: {}",
+            p.describe()
+        );
+        let mut run = MemoryRun::new(&p, "app");
+        run.push("in", 0, &[rec("a", 0), rec("a", 12), rec("a", 3)])
+            .expect("run");
+        let out = run.take_output();
+        let late: Vec<&[u8]> = out
+            .iter()
+            .filter(|r| r.topic == "late")
+            .map(|r| r.value.as_slice())
+            .collect();
+        let want: &[&[u8]] = if topic.is_some() { &[b"a@3"] } else { &[] };
+        assert_eq!(late, want, "{topic:?}");
+        let counts: Vec<&[u8]> = out
+            .iter()
+            .filter(|r| r.topic == "out")
+            .map(|r| r.value.as_slice())
+            .collect();
+        assert_eq!(counts, [b"a 0 10 1".as_slice()], "{topic:?}");
+        let (_, ops) = run.task_metrics(0, 0).expect("task");
+        let window = ops
+            .iter()
+            .find(|o| o.name.contains("window"))
+            .expect("window");
+        assert_eq!(window.records_late, 1, "{topic:?}");
+    }
+}

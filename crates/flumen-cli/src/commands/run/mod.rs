@@ -470,23 +470,18 @@ where
     };
     let windowed = s.window(windows).allowed_lateness(w.allowed_lateness);
     let topics = tap_topics(&st.post);
-    match (&ctx.plan.late, w.late) {
-        (Some((topic, kind)), true) => {
-            let s = windowed
-                .late_to(topic, ValueFormat::new(*kind))
-                .aggregate(w.aggs.clone())
-                .flat_map(move |r| routed(&result, r))
-                .divert(topics, SideFormat, |r: Routed| r);
-            stage_end(s, st, ctx)
-        }
-        _ => {
-            let s = windowed
-                .aggregate(w.aggs.clone())
-                .flat_map(move |r| routed(&result, r))
-                .divert(topics, SideFormat, |r: Routed| r);
-            stage_end(s, st, ctx)
-        }
-    }
+    // One chain type whether or not late records are written: this function is built once
+    // per kind of stage before it.
+    let late = match (&ctx.plan.late, w.late) {
+        (Some((topic, kind)), true) => Some((topic.clone(), ValueFormat::new(*kind))),
+        _ => None,
+    };
+    let s = windowed
+        .late_to_if(late)
+        .aggregate(w.aggs.clone())
+        .flat_map(move |r| routed(&result, r))
+        .divert(topics, SideFormat, |r: Routed| r);
+    stage_end(s, st, ctx)
 }
 
 /// A window result's items and copies, copies first.
