@@ -40,7 +40,7 @@ pub fn run(args: &ConsumeArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
         .clients
         .iter()
         .copied()
-        .filter(|c| *c != ClientKind::FlumenFutures)
+        .filter(|c| !matches!(c, ClientKind::FlumenFutures | ClientKind::RdkafkaFutures))
         .collect();
     let args = &ConsumeArgs {
         clients,

@@ -35,6 +35,9 @@ pub enum ClientKind {
     FlumenFutures,
     /// rust-rdkafka (librdkafka, vendored and built with cmake).
     Rdkafka,
+    /// rust-rdkafka's `FutureProducer`, every record's delivery future awaited through a
+    /// `FuturesUnordered`: `flumen-futures`'s peer. Produce only.
+    RdkafkaFutures,
     /// rskafka (pure Rust, minimal).
     Rskafka,
 }
@@ -46,6 +49,7 @@ impl ClientKind {
             ClientKind::Flumen => "flumen",
             ClientKind::FlumenFutures => "flumen-futures",
             ClientKind::Rdkafka => "rdkafka",
+            ClientKind::RdkafkaFutures => "rdkafka-futures",
             ClientKind::Rskafka => "rskafka",
         }
     }
@@ -58,9 +62,10 @@ impl FromStr for ClientKind {
             "flumen" => Ok(ClientKind::Flumen),
             "flumen-futures" => Ok(ClientKind::FlumenFutures),
             "rdkafka" => Ok(ClientKind::Rdkafka),
+            "rdkafka-futures" => Ok(ClientKind::RdkafkaFutures),
             "rskafka" => Ok(ClientKind::Rskafka),
             other => Err(format!(
-                "unknown client {other:?} (expected flumen, flumen-futures, rdkafka or rskafka)"
+                "unknown client {other:?} (expected flumen, flumen-futures, rdkafka, rdkafka-futures or rskafka)"
             )),
         }
     }
@@ -84,11 +89,11 @@ pub struct WorkloadArgs {
     /// Partitions of each round's topic.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
-    /// Comma-separated clients to compare (`flumen-futures`: produce only).
+    /// Comma-separated clients to compare (`flumen-futures`, `rdkafka-futures`: produce only).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "flumen,flumen-futures,rdkafka,rskafka"
+        default_value = "flumen,flumen-futures,rdkafka,rdkafka-futures,rskafka"
     )]
     pub clients: Vec<ClientKind>,
     /// Rounds per client (alternating between clients).
@@ -427,5 +432,14 @@ pub fn print_results(results: &[ClientResult], json: bool) {
                 );
             }
         }
+    }
+    // The pattern users of both write: a future per record, awaited.
+    let find = |name: &str| results.iter().find(|r| r.client == name);
+    if let (Some(f), Some(base)) = (find("flumen-futures"), find("rdkafka-futures")) {
+        println!(
+            "flumen-futures vs rdkafka-futures: {:.2}x records/s, {:.2}x CPU per record",
+            f.records_per_s / base.records_per_s,
+            f.cpu_s_per_million / base.cpu_s_per_million,
+        );
     }
 }

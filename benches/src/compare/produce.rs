@@ -80,6 +80,9 @@ pub fn run(args: &ProduceArgs, broker: &Broker) -> Result<Vec<ClientResult>, Str
                     current.block_on(flumen_futures(args, broker, &topic, &payload))
                 }
                 ClientKind::Rdkafka => rdkafka(args, broker, &topic, &payload),
+                ClientKind::RdkafkaFutures => {
+                    current.block_on(rdkafka_futures(args, broker, &topic, &payload))
+                }
                 ClientKind::Rskafka => multi.block_on(rskafka(args, broker, &topic, &payload)),
             }
             .map_err(|e| format!("{client} round {round}: {e}"))?;
@@ -293,6 +296,91 @@ mod rd {
             }
         }
     }
+}
+
+/// rust-rdkafka's `FutureProducer`, used as `flumen-futures` uses Flumen: every record's
+/// delivery future awaited from its own task in a `FuturesUnordered`. A full queue waits for
+/// the next delivery (there is no `send` that waits for room without a timer).
+async fn rdkafka_futures(
+    args: &ProduceArgs,
+    broker: &Broker,
+    topic: &str,
+    payload: &[u8],
+) -> Result<RoundResult, String> {
+    use futures::FutureExt;
+    use futures::stream::{FuturesUnordered, StreamExt};
+    use rdkafka::config::ClientConfig as RdConfig;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+
+    let mut config = RdConfig::new();
+    config
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", LINGER_MS.to_string())
+        .set("enable.idempotence", "true")
+        .set("compression.type", compression_or_none(args))
+        .set("batch.size", args.batch_size.to_string())
+        .set(
+            "max.in.flight.requests.per.connection",
+            MAX_IN_FLIGHT.to_string(),
+        );
+    let producer: FutureProducer = config.create().map_err(|e| e.to_string())?;
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut latency = new_histogram();
+    let mut pending = FuturesUnordered::new();
+    let mut finished = |result: Result<Option<Instant>, String>| {
+        if let Some(sent) = result? {
+            record(&mut latency, sent.elapsed());
+        }
+        Ok::<_, String>(())
+    };
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    for i in 0..args.records {
+        let sent = sampled(args, i).then(Instant::now);
+        let mut record = FutureRecord::<(), [u8]>::to(topic).payload(payload);
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    match pending.next().await {
+                        Some(result) => finished(result)?,
+                        None => tokio::time::sleep(Duration::from_micros(200)).await,
+                    }
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        };
+        pending.push(delivery.map(move |r| match r {
+            Ok(Ok(_)) => Ok(sent),
+            Ok(Err((e, _))) => Err(e.to_string()),
+            Err(_) => Err("delivery future canceled".to_owned()),
+        }));
+        // Collect what is done without waiting, as an application's select loop would.
+        while let Some(Some(result)) = pending.next().now_or_never() {
+            finished(result)?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        finished(result)?;
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_time() - cpu0;
+    producer
+        .flush(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(RoundResult {
+        records: args.records,
+        bytes: args.records * payload.len() as u64,
+        elapsed,
+        cpu,
+        latency_us: latency,
+    })
 }
 
 fn rdkafka(
