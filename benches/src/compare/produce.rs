@@ -213,18 +213,10 @@ async fn flumen_futures(
     topic: &str,
     payload: &[u8],
 ) -> Result<RoundResult, String> {
-    use futures::stream::{FuturesUnordered, StreamExt};
-    use futures::{FutureExt, TryFutureExt};
+    use futures::TryFutureExt;
 
     let producer = flumen_producer(args, broker, topic).await?;
-    let mut latency = new_histogram();
-    let mut pending = FuturesUnordered::new();
-    let mut finished = |result: Result<Option<Instant>, String>| {
-        if let Some(sent) = result? {
-            record(&mut latency, sent.elapsed());
-        }
-        Ok::<_, String>(())
-    };
+    let mut awaited = Awaited::new();
     let cpu0 = cpu_time();
     let start = Instant::now();
     for i in 0..args.records {
@@ -233,15 +225,9 @@ async fn flumen_futures(
             .send(ProducerRecord::new(topic).value(payload))
             .await
             .map_err(|e| e.to_string())?;
-        pending.push(delivery.map_ok(move |_| sent).map_err(|e| e.to_string()));
-        // Collect what is done without waiting, as an application's select loop would.
-        while let Some(Some(result)) = pending.next().now_or_never() {
-            finished(result)?;
-        }
+        awaited.push(delivery.map_ok(move |_| sent).map_err(|e| e.to_string()))?;
     }
-    while let Some(result) = pending.next().await {
-        finished(result)?;
-    }
+    let latency = awaited.all().await?;
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;
     producer
@@ -255,6 +241,55 @@ async fn flumen_futures(
         cpu,
         latency_us: latency,
     })
+}
+
+/// Every record's future, each awaited from its own task in a `FuturesUnordered`; each
+/// resolves to its send time if its latency is sampled.
+struct Awaited<Fut> {
+    pending: futures::stream::FuturesUnordered<Fut>,
+    latency: Histogram<u64>,
+}
+
+impl<Fut: std::future::Future<Output = Result<Option<Instant>, String>>> Awaited<Fut> {
+    fn new() -> Self {
+        Awaited {
+            pending: futures::stream::FuturesUnordered::new(),
+            latency: new_histogram(),
+        }
+    }
+
+    fn finished(&mut self, result: Result<Option<Instant>, String>) -> Result<(), String> {
+        if let Some(sent) = result? {
+            record(&mut self.latency, sent.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Adds `future`, then collects what is done without waiting, as an application's
+    /// select loop would.
+    fn push(&mut self, future: Fut) -> Result<(), String> {
+        use futures::{FutureExt, StreamExt};
+        self.pending.push(future);
+        while let Some(Some(result)) = self.pending.next().now_or_never() {
+            self.finished(result)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one future; false if none is left.
+    async fn one(&mut self) -> Result<bool, String> {
+        use futures::StreamExt;
+        match self.pending.next().await {
+            Some(result) => self.finished(result).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Waits for all; the latency histogram.
+    async fn all(mut self) -> Result<Histogram<u64>, String> {
+        while self.one().await? {}
+        Ok(self.latency)
+    }
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
@@ -298,22 +333,9 @@ mod rd {
     }
 }
 
-/// rust-rdkafka's `FutureProducer`, used as `flumen-futures` uses Flumen: every record's
-/// delivery future awaited from its own task in a `FuturesUnordered`. A full queue waits for
-/// the next delivery (there is no `send` that waits for room without a timer).
-async fn rdkafka_futures(
-    args: &ProduceArgs,
-    broker: &Broker,
-    topic: &str,
-    payload: &[u8],
-) -> Result<RoundResult, String> {
-    use futures::FutureExt;
-    use futures::stream::{FuturesUnordered, StreamExt};
-    use rdkafka::config::ClientConfig as RdConfig;
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-
-    let mut config = RdConfig::new();
+/// rust-rdkafka's producer settings: [`settings`] in librdkafka's names.
+fn rd_config(args: &ProduceArgs, broker: &Broker) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
     config
         .set("bootstrap.servers", &broker.bootstrap)
         .set("acks", "all")
@@ -325,19 +347,30 @@ async fn rdkafka_futures(
             "max.in.flight.requests.per.connection",
             MAX_IN_FLIGHT.to_string(),
         );
-    let producer: FutureProducer = config.create().map_err(|e| e.to_string())?;
+    config
+}
+
+/// rust-rdkafka's `FutureProducer`, used as `flumen-futures` uses Flumen: every record's
+/// delivery future awaited from its own task in a `FuturesUnordered`. A full queue waits for
+/// the next delivery (there is no `send` that waits for room without a timer).
+async fn rdkafka_futures(
+    args: &ProduceArgs,
+    broker: &Broker,
+    topic: &str,
+    payload: &[u8],
+) -> Result<RoundResult, String> {
+    use futures::FutureExt;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+
+    let producer: FutureProducer = rd_config(args, broker)
+        .create()
+        .map_err(|e| e.to_string())?;
     producer
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    let mut latency = new_histogram();
-    let mut pending = FuturesUnordered::new();
-    let mut finished = |result: Result<Option<Instant>, String>| {
-        if let Some(sent) = result? {
-            record(&mut latency, sent.elapsed());
-        }
-        Ok::<_, String>(())
-    };
+    let mut awaited = Awaited::new();
     let cpu0 = cpu_time();
     let start = Instant::now();
     for i in 0..args.records {
@@ -348,27 +381,20 @@ async fn rdkafka_futures(
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    match pending.next().await {
-                        Some(result) => finished(result)?,
-                        None => tokio::time::sleep(Duration::from_micros(200)).await,
+                    if !awaited.one().await? {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
                     }
                 }
                 Err((e, _)) => return Err(e.to_string()),
             }
         };
-        pending.push(delivery.map(move |r| match r {
+        awaited.push(delivery.map(move |r| match r {
             Ok(Ok(_)) => Ok(sent),
             Ok(Err((e, _))) => Err(e.to_string()),
             Err(_) => Err("delivery future canceled".to_owned()),
-        }));
-        // Collect what is done without waiting, as an application's select loop would.
-        while let Some(Some(result)) = pending.next().now_or_never() {
-            finished(result)?;
-        }
+        }))?;
     }
-    while let Some(result) = pending.next().await {
-        finished(result)?;
-    }
+    let latency = awaited.all().await?;
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu0;
     producer
@@ -389,7 +415,6 @@ fn rdkafka(
     topic: &str,
     payload: &[u8],
 ) -> Result<RoundResult, String> {
-    use rdkafka::config::ClientConfig as RdConfig;
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 
@@ -398,20 +423,9 @@ fn rdkafka(
         latency: Mutex::new(new_histogram()),
         errors: Mutex::new(None),
     };
-    let mut config = RdConfig::new();
-    config
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", LINGER_MS.to_string())
-        .set("enable.idempotence", "true")
-        .set("compression.type", compression_or_none(args))
-        .set("batch.size", args.batch_size.to_string())
-        .set(
-            "max.in.flight.requests.per.connection",
-            MAX_IN_FLIGHT.to_string(),
-        );
-    let producer: ThreadedProducer<rd::Ctx> =
-        config.create_with_context(ctx).map_err(|e| e.to_string())?;
+    let producer: ThreadedProducer<rd::Ctx> = rd_config(args, broker)
+        .create_with_context(ctx)
+        .map_err(|e| e.to_string())?;
     // Metadata for the topic before the clock starts.
     producer
         .client()

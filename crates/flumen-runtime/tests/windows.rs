@@ -27,6 +27,14 @@ fn results(run: &mut MemoryRun<'_>) -> Vec<String> {
     out
 }
 
+/// The values written to `topic`, in order.
+fn values<'a>(out: &'a [flumen_runtime::CapturedRecord], topic: &str) -> Vec<&'a [u8]> {
+    out.iter()
+        .filter(|r| r.topic == topic)
+        .map(|r| r.value.as_slice())
+        .collect()
+}
+
 fn counting(windows: Windows, ooo: u64, lateness: u64, emit: Emit) -> Pipeline {
     let mut p = Pipeline::new();
     p.source(
@@ -103,12 +111,7 @@ fn late_records_update_within_the_lateness_and_go_to_the_late_output_beyond() {
     run.push("in", 0, &[rec("a", 15), rec("a", 4)])
         .expect("run");
     let out = run.take_output();
-    let late: Vec<&[u8]> = out
-        .iter()
-        .filter(|r| r.topic == "late")
-        .map(|r| r.value.as_slice())
-        .collect();
-    assert_eq!(late, [b"a@4".as_slice()]);
+    assert_eq!(values(&out, "late"), [b"a@4".as_slice()]);
     assert!(out.iter().all(|r| r.topic != "out"), "{out:?}");
     let (_, ops) = run.task_metrics(0, 0).expect("task");
     let window = ops
@@ -301,19 +304,9 @@ fn late_to_if_writes_late_records_with_a_topic_and_counts_them_without() {
         run.push("in", 0, &[rec("a", 0), rec("a", 12), rec("a", 3)])
             .expect("run");
         let out = run.take_output();
-        let late: Vec<&[u8]> = out
-            .iter()
-            .filter(|r| r.topic == "late")
-            .map(|r| r.value.as_slice())
-            .collect();
         let want: &[&[u8]] = if topic.is_some() { &[b"a@3"] } else { &[] };
-        assert_eq!(late, want, "{topic:?}");
-        let counts: Vec<&[u8]> = out
-            .iter()
-            .filter(|r| r.topic == "out")
-            .map(|r| r.value.as_slice())
-            .collect();
-        assert_eq!(counts, [b"a 0 10 1".as_slice()], "{topic:?}");
+        assert_eq!(values(&out, "late"), want, "{topic:?}");
+        assert_eq!(values(&out, "out"), [b"a 0 10 1".as_slice()], "{topic:?}");
         let (_, ops) = run.task_metrics(0, 0).expect("task");
         let window = ops
             .iter()
