@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_testcontainers::KafkaCluster;
 use runtime_support::{
-    Read, admin, example, kafka, kill9, read_all, read_committed, run_example, terminate, topic,
-    wait,
+    Read, admin, example, kafka, kill9, kill9_counting_committed, read_all, read_committed,
+    run_example, terminate, topic, wait,
 };
 
 /// Writes `(key, value)` records, each with a header `seq=<index>`.
@@ -437,10 +437,8 @@ async fn kill_9_mid_stream(guarantee: &str) -> (Vec<(String, String)>, Vec<Read>
         if i == 10 {
             // Some of this chunk's results are sent, not committed.
             tokio::time::sleep(Duration::from_millis(30)).await;
-            let c = child.take().expect("running");
-            kill9(&c);
-            let _ = wait(c, Duration::from_secs(10));
-            committed_at_kill = read_committed(&output_topic, 0).len();
+            committed_at_kill =
+                kill9_counting_committed(child.take().expect("running"), &output_topic);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1146,10 +1144,7 @@ async fn exactly_once_join_killed_mid_stream_then_restarted_writes_every_pair_on
         if i == 12 {
             // Some of this chunk's pairs are sent, not committed.
             tokio::time::sleep(Duration::from_millis(30)).await;
-            let c = child.take().expect("running");
-            kill9(&c);
-            let _ = wait(c, Duration::from_secs(10));
-            committed_at_kill = read_committed(&output, 0).len();
+            committed_at_kill = kill9_counting_committed(child.take().expect("running"), &output);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -251,8 +251,9 @@ mod visit_analytics {
     use serde_json::Value;
 
     use super::runtime_support::{
-        example, expected_alerts, expected_top, kafka, kill9, parse_alert, parse_top, percentile,
-        read_committed, recent, run_example, terminate, topic, visit_stats, wait,
+        example, expected_alerts, expected_top, kafka, kill9_counting_committed, parse_alert,
+        parse_top, percentile, read_committed, recent, run_example, terminate, topic, visit_stats,
+        wait,
     };
 
     const WINDOW: i64 = 10_000;
@@ -449,10 +450,8 @@ mod visit_analytics {
                             super::runtime_support::wait_for_group_commit(&app, |t| t == input, 6)
                                 .await;
                         }
-                        let c = child.take().expect("running");
-                        kill9(&c);
-                        let _ = wait(c, Duration::from_secs(10));
-                        let committed = read_committed(&stats, 0).len();
+                        let committed =
+                            kill9_counting_committed(child.take().expect("running"), &stats);
                         assert!(committed > 0, "results committed before the kill");
                         eprintln!("killed with {committed} statistics committed");
                     }

@@ -39,18 +39,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("uppercase: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::main("uppercase", || run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -68,11 +57,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     config = args.run.apply(config)?;
     let runtime = Runtime::new(config, pipeline);
-    let summary = if args.exit_at_end {
-        runtime.run_until_end()?
-    } else {
-        runtime.run()?
-    };
+    let summary = common::run(runtime, args.exit_at_end)?;
     eprintln!("uppercase: {} records processed", summary.records_in());
     Ok(())
 }

@@ -963,21 +963,22 @@ impl<F: Family, O: Operator<F>> Operator<F> for MaybeLate<O> {
 
     async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
         match self {
-            MaybeLate::Count(_) => Ok(()),
+            MaybeLate::Count(c) => Operator::<F>::advance(c, time).await,
             MaybeLate::To(o) => o.advance(time).await,
         }
     }
 
     async fn checkpoint(&mut self) -> Result<()> {
         match self {
-            MaybeLate::Count(_) => Ok(()),
+            MaybeLate::Count(c) => Operator::<F>::checkpoint(c).await,
             MaybeLate::To(o) => o.checkpoint().await,
         }
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
-        if let MaybeLate::To(o) = self {
-            o.metrics(out);
+        match self {
+            MaybeLate::Count(c) => Operator::<F>::metrics(c, out),
+            MaybeLate::To(o) => o.metrics(out),
         }
     }
 }
@@ -1060,16 +1061,10 @@ where
         topic: impl Into<String>,
         format: E,
     ) -> WindowedStream<'p, D, F, C, LateTo<E>> {
-        WindowedStream {
-            stream: self.stream,
-            windows: self.windows,
-            lateness: self.lateness,
-            emit: self.emit,
-            late: LateTo {
-                topic: topic.into(),
-                encoder: format,
-            },
-        }
+        self.with_late(LateTo {
+            topic: topic.into(),
+            encoder: format,
+        })
     }
 
     /// [`late_to`](Self::late_to) with `Some((topic, format))`; with `None`, late records
@@ -1079,12 +1074,16 @@ where
         self,
         late: Option<(String, E)>,
     ) -> WindowedStream<'p, D, F, C, Option<LateTo<E>>> {
+        self.with_late(late.map(|(topic, encoder)| LateTo { topic, encoder }))
+    }
+
+    fn with_late<L2>(self, late: L2) -> WindowedStream<'p, D, F, C, L2> {
         WindowedStream {
             stream: self.stream,
             windows: self.windows,
             lateness: self.lateness,
             emit: self.emit,
-            late: late.map(|(topic, encoder)| LateTo { topic, encoder }),
+            late,
         }
     }
 

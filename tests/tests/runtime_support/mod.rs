@@ -169,6 +169,14 @@ pub fn kill9(child: &Child) {
     assert_eq!(unsafe { libc_kill(pid, 9) }, 0);
 }
 
+/// Kills a running job with SIGKILL, waits for it to end, and counts the results committed
+/// on `output` at that moment.
+pub fn kill9_counting_committed(child: Child, output: &str) -> usize {
+    kill9(&child);
+    let _ = wait(child, Duration::from_secs(10));
+    read_committed(output, 0).len()
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;

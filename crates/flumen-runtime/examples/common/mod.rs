@@ -1,7 +1,7 @@
 //! Flags every example job shares: delivery guarantee, commit interval, process identity and
 //! Kafka client properties.
 
-use flumen_runtime::{Guarantee, RuntimeConfig};
+use flumen_runtime::{Guarantee, RunSummary, Runtime, RuntimeConfig};
 
 /// How the job runs against Kafka.
 #[derive(clap::Args, Debug)]
@@ -45,5 +45,34 @@ impl RunFlags {
             config = config.set(k, v);
         }
         Ok(config)
+    }
+}
+
+/// An example's `main`: logs to stderr as `RUST_LOG` says, then `run`; a failure is printed
+/// after the example's `name` and exits non-zero.
+pub fn main(
+    name: &str,
+    run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the job until stopped, or (`exit_at_end`) bounded: what the input holds now.
+pub fn run(runtime: Runtime, exit_at_end: bool) -> flumen_runtime::Result<RunSummary> {
+    if exit_at_end {
+        runtime.run_until_end()
+    } else {
+        runtime.run()
     }
 }

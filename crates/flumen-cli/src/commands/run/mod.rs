@@ -225,7 +225,7 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
         timestamp: src.timestamp.clone().map(Arc::new),
         unread: false,
     };
-    let source = match &src.topics {
+    let mut source = match &src.topics {
         Topics::List(t) => Kafka::topics(t.clone()),
         Topics::Pattern(p) => Kafka::pattern(p),
     };
@@ -233,22 +233,18 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
     if let Some(idle) = src.idleness {
         watermarks = watermarks.idleness(idle);
     }
-    let on_error = plan
-        .dead_letter
-        .as_ref()
-        .map(|dl| OnError::DeadLetter(dl.clone()));
+    source = source.watermarks(watermarks);
+    if let Some(dl) = &plan.dead_letter {
+        source = source.on_error(OnError::DeadLetter(dl.clone()));
+    }
     let ctx = Ctx { plan };
     let mut stages = plan.stages.iter();
     let mut stream = match (words::words_first_stage(plan), raw_first_stage(plan)) {
         // The first stage splits text into words and counts them by word: no `Value`s.
         (Some((name, words)), _) => {
             stages.next();
-            let mut source = source.format(Utf8).watermarks(watermarks);
-            if let Some(e) = on_error {
-                source = source.on_error(e);
-            }
             pipeline
-                .source(source)
+                .source(source.format(Utf8))
                 .process(
                     move |_: &RecordContext<'_>, line: &str, c: &mut Collector<words::Word>| {
                         words.split(line, |w| c.emit(w));
@@ -263,25 +259,15 @@ fn build(plan: &Plan, pipeline: &mut Pipeline) {
         // The first stage only re-keys JSON: records go to the repartition unparsed.
         (None, Some((name, key, ts))) => {
             stages.next();
-            let mut source = source
-                .format(raw::RawFormat { key, ts })
-                .watermarks(watermarks);
-            if let Some(e) = on_error {
-                source = source.on_error(e);
-            }
-            pipeline.source(source).key_by(
-                name,
-                |r: &raw::Raw<'_>| -> Key { Key::from_slice(r.key.as_bytes()) },
-                repartition_format(plan, 1, false),
-            )
+            pipeline
+                .source(source.format(raw::RawFormat { key, ts }))
+                .key_by(
+                    name,
+                    |r: &raw::Raw<'_>| -> Key { Key::from_slice(r.key.as_bytes()) },
+                    repartition_format(plan, 1, false),
+                )
         }
-        (None, None) => {
-            let mut source = source.format(format).watermarks(watermarks);
-            if let Some(e) = on_error {
-                source = source.on_error(e);
-            }
-            pipeline.source(source)
-        }
+        (None, None) => pipeline.source(source.format(format)),
     };
     for stage in stages {
         match stage_pre(stream, stage, &ctx) {
@@ -325,18 +311,26 @@ fn yields_strings(st: &Stage) -> bool {
         .all(|s| matches!(s, Step::Filter(_) | Step::Case(..) | Step::Tap(_)))
 }
 
+/// The first stage when it is stateless steps before a `key_by` and nothing else (no join,
+/// window or steps after them): the stage, its repartition's name and the key's path.
+fn rekeying_first_stage(plan: &Plan) -> Option<(&Stage, &str, &Path)> {
+    let first = plan.stages.first()?;
+    let (name, path) = first.key_by.as_ref()?;
+    let plain = first.join.is_none()
+        && first.mid.is_empty()
+        && first.window.is_none()
+        && first.post.is_empty();
+    plain.then_some((first, name.as_str(), path))
+}
+
 /// When the first stage is a `key_by` of JSON records and nothing else, with the key and
 /// the event time (if read from the records) each a top-level field: the repartition's name,
 /// the key field and the time field, for [`raw::RawFormat`].
 fn raw_first_stage(plan: &Plan) -> Option<(&str, String, Option<String>)> {
-    let first = plan.stages.first()?;
-    let (name, path) = first.key_by.as_ref()?;
-    let plain = first.pre.is_empty()
-        && first.join.is_none()
-        && first.mid.is_empty()
-        && first.window.is_none()
-        && first.post.is_empty()
-        && plan.source.kind == Kind::Json;
+    let (first, name, path) = rekeying_first_stage(plan)?;
+    if !first.pre.is_empty() || plan.source.kind != Kind::Json {
+        return None;
+    }
     let field = |p: &Path| match p.0.as_slice() {
         [one] => Some(one.clone()),
         _ => None,
@@ -345,8 +339,7 @@ fn raw_first_stage(plan: &Plan) -> Option<(&str, String, Option<String>)> {
         Some(p) => Some(field(p)?),
         None => None,
     };
-    plain.then_some(())?;
-    Some((name.as_str(), field(path)?, ts))
+    Some((name, field(path)?, ts))
 }
 
 /// What a run with `also_to` steps emits: an item going on, or a copy for a side topic.

@@ -30,15 +30,8 @@ pub struct Words {
 /// When the plan's first stage reads text and is [`Words`]: the repartition's name, and
 /// the stage.
 pub fn words_first_stage(plan: &Plan) -> Option<(&str, Words)> {
-    let first = plan.stages.first()?;
-    let (name, path) = first.key_by.as_ref()?;
-    let plain = plan.source.kind == Kind::String
-        && path.0.is_empty()
-        && first.join.is_none()
-        && first.mid.is_empty()
-        && first.window.is_none()
-        && first.post.is_empty();
-    if !plain {
+    let (first, name, path) = super::rekeying_first_stage(plan)?;
+    if plan.source.kind != Kind::String || !path.0.is_empty() {
         return None;
     }
     let case = |s: &Step| match s {
@@ -58,7 +51,7 @@ pub fn words_first_stage(plan: &Plan) -> Option<(&str, Words)> {
         }
     };
     Some((
-        name.as_str(),
+        name,
         Words {
             before: one(before)?,
             after: one(after)?,
