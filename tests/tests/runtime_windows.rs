@@ -282,6 +282,9 @@ mod visit_analytics {
         Clean,
         /// Exactly-once; the process is killed with SIGKILL half-way and started again.
         Kill9,
+        /// The same with the window state in on-disk stores (`state.store = disk`) behind a
+        /// 16 KiB cache: the restart empties the files and restores them from the changelogs.
+        Kill9Disk,
         /// The same under at-least-once: results emitted after the last commit may come
         /// twice, and a kill between a checkpoint's changelog flush and its offset commit
         /// counts that interval twice; nothing is missing or under-counted.
@@ -309,6 +312,12 @@ mod visit_analytics {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn visit_analytics_exactly_once_survives_kill_9_with_exact_results() {
         visit_analytics_case(Scenario::Kill9).await;
+    }
+
+    /// The same with window state on disk, behind a cache far smaller than the state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visit_analytics_exactly_once_with_state_on_disk_survives_kill_9_with_exact_results() {
+        visit_analytics_case(Scenario::Kill9Disk).await;
     }
 
     /// Under at-least-once, the state restored from the changelogs goes with the committed
@@ -430,13 +439,25 @@ mod visit_analytics {
             // Commits (with their state checkpoints) before the kill.
             args.extend(["--commit-interval-ms", "200"]);
         }
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let state_dir_flag = format!("state.dir={}", state_dir.path().display());
+        if scenario == Scenario::Kill9Disk {
+            args.extend([
+                "-X",
+                "state.store=disk",
+                "-X",
+                &state_dir_flag,
+                "-X",
+                "state.cache.max.bytes=16384",
+            ]);
+        }
         match scenario {
             Scenario::Clean => produce(&input, &records).await,
-            Scenario::Kill9 | Scenario::Kill9AtLeastOnce => {
-                let guarantee = if scenario == Scenario::Kill9 {
-                    "exactly_once"
-                } else {
+            Scenario::Kill9 | Scenario::Kill9Disk | Scenario::Kill9AtLeastOnce => {
+                let guarantee = if scenario == Scenario::Kill9AtLeastOnce {
                     "at_least_once"
+                } else {
+                    "exactly_once"
                 };
                 let mut child = Some(spawn_job(&args, guarantee, Some("node-a")).0);
                 for (i, chunk) in records.chunks(1_000).enumerate() {
@@ -511,7 +532,7 @@ mod visit_analytics {
         }
         match scenario {
             Scenario::Clean => {}
-            Scenario::Kill9 => {
+            Scenario::Kill9 | Scenario::Kill9Disk => {
                 args.extend(["--guarantee", "exactly_once", "--instance-id", "node-a"]);
             }
             Scenario::ScaleOutAndIn => args.extend(["--guarantee", "exactly_once"]),
@@ -529,7 +550,7 @@ mod visit_analytics {
             stderr.contains("records processed, 0 late") || !once,
             "{stderr}"
         );
-        if scenario == Scenario::Kill9 {
+        if matches!(scenario, Scenario::Kill9 | Scenario::Kill9Disk) {
             // The restarted process restored window state the first one had logged (under
             // at-least-once a commit may not have happened before the kill, on a slow
             // machine: then everything is read again, which the checks below cover too).
@@ -540,6 +561,17 @@ mod visit_analytics {
                 .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
                 .sum();
             assert!(restored > 0, "no state restored:\n{stderr}");
+        }
+
+        if scenario == Scenario::Kill9Disk {
+            // Every window store of every task was kept in a file.
+            let files = std::fs::read_dir(state_dir.path().join(&app))
+                .expect("the application's state dir")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("window-"))
+                .filter(|e| e.path().join("state.redb").exists())
+                .count();
+            assert!(files >= 6, "{files} window store files");
         }
 
         // The expected results, from the visits themselves.

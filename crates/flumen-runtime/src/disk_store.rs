@@ -1,12 +1,14 @@
-//! The on-disk keyed store (`state.store = disk`): a task's keyed state in an embedded redb
-//! file, a bounded cache of decoded states in front of it, and a local checkpoint of the
+//! On-disk state (`state.store = disk`): a task's store in an embedded redb file, a bounded
+//! cache of decoded values in front of it ([`DiskMap`]; the keyed function's [`DiskStore`]
+//! and the window operator's disk state are built on it), and a local checkpoint of the
 //! changelog offset up to which the file is complete.
 //!
 //! # Invariants
-//! - The file mirrors the store's changelog partition: the same keys (tag 0 + key -> last
-//!   write time and state; tag 1 + domain + timestamp + key -> a timer) with the same values,
-//!   so a restore writes changelog records into it as they come, without decoding them, and
-//!   never holds the state in memory.
+//! - The file mirrors the store's changelog partition: the same keys (a keyed function's:
+//!   tag 0 + key -> last write time and state, tag 1 + domain + timestamp + key -> a timer; a
+//!   window's: its changelog keys, see [`crate::window`]) with the same values, so a restore
+//!   writes changelog records into it as they come, without decoding them, and never holds
+//!   the state in memory.
 //! - A cached entry is the truth for its key; a key in `removed` hides what the file holds
 //!   for it until the next flush deletes it there. Dirty entries reach the file at each
 //!   checkpoint, in one write transaction, or earlier when the cache is over its budget
@@ -44,6 +46,12 @@ pub(crate) const RESTORE_BATCH_BYTES: usize = 4 << 20;
 /// How often (in the TTL's processing time) `expire` scans the file, not only the cache.
 const SWEEP_MS: i64 = 10_000;
 
+/// Whether the store named `store` is kept in a store file under `state.store = disk`: a
+/// keyed function's state and a window's.
+pub(crate) fn kept_on_disk(store: &str) -> bool {
+    store.starts_with("process-") || store.starts_with("window-")
+}
+
 /// Puts and deletes collected into one buffer, written in one transaction in key order
 /// (measured: about 1.5x faster than redb inserts in hash order).
 #[derive(Default)]
@@ -72,6 +80,21 @@ impl Batch {
         let bytes = &self.bytes;
         self.items
             .sort_by(|a, b| bytes[a.0..a.0 + a.1].cmp(&bytes[b.0..b.0 + b.1]));
+    }
+
+    /// The items in the order they were put: each key, and its value (`None`: a delete).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.items.iter().map(|&(at, klen, vlen)| {
+            let key = &self.bytes[at..at + klen];
+            (
+                key,
+                vlen.map(|vlen| &self.bytes[at + klen..at + klen + vlen]),
+            )
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 
     pub(crate) fn len_bytes(&self) -> usize {
@@ -189,14 +212,7 @@ impl LocalStore {
             self.delete_checkpoint()?;
         }
         batch.sort();
-        let items = batch.items.iter().map(|&(at, klen, vlen)| {
-            let key = &batch.bytes[at..at + klen];
-            (
-                key,
-                vlen.map(|vlen| &batch.bytes[at + klen..at + klen + vlen]),
-            )
-        });
-        self.db.write(items, durable).map_err(|e| Error::Io {
+        self.db.write(batch.iter(), durable).map_err(|e| Error::Io {
             context: self.context("writing"),
             source: e,
         })
@@ -211,8 +227,22 @@ impl LocalStore {
     }
 
     /// Calls `f` with each entry whose key starts with `tag`, in key order.
-    pub(crate) fn scan(&self, tag: u8, f: impl FnMut(&[u8], &[u8])) -> Result<()> {
-        self.db.scan(tag, f).map_err(|e| Error::Io {
+    pub(crate) fn scan(&self, tag: u8, mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        self.scan_range(&[tag], &[tag + 1], |k, v| {
+            f(k, v);
+            true
+        })
+    }
+
+    /// Calls `f` with each entry whose key is in `from..to`, in key order, until it returns
+    /// `false`.
+    pub(crate) fn scan_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.db.scan(from, to, f).map_err(|e| Error::Io {
             context: self.context("reading"),
             source: e,
         })
@@ -375,17 +405,23 @@ mod engine {
             Ok(table.get(key).map_err(io)?.map(|v| f(v.value())))
         }
 
-        pub(super) fn scan(&self, tag: u8, mut f: impl FnMut(&[u8], &[u8])) -> std::io::Result<()> {
+        pub(super) fn scan(
+            &self,
+            from: &[u8],
+            to: &[u8],
+            mut f: impl FnMut(&[u8], &[u8]) -> bool,
+        ) -> std::io::Result<()> {
             let tx = self.0.begin_read().map_err(io)?;
             let table = match tx.open_table(TABLE) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
                 Err(e) => return Err(io(e)),
             };
-            let (from, to) = ([tag], [tag + 1]);
-            for entry in table.range::<&[u8]>(&from[..]..&to[..]).map_err(io)? {
+            for entry in table.range::<&[u8]>(from..to).map_err(io)? {
                 let (k, v) = entry.map_err(io)?;
-                f(k.value(), v.value());
+                if !f(k.value(), v.value()) {
+                    break;
+                }
             }
             Ok(())
         }
@@ -431,7 +467,12 @@ mod engine {
             match *self {}
         }
 
-        pub(super) fn scan(&self, _: u8, _: impl FnMut(&[u8], &[u8])) -> std::io::Result<()> {
+        pub(super) fn scan(
+            &self,
+            _: &[u8],
+            _: &[u8],
+            _: impl FnMut(&[u8], &[u8]) -> bool,
+        ) -> std::io::Result<()> {
             match *self {}
         }
 
@@ -453,16 +494,19 @@ pub(crate) fn read_checkpoint(dir: &Path) -> Option<i64> {
     (offset >= 0 && lines.next().is_none()).then_some(offset)
 }
 
-/// How a store's states are written and read (the keyed function's `save_state` /
-/// `load_state`).
+/// How a store's values are written and read (the keyed function's `save_state` /
+/// `load_state`, a window's `Aggregate::save` / `load`).
 pub(crate) trait StateForm<S> {
     fn save(&self, state: &S, out: &mut Vec<u8>) -> bool;
     fn load(&self, input: &mut &[u8]) -> Option<S>;
+    /// Heap bytes `state` holds beyond its own size (for the cache's budget).
+    fn heap_bytes(&self, _state: &S) -> usize {
+        0
+    }
 }
 
-struct Cached<S> {
-    state: S,
-    written: i64,
+struct Cached<V> {
+    value: V,
     /// Changed since it was last written to the file.
     dirty: bool,
     /// Used since the last eviction pass (second chance).
@@ -471,65 +515,51 @@ struct Cached<S> {
     size: usize,
 }
 
-/// The on-disk store: the [`KeyedStore`] of a keyed function under `state.store = disk`.
-pub(crate) struct DiskStore<S> {
+/// A bounded write-back cache of decoded values over a task's store file: the values of file
+/// keys (whole keys, tag included) that an operator keeps on disk. The keyed function's
+/// [`DiskStore`] and the window operator's disk state are built on it.
+pub(crate) struct DiskMap<V> {
     local: Rc<LocalStore>,
-    form: Box<dyn StateForm<S>>,
-    cache: HashMap<Box<[u8]>, Cached<S>>,
+    form: Box<dyn StateForm<V>>,
+    cache: HashMap<Box<[u8]>, Cached<V>>,
     cache_bytes: usize,
     max_bytes: usize,
     /// Keys removed since the last flush (they hide the file's entries).
     removed: HashSet<Box<[u8]>>,
-    /// Keys written to the file by an eviction and not logged yet.
+    /// Keys written to the file by an eviction or a spill and not logged yet.
     spilled: HashSet<Box<[u8]>>,
-    /// Whether a changelog follows the store (evicted keys are then remembered for it).
+    /// Whether a changelog follows the store (spilled keys are then remembered for it).
     logging: bool,
-    /// Keys with state.
-    keys: usize,
-    key_buf: Vec<u8>,
     value_buf: Vec<u8>,
+    /// Writes not applied to the file yet (applied by `commit`).
     batch: Batch,
-    /// The `before` of the last scan of the file by `expire`.
-    swept: Option<i64>,
     /// What went wrong reading or writing the file: the operator fails with it.
     error: Option<Error>,
 }
 
-impl<S> std::fmt::Debug for DiskStore<S> {
+impl<V> std::fmt::Debug for DiskMap<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskStore")
-            .field("keys", &self.keys)
+        f.debug_struct("DiskMap")
+            .field("local", &self.local)
             .field("cached", &self.cache.len())
             .finish()
     }
 }
 
-fn entry_size<S: StateSize>(key: &[u8], state: &S) -> usize {
-    std::mem::size_of::<(Box<[u8]>, Cached<S>)>()
-        + 1
-        + key.len().next_multiple_of(16)
-        + state.heap_bytes()
+fn entry_size(key: &[u8], heap: usize) -> usize {
+    std::mem::size_of::<(Box<[u8]>, Cached<()>)>() + 16 + key.len().next_multiple_of(16) + heap
 }
 
-impl<S> DiskStore<S> {
-    /// What went wrong with the file since the last call.
-    pub(crate) fn take_error(&mut self) -> Option<Error> {
-        self.error.take()
-    }
-}
-
-impl<S: Default + StateSize> DiskStore<S> {
-    /// The store over `local` with a cache of about `max_bytes`; `logging`: a changelog
+impl<V> DiskMap<V> {
+    /// The map over `local` with a cache of about `max_bytes`; `logging`: a changelog
     /// follows it.
     pub(crate) fn new(
         local: Rc<LocalStore>,
-        form: Box<dyn StateForm<S>>,
+        form: Box<dyn StateForm<V>>,
         max_bytes: usize,
         logging: bool,
-    ) -> Result<Self> {
-        let mut keys = 0usize;
-        local.scan(0, |_, _| keys += 1)?;
-        Ok(DiskStore {
+    ) -> Self {
+        DiskMap {
             local,
             form,
             cache: HashMap::new(),
@@ -538,33 +568,46 @@ impl<S: Default + StateSize> DiskStore<S> {
             removed: HashSet::new(),
             spilled: HashSet::new(),
             logging,
-            keys,
-            key_buf: Vec::new(),
             value_buf: Vec::new(),
             batch: Batch::default(),
-            swept: None,
             error: None,
-        })
+        }
     }
 
-    /// The state and last write time of `key` in the file (not in the cache).
-    fn load(&mut self, key: &[u8]) -> Option<(S, i64)> {
+    pub(crate) fn local(&self) -> &LocalStore {
+        &self.local
+    }
+
+    /// What went wrong with the file since the last call.
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.error.take()
+    }
+
+    /// Keeps the first error: the operator fails with it at its next record or checkpoint.
+    pub(crate) fn fail(&mut self, e: Error) {
+        self.error.get_or_insert(e);
+    }
+
+    /// Bytes the cache holds (an estimate).
+    pub(crate) fn cache_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    /// The value of `key` in the file (not in the cache).
+    fn load(&mut self, key: &[u8]) -> Option<V> {
         if self.removed.contains(key) {
             return None;
         }
-        state_key(&mut self.key_buf, 0, None, key);
         let form = &self.form;
-        let got = self.local.get(&self.key_buf, |bytes| {
+        let got = self.local.get(key, |bytes| {
             let mut input = bytes;
-            let written = i64::decode(&mut input)?;
-            let state = form.load(&mut input).filter(|_| input.is_empty())?;
-            Some((state, written))
+            form.load(&mut input).filter(|_| input.is_empty())
         });
         match got {
             Ok(Some(Some(found))) => Some(found),
             Ok(None) => None,
             Ok(Some(None)) => {
-                self.error.get_or_insert_with(|| Error::Io {
+                self.fail(Error::Io {
                     context: self.local.context("reading"),
                     source: std::io::Error::other(format!(
                         "key \"{}\": unreadable state",
@@ -574,50 +617,166 @@ impl<S: Default + StateSize> DiskStore<S> {
                 None
             }
             Err(e) => {
-                self.error.get_or_insert(e);
+                self.fail(e);
                 None
             }
         }
     }
 
-    /// Caches `state` for `key` (evicting first when over budget).
-    fn insert(&mut self, key: &[u8], state: S, written: i64, dirty: bool) {
+    /// Caches `value` for `key` (evicting first when over budget).
+    fn insert(&mut self, key: &[u8], value: V, dirty: bool) -> &mut Cached<V> {
         if self.cache_bytes > self.max_bytes {
             self.evict();
         }
-        let size = entry_size(key, &state);
+        let size = entry_size(key, self.form.heap_bytes(&value));
         self.cache_bytes += size;
         self.cache.insert(
             Box::from(key),
             Cached {
-                state,
-                written,
+                value,
                 dirty,
                 hot: true,
                 size,
             },
         );
+        self.cache.get_mut(key).expect("inserted")
     }
 
-    /// Writes every dirty entry to the file, then drops entries not used since the last
-    /// pass (and, if that is not enough, any) until the cache is down to 3/4 of its budget.
-    fn evict(&mut self) {
-        self.batch.clear();
-        for (k, e) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
-            state_key(&mut self.key_buf, 0, None, k);
+    /// The cached entry of `key`, read from the file if needed (not marked changed).
+    fn cached(&mut self, key: &[u8]) -> Option<&mut Cached<V>> {
+        if !self.cache.contains_key(key) {
+            let value = self.load(key)?;
+            self.insert(key, value, false);
+        }
+        let e = self.cache.get_mut(key).expect("cached");
+        e.hot = true;
+        Some(e)
+    }
+
+    /// The value of `key` without counting it as changed.
+    pub(crate) fn get(&mut self, key: &[u8]) -> Option<&V> {
+        self.cached(key).map(|e| &e.value)
+    }
+
+    /// The value of `key`, if it has one (counted as changed: the caller may change it).
+    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        self.cached(key).map(|e| {
+            e.dirty = true;
+            &mut e.value
+        })
+    }
+
+    /// The value of `key`, created by `create` if it has none (and then `true`); counted as
+    /// changed. No allocation when the key is cached.
+    pub(crate) fn entry(&mut self, key: &[u8], create: impl FnOnce() -> V) -> (&mut V, bool) {
+        let created = match self.cache.contains_key(key) {
+            true => false,
+            false => match self.load(key) {
+                Some(value) => {
+                    self.insert(key, value, true);
+                    false
+                }
+                None => {
+                    self.removed.remove(key);
+                    self.insert(key, create(), true);
+                    true
+                }
+            },
+        };
+        let e = self.cache.get_mut(key).expect("cached");
+        e.dirty = true;
+        e.hot = true;
+        (&mut e.value, created)
+    }
+
+    /// Drops the value of `key`.
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
+        let value = match self.cache.remove(key) {
+            Some(e) => {
+                self.cache_bytes -= e.size;
+                Some(e.value)
+            }
+            None => self.load(key),
+        };
+        if value.is_some() {
+            self.removed.insert(Box::from(key));
+        }
+        value
+    }
+
+    /// Drops the cached values `keep` says no to (as `remove` does); returns how many.
+    pub(crate) fn remove_cached_if(&mut self, mut keep: impl FnMut(&V) -> bool) -> usize {
+        let (mut n, mut freed) = (0, 0);
+        let removed = &mut self.removed;
+        self.cache.retain(|k, e| {
+            if keep(&e.value) {
+                return true;
+            }
+            removed.insert(k.clone());
+            freed += e.size;
+            n += 1;
+            false
+        });
+        self.cache_bytes -= freed;
+        n
+    }
+
+    /// Whether the cache or a removal decides the value of `key` (the file's is not seen).
+    pub(crate) fn hides(&self, key: &[u8]) -> bool {
+        self.cache.contains_key(key) || self.removed.contains(key)
+    }
+
+    /// Drops the value of `key` that only the file holds.
+    pub(crate) fn remove_uncached(&mut self, key: &[u8]) {
+        self.removed.insert(Box::from(key));
+    }
+
+    /// Puts the dirty cached values of `pick`ed keys into the batch, as written but not
+    /// logged.
+    fn spill_where(&mut self, mut pick: impl FnMut(&[u8]) -> bool) {
+        for (k, e) in self.cache.iter_mut().filter(|(k, e)| e.dirty && pick(k)) {
             self.value_buf.clear();
-            e.written.encode(&mut self.value_buf);
-            self.form.save(&e.state, &mut self.value_buf);
-            self.batch.put(&self.key_buf, &self.value_buf);
+            self.form.save(&e.value, &mut self.value_buf);
+            self.batch.put(k, &self.value_buf);
             e.dirty = false;
             if self.logging {
                 self.spilled.insert(k.clone());
             }
         }
+    }
+
+    /// Writes the changed values of keys starting with `prefix` (and whatever the batch
+    /// holds) to the file, so that a scan of the file sees them.
+    pub(crate) fn spill(&mut self, prefix: &[u8]) -> Result<()> {
+        self.spill_where(|k| k.starts_with(prefix));
+        self.local.apply(&mut self.batch, false)?;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Drops the cached values of keys starting with `prefix`, changed or not (their file
+    /// entries are the caller's to delete).
+    pub(crate) fn forget(&mut self, prefix: &[u8]) {
+        let mut freed = 0;
+        self.cache.retain(|k, e| {
+            let keep = !k.starts_with(prefix);
+            if !keep {
+                freed += e.size;
+            }
+            keep
+        });
+        self.cache_bytes -= freed;
+    }
+
+    /// Writes every dirty entry to the file, then drops entries not used since the last
+    /// pass (and, if that is not enough, any) until the cache is down to 3/4 of its budget.
+    fn evict(&mut self) {
+        self.spill_where(|_| true);
         if let Err(e) = self.local.apply(&mut self.batch, false) {
-            self.error.get_or_insert(e);
+            self.fail(e);
             return;
         }
+        self.batch.clear();
         let target = self.max_bytes / 4 * 3;
         let mut bytes = self.cache_bytes;
         self.cache.retain(|_, e| {
@@ -643,22 +802,18 @@ impl<S: Default + StateSize> DiskStore<S> {
         self.cache_bytes = bytes;
     }
 
-    /// Writes what changed since the last flush to the file in one transaction and, with
-    /// `log`, to the changelog: keys evicted since (read back from the file), removed keys
-    /// (tombstones), dirty entries, then `timers` (set or deleted, in order).
-    pub(crate) async fn flush(
-        &mut self,
-        mut log: Option<&mut Changelog>,
-        timers: &mut Vec<(bool, TimeDomain, i64, Box<[u8]>)>,
-    ) -> Result<()> {
+    /// Puts into the batch (and, with `log`, the changelog) what changed since the last
+    /// flush: values spilled since (read back from the file), removed keys (tombstones),
+    /// dirty values. `commit` then writes the batch.
+    pub(crate) async fn write_changes(&mut self, mut log: Option<&mut Changelog>) -> Result<()> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        self.batch.clear();
         if let Some(log) = log.as_deref_mut() {
             for key in std::mem::take(&mut self.spilled) {
-                state_key(&mut log.key, 0, None, &key);
-                let found = self.local.get(&log.key, |v| {
+                log.key.clear();
+                log.key.extend_from_slice(&key);
+                let found = self.local.get(&key, |v| {
                     log.value.clear();
                     log.value.extend_from_slice(v);
                 })?;
@@ -668,10 +823,10 @@ impl<S: Default + StateSize> DiskStore<S> {
             }
         }
         for key in self.removed.drain() {
-            state_key(&mut self.key_buf, 0, None, &key);
-            self.batch.delete(&self.key_buf);
+            self.batch.delete(&key);
             if let Some(log) = log.as_deref_mut() {
-                state_key(&mut log.key, 0, None, &key);
+                log.key.clear();
+                log.key.extend_from_slice(&key);
                 log.delete().await?;
             }
         }
@@ -679,17 +834,15 @@ impl<S: Default + StateSize> DiskStore<S> {
         for (k, e) in self.cache.iter_mut() {
             if e.dirty {
                 e.dirty = false;
-                state_key(&mut self.key_buf, 0, None, k);
                 self.value_buf.clear();
-                e.written.encode(&mut self.value_buf);
-                self.form.save(&e.state, &mut self.value_buf);
-                self.batch.put(&self.key_buf, &self.value_buf);
-                e.size = entry_size(k, &e.state);
+                self.form.save(&e.value, &mut self.value_buf);
+                self.batch.put(k, &self.value_buf);
+                e.size = entry_size(k, self.form.heap_bytes(&e.value));
                 if let Some(log) = log.as_deref_mut() {
-                    std::mem::swap(&mut log.key, &mut self.key_buf);
+                    log.key.clear();
+                    log.key.extend_from_slice(k);
                     std::mem::swap(&mut log.value, &mut self.value_buf);
                     let r = log.put().await;
-                    std::mem::swap(&mut log.key, &mut self.key_buf);
                     std::mem::swap(&mut log.value, &mut self.value_buf);
                     r?;
                 }
@@ -697,26 +850,45 @@ impl<S: Default + StateSize> DiskStore<S> {
             bytes += e.size;
         }
         self.cache_bytes = bytes;
-        for (set, domain, ts, key) in timers.drain(..) {
-            state_key(&mut self.key_buf, 1, Some((domain, ts)), &key);
-            if set {
-                self.batch.put(&self.key_buf, &[]);
-            } else {
-                self.batch.delete(&self.key_buf);
-            }
-            if let Some(log) = log.as_deref_mut() {
-                std::mem::swap(&mut log.key, &mut self.key_buf);
-                log.value.clear();
-                let r = if set {
-                    log.put().await
-                } else {
-                    log.delete().await
-                };
-                std::mem::swap(&mut log.key, &mut self.key_buf);
-                r?;
+        Ok(())
+    }
+
+    /// Puts `key` (`None`: deletes it) into the batch and, with `log`, the changelog: an
+    /// entry the operator keeps outside the cache (a timer, a window's clock).
+    pub(crate) async fn write_raw(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        log: Option<&mut Changelog>,
+    ) -> Result<()> {
+        match value {
+            Some(v) => self.batch.put(key, v),
+            None => self.batch.delete(key),
+        }
+        if let Some(log) = log {
+            log.key.clear();
+            log.key.extend_from_slice(key);
+            match value {
+                Some(v) => {
+                    log.value.clear();
+                    log.value.extend_from_slice(v);
+                    log.put().await?;
+                }
+                None => log.delete().await?,
             }
         }
+        if self.batch.len_bytes() >= RESTORE_BATCH_BYTES {
+            self.local.apply(&mut self.batch, false)?;
+            self.batch.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the batch to the file in one transaction; the last changelog write of `log`
+    /// is where the next checkpoint is.
+    pub(crate) fn commit(&mut self, log: Option<&mut Changelog>) -> Result<()> {
         self.local.apply(&mut self.batch, false)?;
+        self.batch.clear();
         if let Some(log) = log {
             self.local.wrote(log.last.take());
         }
@@ -724,93 +896,153 @@ impl<S: Default + StateSize> DiskStore<S> {
     }
 }
 
-impl<S: Default + StateSize> KeyedStore<S> for DiskStore<S> {
-    fn get_mut(&mut self, key: &[u8]) -> Option<&mut S> {
-        if !self.cache.contains_key(key) {
-            let (state, written) = self.load(key)?;
-            self.insert(key, state, written, false);
+/// A keyed function's state and when it was last written (the TTL's clock): the file holds
+/// the time first.
+struct Timed<S> {
+    state: S,
+    written: i64,
+}
+
+struct TimedForm<S>(Box<dyn StateForm<S>>);
+
+impl<S: StateSize> StateForm<Timed<S>> for TimedForm<S> {
+    fn save(&self, t: &Timed<S>, out: &mut Vec<u8>) -> bool {
+        t.written.encode(out);
+        self.0.save(&t.state, out)
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<Timed<S>> {
+        let written = i64::decode(input)?;
+        let state = self.0.load(input)?;
+        Some(Timed { state, written })
+    }
+
+    fn heap_bytes(&self, t: &Timed<S>) -> usize {
+        t.state.heap_bytes()
+    }
+}
+
+/// The on-disk keyed store: the [`KeyedStore`] of a keyed function under `state.store = disk`.
+pub(crate) struct DiskStore<S> {
+    map: DiskMap<Timed<S>>,
+    /// Keys with state.
+    keys: usize,
+    /// The file key being looked up (tag 0 + key).
+    key_buf: Vec<u8>,
+    /// The `before` of the last scan of the file by `expire`.
+    swept: Option<i64>,
+}
+
+impl<S> std::fmt::Debug for DiskStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("keys", &self.keys)
+            .field("map", &self.map)
+            .finish()
+    }
+}
+
+impl<S> DiskStore<S> {
+    /// What went wrong with the file since the last call.
+    pub(crate) fn take_error(&mut self) -> Option<Error> {
+        self.map.take_error()
+    }
+}
+
+impl<S: Default + StateSize + 'static> DiskStore<S> {
+    /// The store over `local` with a cache of about `max_bytes`; `logging`: a changelog
+    /// follows it.
+    pub(crate) fn new(
+        local: Rc<LocalStore>,
+        form: Box<dyn StateForm<S>>,
+        max_bytes: usize,
+        logging: bool,
+    ) -> Result<Self> {
+        let mut keys = 0usize;
+        local.scan(0, |_, _| keys += 1)?;
+        Ok(DiskStore {
+            map: DiskMap::new(local, Box::new(TimedForm(form)), max_bytes, logging),
+            keys,
+            key_buf: Vec::new(),
+            swept: None,
+        })
+    }
+
+    /// Writes what changed since the last flush to the file in one transaction and, with
+    /// `log`, to the changelog: keys evicted since (read back from the file), removed keys
+    /// (tombstones), dirty entries, then `timers` (set or deleted, in order).
+    pub(crate) async fn flush(
+        &mut self,
+        mut log: Option<&mut Changelog>,
+        timers: &mut Vec<(bool, TimeDomain, i64, Box<[u8]>)>,
+    ) -> Result<()> {
+        self.map.write_changes(log.as_deref_mut()).await?;
+        for (set, domain, ts, key) in timers.drain(..) {
+            state_key(&mut self.key_buf, 1, Some((domain, ts)), &key);
+            let value: Option<&[u8]> = if set { Some(&[]) } else { None };
+            self.map
+                .write_raw(&self.key_buf, value, log.as_deref_mut())
+                .await?;
         }
-        let e = self.cache.get_mut(key).expect("cached");
-        // The caller may change it (a timer's function does).
-        e.dirty = true;
-        e.hot = true;
-        Some(&mut e.state)
+        self.map.commit(log)
+    }
+}
+
+impl<S: Default + StateSize + 'static> KeyedStore<S> for DiskStore<S> {
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut S> {
+        state_key(&mut self.key_buf, 0, None, key);
+        self.map.get_mut(&self.key_buf).map(|t| &mut t.state)
     }
 
     fn entry(&mut self, key: &[u8], now: i64) -> &mut S {
-        if !self.cache.contains_key(key) {
-            let state = match self.load(key) {
-                Some((state, _)) => state,
-                None => {
-                    self.keys += 1;
-                    self.removed.remove(key);
-                    S::default()
-                }
-            };
-            self.insert(key, state, now, true);
+        state_key(&mut self.key_buf, 0, None, key);
+        let (t, created) = self.map.entry(&self.key_buf, || Timed {
+            state: S::default(),
+            written: now,
+        });
+        if created {
+            self.keys += 1;
         }
-        let e = self.cache.get_mut(key).expect("cached");
-        e.written = now;
-        e.dirty = true;
-        e.hot = true;
-        &mut e.state
+        t.written = now;
+        &mut t.state
     }
 
     fn written(&mut self, key: &[u8]) -> Option<i64> {
-        if !self.cache.contains_key(key) {
-            let (state, written) = self.load(key)?;
-            self.insert(key, state, written, false);
-        }
-        self.cache.get(key).map(|e| e.written)
+        state_key(&mut self.key_buf, 0, None, key);
+        self.map.get(&self.key_buf).map(|t| t.written)
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<S> {
-        let state = match self.cache.remove(key) {
-            Some(e) => {
-                self.cache_bytes -= e.size;
-                Some(e.state)
-            }
-            None => self.load(key).map(|(s, _)| s),
-        };
+        state_key(&mut self.key_buf, 0, None, key);
+        let state = self.map.remove(&self.key_buf).map(|t| t.state);
         if state.is_some() {
             self.keys -= 1;
-            self.removed.insert(Box::from(key));
         }
         state
     }
 
     fn expire(&mut self, before: i64) -> usize {
-        let mut n = 0;
-        let mut freed = 0;
-        let removed = &mut self.removed;
-        self.cache.retain(|k, e| {
-            if e.written >= before {
-                return true;
-            }
-            removed.insert(k.clone());
-            freed += e.size;
-            n += 1;
-            false
-        });
-        self.cache_bytes -= freed;
+        let mut n = self.map.remove_cached_if(|t| t.written >= before);
         if self
             .swept
             .is_none_or(|s| before.saturating_sub(s) >= SWEEP_MS)
         {
             self.swept = Some(before);
-            let (cache, removed) = (&self.cache, &mut self.removed);
-            let scanned = self.local.scan(0, |k, mut v| {
-                let key = &k[1..];
-                if cache.contains_key(key) || removed.contains(key) {
-                    return;
-                }
-                if i64::decode(&mut v).is_some_and(|w| w < before) {
-                    removed.insert(Box::from(key));
-                    n += 1;
+            let mut old = Vec::new();
+            let map = &self.map;
+            let scanned = map.local().scan(0, |k, mut v| {
+                if !map.hides(k) && i64::decode(&mut v).is_some_and(|w| w < before) {
+                    old.push(Box::<[u8]>::from(k));
                 }
             });
-            if let Err(e) = scanned {
-                self.error.get_or_insert(e);
+            match scanned {
+                Ok(()) => {
+                    n += old.len();
+                    for k in old {
+                        self.map.remove_uncached(&k);
+                    }
+                }
+                Err(e) => self.map.fail(e),
             }
         }
         self.keys -= n;
@@ -822,7 +1054,7 @@ impl<S: Default + StateSize> KeyedStore<S> for DiskStore<S> {
     }
 
     fn size_bytes(&self) -> usize {
-        self.cache_bytes
+        self.map.cache_bytes()
     }
 }
 

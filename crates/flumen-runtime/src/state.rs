@@ -14,8 +14,9 @@
 //! - With a TTL, a key's state not written for that long (processing time) is dropped: on
 //!   its next access, or by the sweep on each tick, whichever comes first.
 //! - The in-memory store is the default; `state.store = disk` puts a keyed function's state
-//!   in an embedded key-value file per task with a bounded cache in front (window stores stay
-//!   in memory). Both are behind [`KeyedStore`], as one enum: the memory path pays one branch.
+//!   in an embedded key-value file per task with a bounded cache in front (window stores too,
+//!   see [`crate::window`]). Both are behind [`KeyedStore`], as one enum: the memory path pays
+//!   one branch.
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -171,7 +172,7 @@ enum Store<S> {
     Disk(Box<DiskStore<S>>),
 }
 
-impl<S: Default + StateSize> KeyedStore<S> for Store<S> {
+impl<S: Default + StateSize + 'static> KeyedStore<S> for Store<S> {
     #[inline]
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut S> {
         match self {

@@ -309,7 +309,11 @@ impl<'p> MemoryRun<'p> {
         if let Some((dir, cache_bytes)) = &self.disk
             && !self.tasks.contains_key(&(sub, partition))
         {
-            for store in s.stores.iter().filter(|s| s.starts_with("process-")) {
+            for store in s
+                .stores
+                .iter()
+                .filter(|s| crate::disk_store::kept_on_disk(s))
+            {
                 let dir = dir
                     .join(&self.application_id)
                     .join(format!("{store}-{partition}"));

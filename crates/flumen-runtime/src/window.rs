@@ -23,9 +23,21 @@
 //!   global window's count and accumulator; tag 3 -> the clock; tag 4 + start -> the window
 //!   fired. A restore rebuilds exactly that, so a window never emits its final result twice
 //!   and a window dropped before the failure is not opened again by a late record.
+//! - On disk (`state.store = disk`) the store file holds those same keys and values, behind
+//!   a bounded cache of decoded accumulators ([`crate::disk_store::DiskMap`]); memory holds
+//!   per open aligned window its key count and flags, per open session its key and end (the
+//!   due index). A window fires by writing its changed accumulators to the file and reading
+//!   the file's `tag 0 + start` range in key order, a chunk at a time; a dropped window leaves
+//!   the cache at once and the file at the next checkpoint (each key tombstoned then), or at
+//!   once when nothing is logged. The clock and firing markers go to the file with the
+//!   checkpoint's changelog writes. Results are the memory store's, in key order per window.
+//! - A session has one due entry (when it ends) whatever the number of its records: a
+//!   session merged into a longer one leaves its entry, which leads to the longer one's end
+//!   when it comes up.
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
@@ -34,6 +46,7 @@ use crate::aggregate::{Aggregate, Count};
 use crate::changelog::{Changelog, changelog_topic};
 use crate::codec::StateCodec;
 use crate::context::RecordContext;
+use crate::disk_store::{DiskMap, LocalStore, StateForm};
 use crate::error::{Error, Result};
 use crate::format::{Decode, Encode, Family};
 use crate::operator::{Operator, OperatorMetrics, pass_on};
@@ -228,6 +241,39 @@ enum State<Acc> {
     },
     /// Count and accumulator per key, and whether they changed since the last checkpoint.
     Global(HashMap<Key, (u64, Acc, bool)>),
+    /// `state.store = disk`: the accumulators in the task's store file under their changelog
+    /// keys, behind a bounded cache; per window, only its key count and flags in memory.
+    DiskAligned(Box<DiskPanes<Acc>>),
+    /// `state.store = disk`: each key's sessions in the file; when to look at them again, in
+    /// memory (as `Session`'s `due`).
+    DiskSession {
+        map: Box<DiskMap<Vec<Session<Acc>>>>,
+        due: BinaryHeap<std::cmp::Reverse<(i64, i64, Key)>>,
+        keys: u64,
+    },
+    /// `state.store = disk`: each key's count and accumulator in the file.
+    DiskGlobal {
+        map: Box<DiskMap<(u64, Acc)>>,
+        keys: u64,
+    },
+}
+
+/// Aligned windows on disk.
+struct DiskPanes<Acc> {
+    /// `tag 0 + start + key` -> accumulator.
+    map: DiskMap<Acc>,
+    panes: BTreeMap<i64, DiskPane>,
+    /// Windows dropped since the last checkpoint (start, firing logged): their entries leave
+    /// the file, each tombstoned in the changelog, at the checkpoint.
+    dropped: Vec<(i64, bool)>,
+}
+
+#[derive(Default)]
+struct DiskPane {
+    keys: u64,
+    fired: bool,
+    /// Its firing is in the changelog.
+    fired_logged: bool,
 }
 
 /// The window operator (built by [`crate::Stream::window`]).
@@ -263,6 +309,8 @@ where
     dropped: Vec<(i64, Vec<Key>, bool)>,
     /// What went wrong restoring the state: the operator fails with it.
     broken: Option<Error>,
+    /// A key in the store file, being built (disk state).
+    file_key: Vec<u8>,
     _family: PhantomData<fn() -> F>,
 }
 
@@ -303,6 +351,7 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
             logged_clock: i64::MIN,
             dropped: Vec::new(),
             broken: None,
+            file_key: Vec::new(),
             _family: PhantomData,
         }
     }
@@ -324,13 +373,115 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
         self
     }
 
+    /// Keeps the state in the file of `local` (restored already) behind a cache of about
+    /// `cache_bytes`, and logs to `log` if given.
+    fn with_local(
+        mut self,
+        log: Option<Changelog>,
+        strict: bool,
+        local: Rc<LocalStore>,
+        cache_bytes: usize,
+    ) -> Self
+    where
+        F: 'static,
+    {
+        self.loggable = self.agg.save(&self.agg.create(), &mut Vec::new());
+        if !self.loggable {
+            self.broken = Some(Error::Config {
+                key: "state.store".to_owned(),
+                message: "the disk store needs the window's aggregation in a binary form \
+                          (Aggregate::save / load)"
+                    .to_owned(),
+            });
+            return self;
+        }
+        let logging = log.is_some();
+        let agg = &self.agg;
+        let mut bad = None;
+        let mut note = |r: std::result::Result<(), String>| {
+            if let Err(message) = r {
+                bad.get_or_insert(message);
+            }
+        };
+        let mut scanned = local.get(&[3], i64::decode_all).map(|clock| match clock {
+            Some(Some(clock)) => self.clock = clock,
+            Some(None) => note(Err("bad clock".to_owned())),
+            None => {}
+        });
+        let state = match self.windows.kind {
+            Kind::Aligned { .. } => {
+                let mut panes = BTreeMap::<i64, DiskPane>::new();
+                scanned = scanned.and_then(|()| {
+                    local.scan(0, |k, _| match window_start(&k[1..]) {
+                        Ok((start, _)) => panes.entry(start).or_default().keys += 1,
+                        Err(e) => note(Err(e)),
+                    })
+                });
+                scanned = scanned.and_then(|()| {
+                    local.scan(4, |k, _| match window_start(&k[1..]) {
+                        Ok((start, _)) => {
+                            let pane = panes.entry(start).or_default();
+                            pane.fired = true;
+                            pane.fired_logged = true;
+                        }
+                        Err(e) => note(Err(e)),
+                    })
+                });
+                let form = Box::new(AccForm(agg.clone(), PhantomData));
+                State::DiskAligned(Box::new(DiskPanes {
+                    map: DiskMap::new(local.clone(), form, cache_bytes, logging),
+                    panes,
+                    dropped: Vec::new(),
+                }))
+            }
+            Kind::Session { .. } => {
+                let (mut due, mut keys) = (BinaryHeap::new(), 0);
+                scanned = scanned.and_then(|()| {
+                    local.scan(1, |k, mut v| match load_sessions(agg, &mut v) {
+                        Some(sessions) if v.is_empty() => {
+                            keys += 1;
+                            for s in sessions {
+                                due.push(std::cmp::Reverse((s.end - 1, s.end, Key::from(&k[1..]))));
+                            }
+                        }
+                        _ => note(Err("unreadable sessions".to_owned())),
+                    })
+                });
+                let form = Box::new(SessionsForm(agg.clone(), PhantomData));
+                State::DiskSession {
+                    map: Box::new(DiskMap::new(local.clone(), form, cache_bytes, logging)),
+                    due,
+                    keys,
+                }
+            }
+            Kind::GlobalCount { .. } => {
+                let mut keys = 0;
+                scanned = scanned.and_then(|()| local.scan(2, |_, _| keys += 1));
+                let form = Box::new(GlobalForm(agg.clone(), PhantomData));
+                State::DiskGlobal {
+                    map: Box::new(DiskMap::new(local.clone(), form, cache_bytes, logging)),
+                    keys,
+                }
+            }
+        };
+        self.state = state;
+        if let Some(message) = bad {
+            self.broken = Some(Error::Io {
+                context: format!("{local:?}: restoring the window state"),
+                source: std::io::Error::other(message),
+            });
+        } else if let Err(e) = scanned {
+            self.broken = Some(e);
+        }
+        self.logged_clock = self.clock;
+        self.log = log;
+        self.strict = strict;
+        self
+    }
+
     fn restore_one(&mut self, key: &[u8], value: &[u8]) -> std::result::Result<(), String> {
         let (&tag, rest) = key.split_first().ok_or("empty key")?;
-        let start_of = |rest: &[u8]| -> std::result::Result<(i64, Key), String> {
-            let (start, k) = rest.split_at_checked(8).ok_or("short window key")?;
-            let start = i64::from_be_bytes(start.try_into().map_err(|_| "short window key")?);
-            Ok((start, Key::from(k)))
-        };
+        let start_of = |rest: &[u8]| window_start(rest).map(|(start, k)| (start, Key::from(k)));
         let mut input = value;
         match (&mut self.state, tag) {
             (State::Aligned(panes), 0) => {
@@ -350,33 +501,18 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
                 pane.fired_logged = true;
             }
             (State::Session { keys, due, .. }, 1) => {
-                let n = crate::codec::get_varint(&mut input).ok_or("bad session count")?;
-                let mut sessions = Vec::new();
-                for _ in 0..n {
-                    let start = i64::decode(&mut input).ok_or("bad session start")?;
-                    let end = i64::decode(&mut input).ok_or("bad session end")?;
-                    let fired = bool::decode(&mut input).ok_or("bad session flag")?;
-                    let acc = self.agg.load(&mut input).ok_or("unreadable accumulator")?;
-                    due.push(std::cmp::Reverse((end - 1, end, Key::from(rest))));
-                    sessions.push(Session {
-                        start,
-                        end,
-                        acc,
-                        fired,
-                    });
-                }
-                if !input.is_empty() {
-                    return Err("trailing bytes after the sessions".to_owned());
+                let sessions = load_sessions(&self.agg, &mut input)
+                    .filter(|_| input.is_empty())
+                    .ok_or("unreadable sessions")?;
+                for s in &sessions {
+                    due.push(std::cmp::Reverse((s.end - 1, s.end, Key::from(rest))));
                 }
                 keys.insert(Key::from(rest), sessions);
             }
             (State::Global(keys), 2) => {
-                let count = u64::decode(&mut input).ok_or("bad count")?;
-                let acc = self
-                    .agg
-                    .load(&mut input)
+                let (count, acc) = load_global(&self.agg, &mut input)
                     .filter(|_| input.is_empty())
-                    .ok_or("unreadable accumulator")?;
+                    .ok_or("unreadable count and accumulator")?;
                 keys.insert(Key::from(rest), (count, acc, false));
             }
             (_, 3) => {
@@ -437,6 +573,7 @@ where
             starts,
             log,
             broken,
+            file_key,
             ..
         } = self;
         if let Some(e) = broken.take() {
@@ -454,16 +591,7 @@ where
                     offset,
                 },
             ) => {
-                starts.clear();
-                let last = t - (t - offset).rem_euclid(slide);
-                let mut start = last;
-                while start > t.saturating_sub(size) {
-                    // Late for this window: its state is gone or about to go.
-                    if start.saturating_add(size - 1).saturating_add(lateness) > clock {
-                        starts.push(start);
-                    }
-                    start -= slide;
-                }
+                aligned_starts(starts, t, (size, slide, offset), lateness, clock);
                 for &start in starts.iter() {
                     let end = start + size;
                     let pane = panes.entry(start).or_insert_with(Pane::new);
@@ -498,33 +626,11 @@ where
                         Some(s) => s,
                         None => keys.entry(Key::from(key)).or_default(),
                     };
-                    let mut merged = Session {
-                        start,
-                        end,
-                        acc: agg.create(),
-                        fired: false,
-                    };
-                    agg.add(&mut merged.acc, &item);
-                    // Sessions overlapping [start, end) merge into one.
-                    let mut i = 0;
-                    while i < sessions.len() {
-                        let s = &sessions[i];
-                        if s.start < merged.end && merged.start < s.end {
-                            let s = sessions.remove(i);
-                            merged.start = merged.start.min(s.start);
-                            merged.end = merged.end.max(s.end);
-                            merged.fired |= s.fired;
-                            let mut acc = s.acc;
-                            agg.merge(&mut acc, merged.acc);
-                            merged.acc = acc;
-                        } else {
-                            i += 1;
-                        }
+                    let (pos, new) = merge_session(agg, sessions, start, end, &item);
+                    let (s_start, s_end) = (sessions[pos].start, sessions[pos].end);
+                    if new {
+                        due.push(std::cmp::Reverse((s_end - 1, s_end, Key::from(key))));
                     }
-                    let (s_start, s_end) = (merged.start, merged.end);
-                    let pos = sessions.partition_point(|s| s.start < s_start);
-                    sessions.insert(pos, merged);
-                    due.push(std::cmp::Reverse((s_end - 1, s_end, Key::from(key))));
                     if logged && !dirty.contains(key) {
                         dirty.insert(Key::from(key));
                     }
@@ -542,28 +648,87 @@ where
                         .entry(Key::from(key))
                         .or_insert((0, agg.create(), false)),
                 };
-                agg.add(&mut entry.1, &item);
-                entry.0 += 1;
                 entry.2 = true;
-                if every || entry.0 >= count {
-                    let value = agg.result(&entry.1);
-                    let cx_tp = cx.topic_partition();
-                    let full = entry.0 >= count;
-                    if full {
-                        entry.0 = 0;
-                        entry.1 = agg.create();
+                add_global(
+                    agg,
+                    next,
+                    cx,
+                    (&mut entry.0, &mut entry.1),
+                    count,
+                    every,
+                    &item,
+                )
+                .await?;
+                true
+            }
+            (
+                State::DiskAligned(d),
+                Kind::Aligned {
+                    size,
+                    slide,
+                    offset,
+                },
+            ) => {
+                aligned_starts(starts, t, (size, slide, offset), lateness, clock);
+                for &start in starts.iter() {
+                    let end = start + size;
+                    let pane = d.panes.entry(start).or_default();
+                    window_key(file_key, 0, Some(start), key);
+                    let (acc, created) = d.map.entry(file_key, || agg.create());
+                    pane.keys += u64::from(created);
+                    agg.add(acc, &item);
+                    if end - 1 <= clock {
+                        pane.fired = true;
                     }
-                    let context = RecordContext::new(cx_tp, -1, cx.timestamp(), Some(key));
-                    next.push(
-                        &context,
-                        Windowed {
-                            key,
-                            start: i64::MIN,
-                            end: i64::MAX,
-                            value,
-                        },
-                    )
-                    .await?;
+                    if every || pane.fired {
+                        let value = agg.result(acc);
+                        emit(next, cx.topic_partition(), key, start, end, value).await?;
+                    }
+                }
+                if let Some(e) = d.map.take_error() {
+                    return Err(e);
+                }
+                !starts.is_empty()
+            }
+            (State::DiskSession { map, due, keys }, Kind::Session { gap }) => {
+                let (start, end) = (t, t.saturating_add(gap));
+                if (end - 1).saturating_add(lateness) <= clock {
+                    false
+                } else {
+                    window_key(file_key, 1, None, key);
+                    let (sessions, created) = map.entry(file_key, Vec::new);
+                    *keys += u64::from(created);
+                    let (pos, new) = merge_session(agg, sessions, start, end, &item);
+                    let (s_start, s_end) = (sessions[pos].start, sessions[pos].end);
+                    if new {
+                        due.push(std::cmp::Reverse((s_end - 1, s_end, Key::from(key))));
+                    }
+                    if every || (s_end - 1) <= clock {
+                        let value = agg.result(&sessions[pos].acc);
+                        emit(next, cx.topic_partition(), key, s_start, s_end, value).await?;
+                    }
+                    if let Some(e) = map.take_error() {
+                        return Err(e);
+                    }
+                    true
+                }
+            }
+            (State::DiskGlobal { map, keys }, Kind::GlobalCount { count }) => {
+                window_key(file_key, 2, None, key);
+                let (entry, created) = map.entry(file_key, || (0, agg.create()));
+                *keys += u64::from(created);
+                add_global(
+                    agg,
+                    next,
+                    cx,
+                    (&mut entry.0, &mut entry.1),
+                    count,
+                    every,
+                    &item,
+                )
+                .await?;
+                if let Some(e) = map.take_error() {
+                    return Err(e);
                 }
                 true
             }
@@ -637,6 +802,7 @@ where
             emit: mode,
             log,
             dropped,
+            file_key,
             ..
         } = self;
         let (lateness, clock) = (*lateness, *clock);
@@ -678,32 +844,87 @@ where
                     let Some(sessions) = keys.get_mut(&key) else {
                         continue;
                     };
-                    let Some(i) = sessions.iter().position(|s| s.end == end) else {
-                        continue; // merged into a longer session since
+                    let i = match find_due(sessions, end) {
+                        Due::At(i) => i,
+                        Due::Moved(end) => {
+                            due.push(std::cmp::Reverse((end - 1, end, key)));
+                            continue;
+                        }
+                        Due::Gone => continue,
                     };
-                    let s = &mut sessions[i];
-                    if !s.fired {
-                        s.fired = true;
-                        if log.is_some() && !dirty.contains(&key) {
-                            dirty.insert(key.clone());
-                        }
-                        if final_results {
-                            let value = agg.result(&s.acc);
-                            emit(next, tp, &key, s.start, s.end, value).await?;
-                        }
+                    let (result, again) =
+                        close_session(agg, sessions, i, (lateness, clock), final_results);
+                    if sessions.is_empty() {
+                        keys.remove(&key);
                     }
-                    let cleanup = (end - 1).saturating_add(lateness);
-                    if cleanup <= clock {
-                        sessions.remove(i);
-                        if sessions.is_empty() {
-                            keys.remove(&key);
-                        }
-                        if log.is_some() && !dirty.contains(&key) {
-                            dirty.insert(key.clone());
-                        }
-                    } else {
+                    if log.is_some() && !dirty.contains(&key) {
+                        dirty.insert(key.clone());
+                    }
+                    if let Some((start, end, value)) = result {
+                        emit(next, tp, &key, start, end, value).await?;
+                    }
+                    if let Some(cleanup) = again {
                         due.push(std::cmp::Reverse((cleanup, end, key)));
                     }
+                }
+            }
+            (State::DiskAligned(d), Kind::Aligned { size, .. }) => {
+                let limit = clock.saturating_sub(size - 1);
+                let closing: Vec<i64> = (d.panes.range(..=limit))
+                    .filter(|(_, p)| !p.fired)
+                    .map(|(&start, _)| start)
+                    .collect();
+                for start in closing {
+                    if final_results {
+                        emit_window(agg, next, tp, &mut d.map, start, size).await?;
+                    }
+                    d.panes.get_mut(&start).expect("open").fired = true;
+                }
+                while let Some(entry) = d.panes.first_entry() {
+                    if (*entry.key() + size - 1).saturating_add(lateness) > clock {
+                        break;
+                    }
+                    let (start, pane) = entry.remove_entry();
+                    window_key(file_key, 0, Some(start), &[]);
+                    d.map.forget(file_key);
+                    if log.is_some() {
+                        d.dropped.push((start, pane.fired_logged));
+                    } else {
+                        delete_window(&mut d.map, start, None).await?;
+                    }
+                }
+            }
+            (State::DiskSession { map, due, keys }, Kind::Session { .. }) => {
+                while let Some(std::cmp::Reverse((at, _, _))) = due.peek() {
+                    if *at > clock {
+                        break;
+                    }
+                    let std::cmp::Reverse((_, end, key)) = due.pop().expect("peeked");
+                    window_key(file_key, 1, None, &key);
+                    let i = match map.get(file_key).map(|s| find_due(s, end)) {
+                        Some(Due::At(i)) => i,
+                        Some(Due::Moved(end)) => {
+                            due.push(std::cmp::Reverse((end - 1, end, key)));
+                            continue;
+                        }
+                        Some(Due::Gone) | None => continue,
+                    };
+                    let sessions = map.get_mut(file_key).expect("read");
+                    let (result, again) =
+                        close_session(agg, sessions, i, (lateness, clock), final_results);
+                    if sessions.is_empty() {
+                        map.remove(file_key);
+                        *keys -= 1;
+                    }
+                    if let Some((start, end, value)) = result {
+                        emit(next, tp, &key, start, end, value).await?;
+                    }
+                    if let Some(cleanup) = again {
+                        due.push(std::cmp::Reverse((cleanup, end, key)));
+                    }
+                }
+                if let Some(e) = map.take_error() {
+                    return Err(e);
                 }
             }
             _ => {}
@@ -735,6 +956,46 @@ where
             )?;
             *log = None;
             dropped.clear();
+            return Ok(());
+        }
+        let mut clock_bytes = Vec::new();
+        if *clock != *logged_clock {
+            clock.encode(&mut clock_bytes);
+        }
+        let clock_changed = (!clock_bytes.is_empty()).then_some(&clock_bytes[..]);
+        match state {
+            State::DiskAligned(d) => {
+                let DiskPanes {
+                    map,
+                    panes,
+                    dropped,
+                } = &mut **d;
+                let mut fired = Vec::new();
+                for (start, fired_logged) in dropped.drain(..) {
+                    delete_window(map, start, Some(changelog)).await?;
+                    if fired_logged {
+                        window_key(&mut fired, 4, Some(start), &[]);
+                        map.write_raw(&fired, None, Some(changelog)).await?;
+                    }
+                }
+                for (&start, pane) in panes.iter_mut() {
+                    if pane.fired && !pane.fired_logged {
+                        pane.fired_logged = true;
+                        window_key(&mut fired, 4, Some(start), &[]);
+                        map.write_raw(&fired, Some(&[]), Some(changelog)).await?;
+                    }
+                }
+                flush_disk(map, changelog, clock_changed).await?;
+            }
+            State::DiskSession { map, .. } => flush_disk(map, changelog, clock_changed).await?,
+            State::DiskGlobal { map, .. } => flush_disk(map, changelog, clock_changed).await?,
+            _ => {}
+        }
+        if matches!(
+            state,
+            State::DiskAligned(_) | State::DiskSession { .. } | State::DiskGlobal { .. }
+        ) {
+            *logged_clock = *clock;
             return Ok(());
         }
         for (start, keys, fired_logged) in dropped.drain(..) {
@@ -779,13 +1040,7 @@ where
                     match keys.get(&key) {
                         Some(sessions) => {
                             changelog.value.clear();
-                            crate::codec::put_varint(&mut changelog.value, sessions.len() as u64);
-                            for s in sessions {
-                                s.start.encode(&mut changelog.value);
-                                s.end.encode(&mut changelog.value);
-                                s.fired.encode(&mut changelog.value);
-                                agg.save(&s.acc, &mut changelog.value);
-                            }
+                            save_sessions(agg, sessions, &mut changelog.value);
                             changelog.put().await?;
                         }
                         None => changelog.delete().await?,
@@ -802,6 +1057,7 @@ where
                     changelog.put().await?;
                 }
             }
+            State::DiskAligned(_) | State::DiskSession { .. } | State::DiskGlobal { .. } => {}
         }
         Ok(())
     }
@@ -837,7 +1093,365 @@ where
                     .sum();
                 (keys.len() as u64, bytes)
             }
+            State::DiskAligned(d) => (
+                d.panes.values().map(|p| p.keys).sum(),
+                d.map.cache_bytes() as u64 + d.panes.len() as u64 * 64,
+            ),
+            State::DiskSession { map, due, keys } => {
+                (*keys, map.cache_bytes() as u64 + due.len() as u64 * 40)
+            }
+            State::DiskGlobal { map, keys } => (*keys, map.cache_bytes() as u64),
         }
+    }
+}
+
+/// The starts of the aligned windows (`size`, `slide`, `offset`) that timestamp `t` falls
+/// into and that are not past their lateness at `clock`, latest first.
+fn aligned_starts(
+    starts: &mut Vec<i64>,
+    t: i64,
+    (size, slide, offset): (i64, i64, i64),
+    lateness: i64,
+    clock: i64,
+) {
+    starts.clear();
+    let mut start = t - (t - offset).rem_euclid(slide);
+    while start > t.saturating_sub(size) {
+        // Late for this window: its state is gone or about to go.
+        if start.saturating_add(size - 1).saturating_add(lateness) > clock {
+            starts.push(start);
+        }
+        start -= slide;
+    }
+}
+
+/// Adds an item's session `[start, end)` to a key's sessions (sorted by start, disjoint),
+/// merging the ones it overlaps into it; returns the merged session's index, and whether it
+/// is new (merged no session: it needs a due entry; a merged one's entries lead to it).
+fn merge_session<F: Family, A: Aggregate<F>>(
+    agg: &A,
+    sessions: &mut Vec<Session<A::Acc>>,
+    start: i64,
+    end: i64,
+    item: &F::Item<'_>,
+) -> (usize, bool) {
+    let mut merged = Session {
+        start,
+        end,
+        acc: agg.create(),
+        fired: false,
+    };
+    agg.add(&mut merged.acc, item);
+    let (mut i, mut new) = (0, true);
+    while i < sessions.len() {
+        let s = &sessions[i];
+        if s.start < merged.end && merged.start < s.end {
+            new = false;
+            let s = sessions.remove(i);
+            merged.start = merged.start.min(s.start);
+            merged.end = merged.end.max(s.end);
+            merged.fired |= s.fired;
+            let mut acc = s.acc;
+            agg.merge(&mut acc, merged.acc);
+            merged.acc = acc;
+        } else {
+            i += 1;
+        }
+    }
+    let pos = sessions.partition_point(|s| s.start < merged.start);
+    sessions.insert(pos, merged);
+    (pos, new)
+}
+
+/// What a due entry for a key's session ending at `end` finds.
+enum Due {
+    /// No session holds `end` any more.
+    Gone,
+    /// The session merged into a longer one, ending here: its entry leads there.
+    Moved(i64),
+    /// The session, at this index.
+    At(usize),
+}
+
+fn find_due<Acc>(sessions: &[Session<Acc>], end: i64) -> Due {
+    if let Some(i) = sessions.iter().position(|s| s.end == end) {
+        return Due::At(i);
+    }
+    match sessions.iter().find(|s| s.start < end && end < s.end) {
+        Some(s) => Due::Moved(s.end),
+        None => Due::Gone,
+    }
+}
+
+/// A due session (session `i`): marks it fired, and returns its final result if it had not
+/// fired and `final_results`, and when to look at it again (`None`: past its lateness at
+/// `clock`, it is removed from `sessions`).
+#[allow(clippy::type_complexity)]
+fn close_session<F: Family, A: Aggregate<F>>(
+    agg: &A,
+    sessions: &mut Vec<Session<A::Acc>>,
+    i: usize,
+    (lateness, clock): (i64, i64),
+    final_results: bool,
+) -> (Option<(i64, i64, A::Out)>, Option<i64>) {
+    let s = &mut sessions[i];
+    let end = s.end;
+    let mut result = None;
+    if !s.fired {
+        s.fired = true;
+        if final_results {
+            result = Some((s.start, s.end, agg.result(&s.acc)));
+        }
+    }
+    let cleanup = (end - 1).saturating_add(lateness);
+    if cleanup <= clock {
+        sessions.remove(i);
+        (result, None)
+    } else {
+        (result, Some(cleanup))
+    }
+}
+
+/// Adds an item to a global window's count and accumulator; emits the result on every
+/// update, or when the count is reached (then starting the window over).
+async fn add_global<F: Family, A: Aggregate<F>, N: Operator<WindowedView<A::Out>>>(
+    agg: &A,
+    next: &mut N,
+    cx: &RecordContext<'_>,
+    (n, acc): (&mut u64, &mut A::Acc),
+    count: u64,
+    every: bool,
+    item: &F::Item<'_>,
+) -> Result<()> {
+    agg.add(acc, item);
+    *n += 1;
+    if !every && *n < count {
+        return Ok(());
+    }
+    let value = agg.result(acc);
+    if *n >= count {
+        *n = 0;
+        *acc = agg.create();
+    }
+    let key = cx.key().unwrap_or_default();
+    let context = RecordContext::new(cx.topic_partition(), -1, cx.timestamp(), Some(key));
+    next.push(
+        &context,
+        Windowed {
+            key,
+            start: i64::MIN,
+            end: i64::MAX,
+            value,
+        },
+    )
+    .await
+}
+
+/// Emits the final result of every key of aligned window `start` (on disk): its changed
+/// accumulators are written to the file first, then the file is read in key order, a chunk
+/// at a time.
+async fn emit_window<F: Family, A: Aggregate<F>, N: Operator<WindowedView<A::Out>>>(
+    agg: &A,
+    next: &mut N,
+    tp: &flumen_client::TopicPartition,
+    map: &mut DiskMap<A::Acc>,
+    start: i64,
+    size: i64,
+) -> Result<()> {
+    let mut from = Vec::new();
+    window_key(&mut from, 0, Some(start), &[]);
+    map.spill(&from)?;
+    let to = prefix_end(&from);
+    let mut chunk = crate::disk_store::Batch::default();
+    loop {
+        chunk.clear();
+        map.local().scan_range(&from, &to, |k, v| {
+            chunk.put(k, v);
+            chunk.len_bytes() < 1 << 20
+        })?;
+        let mut last = None;
+        for (k, v) in chunk.iter() {
+            let mut input = v.unwrap_or_default();
+            let acc = agg
+                .load(&mut input)
+                .filter(|_| input.is_empty())
+                .ok_or_else(|| Error::Io {
+                    context: format!("{:?}: window {start}", map.local()),
+                    source: std::io::Error::other(format!(
+                        "key \"{}\": unreadable accumulator",
+                        k.escape_ascii()
+                    )),
+                })?;
+            emit(next, tp, &k[9..], start, start + size, agg.result(&acc)).await?;
+            last = Some(k);
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        // Next: the first key after the last one read.
+        from.clear();
+        from.extend_from_slice(last);
+        from.push(0);
+    }
+}
+
+/// Deletes aligned window `start`'s entries from the file (on disk), a chunk at a time,
+/// and with `log` tombstones each in the changelog.
+async fn delete_window<Acc>(
+    map: &mut DiskMap<Acc>,
+    start: i64,
+    mut log: Option<&mut Changelog>,
+) -> Result<()> {
+    let mut from = Vec::new();
+    window_key(&mut from, 0, Some(start), &[]);
+    let to = prefix_end(&from);
+    let mut chunk = crate::disk_store::Batch::default();
+    loop {
+        chunk.clear();
+        map.local().scan_range(&from, &to, |k, _| {
+            chunk.delete(k);
+            chunk.len_bytes() < 1 << 20
+        })?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        for (k, _) in chunk.iter() {
+            map.write_raw(k, None, log.as_deref_mut()).await?;
+        }
+        // The next scan starts past what this one deleted.
+        map.commit(None)?;
+    }
+}
+
+/// Writes a disk window store's changes to the file and the changelog (with the clock, if
+/// it changed).
+async fn flush_disk<V>(
+    map: &mut DiskMap<V>,
+    log: &mut Changelog,
+    clock: Option<&[u8]>,
+) -> Result<()> {
+    if let Some(clock) = clock {
+        map.write_raw(&[3], Some(clock), Some(log)).await?;
+    }
+    map.write_changes(Some(log)).await?;
+    map.commit(Some(log))
+}
+
+/// The smallest key above every key starting with `prefix` (which is not all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            break;
+        }
+    }
+    end
+}
+
+/// A window key's start (8 bytes, big-endian) and the rest.
+fn window_start(rest: &[u8]) -> std::result::Result<(i64, &[u8]), String> {
+    let (start, k) = rest.split_at_checked(8).ok_or("short window key")?;
+    let start = i64::from_be_bytes(start.try_into().map_err(|_| "short window key")?);
+    Ok((start, k))
+}
+
+/// A key's sessions in the changelog: their count, then each one's start, end, fired flag
+/// and accumulator.
+fn save_sessions<F: Family, A: Aggregate<F>>(
+    agg: &A,
+    sessions: &[Session<A::Acc>],
+    out: &mut Vec<u8>,
+) -> bool {
+    crate::codec::put_varint(out, sessions.len() as u64);
+    sessions.iter().all(|s| {
+        s.start.encode(out);
+        s.end.encode(out);
+        s.fired.encode(out);
+        agg.save(&s.acc, out)
+    })
+}
+
+fn load_sessions<F: Family, A: Aggregate<F>>(
+    agg: &A,
+    input: &mut &[u8],
+) -> Option<Vec<Session<A::Acc>>> {
+    let n = crate::codec::get_varint(input)?;
+    let mut sessions = Vec::with_capacity(usize::try_from(n).ok()?.min(1024));
+    for _ in 0..n {
+        let start = i64::decode(input)?;
+        let end = i64::decode(input)?;
+        let fired = bool::decode(input)?;
+        let acc = agg.load(input)?;
+        sessions.push(Session {
+            start,
+            end,
+            acc,
+            fired,
+        });
+    }
+    Some(sessions)
+}
+
+fn load_global<F: Family, A: Aggregate<F>>(agg: &A, input: &mut &[u8]) -> Option<(u64, A::Acc)> {
+    let count = u64::decode(input)?;
+    Some((count, agg.load(input)?))
+}
+
+/// The store file's form of an aligned window's accumulator (its changelog value).
+struct AccForm<F, A>(A, PhantomData<fn() -> F>);
+
+impl<F: Family, A: Aggregate<F>> StateForm<A::Acc> for AccForm<F, A> {
+    fn save(&self, acc: &A::Acc, out: &mut Vec<u8>) -> bool {
+        self.0.save(acc, out)
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<A::Acc> {
+        self.0.load(input)
+    }
+
+    fn heap_bytes(&self, acc: &A::Acc) -> usize {
+        self.0.heap_bytes(acc)
+    }
+}
+
+/// The store file's form of a key's sessions.
+struct SessionsForm<F, A>(A, PhantomData<fn() -> F>);
+
+impl<F: Family, A: Aggregate<F>> StateForm<Vec<Session<A::Acc>>> for SessionsForm<F, A> {
+    fn save(&self, sessions: &Vec<Session<A::Acc>>, out: &mut Vec<u8>) -> bool {
+        save_sessions(&self.0, sessions, out)
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<Vec<Session<A::Acc>>> {
+        load_sessions(&self.0, input)
+    }
+
+    fn heap_bytes(&self, sessions: &Vec<Session<A::Acc>>) -> usize {
+        let each = std::mem::size_of::<Session<A::Acc>>();
+        sessions.capacity() * each
+            + sessions
+                .iter()
+                .map(|s| self.0.heap_bytes(&s.acc))
+                .sum::<usize>()
+    }
+}
+
+/// The store file's form of a global window's count and accumulator.
+struct GlobalForm<F, A>(A, PhantomData<fn() -> F>);
+
+impl<F: Family, A: Aggregate<F>> StateForm<(u64, A::Acc)> for GlobalForm<F, A> {
+    fn save(&self, (count, acc): &(u64, A::Acc), out: &mut Vec<u8>) -> bool {
+        count.encode(out);
+        self.0.save(acc, out)
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<(u64, A::Acc)> {
+        load_global(&self.0, input)
+    }
+
+    fn heap_bytes(&self, (_, acc): &(u64, A::Acc)) -> usize {
+        self.0.heap_bytes(acc)
     }
 }
 
@@ -1183,7 +1797,14 @@ where
                 env.partition,
                 env.output.clone(),
             );
-            op = op.with_changelog(log, env.stores.strict, env.stores.take(&self.store));
+            op = match env.stores.take_local(&self.store) {
+                Some(local) => {
+                    op.with_local(Some(log), env.stores.strict, local, env.stores.cache_bytes)
+                }
+                None => op.with_changelog(log, env.stores.strict, env.stores.take(&self.store)),
+            };
+        } else if let Some(local) = env.stores.take_local(&self.store) {
+            op = op.with_local(None, false, local, env.stores.cache_bytes);
         }
         self.chain.build(env, op)
     }

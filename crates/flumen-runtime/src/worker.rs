@@ -157,10 +157,10 @@ struct Task {
     locals: Vec<Rc<LocalStore>>,
 }
 
-/// Whether `store` of the plan is kept on disk: keyed-function stores under
-/// `state.store = disk` (window stores stay in memory).
+/// Whether `store` of the plan is kept on disk: keyed-function and window stores under
+/// `state.store = disk` (join buffers stay in memory).
 fn on_disk(plan: &Plan, store: &str) -> bool {
-    plan.config.state_store == StateStore::Disk && store.starts_with("process-")
+    plan.config.state_store == StateStore::Disk && crate::disk_store::kept_on_disk(store)
 }
 
 /// Opens the on-disk store of `tp` in `dir` and brings it up to the changelog's end: from

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use flumen_runtime::aggregate;
 use flumen_runtime::codec::StateCodec;
 use flumen_runtime::format::{StrView, Utf8};
 use flumen_runtime::state::{KeyedContext, KeyedProcess, StateSize, Timer, ValueState};
 use flumen_runtime::testing::MemoryRun;
+use flumen_runtime::window::{Emit, Windows};
 use flumen_runtime::{Kafka, MemoryRecord, Pipeline};
 
 /// Per key: a count and the sum of the values; an event-time timer 100 ms after a key's
@@ -148,4 +150,102 @@ fn the_ttl_drops_states_that_only_the_file_holds() {
         ["k0=1/1"],
         "counting starts over"
     );
+}
+
+/// Per key and window, the count and the sum of the values (`Emit::Final`, or every update).
+fn windowed(windows: Windows, emit: Emit) -> Pipeline {
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Utf8))
+        .window(windows)
+        .allowed_lateness(Duration::from_millis(50))
+        .emit(emit)
+        .aggregate((
+            aggregate::count(),
+            aggregate::sum(|v: &&str| v.parse::<u64>().unwrap_or(0)),
+        ))
+        .map(|w| format!("{} {} {} {:?}", w.key_str(), w.start, w.end, w.value))
+        .to("out", Utf8);
+    p
+}
+
+/// Window state of 8 000 keys per window in files behind a 16 KiB cache: the outputs of the
+/// memory store, as many keys, a fraction of its bytes in memory; the dropped windows leave
+/// the file, with or without a changelog.
+#[test]
+fn window_state_on_disk_gives_the_memory_stores_outputs_with_a_small_cache() {
+    let records: Vec<MemoryRecord> = (0..24_000u64)
+        .map(|i| {
+            let key = format!("k{}", (i * 7919) % 8_000);
+            let ts = (i / 8) as i64;
+            MemoryRecord::new(Some(key.as_bytes()), i.to_string().as_bytes(), ts)
+        })
+        .collect();
+    // The share of the memory store's bytes the disk state may keep in memory at most:
+    // sessions keep their due index (a key and two times per open session) there.
+    let cases = [
+        (
+            Windows::tumbling(Duration::from_millis(1_000)),
+            Emit::Final,
+            4,
+        ),
+        (
+            Windows::sliding(Duration::from_millis(1_000), Duration::from_millis(500)),
+            Emit::Final,
+            4,
+        ),
+        (
+            Windows::tumbling(Duration::from_millis(700)),
+            Emit::EveryUpdate,
+            4,
+        ),
+        (Windows::session(Duration::from_millis(300)), Emit::Final, 2),
+        (Windows::global_count(2), Emit::Final, 4),
+    ];
+    for (windows, emit, share) in cases {
+        let p = windowed(windows, emit);
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let state = |run: &MemoryRun<'_>| {
+            let m = &run.task_metrics(0, 0).expect("task").1[0];
+            (m.state_keys, m.state_bytes)
+        };
+        let mut memory = MemoryRun::new(&p, "app");
+        memory.push("in", 0, &records[..16_000]).expect("push");
+        let (memory_keys, memory_bytes) = state(&memory);
+        memory.push("in", 0, &records[16_000..]).expect("push");
+        memory.end_of_input().expect("end");
+        let expected = sorted(values(&mut memory));
+        assert!(expected.len() >= 8_000, "{windows:?}: {}", expected.len());
+        for logged in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let run = MemoryRun::new(&p, "app");
+            let run = if logged { run.with_changelogs() } else { run };
+            let mut disk = run.with_disk_state(dir.path(), 16 << 10);
+            disk.push("in", 0, &records[..16_000]).expect("push");
+            let what = format!("{windows:?} {emit:?}, logged {logged}");
+            let (keys, bytes) = state(&disk);
+            assert_eq!(keys, memory_keys, "{what}: keys");
+            assert!(
+                bytes * share < memory_bytes,
+                "{what}: {bytes} bytes in memory, the memory store's {memory_bytes}"
+            );
+            assert!(
+                dir.path().join("app/window-0-0/state.redb").exists(),
+                "{what}"
+            );
+            disk.checkpoint().expect("checkpoint");
+            disk.push("in", 0, &records[16_000..]).expect("push");
+            disk.end_of_input().expect("end");
+            disk.checkpoint().expect("checkpoint");
+            assert!(
+                sorted(values(&mut disk)) == expected,
+                "{what}: outputs differ"
+            );
+            if windows != Windows::global_count(2) {
+                assert_eq!(state(&disk).0, 0, "{what}: every window dropped");
+            }
+        }
+    }
 }

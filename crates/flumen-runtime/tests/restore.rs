@@ -1,6 +1,7 @@
 //! Window state logged to changelogs and restored, run in memory: a run that crashes after a
 //! checkpoint and restarts from it (its later outputs dropped, as an aborted transaction's)
-//! emits exactly what a run without failure emits, and its stores hold exactly the same state.
+//! emits exactly what a run without failure emits, and its stores hold exactly the same state;
+//! the same with the window stores in on-disk files behind a cache far smaller than the state.
 
 use std::time::Duration;
 
@@ -122,12 +123,22 @@ fn outputs(run: &MemoryRun<'_>) -> Vec<String> {
     out
 }
 
+/// A logged run, its stores in files under `disk` (with a 4 KiB cache) if given.
+fn logged<'p>(p: &'p Pipeline, app: &str, disk: Option<&std::path::Path>) -> MemoryRun<'p> {
+    let run = MemoryRun::new(p, app).with_changelogs();
+    match disk {
+        Some(dir) => run.with_disk_state(dir, 4 << 10),
+        None => run,
+    }
+}
+
 fn run_with_crash<'p>(
     p: &'p Pipeline,
     records: &[MemoryRecord],
     crash_at: Option<(usize, usize)>,
+    disk: Option<&std::path::Path>,
 ) -> MemoryRun<'p> {
-    let mut run = MemoryRun::new(p, "restore-app").with_changelogs();
+    let mut run = logged(p, "restore-app", disk);
     let mut i = 0;
     let chunk = 97;
     while i < records.len() {
@@ -161,20 +172,35 @@ fn a_restart_from_the_changelogs_emits_exactly_what_a_run_without_failure_emits(
     ] {
         let p = visits_pipeline(windows);
         let records = visit_records(6_000);
-        let clean = run_with_crash(&p, &records, None);
-        let crashed = run_with_crash(&p, &records, Some((2_910, 700)));
-        let (a, b) = (outputs(&clean), outputs(&crashed));
+        let clean = run_with_crash(&p, &records, None, None);
+        let a = outputs(&clean);
         assert!(a.iter().any(|l| l.starts_with("top ")), "top lists emitted");
         assert!(a.iter().any(|l| l.contains("\"p99\"")), "stats emitted");
-        assert_eq!(a.len(), b.len(), "{windows:?}: as many results");
-        assert_eq!(a, b, "{windows:?}: the same results");
-        // The stores' final contents (windows still within their lateness at the end are
-        // dropped by the final watermark: both logs say so the same way).
-        assert_eq!(
-            decoded(clean.changelog("window-0", 0), &stats()),
-            decoded(crashed.changelog("window-0", 0), &stats()),
-            "{windows:?}: store window-0"
-        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (crash, disk) in [
+            (true, None),
+            (false, Some(dir.path())),
+            (true, Some(dir.path())),
+        ] {
+            let crash_at = crash.then_some((2_910, 700));
+            let run = run_with_crash(&p, &records, crash_at, disk);
+            let b = outputs(&run);
+            let what = format!("{windows:?}, crash {crash}, on disk {}", disk.is_some());
+            assert_eq!(a.len(), b.len(), "{what}: as many results");
+            assert_eq!(a, b, "{what}: the same results");
+            // The stores' final contents (windows still within their lateness at the end
+            // are dropped by the final watermark: both logs say so the same way).
+            assert_eq!(
+                clean.changelog("window-1", 0).len(),
+                run.changelog("window-1", 0).len(),
+                "{what}: store window-1"
+            );
+            assert_eq!(
+                decoded(clean.changelog("window-0", 0), &stats()),
+                decoded(run.changelog("window-0", 0), &stats()),
+                "{what}: store window-0"
+            );
+        }
     }
 }
 
@@ -232,19 +258,23 @@ fn session_and_count_windows_restore_too() {
             MemoryRecord::new(Some(key.as_bytes()), key.as_bytes(), ts)
         })
         .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
     for emit in [Emit::Final, Emit::EveryUpdate] {
         let p = sessions(emit);
         let mut clean = MemoryRun::new(&p, "s").with_changelogs();
         clean.push("in", 0, &records).expect("push");
         clean.end_of_input().expect("end");
-        let mut crashed = MemoryRun::new(&p, "s").with_changelogs();
-        crashed.push("in", 0, &records[..150]).expect("push");
-        crashed.checkpoint().expect("checkpoint");
-        crashed.push("in", 0, &records[150..260]).expect("push");
-        crashed.restart();
-        crashed.push("in", 0, &records[150..]).expect("push");
-        crashed.end_of_input().expect("end");
-        assert_eq!(outputs(&clean), outputs(&crashed), "sessions {emit:?}");
+        for disk in [None, Some(dir.path())] {
+            let mut crashed = logged(&p, "s", disk);
+            crashed.push("in", 0, &records[..150]).expect("push");
+            crashed.checkpoint().expect("checkpoint");
+            crashed.push("in", 0, &records[150..260]).expect("push");
+            crashed.restart();
+            crashed.push("in", 0, &records[150..]).expect("push");
+            crashed.end_of_input().expect("end");
+            let what = format!("sessions {emit:?}, on disk {}", disk.is_some());
+            assert_eq!(outputs(&clean), outputs(&crashed), "{what}");
+        }
     }
 
     let mut p = Pipeline::new();
@@ -255,13 +285,16 @@ fn session_and_count_windows_restore_too() {
         .to("out", Utf8);
     let mut clean = MemoryRun::new(&p, "g").with_changelogs();
     clean.push("in", 0, &records).expect("push");
-    let mut crashed = MemoryRun::new(&p, "g").with_changelogs();
-    crashed.push("in", 0, &records[..123]).expect("push");
-    crashed.checkpoint().expect("checkpoint");
-    crashed.push("in", 0, &records[123..200]).expect("push");
-    crashed.restart();
-    crashed.push("in", 0, &records[123..]).expect("push");
-    assert_eq!(outputs(&clean), outputs(&crashed), "count windows");
+    for disk in [None, Some(dir.path())] {
+        let mut crashed = logged(&p, "g", disk);
+        crashed.push("in", 0, &records[..123]).expect("push");
+        crashed.checkpoint().expect("checkpoint");
+        crashed.push("in", 0, &records[123..200]).expect("push");
+        crashed.restart();
+        crashed.push("in", 0, &records[123..]).expect("push");
+        let what = format!("count windows, on disk {}", disk.is_some());
+        assert_eq!(outputs(&clean), outputs(&crashed), "{what}");
+    }
     assert!(!outputs(&clean).is_empty());
 }
 

@@ -77,7 +77,7 @@ fn states_evicted_from_a_small_cache_reload_from_the_file() {
         }
     }
     assert!(s.size_bytes() < 8192, "cache {} bytes", s.size_bytes());
-    assert!(s.cache.len() < 5_000);
+    assert!(s.map.cache.len() < 5_000);
     assert_eq!(s.len(), 5_000);
     for i in 0..5_000 {
         assert_eq!(s.get_mut(&key(i)).map(|c| c.0), Some(3 * u64::from(i)));
@@ -102,8 +102,8 @@ fn a_removed_key_stays_gone_before_and_after_a_flush() {
     s.entry(b"b", 1).0 = 8;
     block_on(s.flush(None, &mut Vec::new())).expect("flush");
     // Only the file holds them now.
-    s.cache.clear();
-    s.cache_bytes = 0;
+    s.map.cache.clear();
+    s.map.cache_bytes = 0;
     assert_eq!(s.remove(b"a"), Some(Count(7)));
     assert_eq!(s.remove(b"a"), None);
     assert!(s.get_mut(b"a").is_none());
