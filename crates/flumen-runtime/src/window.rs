@@ -24,7 +24,7 @@
 //!   fired. A restore rebuilds exactly that, so a window never emits its final result twice
 //!   and a window dropped before the failure is not opened again by a late record.
 //! - On disk (`state.store = disk`) the store file holds those same keys and values, behind
-//!   a bounded cache of decoded accumulators ([`crate::disk_store::DiskMap`]); memory holds
+//!   a bounded cache of decoded accumulators (`DiskMap` in `disk_store.rs`); memory holds
 //!   per open aligned window its key count and flags, per open session its key and end (the
 //!   due index). A window fires by writing its changed accumulators to the file and reading
 //!   the file's `tag 0 + start` range in key order, a chunk at a time; a dropped window leaves
