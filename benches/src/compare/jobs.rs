@@ -5,7 +5,9 @@
 //! There is no hand-written peer for windowed jobs here; the figures are the runtime's own:
 //! input records per second, CPU seconds per million input records, peak RSS. With
 //! `--engines flumen-run,flumen-runtime` the same job also runs from its pipeline file through
-//! the `flumen` binary's `run` command, in the same rounds, against the Rust example.
+//! the `flumen` binary's `run` command, in the same rounds, against the Rust example; and
+//! `flumen-runtime-disk` is the Rust example with its state on disk (`state.store=disk`, the
+//! default 10 MiB cache per task and store), against the same in memory.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,6 +64,11 @@ fn pipeline_file(job: &str) -> PathBuf {
     .collect()
 }
 
+/// Where the `-disk` engines keep their state (emptied before and after the runs).
+fn state_dir() -> PathBuf {
+    std::env::temp_dir().join("flumen-bench-state")
+}
+
 /// The command running `job` on `engine`, writing to `outputs` (stats, top, alerts, late for
 /// visit_analytics; the counts for word_count).
 fn command(
@@ -78,8 +85,17 @@ fn command(
         Some((e, g)) => (e, format!("exactly{g}")),
         None => (engine, "at_least_once".to_owned()),
     };
+    let (engine, disk) = match engine.strip_suffix("-disk") {
+        Some(e) => (e, true),
+        None => (engine, false),
+    };
     let mut cmd = command_for(engine, job, programs, broker, input, outputs, workers, &app)?;
     cmd.args(["--guarantee", &guarantee]);
+    if disk {
+        let dir = state_dir();
+        cmd.args(["-X", "state.store=disk", "-X"])
+            .arg(format!("state.dir={}", dir.display()));
+    }
     Ok(cmd)
 }
 
@@ -255,15 +271,16 @@ pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, St
     let programs = Programs {
         example: engines
             .iter()
-            .any(|e| e == "flumen-runtime")
+            .any(|e| e.starts_with("flumen-runtime"))
             .then(|| program("flumen-runtime", "--example", &args.job, "examples"))
             .transpose()?,
         flumen: engines
             .iter()
-            .any(|e| e == "flumen-run")
+            .any(|e| e.starts_with("flumen-run") && !e.starts_with("flumen-runtime"))
             .then(|| program("flumen-cli", "--bin", "flumen", ""))
             .transpose()?,
     };
+    let _ = std::fs::remove_dir_all(state_dir());
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -314,5 +331,6 @@ pub fn run(args: &PipelineArgs, broker: &Broker) -> Result<Vec<EngineResult>, St
         }
     }
     current.block_on(broker.delete_topic(&input));
+    let _ = std::fs::remove_dir_all(state_dir());
     Ok(results)
 }

@@ -6,13 +6,17 @@
 //! then restores that task: the figure is the restore's own duration, as the runtime reports
 //! it (`flumen_task_restore_seconds`), with the records and bytes it read. There is no peer
 //! in this harness; Kafka Streams restores through the same kind of changelog topic.
+//!
+//! With `--state disk` the window store is a redb file per task: each round restores it
+//! twice, once with the state directory emptied (the whole changelog streamed into the file)
+//! and once with the directory the last run left (its checkpoint: only the tail is read).
 
 use std::time::{Duration, Instant};
 
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_runtime::format::Bytes;
 use flumen_runtime::window::Windows;
-use flumen_runtime::{Guarantee, Kafka, Pipeline, Runtime, RuntimeConfig};
+use flumen_runtime::{Guarantee, Kafka, Pipeline, Runtime, RuntimeConfig, StateStore};
 use flumen_testcontainers::KafkaCluster;
 use serde::Serialize;
 
@@ -33,11 +37,18 @@ pub struct RestoreArgs {
     /// Print one JSON object per round.
     #[arg(long)]
     pub json: bool,
+    /// `memory` or `disk` (`state.store`).
+    #[arg(long, default_value = "memory")]
+    pub state: StateStore,
 }
 
 /// One restore.
 #[derive(Debug, Serialize)]
 pub struct RestoreResult {
+    /// `memory` or `disk`.
+    pub state: &'static str,
+    /// Whether the state directory the last run left was kept (disk: only the tail is read).
+    pub kept_dir: bool,
     /// Keys of state.
     pub keys: u64,
     /// Changelog records read.
@@ -60,11 +71,13 @@ fn pipeline(input: &str, output: &str) -> Pipeline {
     p
 }
 
-fn config(broker: &Broker, app: &str, guarantee: Guarantee) -> RuntimeConfig {
+fn config(broker: &Broker, app: &str, args: &RestoreArgs, dir: &std::path::Path) -> RuntimeConfig {
     RuntimeConfig::new(&broker.bootstrap, app)
         .workers(1)
         .pin_workers(false)
-        .guarantee(guarantee)
+        .guarantee(args.guarantee)
+        .state_store(args.state)
+        .state_dir(dir)
 }
 
 /// Runs the job until `done` says so (checked every 50 ms, at most `limit`), then stops it
@@ -103,11 +116,12 @@ pub fn run(args: &RestoreArgs, broker: &Broker) -> Result<Vec<RestoreResult>, St
     let output = current.block_on(broker.create_topic("restore-out", 1))?;
     current.block_on(fill(broker, &input, args.keys))?;
     let app = KafkaCluster::unique_topic("restore-app");
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let keys = args.keys;
     let started = Instant::now();
     let built = run_until(
         Runtime::new(
-            config(broker, &app, args.guarantee),
+            config(broker, &app, args, dir.path()),
             pipeline(&input, &output),
         ),
         Duration::from_secs(600),
@@ -124,35 +138,52 @@ pub fn run(args: &RestoreArgs, broker: &Broker) -> Result<Vec<RestoreResult>, St
         started.elapsed().as_secs_f64()
     );
     let mut results = Vec::new();
+    let state = args.state.name();
+    let restarts: &[bool] = match args.state {
+        StateStore::Disk => &[false, true],
+        _ => &[false],
+    };
     for round in 0..args.rounds {
-        // Stops as soon as the task is restored (it then has nothing new to read).
-        let m = run_until(
-            Runtime::new(
-                config(broker, &app, args.guarantee),
-                pipeline(&input, &output),
-            ),
-            Duration::from_secs(600),
-            |m| m.tasks.iter().any(|t| t.restore.is_some()),
-        )?;
-        let r = m
-            .tasks
-            .iter()
-            .find_map(|t| t.restore.clone())
-            .ok_or("no task restored within 600 s")?;
-        let seconds = r.duration.as_secs_f64();
-        eprintln!(
-            "round {round}: {} keys restored from {} records ({:.1} MB) in {seconds:.2} s",
-            r.keys,
-            r.records,
-            r.bytes as f64 / 1e6
-        );
-        results.push(RestoreResult {
-            keys: r.keys,
-            records: r.records,
-            bytes: r.bytes,
-            seconds,
-            records_per_s: r.records as f64 / seconds.max(1e-9),
-        });
+        for &kept_dir in restarts {
+            if !kept_dir {
+                let app_dir = dir.path().join(&app);
+                if app_dir.exists() {
+                    std::fs::remove_dir_all(&app_dir).map_err(|e| e.to_string())?;
+                }
+            }
+            // Stops as soon as the task is restored (it then has nothing new to read).
+            let m = run_until(
+                Runtime::new(
+                    config(broker, &app, args, dir.path()),
+                    pipeline(&input, &output),
+                ),
+                Duration::from_secs(600),
+                |m| m.tasks.iter().any(|t| t.restore.is_some()),
+            )?;
+            let r = m
+                .tasks
+                .iter()
+                .find_map(|t| t.restore.clone())
+                .ok_or("no task restored within 600 s")?;
+            let seconds = r.duration.as_secs_f64();
+            eprintln!(
+                "round {round} ({state}{}): {} keys restored from {} records ({:.1} MB) in \
+                 {seconds:.2} s",
+                if kept_dir { ", state dir kept" } else { "" },
+                r.keys,
+                r.records,
+                r.bytes as f64 / 1e6
+            );
+            results.push(RestoreResult {
+                state,
+                kept_dir,
+                keys: r.keys,
+                records: r.records,
+                bytes: r.bytes,
+                seconds,
+                records_per_s: r.records as f64 / seconds.max(1e-9),
+            });
+        }
     }
     current.block_on(broker.delete_topic(&input));
     current.block_on(broker.delete_topic(&output));
@@ -204,7 +235,9 @@ pub fn print(results: &[RestoreResult], json: bool) {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
             println!(
-                "restore: {} keys, {} records, {:.1} MB in {:.2} s ({:.0} records/s)",
+                "restore ({}{}): {} keys, {} records, {:.1} MB in {:.2} s ({:.0} records/s)",
+                r.state,
+                if r.kept_dir { ", state dir kept" } else { "" },
                 r.keys,
                 r.records,
                 r.bytes as f64 / 1e6,
