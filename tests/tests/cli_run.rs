@@ -329,9 +329,10 @@ async fn word_count_toml_counts_every_word_of_every_window_exactly_once() {
 }
 
 /// The same under `--guarantee exactly_once`: outputs and window state in transactions, the
-/// outputs read back as a read_committed reader.
+/// outputs read back as a read_committed reader; the window state in on-disk stores
+/// (`-X state.store=disk`) behind a 4 KiB cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn word_count_toml_under_the_exactly_once_guarantee_gives_the_same_counts() {
+async fn word_count_toml_under_exactly_once_with_state_on_disk_gives_the_same_counts() {
     word_count_toml_case("exactly_once").await;
 }
 
@@ -352,28 +353,55 @@ async fn word_count_toml_case(guarantee: &str) {
         }
     }
     produce(&input, &records).await;
-    let out = flumen(&[
-        "-b",
-        &kafka().bootstrap(),
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let state_dir_flag = format!("state.dir={}", state_dir.path().display());
+    let on_disk = guarantee == "exactly_once";
+    let disk = [
         "-X",
-        "pin.workers=false",
-        "run",
-        &pipeline("word_count.toml"),
-        "--set",
-        &format!("source.topics={input}"),
-        "--set",
-        &format!("sink.topic={output}"),
-        "--set",
-        &format!("application_id={app}"),
-        "--set",
-        "steps.4.size=1s",
-        "--set",
-        "workers=2",
-        "--guarantee",
-        guarantee,
-        "--exit-at-end",
-    ])
+        "state.store=disk",
+        "-X",
+        &state_dir_flag,
+        "-X",
+        "state.cache.max.bytes=4096",
+    ];
+    let bootstrap = kafka().bootstrap();
+    let head = [
+        &["-b", &bootstrap, "-X", "pin.workers=false"][..],
+        if on_disk { &disk } else { &[] },
+    ]
+    .concat();
+    let out = flumen(
+        &[
+            &head[..],
+            &[
+                "run",
+                &pipeline("word_count.toml"),
+                "--set",
+                &format!("source.topics={input}"),
+                "--set",
+                &format!("sink.topic={output}"),
+                "--set",
+                &format!("application_id={app}"),
+                "--set",
+                "steps.4.size=1s",
+                "--set",
+                "workers=2",
+                "--guarantee",
+                guarantee,
+                "--exit-at-end",
+            ],
+        ]
+        .concat(),
+    )
     .ok();
+    if on_disk {
+        let files = std::fs::read_dir(state_dir.path().join(&app))
+            .expect("the application's state dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("state.redb").exists())
+            .count();
+        assert!(files >= 4, "{files} window store files");
+    }
     // Lines, then words read back from the repartition topic.
     let words: usize = records.iter().map(|r| r.2.split_whitespace().count()).sum();
     let processed = format!("run: {} records processed, 0 late", 800 + words);
