@@ -47,9 +47,11 @@ pub(crate) const RESTORE_BATCH_BYTES: usize = 4 << 20;
 const SWEEP_MS: i64 = 10_000;
 
 /// Whether the store named `store` is kept in a store file under `state.store = disk`: a
-/// keyed function's state and a window's.
+/// keyed function's state, a window's, a two-stream join's buffers (every store there is).
 pub(crate) fn kept_on_disk(store: &str) -> bool {
-    store.starts_with("process-") || store.starts_with("window-")
+    ["process-", "window-", "join-"]
+        .iter()
+        .any(|kind| store.starts_with(kind))
 }
 
 /// Puts and deletes collected into one buffer, written in one transaction in key order
@@ -656,6 +658,19 @@ impl<V> DiskMap<V> {
     /// The value of `key` without counting it as changed.
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<&V> {
         self.cached(key).map(|e| &e.value)
+    }
+
+    /// The value of `key`, if it has one, not counted as changed: a caller that changes it
+    /// calls `mark` next (before any other call).
+    pub(crate) fn peek_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        self.cached(key).map(|e| &mut e.value)
+    }
+
+    /// Counts the cached value of `key` as changed (after `peek_mut`).
+    pub(crate) fn mark(&mut self, key: &[u8]) {
+        if let Some(e) = self.cache.get_mut(key) {
+            e.dirty = true;
+        }
     }
 
     /// The value of `key`, if it has one (counted as changed: the caller may change it).

@@ -22,12 +22,14 @@
 //! rebuilds the buffers the committed offsets lead to.
 
 use std::marker::PhantomData;
+use std::rc::Rc;
 
 use hashbrown::HashMap;
 
 use crate::changelog::{Changelog, changelog_topic};
 use crate::codec::StateCodec;
 use crate::context::RecordContext;
+use crate::disk_store::{DiskMap, LocalStore, StateForm};
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
 use crate::operator::{Operator, OperatorMetrics, pass_on};
@@ -358,171 +360,375 @@ struct Buffered<T> {
     ts: i64,
     item: T,
     matched: bool,
-    /// Its number in the task (its changelog key).
-    seq: u64,
-    /// Written to the changelog (so its expiry needs a tombstone there).
-    logged: bool,
-    /// Buffered or matched since the last checkpoint: to be written at the next.
-    dirty: bool,
+}
+
+/// One side's buffered records of one key, in arrival order, and the expiry the due heap
+/// holds for them (the earliest timestamp plus the interval, when it was scheduled).
+struct Pending<T> {
+    scheduled: i64,
+    records: Vec<Buffered<T>>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            scheduled: i64::MAX,
+            records: Vec::new(),
+        }
+    }
 }
 
 /// The side tags of a join buffer's changelog keys.
 const LEFT: u8 = 0;
 const RIGHT: u8 = 1;
 
-/// A join buffer's changelog key: side, sequence number (big-endian), record key.
-fn buffer_key(out: &mut Vec<u8>, side: u8, seq: u64, key: &[u8]) {
-    out.clear();
-    append_buffer_key(out, side, seq, key);
+type Key = Box<[u8]>;
+
+/// A key's records of one side in the changelog (and the store file): the scheduled expiry,
+/// their count, then each one's timestamp, matched flag and item.
+fn save_pending<T: StateCodec>(p: &Pending<T>, out: &mut Vec<u8>) {
+    p.scheduled.encode(out);
+    crate::codec::put_varint(out, p.records.len() as u64);
+    for b in &p.records {
+        b.ts.encode(out);
+        b.matched.encode(out);
+        b.item.encode(out);
+    }
 }
 
-/// Appends a join buffer's changelog key to `out`.
-fn append_buffer_key(out: &mut Vec<u8>, side: u8, seq: u64, key: &[u8]) {
-    out.push(side);
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(key);
+fn load_pending<T: StateCodec>(input: &mut &[u8]) -> Option<Pending<T>> {
+    let scheduled = i64::decode(input)?;
+    let n = crate::codec::get_varint(input)?;
+    let mut records = Vec::with_capacity(usize::try_from(n).ok()?.min(1024));
+    for _ in 0..n {
+        let ts = i64::decode(input)?;
+        let matched = bool::decode(input)?;
+        let item = T::decode(input)?;
+        records.push(Buffered { ts, item, matched });
+    }
+    Some(Pending { scheduled, records })
 }
 
-/// One side's buffers, by record key.
-type Buffers<T> = HashMap<Box<[u8]>, Vec<Buffered<T>>>;
+struct PendingForm<T>(PhantomData<fn() -> T>);
 
-/// Adds a restored record (`value`: the item's [`StateCodec`] form) to one side's buffers.
-fn restore_into<T: StateCodec>(
-    buffers: &mut Buffers<T>,
-    key: &[u8],
-    ts: i64,
-    matched: bool,
-    seq: u64,
-    value: &[u8],
-) -> std::result::Result<(), String> {
-    let item = T::decode_all(value).ok_or("a buffered record that does not decode")?;
-    buffers.entry(Box::from(key)).or_default().push(Buffered {
-        ts,
-        item,
-        matched,
-        seq,
-        logged: true,
-        dirty: false,
-    });
-    Ok(())
+impl<T: StateCodec> StateForm<Pending<T>> for PendingForm<T> {
+    fn save(&self, p: &Pending<T>, out: &mut Vec<u8>) -> bool {
+        save_pending(p, out);
+        true
+    }
+
+    fn load(&self, input: &mut &[u8]) -> Option<Pending<T>> {
+        load_pending(input)
+    }
+
+    fn heap_bytes(&self, p: &Pending<T>) -> usize {
+        p.records.capacity() * std::mem::size_of::<Buffered<T>>()
+    }
 }
 
-/// Writes one side's records buffered or matched since the last checkpoint to `log` (value:
-/// timestamp, matched flag, item) and marks them logged.
-async fn log_dirty<T: StateCodec>(
-    buffers: &mut Buffers<T>,
-    side: u8,
-    log: &mut Changelog,
-) -> Result<()> {
-    for (key, records) in buffers.iter_mut() {
-        for b in records.iter_mut().filter(|b| b.dirty) {
-            buffer_key(&mut log.key, side, b.seq, key);
-            log.value.clear();
-            b.ts.encode(&mut log.value);
-            b.matched.encode(&mut log.value);
-            b.item.encode(&mut log.value);
-            log.put().await?;
-            b.dirty = false;
-            b.logged = true;
+/// One side's buffers: in memory, or in the task's store file (`state.store = disk`).
+enum Side<T> {
+    Memory {
+        map: HashMap<Key, Pending<T>>,
+        /// Keys changed since the last checkpoint (logged runs only).
+        dirty: Option<hashbrown::HashSet<Key>>,
+    },
+    Disk {
+        map: Box<DiskMap<Pending<T>>>,
+        tag: u8,
+        /// The file key being looked up (tag + key).
+        at: Vec<u8>,
+        keys: u64,
+    },
+}
+
+impl<T: StateCodec> Side<T> {
+    fn memory() -> Self {
+        Side::Memory {
+            map: HashMap::new(),
+            dirty: None,
         }
     }
-    Ok(())
+
+    fn disk(local: &Rc<LocalStore>, tag: u8, cache_bytes: usize, logging: bool) -> Result<Self>
+    where
+        T: 'static,
+    {
+        let mut keys = 0;
+        local.scan(tag, |_, _| keys += 1)?;
+        let form = Box::new(PendingForm(PhantomData));
+        Ok(Side::Disk {
+            map: Box::new(DiskMap::new(local.clone(), form, cache_bytes, logging)),
+            tag,
+            at: Vec::new(),
+            keys,
+        })
+    }
+
+    /// The records of `key`, if any, not counted as changed (see `changed`).
+    fn get(&mut self, key: &[u8]) -> Option<&mut Pending<T>> {
+        match self {
+            Side::Memory { map, .. } => map.get_mut(key),
+            Side::Disk { map, tag, at, .. } => {
+                file_key(at, *tag, key);
+                map.peek_mut(at)
+            }
+        }
+    }
+
+    /// Counts the records of `key` as changed (right after `get`).
+    fn changed(&mut self, key: &[u8]) {
+        match self {
+            Side::Memory { dirty, .. } => {
+                if let Some(d) = dirty
+                    && !d.contains(key)
+                {
+                    d.insert(Key::from(key));
+                }
+            }
+            Side::Disk { map, at, .. } => map.mark(at),
+        }
+    }
+
+    /// The records of `key`, created empty if none; counted as changed.
+    fn entry(&mut self, key: &[u8]) -> &mut Pending<T> {
+        match self {
+            Side::Memory { map, dirty } => {
+                if let Some(d) = dirty
+                    && !d.contains(key)
+                {
+                    d.insert(Key::from(key));
+                }
+                if !map.contains_key(key) {
+                    map.insert(Key::from(key), Pending::default());
+                }
+                map.get_mut(key).expect("present")
+            }
+            Side::Disk { map, tag, at, keys } => {
+                file_key(at, *tag, key);
+                let (p, created) = map.entry(at, Pending::default);
+                *keys += u64::from(created);
+                p
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        match self {
+            Side::Memory { map, dirty } => {
+                map.remove(key);
+                if let Some(d) = dirty
+                    && !d.contains(key)
+                {
+                    d.insert(Key::from(key));
+                }
+            }
+            Side::Disk { map, tag, at, keys } => {
+                file_key(at, *tag, key);
+                if map.remove(at).is_some() {
+                    *keys -= 1;
+                }
+            }
+        }
+    }
+
+    /// Writes the keys changed since the last checkpoint to `log` (a tombstone for a key
+    /// left with no records), and to the file on disk.
+    async fn flush(&mut self, tag: u8, log: &mut Changelog) -> Result<()> {
+        match self {
+            Side::Memory { map, dirty } => {
+                for key in dirty.iter_mut().flat_map(|d| d.drain()) {
+                    file_key(&mut log.key, tag, &key);
+                    match map.get(&key) {
+                        Some(p) => {
+                            log.value.clear();
+                            save_pending(p, &mut log.value);
+                            log.put().await?;
+                        }
+                        None => log.delete().await?,
+                    }
+                }
+                Ok(())
+            }
+            Side::Disk { map, .. } => {
+                map.write_changes(Some(log)).await?;
+                map.commit(Some(log))
+            }
+        }
+    }
+
+    /// Keys with records, and the bytes held in memory (an estimate).
+    fn size(&self) -> (u64, u64) {
+        match self {
+            Side::Memory { map, .. } => {
+                let records: usize = map.values().map(|p| p.records.len()).sum();
+                (
+                    map.len() as u64,
+                    (records * std::mem::size_of::<Buffered<T>>()) as u64,
+                )
+            }
+            Side::Disk { map, keys, .. } => (*keys, map.cache_bytes() as u64),
+        }
+    }
+
+    fn take_error(&mut self) -> Option<Error> {
+        match self {
+            Side::Memory { .. } => None,
+            Side::Disk { map, .. } => map.take_error(),
+        }
+    }
 }
 
-/// The changelog keys of logged records expired since the last checkpoint, one after the
-/// other, each after its length (u32, little-endian): no allocation per record.
-#[derive(Default)]
-struct Expired(Vec<u8>);
-
-impl Expired {
-    fn push(&mut self, side: u8, seq: u64, key: &[u8]) {
-        let at = self.0.len();
-        self.0.extend_from_slice(&[0; 4]);
-        append_buffer_key(&mut self.0, side, seq, key);
-        let len = (self.0.len() - at - 4) as u32;
-        self.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    }
+/// A join buffer's changelog key: the side's tag, then the record key.
+fn file_key(out: &mut Vec<u8>, tag: u8, key: &[u8]) {
+    out.clear();
+    out.push(tag);
+    out.extend_from_slice(key);
 }
 
 /// The two-stream windowed join operator.
 pub struct IntervalJoin<L, R, J, N> {
     within: i64,
     kind: StreamJoinKind,
-    left: Buffers<L>,
-    right: Buffers<R>,
-    /// `(expiry, key)`: when the watermark reaches `expiry`, the key's old records go.
-    due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, Box<[u8]>)>>,
+    left: Side<L>,
+    right: Side<R>,
+    /// `(expiry, side, key)`: when the watermark reaches `expiry`, the side's records of
+    /// the key that old go. An entry whose expiry is not the side's `scheduled` for the key
+    /// any more is stale (an earlier record came since, or the key's records went).
+    due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>,
     watermark: i64,
     f: J,
     next: N,
     count: u64,
-    /// The next buffered record's number.
-    seq: u64,
-    /// The buffers' changelog (runs against Kafka) and the tombstones to write to it next
-    /// (the records to write are `dirty`).
-    log: Option<(Changelog, Expired)>,
+    /// The buffers' changelog (runs against Kafka).
+    log: Option<Changelog>,
     /// A restore that failed: the task fails with it at its first record.
     broken: Option<Error>,
 }
 
 impl<L, R, J, N> IntervalJoin<L, R, J, N>
 where
-    L: StateCodec,
-    R: StateCodec,
+    L: StateCodec + 'static,
+    R: StateCodec + 'static,
 {
     /// Logs the buffers to `log` from now on, starting from what `restored` holds.
     fn with_changelog(mut self, log: Changelog, restored: crate::changelog::Restored) -> Self {
         self.broken = log.restore_with(restored, |k, v| self.restore_one(k, v));
-        // Each key's records in the order they came.
-        for v in self.left.values_mut() {
-            v.sort_by_key(|b| b.seq);
+        self.left.track();
+        self.right.track();
+        self.log = Some(log);
+        self
+    }
+
+    /// Keeps the buffers in the file of `local` (restored already) behind a cache of about
+    /// `cache_bytes`, and logs to `log` if given.
+    fn with_local(
+        mut self,
+        log: Option<Changelog>,
+        local: Rc<LocalStore>,
+        cache_bytes: usize,
+    ) -> Self {
+        let logging = log.is_some();
+        let sides = Side::disk(&local, LEFT, cache_bytes, logging)
+            .and_then(|l| Ok((l, Side::disk(&local, RIGHT, cache_bytes, logging)?)));
+        match sides {
+            Ok((left, right)) => (self.left, self.right) = (left, right),
+            Err(e) => {
+                self.broken = Some(e);
+                return self;
+            }
         }
-        for v in self.right.values_mut() {
-            v.sort_by_key(|b| b.seq);
+        // Each side's and key's scheduled expiry leads its value.
+        let due = &mut self.due;
+        let mut bad = false;
+        let scanned = local.scan_range(&[LEFT], &[RIGHT + 1], |k, mut v| {
+            match i64::decode(&mut v) {
+                Some(at) if at != i64::MAX => {
+                    due.push(std::cmp::Reverse((at, k[0], Key::from(&k[1..]))));
+                }
+                Some(_) => {}
+                None => bad = true,
+            }
+            true
+        });
+        if bad {
+            self.broken = Some(Error::Io {
+                context: format!("{local:?}: restoring the join buffers"),
+                source: std::io::Error::other("a value without its expiry"),
+            });
+        } else if let Err(e) = scanned {
+            self.broken = Some(e);
         }
-        self.log = Some((log, Expired::default()));
+        self.log = log;
         self
     }
 
     fn restore_one(&mut self, key: &[u8], mut value: &[u8]) -> std::result::Result<(), String> {
-        let (side, rest) = key.split_first().ok_or("an empty key")?;
-        let (seq, record_key) = rest
-            .split_first_chunk::<8>()
-            .ok_or("a key shorter than its sequence number")?;
-        let seq = u64::from_be_bytes(*seq);
-        let ts = i64::decode(&mut value).ok_or("no timestamp")?;
-        let matched = bool::decode(&mut value).ok_or("no matched flag")?;
-        match *side {
-            LEFT => restore_into(&mut self.left, record_key, ts, matched, seq, value)?,
-            RIGHT => restore_into(&mut self.right, record_key, ts, matched, seq, value)?,
+        let (&tag, record_key) = key.split_first().ok_or("an empty key")?;
+        let scheduled = match tag {
+            LEFT => restore_into(&mut self.left, record_key, &mut value)?,
+            RIGHT => restore_into(&mut self.right, record_key, &mut value)?,
             other => return Err(format!("unknown side tag {other}")),
+        };
+        if scheduled != i64::MAX {
+            self.due
+                .push(std::cmp::Reverse((scheduled, tag, Key::from(record_key))));
         }
-        self.seq = self.seq.max(seq + 1);
-        self.due.push(std::cmp::Reverse((
-            ts.saturating_add(self.within),
-            Box::from(record_key),
-        )));
         Ok(())
     }
 
-    /// Writes what changed since the last checkpoint: the records buffered or matched since
-    /// (those still buffered), then tombstones for the logged ones expired.
+    /// Writes what changed since the last checkpoint: each key whose records changed (or a
+    /// tombstone once it has none).
     async fn log_buffers(&mut self) -> Result<()> {
-        let Some((log, expired)) = &mut self.log else {
+        let Some(log) = &mut self.log else {
             return Ok(());
         };
-        log_dirty(&mut self.left, LEFT, log).await?;
-        log_dirty(&mut self.right, RIGHT, log).await?;
-        let mut rest = &expired.0[..];
-        while let Some((len, after)) = rest.split_first_chunk::<4>() {
-            let (key, after) = after.split_at(u32::from_le_bytes(*len) as usize);
-            log.key.clear();
-            log.key.extend_from_slice(key);
-            log.delete().await?;
-            rest = after;
+        self.left.flush(LEFT, log).await?;
+        self.right.flush(RIGHT, log).await
+    }
+}
+
+impl<T> Side<T> {
+    /// Turns on the changed-key tracking of a memory side (logged runs).
+    fn track(&mut self) {
+        if let Side::Memory { dirty, .. } = self {
+            dirty.get_or_insert_with(Default::default);
         }
-        expired.0.clear();
-        Ok(())
+    }
+}
+
+/// Adds a restored key's records (`value`: their changelog form) to a memory side; returns
+/// their scheduled expiry.
+fn restore_into<T: StateCodec>(
+    side: &mut Side<T>,
+    key: &[u8],
+    value: &mut &[u8],
+) -> std::result::Result<i64, String> {
+    let p = load_pending::<T>(value)
+        .filter(|_| value.is_empty())
+        .ok_or("buffered records that do not decode")?;
+    let scheduled = p.scheduled;
+    if let Side::Memory { map, .. } = side {
+        map.insert(Key::from(key), p);
+    }
+    Ok(scheduled)
+}
+
+/// Buffers `record` of one side under `key`, scheduling its expiry if it is the earliest.
+fn buffer<T: StateCodec>(
+    side: &mut Side<T>,
+    tag: u8,
+    due: &mut std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>,
+    key: &[u8],
+    record: Buffered<T>,
+    within: i64,
+) {
+    let expiry = record.ts.saturating_add(within);
+    let p = side.entry(key);
+    p.records.push(record);
+    if expiry < p.scheduled {
+        p.scheduled = expiry;
+        due.push(std::cmp::Reverse((expiry, tag, Key::from(key))));
     }
 }
 
@@ -544,6 +750,49 @@ where
         let cx = RecordContext::new(tp, -1, ts, Some(key));
         next.push(&cx, out).await
     }
+
+    /// A due entry of one side: its records of `key` older than the watermark `wm` minus the
+    /// interval go (those never matched emitted through `unmatched` if given), and the next
+    /// expiry is scheduled. A stale entry does nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn expire<T: StateCodec>(
+        side: &mut Side<T>,
+        tag: u8,
+        key: Key,
+        at: i64,
+        (wm, within): (i64, i64),
+        due: &mut std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>,
+        mut unmatched: Option<impl FnMut(&T) -> O>,
+        next: &mut N,
+        tp: &flumen_client::TopicPartition,
+    ) -> Result<()> {
+        let Some(p) = side.get(&key) else {
+            return Ok(());
+        };
+        if p.scheduled != at {
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < p.records.len() {
+            if p.records[i].ts.saturating_add(within) <= wm {
+                let b = p.records.remove(i);
+                if let Some(f) = unmatched.as_mut().filter(|_| !b.matched) {
+                    Self::emit(next, tp, &key, b.ts, f(&b.item)).await?;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        match p.records.iter().map(|b| b.ts).min() {
+            Some(ts) => {
+                p.scheduled = ts.saturating_add(within);
+                due.push(std::cmp::Reverse((p.scheduled, tag, key.clone())));
+                side.changed(&key);
+            }
+            None => side.remove(&key),
+        }
+        Ok(())
+    }
 }
 
 impl<L, R, O, J, N> Operator<Owned<Either<L, R>>> for IntervalJoin<L, R, J, N>
@@ -562,8 +811,6 @@ where
         let key = cx.key().unwrap_or_default();
         let ts = cx.timestamp();
         let within = self.within;
-        let seq = self.seq;
-        self.seq += 1;
         let IntervalJoin {
             left,
             right,
@@ -576,61 +823,60 @@ where
         let mut matched = false;
         match item {
             Either::Left(l) => {
-                if let Some(rs) = right.get_mut(key) {
-                    for r in rs.iter_mut().filter(|r| (r.ts - ts).abs() <= within) {
-                        r.dirty |= !r.matched;
+                if let Some(rs) = right.get(key) {
+                    let mut changed = false;
+                    for r in rs
+                        .records
+                        .iter_mut()
+                        .filter(|r| (r.ts - ts).abs() <= within)
+                    {
+                        changed |= !r.matched;
                         r.matched = true;
                         matched = true;
                         let out = f(Some(&l), Some(&r.item));
                         Self::emit(next, tp, key, ts.max(r.ts), out).await?;
                     }
+                    if changed {
+                        right.changed(key);
+                    }
                 }
-                let entry = Buffered {
+                let record = Buffered {
                     ts,
                     item: l,
                     matched,
-                    seq,
-                    logged: false,
-                    dirty: true,
                 };
-                match left.get_mut(key) {
-                    Some(v) => v.push(entry),
-                    None => {
-                        left.insert(Box::from(key), vec![entry]);
-                    }
-                }
+                buffer(left, LEFT, due, key, record, within);
             }
             Either::Right(r) => {
-                if let Some(ls) = left.get_mut(key) {
-                    for l in ls.iter_mut().filter(|l| (l.ts - ts).abs() <= within) {
-                        l.dirty |= !l.matched;
+                if let Some(ls) = left.get(key) {
+                    let mut changed = false;
+                    for l in ls
+                        .records
+                        .iter_mut()
+                        .filter(|l| (l.ts - ts).abs() <= within)
+                    {
+                        changed |= !l.matched;
                         l.matched = true;
                         matched = true;
                         let out = f(Some(&l.item), Some(&r));
                         Self::emit(next, tp, key, ts.max(l.ts), out).await?;
                     }
+                    if changed {
+                        left.changed(key);
+                    }
                 }
-                let entry = Buffered {
+                let record = Buffered {
                     ts,
                     item: r,
                     matched,
-                    seq,
-                    logged: false,
-                    dirty: true,
                 };
-                match right.get_mut(key) {
-                    Some(v) => v.push(entry),
-                    None => {
-                        right.insert(Box::from(key), vec![entry]);
-                    }
-                }
+                buffer(right, RIGHT, due, key, record, within);
             }
         }
-        due.push(std::cmp::Reverse((
-            ts.saturating_add(within),
-            Box::from(key),
-        )));
-        Ok(())
+        match left.take_error().or_else(|| right.take_error()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn advance(&mut self, time: &Time<'_>) -> Result<()> {
@@ -646,57 +892,23 @@ where
                 next,
                 kind,
                 within,
-                log,
                 ..
             } = self;
-            let mut expired_logged = log.as_mut().map(|(_, e)| e);
+            let times = (wm, *within);
             while due.peek().is_some_and(|d| d.0.0 <= wm) {
-                let std::cmp::Reverse((_, key)) = due.pop().expect("peeked");
-                let expired = |ts: i64| ts.saturating_add(*within) <= wm;
-                if let Some(ls) = left.get_mut(&key) {
-                    let mut i = 0;
-                    while i < ls.len() {
-                        if expired(ls[i].ts) {
-                            let l = ls.remove(i);
-                            if l.logged
-                                && let Some(e) = expired_logged.as_deref_mut()
-                            {
-                                e.push(LEFT, l.seq, &key);
-                            }
-                            if !l.matched && *kind != StreamJoinKind::Inner {
-                                let out = f(Some(&l.item), None);
-                                Self::emit(next, tp, &key, l.ts, out).await?;
-                            }
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    if ls.is_empty() {
-                        left.remove(&key);
-                    }
+                let std::cmp::Reverse((at, tag, key)) = due.pop().expect("peeked");
+                if tag == LEFT {
+                    let unmatched =
+                        (*kind != StreamJoinKind::Inner).then_some(|l: &L| f(Some(l), None));
+                    Self::expire(left, tag, key, at, times, due, unmatched, next, tp).await?;
+                } else {
+                    let unmatched =
+                        (*kind == StreamJoinKind::Outer).then_some(|r: &R| f(None, Some(r)));
+                    Self::expire(right, tag, key, at, times, due, unmatched, next, tp).await?;
                 }
-                if let Some(rs) = right.get_mut(&key) {
-                    let mut i = 0;
-                    while i < rs.len() {
-                        if expired(rs[i].ts) {
-                            let r = rs.remove(i);
-                            if r.logged
-                                && let Some(e) = expired_logged.as_deref_mut()
-                            {
-                                e.push(RIGHT, r.seq, &key);
-                            }
-                            if !r.matched && *kind == StreamJoinKind::Outer {
-                                let out = f(None, Some(&r.item));
-                                Self::emit(next, tp, &key, r.ts, out).await?;
-                            }
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    if rs.is_empty() {
-                        right.remove(&key);
-                    }
-                }
+            }
+            if let Some(e) = left.take_error().or_else(|| right.take_error()) {
+                return Err(e);
             }
         }
         self.next.advance(time).await
@@ -711,15 +923,13 @@ where
     }
 
     fn metrics(&self, out: &mut Vec<OperatorMetrics>) {
-        let buffered: usize = self.left.values().map(Vec::len).sum::<usize>()
-            + self.right.values().map(Vec::len).sum::<usize>();
+        let (lk, lb) = self.left.size();
+        let (rk, rb) = self.right.size();
         out.push(OperatorMetrics {
             name: format!("{}:join_within({} ms)", out.len(), self.within),
             records_in: self.count,
-            state_keys: (self.left.len() + self.right.len()) as u64,
-            state_bytes: (buffered
-                * (std::mem::size_of::<Buffered<L>>().max(std::mem::size_of::<Buffered<R>>())))
-                as u64,
+            state_keys: lk + rk,
+            state_bytes: lb + rb + self.due.len() as u64 * 40,
             ..OperatorMetrics::default()
         });
         self.next.metrics(out);
@@ -763,14 +973,13 @@ where
         let mut op = IntervalJoin {
             within: self.within,
             kind: self.kind,
-            left: HashMap::new(),
-            right: HashMap::new(),
+            left: Side::memory(),
+            right: Side::memory(),
             due: std::collections::BinaryHeap::new(),
             watermark: i64::MIN,
             f: self.f.clone(),
             next,
             count: 0,
-            seq: 0,
             log: None,
             broken: None,
         };
@@ -780,7 +989,12 @@ where
                 env.partition,
                 env.output.clone(),
             );
-            op = op.with_changelog(log, env.stores.take(&self.store));
+            op = match env.stores.take_local(&self.store) {
+                Some(local) => op.with_local(Some(log), local, env.stores.cache_bytes),
+                None => op.with_changelog(log, env.stores.take(&self.store)),
+            };
+        } else if let Some(local) = env.stores.take_local(&self.store) {
+            op = op.with_local(None, local, env.stores.cache_bytes);
         }
         self.chain.build(env, op)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flumen_runtime::aggregate;
 use flumen_runtime::codec::StateCodec;
-use flumen_runtime::format::{StrView, Utf8};
+use flumen_runtime::format::{Json, StrView, Utf8};
 use flumen_runtime::state::{KeyedContext, KeyedProcess, StateSize, Timer, ValueState};
 use flumen_runtime::testing::MemoryRun;
 use flumen_runtime::window::{Emit, Windows};
@@ -247,5 +247,67 @@ fn window_state_on_disk_gives_the_memory_stores_outputs_with_a_small_cache() {
                 assert_eq!(state(&disk).0, 0, "{what}: every window dropped");
             }
         }
+    }
+}
+
+/// A two-stream join's buffers (several records per key) in files behind a 16 KiB cache: the
+/// memory store's outputs (pairs and, outer, the unpaired), a fraction of its bytes in memory
+/// (what stays there is the due index: per side and key with records, the key and its next
+/// expiry).
+#[test]
+fn join_buffers_on_disk_give_the_memory_stores_outputs_with_a_small_cache() {
+    use flumen_runtime::join::StreamJoinKind;
+    let mut p = Pipeline::new();
+    p.source2(
+        Kafka::topic("clicks").format(Json::<String>::new()),
+        Kafka::topic("views").format(Json::<String>::new()),
+    )
+    .join_within(
+        Duration::from_millis(40),
+        StreamJoinKind::Outer,
+        |c: Option<&String>, v: Option<&String>| format!("{c:?} {v:?}"),
+    )
+    .to("out", Utf8);
+    let side = |topic: &str, keys: u64, step: i64| -> Vec<MemoryRecord> {
+        (0..12_000u64)
+            .map(|i| {
+                let key = format!("k{}", (i * 7919) % keys);
+                let value = format!("\"{topic} {i}\"");
+                MemoryRecord::new(Some(key.as_bytes()), value.as_bytes(), i as i64 / step)
+            })
+            .collect()
+    };
+    // Clicks of 500 keys; views of 400 of them, at another pace.
+    let (clicks, views) = (side("clicks", 500, 60), side("views", 400, 50));
+    let run = |mut run: MemoryRun<'_>| {
+        for (c, v) in clicks.chunks(1_000).zip(views.chunks(1_000)) {
+            run.push("clicks", 0, c).expect("push");
+            run.push("views", 0, v).expect("push");
+            run.checkpoint().expect("checkpoint");
+        }
+        let m = &run.task_metrics(0, 0).expect("task").1[0];
+        let (keys, bytes) = (m.state_keys, m.state_bytes);
+        run.end_of_input().expect("end");
+        let mut out = values(&mut run);
+        out.sort();
+        (out, keys, bytes)
+    };
+    let (expected, keys, memory_bytes) = run(MemoryRun::new(&p, "app").with_changelogs());
+    assert!(
+        expected.iter().any(|o| o.ends_with(" None")),
+        "unpaired clicks"
+    );
+    assert!(expected.iter().any(|o| !o.contains("None")), "pairs");
+    for logged in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = MemoryRun::new(&p, "app");
+        let disk = if logged { disk.with_changelogs() } else { disk };
+        let (out, disk_keys, bytes) = run(disk.with_disk_state(dir.path(), 16 << 10));
+        assert_eq!(disk_keys, keys, "logged {logged}");
+        assert!(
+            bytes * 2 < memory_bytes,
+            "logged {logged}: {bytes} bytes in memory, the memory store's {memory_bytes}"
+        );
+        assert!(out == expected, "logged {logged}: outputs differ");
     }
 }

@@ -490,10 +490,23 @@ fn a_two_stream_join_restores_its_buffers_so_the_output_is_that_of_a_run_without
             push(&mut clean, at, at + 40);
         }
         clean.end_of_input().expect("end");
-        for (checkpoint, lost) in [(40, 30), (200, 40), (360, 40)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Unlogged, the buffers on disk: the memory store's outputs.
+        let mut disk = MemoryRun::new(&p, "join-unlogged").with_disk_state(dir.path(), 1 << 10);
+        for at in (0..400).step_by(40) {
+            push(&mut disk, at, at + 40);
+        }
+        disk.end_of_input().expect("end");
+        assert_eq!(
+            outputs(&clean),
+            outputs(&disk),
+            "{kind:?}: unlogged, on disk"
+        );
+        let cases = [(40, 30), (200, 40), (360, 40)];
+        for ((checkpoint, lost), on_disk) in cases.iter().flat_map(|&c| [(c, false), (c, true)]) {
             // A checkpoint every 40 records of each side: buffered records logged at one
             // expire before the next, which must log their tombstones.
-            let mut crashed = MemoryRun::new(&p, "join").with_changelogs();
+            let mut crashed = logged(&p, "join", on_disk.then_some(dir.path()));
             for at in (0..checkpoint).step_by(40) {
                 push(&mut crashed, at, at + 40);
                 crashed.checkpoint().expect("checkpoint");
@@ -511,7 +524,7 @@ fn a_two_stream_join_restores_its_buffers_so_the_output_is_that_of_a_run_without
             assert_eq!(
                 outputs(&clean),
                 outputs(&crashed),
-                "{kind:?}: crash after {checkpoint} records of each side"
+                "{kind:?}: crash after {checkpoint} records of each side, on disk {on_disk}"
             );
         }
         let out = outputs(&clean);
