@@ -15,11 +15,15 @@
 //!
 //! A two-stream join (`join_within`) buffers each side's records per key until the watermark
 //! passes their timestamp plus the interval. Its buffers are a state store, `join-<n>`: at
-//! each checkpoint it logs every record buffered or newly matched since the last one (key:
-//! the side, a per-task sequence number and the record key; value: timestamp, matched flag,
-//! the item in its [`StateCodec`] form) and a tombstone for every logged record expired
-//! since (one buffered and expired between two checkpoints is never written), so a restore
-//! rebuilds the buffers the committed offsets lead to.
+//! each checkpoint it logs each side's records of every key whose records changed since the
+//! last one (buffered, newly matched or expired; key: the side and the record key; value: the
+//! key's scheduled expiry, then each record's timestamp, matched flag and item in its
+//! [`StateCodec`] form, in arrival order), or a tombstone once the key has none, so a restore
+//! rebuilds the buffers the committed offsets lead to. The due heap holds one entry per side
+//! and key (its earliest expiry; an out-of-order record that expires earlier adds one, and
+//! entries that are not the key's scheduled expiry any more are skipped). Under
+//! `state.store = disk` the buffers are in the task's store file under the same keys and
+//! values, behind a bounded cache; the due heap stays in memory.
 
 use std::marker::PhantomData;
 use std::rc::Rc;

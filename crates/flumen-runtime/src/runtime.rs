@@ -120,11 +120,11 @@ impl RuntimeConfig {
         self
     }
 
-    /// Where the state of keyed functions (`process_keyed`) and windows lives (`state.store`,
-    /// default [`StateStore::Memory`]). [`StateStore::Disk`] keeps it in one file per task and
-    /// store under [`RuntimeConfig::state_dir`], with a cache of decoded states in front
-    /// ([`RuntimeConfig::state_cache_max_bytes`]), and a restart on the same machine reads
-    /// only the changelog's tail. The buffers of two-stream joins stay in memory either way.
+    /// Where the state of keyed functions (`process_keyed`), windows and two-stream joins
+    /// lives (`state.store`, default [`StateStore::Memory`]). [`StateStore::Disk`] keeps it in
+    /// one file per task and store under [`RuntimeConfig::state_dir`], with a cache of decoded
+    /// states in front ([`RuntimeConfig::state_cache_max_bytes`]), and a restart on the same
+    /// machine reads only the changelog's tail.
     pub fn state_store(mut self, store: StateStore) -> Self {
         self.state_store = store;
         self
@@ -233,7 +233,7 @@ impl Guarantee {
     }
 }
 
-/// Where the state of keyed functions and windows lives (`state.store`).
+/// Where the state of keyed functions, windows and joins lives (`state.store`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateStore {

@@ -157,8 +157,7 @@ struct Task {
     locals: Vec<Rc<LocalStore>>,
 }
 
-/// Whether `store` of the plan is kept on disk: keyed-function and window stores under
-/// `state.store = disk` (join buffers stay in memory).
+/// Whether `store` of the plan is kept on disk: every store under `state.store = disk`.
 fn on_disk(plan: &Plan, store: &str) -> bool {
     plan.config.state_store == StateStore::Disk && crate::disk_store::kept_on_disk(store)
 }
