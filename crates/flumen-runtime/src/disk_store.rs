@@ -597,62 +597,68 @@ impl<V> DiskMap<V> {
 
     /// The value of `key` in the file (not in the cache).
     fn load(&mut self, key: &[u8]) -> Option<V> {
-        if self.removed.contains(key) {
-            return None;
-        }
-        let form = &self.form;
-        let got = self.local.get(key, |bytes| {
-            let mut input = bytes;
-            form.load(&mut input).filter(|_| input.is_empty())
-        });
-        match got {
-            Ok(Some(Some(found))) => Some(found),
-            Ok(None) => None,
-            Ok(Some(None)) => {
-                self.fail(Error::Io {
-                    context: self.local.context("reading"),
-                    source: std::io::Error::other(format!(
-                        "key \"{}\": unreadable state",
-                        key.escape_ascii()
-                    )),
-                });
-                None
-            }
-            Err(e) => {
-                self.fail(e);
-                None
-            }
-        }
+        load_from(
+            &self.local,
+            &*self.form,
+            &self.removed,
+            &mut self.error,
+            key,
+        )
     }
 
-    /// Caches `value` for `key` (evicting first when over budget).
-    fn insert(&mut self, key: &[u8], value: V, dirty: bool) -> &mut Cached<V> {
+    /// The cached entry of `key`, read from the file if needed, else made by `create` if
+    /// given (then `true`); not marked changed. Evicts first when over budget.
+    fn slot(
+        &mut self,
+        key: &[u8],
+        create: Option<impl FnOnce() -> V>,
+    ) -> Option<(&mut Cached<V>, bool)> {
         if self.cache_bytes > self.max_bytes {
             self.evict();
         }
-        let size = entry_size(key, self.form.heap_bytes(&value));
-        self.cache_bytes += size;
-        self.cache.insert(
-            Box::from(key),
-            Cached {
-                value,
-                dirty,
-                hot: true,
-                size,
-            },
-        );
-        self.cache.get_mut(key).expect("inserted")
+        // One lookup when cached: the fields are borrowed apart.
+        let DiskMap {
+            local,
+            form,
+            cache,
+            cache_bytes,
+            removed,
+            error,
+            ..
+        } = self;
+        match cache.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => {
+                let e = o.into_mut();
+                e.hot = true;
+                Some((e, false))
+            }
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                let (value, created) = match load_from(local, &**form, removed, error, key) {
+                    Some(value) => (value, false),
+                    None => {
+                        let create = create?;
+                        removed.remove(key);
+                        (create(), true)
+                    }
+                };
+                let size = entry_size(key, form.heap_bytes(&value));
+                *cache_bytes += size;
+                let e = v.insert_with_key(
+                    Box::from(key),
+                    Cached {
+                        value,
+                        dirty: created,
+                        hot: true,
+                        size,
+                    },
+                );
+                Some((e, created))
+            }
+        }
     }
 
-    /// The cached entry of `key`, read from the file if needed (not marked changed).
     fn cached(&mut self, key: &[u8]) -> Option<&mut Cached<V>> {
-        if !self.cache.contains_key(key) {
-            let value = self.load(key)?;
-            self.insert(key, value, false);
-        }
-        let e = self.cache.get_mut(key).expect("cached");
-        e.hot = true;
-        Some(e)
+        self.slot(key, None::<fn() -> V>).map(|(e, _)| e)
     }
 
     /// The value of `key` without counting it as changed.
@@ -684,23 +690,8 @@ impl<V> DiskMap<V> {
     /// The value of `key`, created by `create` if it has none (and then `true`); counted as
     /// changed. No allocation when the key is cached.
     pub(crate) fn entry(&mut self, key: &[u8], create: impl FnOnce() -> V) -> (&mut V, bool) {
-        let created = match self.cache.contains_key(key) {
-            true => false,
-            false => match self.load(key) {
-                Some(value) => {
-                    self.insert(key, value, true);
-                    false
-                }
-                None => {
-                    self.removed.remove(key);
-                    self.insert(key, create(), true);
-                    true
-                }
-            },
-        };
-        let e = self.cache.get_mut(key).expect("cached");
+        let (e, created) = self.slot(key, Some(create)).expect("made when missing");
         e.dirty = true;
-        e.hot = true;
         (&mut e.value, created)
     }
 
@@ -908,6 +899,42 @@ impl<V> DiskMap<V> {
             self.local.wrote(log.last.take());
         }
         Ok(())
+    }
+}
+
+/// The value of `key` in the file of `local` unless `removed` hides it; an unreadable one
+/// is recorded in `error` and reads as none.
+fn load_from<V>(
+    local: &LocalStore,
+    form: &dyn StateForm<V>,
+    removed: &HashSet<Box<[u8]>>,
+    error: &mut Option<Error>,
+    key: &[u8],
+) -> Option<V> {
+    if removed.contains(key) {
+        return None;
+    }
+    let got = local.get(key, |bytes| {
+        let mut input = bytes;
+        form.load(&mut input).filter(|_| input.is_empty())
+    });
+    match got {
+        Ok(Some(Some(found))) => Some(found),
+        Ok(None) => None,
+        Ok(Some(None)) => {
+            error.get_or_insert(Error::Io {
+                context: local.context("reading"),
+                source: std::io::Error::other(format!(
+                    "key \"{}\": unreadable state",
+                    key.escape_ascii()
+                )),
+            });
+            None
+        }
+        Err(e) => {
+            error.get_or_insert(e);
+            None
+        }
     }
 }
 
