@@ -485,6 +485,14 @@ mod engine {
     }
 }
 
+/// The error of a store kept on disk whose values (`what`) have no binary form (`how`).
+pub(crate) fn needs_binary_form(what: &str, how: &str) -> Error {
+    Error::Config {
+        key: "state.store".to_owned(),
+        message: format!("the disk store needs {what} in a binary form ({how})"),
+    }
+}
+
 /// The offset a checkpoint file in `dir` holds; `None` when it is missing or unreadable.
 pub(crate) fn read_checkpoint(dir: &Path) -> Option<i64> {
     let text = std::fs::read_to_string(dir.join(CHECKPOINT)).ok()?;

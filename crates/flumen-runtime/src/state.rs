@@ -591,12 +591,10 @@ where
     {
         self.loggable = self.f.save_state(&P::State::default(), &mut Vec::new());
         if !self.loggable {
-            self.broken = Some(Error::Config {
-                key: "state.store".to_owned(),
-                message: "the disk store needs the keyed function's state in a binary form \
-                          (KeyedProcess::save_state / load_state)"
-                    .to_owned(),
-            });
+            self.broken = Some(crate::disk_store::needs_binary_form(
+                "the keyed function's state",
+                "KeyedProcess::save_state / load_state",
+            ));
             return self;
         }
         let form = Box::new(ProcessForm(self.f.clone(), PhantomData));

@@ -387,12 +387,10 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
     {
         self.loggable = self.agg.save(&self.agg.create(), &mut Vec::new());
         if !self.loggable {
-            self.broken = Some(Error::Config {
-                key: "state.store".to_owned(),
-                message: "the disk store needs the window's aggregation in a binary form \
-                          (Aggregate::save / load)"
-                    .to_owned(),
-            });
+            self.broken = Some(crate::disk_store::needs_binary_form(
+                "the window's aggregation",
+                "Aggregate::save / load",
+            ));
             return self;
         }
         let logging = log.is_some();

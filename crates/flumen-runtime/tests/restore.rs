@@ -316,6 +316,17 @@ fn a_window_over_an_aggregation_without_a_changelog_form_fails_clearly_when_logg
         .expect("push");
     let err = run.checkpoint().expect_err("not loggable");
     assert!(err.to_string().contains("changelog form"), "{err}");
+    // On disk, the first record fails, naming the setting and what is missing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = MemoryRun::new(&p, "f").with_disk_state(dir.path(), 1 << 10);
+    let err = run
+        .push("in", 0, &[MemoryRecord::new(Some(b"k"), b"x", 1)])
+        .expect_err("no binary form");
+    let text = err.to_string();
+    assert!(
+        text.contains("state.store") && text.contains("Aggregate::save / load"),
+        "{text}"
+    );
 }
 
 #[test]
