@@ -735,6 +735,17 @@ async fn a_table_that_is_not_co_partitioned_with_its_stream_is_refused_naming_bo
 /// the other runs; when the other dies, the takeover reads only the changelog's tail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
+    standby_takeover(false).await;
+}
+
+/// The same with the window state on disk, each process with a state directory of its own:
+/// the takeover writes the standby copy into a new file and reads only the tail after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_state_on_disk_a_standby_replica_fills_the_new_file_and_only_the_tail_is_read() {
+    standby_takeover(true).await;
+}
+
+async fn standby_takeover(on_disk: bool) {
     let input_topic = topic("sb-in", 4).await;
     let output = topic("sb-out", 4).await;
     let app = KafkaCluster::unique_topic("sb-app");
@@ -762,10 +773,18 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
         "pin.workers=false",
     ];
     let dir = std::env::temp_dir();
+    let state_dirs = tempfile::tempdir().expect("tempdir");
     let spawn = |name: &str| {
         let log = dir.join(format!("{app}-{name}.log"));
-        let child = std::process::Command::new(example("word_count"))
-            .args(args)
+        let mut command = std::process::Command::new(example("word_count"));
+        command.args(args);
+        if on_disk {
+            let state_dir = state_dirs.path().join(name);
+            command
+                .args(["-X", "state.store=disk", "-X"])
+                .arg(format!("state.dir={}", state_dir.display()));
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -827,7 +846,19 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
     };
     terminate(&b_proc);
     let _ = wait(b_proc, Duration::from_secs(60));
-    eprintln!("takeover restores (tail records, records the standby had): {restores:?}");
+    eprintln!(
+        "takeover restores, on disk {on_disk} (tail records, records the standby had): \
+         {restores:?}"
+    );
+    if on_disk {
+        // The survivor's own directory holds the files of the tasks it took over.
+        let files = std::fs::read_dir(state_dirs.path().join("b").join(&app))
+            .expect("the survivor's state dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("state.redb").exists())
+            .count();
+        assert!(files >= 4, "{files} store files");
+    }
     assert!(
         restores.iter().any(|&(_, standby)| standby > 0),
         "the standby copies were used: {restores:?}\n{}",

@@ -158,6 +158,20 @@ pub(crate) struct Standby {
 }
 
 impl Standby {
+    /// The latest value per key (`None`: deleted), where reading goes on, and the records
+    /// applied.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        impl Iterator<Item = (Box<[u8]>, Option<Box<[u8]>>)>,
+        i64,
+        u64,
+    ) {
+        let latest = self.latest.into_iter().map(|(k, (v, _))| (k, v));
+        (latest, self.next, self.records)
+    }
+
     pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>, offset: i64) {
         self.records += 1;
         self.latest

@@ -163,23 +163,46 @@ fn on_disk(plan: &Plan, store: &str) -> bool {
 }
 
 /// Opens the on-disk store of `tp` in `dir` and brings it up to the changelog's end: from
-/// its checkpoint (the tail only) when it has a valid one, else emptied and in full,
+/// its checkpoint (the tail only) when it has a valid one; else from a `standby` copy (its
+/// entries written into the emptied file, then the tail after it); else emptied and in full,
 /// streaming the records into the file. Under exactly-once the checkpoint is deleted
 /// once read: only a clean stop writes it again.
 async fn restore_local(
     restorer: &mut Restorer,
     tp: &TopicPartition,
     dir: &std::path::Path,
-    cache_bytes: usize,
-    exactly_once: bool,
+    (cache_bytes, exactly_once): (usize, bool),
+    standby: Option<crate::changelog::Standby>,
     total: &mut RestoreStats,
 ) -> Result<Rc<LocalStore>> {
     let started = Instant::now();
-    let (local, checkpoint) = LocalStore::open(dir, cache_bytes, Duration::from_secs(30)).await?;
+    let (local, mut checkpoint) =
+        LocalStore::open(dir, cache_bytes, Duration::from_secs(30)).await?;
     if exactly_once {
         local.delete_checkpoint()?;
     }
     let mut batch = Batch::default();
+    if let (None, Some(standby)) = (checkpoint, standby) {
+        // The standby's copy is as good as the changelog up to where it read: if that is
+        // still in the partition, `restore_into` reads on from there (else it empties the
+        // file again and reads everything).
+        local.clear()?;
+        let (latest, next, records) = standby.into_parts();
+        for (key, value) in latest {
+            match value {
+                Some(v) => batch.put(&key, &v),
+                None => batch.delete(&key),
+            }
+            if batch.len_bytes() >= RESTORE_BATCH_BYTES {
+                local.apply(&mut batch, false)?;
+                batch.clear();
+            }
+        }
+        local.apply(&mut batch, false)?;
+        batch.clear();
+        total.standby_records += records;
+        checkpoint = Some(next);
+    }
     let end = restorer
         .restore_into(
             tp,
@@ -774,15 +797,12 @@ impl WorkerLoop {
                         .config
                         .application_state_dir()
                         .join(format!("{store}-{partition}"));
-                    let local = restore_local(
-                        restorer,
-                        &tp,
-                        &dir,
+                    let settings = (
                         self.plan.config.state_cache_max_bytes,
                         self.plan.config.guarantee == Guarantee::ExactlyOnce,
-                        &mut total,
-                    )
-                    .await?;
+                    );
+                    let local =
+                        restore_local(restorer, &tp, &dir, settings, standby, &mut total).await?;
                     locals.push(local.clone());
                     stores.locals.borrow_mut().insert(store.clone(), local);
                     continue;
