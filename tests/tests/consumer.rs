@@ -271,6 +271,7 @@ fn complete(
 
 #[tokio::test(flavor = "current_thread")]
 async fn two_members_split_partitions_read_each_record_once_and_lose_nothing_when_one_leaves() {
+    let _log = log_group_events();
     let kafka = KafkaCluster::shared();
     let topic = topic(kafka, "c-group", 4, 1).await;
     let group = format!("{topic}-g");
@@ -338,6 +339,7 @@ async fn two_members_split_partitions_read_each_record_once_and_lose_nothing_whe
 
 #[tokio::test(flavor = "current_thread")]
 async fn mixed_group_with_the_java_consumer_splits_partitions_and_loses_nothing_when_java_leaves() {
+    let _log = log_group_events();
     let kafka = KafkaCluster::shared();
     let topic = topic(kafka, "c-mixed", 4, 1).await;
     let group = format!("{topic}-g");
@@ -429,6 +431,7 @@ impl flumen_client::consumer::RebalanceListener for Recorder {
 
 #[tokio::test(flavor = "current_thread")]
 async fn cooperative_rebalance_revokes_only_the_partitions_that_move() {
+    let _log = log_group_events();
     let kafka = KafkaCluster::shared();
     let topic = topic(kafka, "c-coop", 4, 1).await;
     let group = format!("{topic}-g");
@@ -515,6 +518,7 @@ async fn static_member(
 
 #[tokio::test(flavor = "current_thread")]
 async fn static_member_restarting_within_the_session_timeout_causes_no_rebalance() {
+    let _log = log_group_events();
     let kafka = KafkaCluster::shared();
     let topic = topic(kafka, "c-static", 4, 1).await;
     let group = format!("{topic}-g");
@@ -688,6 +692,7 @@ fn values_of(prefixes: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn paused_partitions_stay_paused_across_rebalances_and_resume_works() {
+    let _log = log_group_events();
     let kafka = KafkaCluster::shared();
     let topic = topic(kafka, "c-pause-group", 2, 1).await;
     let group = format!("{topic}-g");

@@ -184,6 +184,7 @@ async fn member_stops_polling(
     props: &[(&str, &str)],
     max_poll: Duration,
 ) {
+    let _log = log_group_events();
     let topic = topic.to_owned();
     let props = props.to_vec();
     let mut slow = consumer(kafka, &props).await;

@@ -189,21 +189,58 @@ pub fn spawn_member(
 }
 
 /// Waits for reports until `done` says so (failing after `timeout`), feeding each to `seen`.
+/// On timeout the panic lists the last reports, so a failure says where the group stood.
 pub async fn until_reports(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Report>,
     timeout: Duration,
     mut step: impl FnMut(Report) -> bool,
 ) {
     let deadline = Instant::now() + timeout;
+    let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     loop {
-        let report = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("condition not reached within {timeout:?}"))
-            .expect("members running");
+        let Ok(report) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            let last: Vec<String> = last.into_iter().collect();
+            panic!(
+                "condition not reached within {timeout:?}; last reports (member generation \
+                 assignment):\n  {}",
+                last.join("\n  ")
+            );
+        };
+        let report = report.expect("members running");
+        let summary = format!(
+            "{} {} {:?}",
+            report.member,
+            report.generation,
+            report
+                .assignment
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
+        if last.back() != Some(&summary) {
+            if last.len() == 12 {
+                last.pop_front();
+            }
+            last.push_back(summary);
+        }
         if step(report) {
             return;
         }
     }
+}
+
+/// Sends the client's group events (joins, syncs, heartbeat answers) to the test's captured
+/// output for as long as the guard lives: shown only when the test fails. The group tests
+/// run on a current-thread runtime, so every task of theirs logs through it.
+pub fn log_group_events() -> tracing::subscriber::DefaultGuard {
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "flumen_client::consumer=debug",
+        ))
+        .with_test_writer()
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_default(subscriber)
 }
 
 /// A Kafka Java consumer in the group (tests/java/JavaGroupMember.java), reporting through

@@ -264,6 +264,7 @@ impl ClassicMember {
                 p
             })
             .collect();
+        tracing::debug!(group = %self.group_id, member = %member_id, generation, "joining the group");
         let response = match conn.send(request).await {
             Ok(r) => r,
             Err(e) => {
@@ -271,7 +272,11 @@ impl ClassicMember {
                 return Err(e.into());
             }
         };
-        match ErrorCode::from_code(response.error_code) {
+        let code = ErrorCode::from_code(response.error_code);
+        if code != ErrorCode::None {
+            tracing::debug!(group = %self.group_id, %code, "JoinGroup answered an error");
+        }
+        match code {
             ErrorCode::None => {}
             ErrorCode::MemberIdRequired => {
                 self.shared.lock().member_id = response.member_id.to_string();
@@ -314,6 +319,14 @@ impl ClassicMember {
             m.generation = generation;
         }
         self.protocol = Some(strategy);
+        tracing::info!(
+            group = %self.group_id,
+            member = %member_id,
+            generation,
+            leader = %response.leader,
+            protocol = %protocol_name,
+            "joined the group"
+        );
         let assignments = if response.leader.as_str() == member_id && !response.skip_assignment {
             let members = response
                 .members
@@ -349,7 +362,11 @@ impl ClassicMember {
                 return Err(e.into());
             }
         };
-        match ErrorCode::from_code(response.error_code) {
+        let code = ErrorCode::from_code(response.error_code);
+        if code != ErrorCode::None {
+            tracing::debug!(group = %self.group_id, %code, "SyncGroup answered an error");
+        }
+        match code {
             ErrorCode::None => {}
             ErrorCode::RebalanceInProgress => return Ok(None),
             ErrorCode::UnknownMemberId | ErrorCode::IllegalGeneration => {
@@ -372,6 +389,12 @@ impl ClassicMember {
             _ => Vec::new(),
         };
         self.shared.lock().status = Status::Stable;
+        tracing::info!(
+            group = %self.group_id,
+            generation,
+            partitions = ?assignment.partitions,
+            "synced the group"
+        );
         Ok(Some(assignment.partitions))
     }
 
@@ -566,6 +589,7 @@ impl Heartbeat {
                 Ok(()) => {}
                 Err(e) => match e.code() {
                     Some(ErrorCode::RebalanceInProgress) => {
+                        tracing::info!(group = %self.group_id, generation, "the group is rebalancing; rejoining");
                         self.set(Status::NeedsJoin);
                         return;
                     }
@@ -574,6 +598,7 @@ impl Heartbeat {
                         | ErrorCode::IllegalGeneration
                         | ErrorCode::FencedInstanceId),
                     ) => {
+                        tracing::info!(group = %self.group_id, generation, %code, "heartbeat fenced this member");
                         self.set(Status::Lost(format!("heartbeat answered {code}")));
                         return;
                     }
