@@ -739,9 +739,10 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
 }
 
 /// The same with the window state on disk, each process with a state directory of its own:
-/// the takeover writes the standby copy into a new file and reads only the tail after it.
+/// the standby copies are kept in the store files of the tasks they stand by for (not in
+/// memory), and the takeover reads only the tail after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_state_on_disk_a_standby_replica_fills_the_new_file_and_only_the_tail_is_read() {
+async fn with_state_on_disk_standby_copies_live_in_task_files_and_only_the_tail_is_read() {
     standby_takeover(true).await;
 }
 
@@ -817,6 +818,19 @@ async fn standby_takeover(on_disk: bool) {
     // Both have committed, with checkpoints of their state, every partition of the counting
     // stage's input.
     runtime_support::wait_for_group_commit(&app, |t| t.ends_with("-repartition"), 4).await;
+    if on_disk {
+        // The survivor runs some of the 4 tasks and keeps standby copies of the others in
+        // their store files, before anything fails.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !read(&log_b).contains("standby copy kept in the store file") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no standby copy in a file:\n{}",
+                read(&log_b)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let b_lines = read(&log_b).lines().count();
     runtime_support::kill9(&a);
     let _ = wait(a, Duration::from_secs(10));

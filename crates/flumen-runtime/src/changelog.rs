@@ -22,7 +22,7 @@ use flumen_client::admin::{Admin, IsolationLevel, OffsetSpec};
 use flumen_client::consumer::Consumer;
 use flumen_client::producer::DeliveryFuture;
 
-use crate::disk_store::LocalStore;
+use crate::disk_store::{FileCopy, LocalStore};
 use crate::error::{Error, Result};
 use crate::operator::Output;
 
@@ -147,10 +147,12 @@ impl StoreEnv {
 
 /// A standby copy of one changelog partition (`num.standby.replicas`): the latest value per
 /// key, kept up to date by a worker that does not run the task, handed to the worker that
-/// starts it so that only the tail is read then.
-#[derive(Default)]
+/// starts it so that only the tail is read then. A store kept on disk keeps its copy in the
+/// task's store file instead ([`FileCopy`]), not in memory.
+#[derive(Debug, Default)]
 pub(crate) struct Standby {
     latest: HashMap<Box<[u8]>, Latest>,
+    file: Option<FileCopy>,
     /// Where reading goes on.
     pub(crate) next: i64,
     /// Records applied.
@@ -158,8 +160,17 @@ pub(crate) struct Standby {
 }
 
 impl Standby {
+    /// A copy kept in `file`, complete up to changelog offset `next`.
+    pub(crate) fn in_file(file: FileCopy, next: i64) -> Standby {
+        Standby {
+            file: Some(file),
+            next,
+            ..Standby::default()
+        }
+    }
+
     /// The latest value per key (`None`: deleted), where reading goes on, and the records
-    /// applied.
+    /// applied. Empty for a copy kept in a file.
     #[allow(clippy::type_complexity)]
     pub(crate) fn into_parts(
         self,
@@ -172,11 +183,39 @@ impl Standby {
         (latest, self.next, self.records)
     }
 
-    pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>, offset: i64) {
+    /// Whether the copy is kept in the task's store file.
+    pub(crate) fn in_a_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>, offset: i64) -> Result<()> {
         self.records += 1;
-        self.latest
-            .insert(key.into(), (value.map(Into::into), offset));
         self.next = self.next.max(offset + 1);
+        match &mut self.file {
+            Some(file) => file.apply(key, value),
+            None => {
+                self.latest
+                    .insert(key.into(), (value.map(Into::into), offset));
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes what a file copy has batched (after each poll's records).
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(false),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes a file copy with a checkpoint at where reading got to (the task's store then
+    /// reads on from there); returns the records applied.
+    pub(crate) fn close(self) -> Result<u64> {
+        if let Some(file) = self.file {
+            file.close(self.next)?;
+        }
+        Ok(self.records)
     }
 }
 
@@ -214,7 +253,7 @@ impl Restorer {
 
     /// The earliest and the end offset of `tp` (the last stable offset under
     /// `read_committed`).
-    async fn bounds(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
+    pub(crate) async fn bounds(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
         let specs = [
             (tp.clone(), OffsetSpec::Earliest),
             (tp.clone(), OffsetSpec::Latest),

@@ -287,14 +287,7 @@ impl LocalStore {
         };
         self.next.set(next);
         self.apply(&mut Batch::default(), true)?;
-        let path = self.dir.join(CHECKPOINT);
-        let tmp = self.dir.join("checkpoint.tmp");
-        let io = |source| Error::Io {
-            context: format!("writing {}", path.display()),
-            source,
-        };
-        std::fs::write(&tmp, format!("{CHECKPOINT_HEADER}\n{next}\n")).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        write_checkpoint_file(&self.dir, next)?;
         self.checkpointed.set(true);
         Ok(())
     }
@@ -310,6 +303,134 @@ impl LocalStore {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// Records in `dir` that its store file is complete up to changelog offset `next` (written
+/// to a temporary file and renamed, so a crash leaves the old checkpoint or the new one).
+fn write_checkpoint_file(dir: &Path, next: i64) -> Result<()> {
+    let path = dir.join(CHECKPOINT);
+    let tmp = dir.join("checkpoint.tmp");
+    let io = |source| Error::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    };
+    std::fs::write(&tmp, format!("{CHECKPOINT_HEADER}\n{next}\n")).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// A standby copy of a changelog partition kept in the store file of the task it stands by
+/// for (the directory the task uses when it starts in this process), so that the copy takes
+/// no memory beyond one batch. Records go into the file as they are read; [`FileCopy::close`]
+/// writes the checkpoint, after which the task's [`LocalStore::open`] finds the file complete
+/// up to there and reads only the tail. Unlike [`LocalStore`] it is `Send`: a worker keeps it
+/// up to date, and whichever worker starts the task closes it.
+pub(crate) struct FileCopy {
+    dir: PathBuf,
+    db: engine::Db,
+    batch: Batch,
+}
+
+impl std::fmt::Debug for FileCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCopy").field("dir", &self.dir).finish()
+    }
+}
+
+impl FileCopy {
+    /// Opens the store file in `dir` for a standby copy and the offset it is complete up to:
+    /// its checkpoint when `valid` accepts that offset (then the copy goes on from there),
+    /// else the file is emptied (`0`). The checkpoint is deleted either way: the copy moves
+    /// past it. `None` when the file is held by a task of this process that is still closing,
+    /// or this build has no disk store.
+    pub(crate) fn open(
+        dir: &Path,
+        cache_bytes: usize,
+        valid: impl FnOnce(i64) -> bool,
+    ) -> Result<Option<(FileCopy, i64)>> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            context: format!("creating the state directory {}", dir.display()),
+            source,
+        })?;
+        let file = dir.join("state.redb");
+        let mut checkpoint = read_checkpoint(dir);
+        let db = loop {
+            match engine::Db::open(&file, cache_bytes.max(1 << 20)) {
+                Ok(db) => break db,
+                Err(engine::OpenError::Locked(_) | engine::OpenError::NotBuilt) => {
+                    return Ok(None);
+                }
+                Err(engine::OpenError::Unreadable(e)) => {
+                    tracing::warn!(file = %file.display(), error = %e, "state file unreadable: starting it anew");
+                    checkpoint = None;
+                    std::fs::remove_file(&file).map_err(|source| Error::Io {
+                        context: format!("removing {}", file.display()),
+                        source,
+                    })?;
+                }
+            }
+        };
+        let copy = FileCopy {
+            dir: dir.to_owned(),
+            db,
+            batch: Batch::default(),
+        };
+        copy.delete_checkpoint()?;
+        let from = match checkpoint.filter(|&c| valid(c)) {
+            Some(c) => c,
+            None => {
+                copy.db.clear().map_err(|e| copy.io("emptying", e))?;
+                0
+            }
+        };
+        Ok(Some((copy, from)))
+    }
+
+    fn io(&self, what: &str, source: std::io::Error) -> Error {
+        Error::Io {
+            context: format!("{what} the standby copy in {}", self.dir.display()),
+            source,
+        }
+    }
+
+    fn delete_checkpoint(&self) -> Result<()> {
+        let path = self.dir.join(CHECKPOINT);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                context: format!("deleting {}", path.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts (`Some`) or deletes the changelog record's key; written once a batch is full.
+    pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) => self.batch.put(key, v),
+            None => self.batch.delete(key),
+        }
+        if self.batch.len_bytes() >= RESTORE_BATCH_BYTES {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is batched (`durable`: synced to the disk before it returns).
+    pub(crate) fn flush(&mut self, durable: bool) -> Result<()> {
+        if self.batch.is_empty() && !durable {
+            return Ok(());
+        }
+        self.batch.sort();
+        let written = self.db.write(self.batch.iter(), durable);
+        self.batch.clear();
+        written.map_err(|e| self.io("writing", e))
+    }
+
+    /// Makes the file durable, records that it is complete up to `next`, and closes it.
+    pub(crate) fn close(mut self, next: i64) -> Result<()> {
+        self.flush(true)?;
+        write_checkpoint_file(&self.dir, next)
     }
 }
 

@@ -31,8 +31,8 @@ use flumen_client::producer::{ProduceError, Producer, ProducerConfig};
 use flumen_client::{Admin, ClientConfig, TopicPartition};
 use tracing::Instrument;
 
-use crate::changelog::{RestoreStats, Restorer, StoreEnv, changelog_topic};
-use crate::disk_store::{Batch, LocalStore, RESTORE_BATCH_BYTES};
+use crate::changelog::{RestoreStats, Restorer, Standby, StoreEnv, changelog_topic};
+use crate::disk_store::{Batch, FileCopy, LocalStore, RESTORE_BATCH_BYTES, read_checkpoint};
 use crate::error::{Error, Result};
 use crate::latency::LatencySampler;
 use crate::metrics::{
@@ -176,6 +176,14 @@ async fn restore_local(
     total: &mut RestoreStats,
 ) -> Result<Rc<LocalStore>> {
     let started = Instant::now();
+    // A standby kept in this file: closing it writes the checkpoint the open below reads.
+    let standby = match standby {
+        Some(s) if s.in_a_file() => {
+            total.standby_records += s.close()?;
+            None
+        }
+        s => s,
+    };
     let (local, mut checkpoint) =
         LocalStore::open(dir, cache_bytes, Duration::from_secs(30)).await?;
     if exactly_once {
@@ -364,6 +372,14 @@ async fn standby_consumer(plan: &Plan, index: usize) -> Result<Consumer> {
         c.set(k, v);
     }
     Ok(Consumer::connect(ConsumerConfig::take_from(&mut c)?).await?)
+}
+
+/// Closes a standby copy no longer kept here: a copy in a store file gets its checkpoint, so
+/// that a task or copy started here later reads on from there.
+fn close_standby(tp: &TopicPartition, standby: Standby) {
+    if let Err(e) = standby.close() {
+        tracing::warn!(changelog = %tp, error = %e, "closing a standby copy failed");
+    }
 }
 
 fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -768,6 +784,9 @@ impl WorkerLoop {
     async fn start_task(&mut self, sub: usize, partition: i32) -> Result<()> {
         let id = format!("{sub}_{partition}");
         let mut restore = None;
+        // Active before its standby copies are taken: a worker keeping copies checks this
+        // under the copies' lock, and opens no new copy of a task's file once it starts.
+        lock_map(&self.plan.active).insert((sub, partition));
         let stores = StoreEnv {
             logged: true,
             strict: self.transactional(),
@@ -828,7 +847,6 @@ impl WorkerLoop {
             restore = Some(total);
         }
         tracing::info!(task = %id, "task started");
-        lock_map(&self.plan.active).insert((sub, partition));
         let env = self.task_env(sub, partition, stores);
         let chain = self.plan.factory(sub).instantiate(&env);
         self.tasks.insert(
@@ -851,20 +869,31 @@ impl WorkerLoop {
         let plan = self.plan.clone();
         let active = lock_map(&plan.active).clone();
         let numbers = self.consumer.standby_partitions();
-        let mut desired = BTreeSet::new();
+        // Each changelog to keep a copy of, and the task's store directory when the store is
+        // kept on disk (the copy goes into that file then).
+        let mut files = BTreeMap::new();
         for (sub, stores) in plan.stores.iter().enumerate() {
             for &partition in &numbers {
                 if partition >= plan.partitions[sub] || active.contains(&(sub, partition)) {
                     continue;
                 }
                 for store in stores {
-                    desired.insert(TopicPartition::new(
-                        changelog_topic(&plan.config.application_id, store),
-                        partition,
-                    ));
+                    let dir = on_disk(&plan, store).then(|| {
+                        plan.config
+                            .application_state_dir()
+                            .join(format!("{store}-{partition}"))
+                    });
+                    files.insert(
+                        TopicPartition::new(
+                            changelog_topic(&plan.config.application_id, store),
+                            partition,
+                        ),
+                        (sub, dir),
+                    );
                 }
             }
         }
+        let desired: BTreeSet<TopicPartition> = files.keys().cloned().collect();
         if desired != self.standby_assigned {
             tracing::info!(
                 worker = self.index,
@@ -881,19 +910,57 @@ impl WorkerLoop {
         };
         if desired != self.standby_assigned {
             consumer.assign(desired.iter().cloned())?;
-            let mut standbys = lock_map(&plan.standbys);
-            for tp in &desired {
+            for (tp, (sub, dir)) in &files {
                 if self.standby_assigned.contains(tp) {
                     continue;
                 }
                 // Started again: from the beginning (a copy left from before may have missed
-                // records while a task ran here).
-                standbys.insert(tp.clone(), Default::default());
+                // records while a task ran here), or, in a store file, from the checkpoint the
+                // file has (a task that ran here and stopped cleanly, a copy closed before).
+                let mut standby = Standby::default();
+                if let Some(dir) = dir {
+                    let bounds = match read_checkpoint(dir) {
+                        Some(_) => {
+                            let restorer = match self.restorer.as_mut() {
+                                Some(r) => r,
+                                None => self.restorer.insert(restorer(&plan, self.index).await?),
+                            };
+                            Some(restorer.bounds(tp).await?)
+                        }
+                        None => None,
+                    };
+                    let valid =
+                        |c: i64| bounds.is_some_and(|(first, end)| (first..=end).contains(&c));
+                    let mut standbys = lock_map(&plan.standbys);
+                    if lock_map(&plan.active).contains(&(*sub, tp.partition)) {
+                        // Its task started here meanwhile: the file is the task's.
+                        continue;
+                    }
+                    // A file still held by a task of this process that is closing: a copy in
+                    // memory this time.
+                    if let Some((file, from)) =
+                        FileCopy::open(dir, plan.config.state_cache_max_bytes, valid)?
+                    {
+                        tracing::info!(changelog = %tp, from, dir = %dir.display(), "standby copy kept in the store file");
+                        standby = Standby::in_file(file, from);
+                    }
+                    if standby.next > 0 {
+                        consumer.seek(tp, standby.next)?;
+                    } else {
+                        consumer.seek_to_beginning(std::slice::from_ref(tp))?;
+                    }
+                    standbys.insert(tp.clone(), standby);
+                    continue;
+                }
                 consumer.seek_to_beginning(std::slice::from_ref(tp))?;
+                lock_map(&plan.standbys).insert(tp.clone(), standby);
             }
+            let mut standbys = lock_map(&plan.standbys);
             for tp in self.standby_assigned.difference(&desired) {
                 if !active.iter().any(|&(_, p)| p == tp.partition) {
-                    standbys.remove(tp);
+                    if let Some(standby) = standbys.remove(tp) {
+                        close_standby(tp, standby);
+                    }
                 }
             }
             self.standby_assigned = desired;
@@ -912,13 +979,22 @@ impl WorkerLoop {
             let Some(standby) = standbys.get_mut(&tp) else {
                 continue;
             };
+            let mut applied = Ok(());
             for record in part.iter() {
                 let Ok(record) = record else { break };
                 if let Some(key) = record.key() {
-                    standby.apply(key, record.value(), record.offset());
+                    applied = standby.apply(key, record.value(), record.offset());
+                    if applied.is_err() {
+                        break;
+                    }
                 }
             }
             standby.next = standby.next.max(part.next_offset());
+            if let Err(e) = applied.and_then(|()| standby.flush()) {
+                // A copy that cannot be written is dropped: the task restores in full.
+                tracing::warn!(changelog = %tp, error = %e, "standby copy dropped");
+                standbys.remove(&tp);
+            }
         }
         Ok(())
     }
@@ -1322,6 +1398,15 @@ impl WorkerLoop {
         if this.transactional() {
             // What is open holds nothing to keep (a clean stop just committed it).
             let _ = this.producer.abort_transaction().await;
+        }
+        if clean {
+            // Copies in store files get their checkpoints: a restart reads on from there.
+            let mut standbys = lock_map(&this.plan.standbys);
+            for tp in &this.standby_assigned {
+                if let Some(standby) = standbys.remove(tp) {
+                    close_standby(tp, standby);
+                }
+            }
         }
         let WorkerLoop {
             consumer,

@@ -292,3 +292,80 @@ fn a_batch_is_written_in_key_order_keeping_each_keys_own_order() {
     assert_eq!(file[1], (b"c".to_vec(), b"2".to_vec()));
     assert_eq!(local.entries().expect("entries"), 2);
 }
+
+/// The file's entries, in key order.
+fn file_entries(local: &LocalStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    local
+        .scan_range(&[], &[0xff], |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .expect("scan");
+    out
+}
+
+#[test]
+fn a_standby_copy_in_the_file_is_read_by_the_task_from_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut copy, from) = FileCopy::open(dir.path(), 1 << 20, |_| true)
+        .expect("opens")
+        .expect("not locked");
+    assert_eq!(from, 0, "no checkpoint: from the start");
+    copy.apply(b"a", Some(b"1")).expect("put");
+    copy.apply(b"b", Some(b"1")).expect("put");
+    copy.flush(false).expect("flush");
+    copy.apply(b"a", None).expect("delete");
+    copy.apply(b"b", Some(b"2")).expect("put");
+    // Held by the copy: a task's open waits (here: gives up at once).
+    assert!(block_on(LocalStore::open(dir.path(), 1 << 20, Duration::ZERO)).is_err());
+    assert_eq!(
+        read_checkpoint(dir.path()),
+        None,
+        "no checkpoint while copying"
+    );
+    copy.close(42).expect("closed");
+    let (local, checkpoint) = open(dir.path());
+    assert_eq!(checkpoint, Some(42));
+    assert_eq!(file_entries(&local), [(b"b".to_vec(), b"2".to_vec())]);
+}
+
+#[test]
+fn a_standby_copy_goes_on_from_a_valid_checkpoint_and_empties_the_file_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (local, _) = open(dir.path());
+    let mut batch = Batch::default();
+    batch.put(b"k", b"v");
+    local.apply(&mut batch, false).expect("applied");
+    local.set_next(7);
+    local.write_checkpoint().expect("written");
+    drop(local);
+    let (copy, from) = FileCopy::open(dir.path(), 1 << 20, |c| c == 7)
+        .expect("opens")
+        .expect("not locked");
+    assert_eq!(from, 7);
+    assert_eq!(
+        read_checkpoint(dir.path()),
+        None,
+        "the copy moves past the checkpoint"
+    );
+    copy.close(9).expect("closed");
+    // A checkpoint outside the changelog (say, below its first offset): emptied.
+    let (copy, from) = FileCopy::open(dir.path(), 1 << 20, |c| c < 9)
+        .expect("opens")
+        .expect("not locked");
+    assert_eq!(from, 0);
+    drop(copy);
+    let (local, checkpoint) = open(dir.path());
+    assert_eq!(
+        checkpoint, None,
+        "a copy dropped without closing leaves none"
+    );
+    assert!(file_entries(&local).is_empty());
+    // Held by the task: no copy.
+    assert!(
+        FileCopy::open(dir.path(), 1 << 20, |_| true)
+            .expect("opens")
+            .is_none()
+    );
+}
