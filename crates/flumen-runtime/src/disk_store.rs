@@ -40,6 +40,8 @@ use crate::error::{Error, Result};
 use crate::state::{KeyedStore, StateSize, TimeDomain, state_key};
 
 const CHECKPOINT: &str = "checkpoint";
+/// The store file's name in its directory.
+const FILE: &str = "state.redb";
 const CHECKPOINT_HEADER: &str = "flumen-state-checkpoint 1";
 /// A batch written by a restore is committed once it holds this many bytes.
 pub(crate) const RESTORE_BATCH_BYTES: usize = 4 << 20;
@@ -140,22 +142,16 @@ impl LocalStore {
         cache_bytes: usize,
         wait: Duration,
     ) -> Result<(Rc<LocalStore>, Option<i64>)> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            context: format!("creating the state directory {}", dir.display()),
-            source,
-        })?;
-        let file = dir.join("state.redb");
         let deadline = tokio::time::Instant::now() + wait;
-        let mut checkpoint = read_checkpoint(dir);
-        let db = loop {
-            match engine::Db::open(&file, cache_bytes.max(1 << 20)) {
-                Ok(db) => break db,
+        let (db, checkpoint) = loop {
+            match open_file(dir, cache_bytes)? {
+                Ok(opened) => break opened,
                 Err(engine::OpenError::Locked(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(engine::OpenError::Locked(e)) => {
+                Err(engine::OpenError::Locked(e) | engine::OpenError::Unreadable(e)) => {
                     return Err(Error::Io {
-                        context: format!("opening {}", file.display()),
+                        context: format!("opening {}", dir.join(FILE).display()),
                         source: e,
                     });
                 }
@@ -166,15 +162,6 @@ impl LocalStore {
                                   feature is off): use state.store=memory"
                             .to_owned(),
                     });
-                }
-                Err(engine::OpenError::Unreadable(e)) => {
-                    tracing::warn!(file = %file.display(), error = %e, "state file unreadable: starting it anew");
-                    checkpoint = None;
-                    let _ = std::fs::remove_file(dir.join(CHECKPOINT));
-                    std::fs::remove_file(&file).map_err(|source| Error::Io {
-                        context: format!("removing {}", file.display()),
-                        source,
-                    })?;
                 }
             }
         };
@@ -295,14 +282,50 @@ impl LocalStore {
     /// Deletes the checkpoint: until the next one, the file counts as incomplete.
     pub(crate) fn delete_checkpoint(&self) -> Result<()> {
         self.checkpointed.set(false);
-        let path = self.dir.join(CHECKPOINT);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-                context: format!("deleting {}", path.display()),
-                source: e,
-            }),
-            _ => Ok(()),
+        delete_checkpoint_file(&self.dir)
+    }
+}
+
+/// Opens the store file in `dir` (creating the directory) and reads its checkpoint. A file
+/// that is not a readable store is removed and started anew, without a checkpoint; the
+/// engine's other refusals (held by another handle, no engine in this build) come back as
+/// the inner error.
+fn open_file(
+    dir: &Path,
+    cache_bytes: usize,
+) -> Result<std::result::Result<(engine::Db, Option<i64>), engine::OpenError>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        context: format!("creating the state directory {}", dir.display()),
+        source,
+    })?;
+    let file = dir.join(FILE);
+    let mut checkpoint = read_checkpoint(dir);
+    loop {
+        match engine::Db::open(&file, cache_bytes.max(1 << 20)) {
+            Ok(db) => return Ok(Ok((db, checkpoint))),
+            Err(engine::OpenError::Unreadable(e)) => {
+                tracing::warn!(file = %file.display(), error = %e, "state file unreadable: starting it anew");
+                checkpoint = None;
+                delete_checkpoint_file(dir)?;
+                std::fs::remove_file(&file).map_err(|source| Error::Io {
+                    context: format!("removing {}", file.display()),
+                    source,
+                })?;
+            }
+            Err(e) => return Ok(Err(e)),
         }
+    }
+}
+
+/// Deletes the checkpoint file in `dir`, if there is one.
+fn delete_checkpoint_file(dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKPOINT);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            context: format!("deleting {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -348,34 +371,15 @@ impl FileCopy {
         cache_bytes: usize,
         valid: impl FnOnce(i64) -> bool,
     ) -> Result<Option<(FileCopy, i64)>> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            context: format!("creating the state directory {}", dir.display()),
-            source,
-        })?;
-        let file = dir.join("state.redb");
-        let mut checkpoint = read_checkpoint(dir);
-        let db = loop {
-            match engine::Db::open(&file, cache_bytes.max(1 << 20)) {
-                Ok(db) => break db,
-                Err(engine::OpenError::Locked(_) | engine::OpenError::NotBuilt) => {
-                    return Ok(None);
-                }
-                Err(engine::OpenError::Unreadable(e)) => {
-                    tracing::warn!(file = %file.display(), error = %e, "state file unreadable: starting it anew");
-                    checkpoint = None;
-                    std::fs::remove_file(&file).map_err(|source| Error::Io {
-                        context: format!("removing {}", file.display()),
-                        source,
-                    })?;
-                }
-            }
+        let Ok((db, checkpoint)) = open_file(dir, cache_bytes)? else {
+            return Ok(None);
         };
         let copy = FileCopy {
             dir: dir.to_owned(),
             db,
             batch: Batch::default(),
         };
-        copy.delete_checkpoint()?;
+        delete_checkpoint_file(dir)?;
         let from = match checkpoint.filter(|&c| valid(c)) {
             Some(c) => c,
             None => {
@@ -390,17 +394,6 @@ impl FileCopy {
         Error::Io {
             context: format!("{what} the standby copy in {}", self.dir.display()),
             source,
-        }
-    }
-
-    fn delete_checkpoint(&self) -> Result<()> {
-        let path = self.dir.join(CHECKPOINT);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-                context: format!("deleting {}", path.display()),
-                source: e,
-            }),
-            _ => Ok(()),
         }
     }
 

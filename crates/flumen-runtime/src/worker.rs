@@ -176,10 +176,16 @@ async fn restore_local(
     total: &mut RestoreStats,
 ) -> Result<Rc<LocalStore>> {
     let started = Instant::now();
-    // A standby kept in this file: closing it writes the checkpoint the open below reads.
+    // A standby kept in this file: closing it writes the checkpoint the open below reads. If
+    // that fails the file has no checkpoint (the copy deleted it), and is restored in full.
     let standby = match standby {
         Some(s) if s.in_a_file() => {
-            total.standby_records += s.close()?;
+            match s.close() {
+                Ok(records) => total.standby_records += records,
+                Err(e) => {
+                    tracing::warn!(changelog = %tp, error = %e, "closing a standby copy failed")
+                }
+            }
             None
         }
         s => s,
