@@ -735,7 +735,7 @@ async fn a_table_that_is_not_co_partitioned_with_its_stream_is_refused_naming_bo
 /// the other runs; when the other dies, the takeover reads only the changelog's tail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
-    standby_takeover(false).await;
+    standby_takeover(false, false).await;
 }
 
 /// The same with the window state on disk, each process with a state directory of its own:
@@ -743,10 +743,17 @@ async fn with_a_standby_replica_a_takeover_reads_only_the_changelog_tail() {
 /// memory), and the takeover reads only the tail after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_state_on_disk_standby_copies_live_in_task_files_and_only_the_tail_is_read() {
-    standby_takeover(true).await;
+    standby_takeover(true, false).await;
 }
 
-async fn standby_takeover(on_disk: bool) {
+/// The same under exactly-once: the copies read committed records only, and the task's
+/// start deletes the checkpoint its copy wrote once read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_state_on_disk_standby_copies_live_in_task_files() {
+    standby_takeover(true, true).await;
+}
+
+async fn standby_takeover(on_disk: bool, exactly_once: bool) {
     let input_topic = topic("sb-in", 4).await;
     let output = topic("sb-out", 4).await;
     let app = KafkaCluster::unique_topic("sb-app");
@@ -779,6 +786,9 @@ async fn standby_takeover(on_disk: bool) {
         let log = dir.join(format!("{app}-{name}.log"));
         let mut command = std::process::Command::new(example("word_count"));
         command.args(args);
+        if exactly_once {
+            command.args(["--guarantee", "exactly_once"]);
+        }
         if on_disk {
             let state_dir = state_dirs.path().join(name);
             command
@@ -861,8 +871,8 @@ async fn standby_takeover(on_disk: bool) {
     terminate(&b_proc);
     let _ = wait(b_proc, Duration::from_secs(60));
     eprintln!(
-        "takeover restores, on disk {on_disk} (tail records, records the standby had): \
-         {restores:?}"
+        "takeover restores, on disk {on_disk}, exactly-once {exactly_once} (tail records, \
+         records the standby had): {restores:?}"
     );
     if on_disk {
         // The survivor's own directory holds the files of the tasks it took over.
