@@ -79,6 +79,14 @@ impl Batch {
         self.bytes.extend_from_slice(key);
     }
 
+    /// Puts `value`, or deletes the key when there is none (a changelog record's tombstone).
+    pub(crate) fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
+        match value {
+            Some(v) => self.put(key, v),
+            None => self.delete(key),
+        }
+    }
+
     /// Orders the items by key; the same key's items keep their order.
     fn sort(&mut self) {
         let bytes = &self.bytes;
@@ -399,10 +407,7 @@ impl FileCopy {
 
     /// Puts (`Some`) or deletes the changelog record's key; written once a batch is full.
     pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        match value {
-            Some(v) => self.batch.put(key, v),
-            None => self.batch.delete(key),
-        }
+        self.batch.set(key, value);
         if self.batch.len_bytes() >= RESTORE_BATCH_BYTES {
             self.flush(false)?;
         }
@@ -989,10 +994,7 @@ impl<V> DiskMap<V> {
         value: Option<&[u8]>,
         log: Option<&mut Changelog>,
     ) -> Result<()> {
-        match value {
-            Some(v) => self.batch.put(key, v),
-            None => self.batch.delete(key),
-        }
+        self.batch.set(key, value);
         if let Some(log) = log {
             log.key.clear();
             log.key.extend_from_slice(key);

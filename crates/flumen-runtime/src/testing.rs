@@ -327,10 +327,7 @@ impl<'p> MemoryRun<'p> {
                     let mut batch = crate::disk_store::Batch::default();
                     if self.logged {
                         for (k, v) in self.changelog_records(store, partition) {
-                            match v {
-                                Some(v) => batch.put(k, v),
-                                None => batch.delete(k),
-                            }
+                            batch.set(k, v);
                         }
                     }
                     local.apply(&mut batch, false)?;

@@ -203,10 +203,7 @@ async fn restore_local(
         local.clear()?;
         let (latest, next, records) = standby.into_parts();
         for (key, value) in latest {
-            match value {
-                Some(v) => batch.put(&key, &v),
-                None => batch.delete(&key),
-            }
+            batch.set(&key, value.as_deref());
             if batch.len_bytes() >= RESTORE_BATCH_BYTES {
                 local.apply(&mut batch, false)?;
                 batch.clear();
@@ -224,10 +221,7 @@ async fn restore_local(
             total,
             || local.clear(),
             |key, value, _| {
-                match value {
-                    Some(v) => batch.put(key, v),
-                    None => batch.delete(key),
-                }
+                batch.set(key, value);
                 if batch.len_bytes() >= RESTORE_BATCH_BYTES {
                     local.apply(&mut batch, false)?;
                     batch.clear();
@@ -923,25 +917,25 @@ impl WorkerLoop {
                 // Started again: from the beginning (a copy left from before may have missed
                 // records while a task ran here), or, in a store file, from the checkpoint the
                 // file has (a task that ran here and stopped cleanly, a copy closed before).
+                let bounds = match dir {
+                    Some(dir) if read_checkpoint(dir).is_some() => {
+                        let restorer = match self.restorer.as_mut() {
+                            Some(r) => r,
+                            None => self.restorer.insert(restorer(&plan, self.index).await?),
+                        };
+                        Some(restorer.bounds(tp).await?)
+                    }
+                    _ => None,
+                };
+                let mut standbys = lock_map(&plan.standbys);
+                if lock_map(&plan.active).contains(&(*sub, tp.partition)) {
+                    // Its task started here meanwhile: the state (and the file) are the task's.
+                    continue;
+                }
                 let mut standby = Standby::default();
                 if let Some(dir) = dir {
-                    let bounds = match read_checkpoint(dir) {
-                        Some(_) => {
-                            let restorer = match self.restorer.as_mut() {
-                                Some(r) => r,
-                                None => self.restorer.insert(restorer(&plan, self.index).await?),
-                            };
-                            Some(restorer.bounds(tp).await?)
-                        }
-                        None => None,
-                    };
                     let valid =
                         |c: i64| bounds.is_some_and(|(first, end)| (first..=end).contains(&c));
-                    let mut standbys = lock_map(&plan.standbys);
-                    if lock_map(&plan.active).contains(&(*sub, tp.partition)) {
-                        // Its task started here meanwhile: the file is the task's.
-                        continue;
-                    }
                     // A file still held by a task of this process that is closing: a copy in
                     // memory this time.
                     if let Some((file, from)) =
@@ -950,16 +944,13 @@ impl WorkerLoop {
                         tracing::info!(changelog = %tp, from, dir = %dir.display(), "standby copy kept in the store file");
                         standby = Standby::in_file(file, from);
                     }
-                    if standby.next > 0 {
-                        consumer.seek(tp, standby.next)?;
-                    } else {
-                        consumer.seek_to_beginning(std::slice::from_ref(tp))?;
-                    }
-                    standbys.insert(tp.clone(), standby);
-                    continue;
                 }
-                consumer.seek_to_beginning(std::slice::from_ref(tp))?;
-                lock_map(&plan.standbys).insert(tp.clone(), standby);
+                if standby.next > 0 {
+                    consumer.seek(tp, standby.next)?;
+                } else {
+                    consumer.seek_to_beginning(std::slice::from_ref(tp))?;
+                }
+                standbys.insert(tp.clone(), standby);
             }
             let mut standbys = lock_map(&plan.standbys);
             for tp in self.standby_assigned.difference(&desired) {
