@@ -1,5 +1,6 @@
 //! The on-disk keyed store (`state.store = disk`) against a real broker: a keyed count over
-//! 100 000 keys with a 256 KiB cache gives exactly the memory store's results; a restart
+//! 100 000 keys with a 256 KiB cache, and a pending timer per key, gives exactly the memory
+//! store's results (timers fired included); a restart
 //! with the same state directory reads only the changelog's tail (at-least-once, and
 //! exactly-once after a clean stop); with the directory emptied it restores everything and
 //! the results are still exact.
@@ -12,7 +13,7 @@ use std::path::Path;
 use flumen_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use flumen_runtime::codec::StateCodec;
 use flumen_runtime::format::{StrView, Utf8};
-use flumen_runtime::state::{KeyedContext, KeyedProcess, ValueState};
+use flumen_runtime::state::{KeyedContext, KeyedProcess, Timer, ValueState};
 use flumen_runtime::{
     Guarantee, Kafka, Pipeline, RestoreStats, Runtime, RuntimeConfig, StateStore,
 };
@@ -21,9 +22,14 @@ use runtime_support::{kafka, read_all, read_committed, topic};
 
 const KEYS: usize = 100_000;
 
-/// Counts records per key and emits `<count>` with the key after each one.
+/// Counts records per key and emits `<count>` with the key after each one. With a
+/// `timeout`, each key also has an event-time timer after every record's timestamp, moved at
+/// each of its records (the one at `timeout + count - 1` deleted, one at `timeout + count`
+/// set), which emits the count again when it fires: at the end of a bounded run.
 #[derive(Clone)]
-struct Count;
+struct Count {
+    timeout: Option<i64>,
+}
 
 impl KeyedProcess<StrView> for Count {
     type State = ValueState<u64>;
@@ -32,6 +38,17 @@ impl KeyedProcess<StrView> for Count {
     fn process(&mut self, cx: &mut KeyedContext<'_, ValueState<u64>, String>, _value: &str) {
         let n = cx.state.get().copied().unwrap_or(0) + 1;
         cx.state.set(n);
+        cx.emit(n.to_string());
+        if let Some(at) = self.timeout {
+            cx.delete_event_timer(at + n as i64 - 1);
+            cx.set_event_timer(at + n as i64);
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut KeyedContext<'_, ValueState<u64>, String>, timer: Timer) {
+        let n = cx.state.get().copied().unwrap_or(0);
+        let latest = self.timeout.map(|at| at + n as i64);
+        assert_eq!(Some(timer.timestamp), latest, "the key's latest timer");
         cx.emit(n.to_string());
     }
 
@@ -70,20 +87,25 @@ async fn produce(topic: &str, keys: impl Iterator<Item = usize>) -> usize {
     n
 }
 
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.expect("after 1970").as_millis() as i64
+}
+
 /// Runs the count bounded from `input` to `output` as application `app`; returns what its
 /// tasks restored, added up.
 async fn run(
     app: &str,
     input: &str,
     output: &str,
-    store: StateStore,
+    (store, timeout): (StateStore, Option<i64>),
     dir: &Path,
     guarantee: Guarantee,
 ) -> (u64, RestoreStats) {
     let mut pipeline = Pipeline::new();
     pipeline
         .source(Kafka::topic(input).format(Utf8))
-        .process_keyed(Count)
+        .process_keyed(Count { timeout })
         .to(output, Utf8);
     let config = RuntimeConfig::new(kafka().bootstrap(), app)
         .workers(1)
@@ -122,13 +144,16 @@ async fn disk_store_with_a_cache_far_smaller_than_its_state_gives_the_memory_sto
     // Every key once, then every third key again.
     let n = produce(&input, (0..KEYS).chain((0..KEYS).step_by(3))).await;
     let dirs = tempfile::tempdir().expect("tempdir");
+    // Ahead of every record, but within the hour the broker takes a timestamp ahead of its
+    // clock (a timer's output carries the timer's time).
+    let timeout = Some(now_ms() + 30 * 60 * 1000);
     let memory_out = topic("disk-mem-out", 2).await;
     let disk_out = topic("disk-disk-out", 2).await;
     let (read, _) = run(
         &KafkaCluster::unique_topic("disk-mem-app"),
         &input,
         &memory_out,
-        StateStore::Memory,
+        (StateStore::Memory, timeout),
         dirs.path(),
         Guarantee::AtLeastOnce,
     )
@@ -138,16 +163,17 @@ async fn disk_store_with_a_cache_far_smaller_than_its_state_gives_the_memory_sto
         &KafkaCluster::unique_topic("disk-disk-app"),
         &input,
         &disk_out,
-        StateStore::Disk,
+        (StateStore::Disk, timeout),
         dirs.path(),
         Guarantee::AtLeastOnce,
     )
     .await;
     assert_eq!(read as usize, n);
-    let memory = read_all(&memory_out, n);
-    let disk = read_all(&disk_out, n);
-    assert_eq!(memory.len(), n);
-    assert_eq!(disk.len(), n);
+    // A count per record, and one per key when its timer fires at the end.
+    let memory = read_all(&memory_out, n + KEYS);
+    let disk = read_all(&disk_out, n + KEYS);
+    assert_eq!(memory.len(), n + KEYS);
+    assert_eq!(disk.len(), n + KEYS);
     let sorted = |reads: Vec<runtime_support::Read>| {
         let mut v: Vec<(i32, String, String)> = reads
             .into_iter()
@@ -157,7 +183,7 @@ async fn disk_store_with_a_cache_far_smaller_than_its_state_gives_the_memory_sto
         v
     };
     assert_eq!(sorted(memory), sorted(disk), "the same records, key by key");
-    let counts = last_counts(&disk_out, n);
+    let counts = last_counts(&disk_out, n + KEYS);
     assert_eq!(counts.len(), KEYS);
     assert_eq!(counts["key-3"], 2);
     assert_eq!(counts["key-4"], 1);
@@ -195,7 +221,7 @@ async fn restarts(guarantee: Guarantee, keys: usize) {
         &app,
         &input,
         &output,
-        StateStore::Disk,
+        (StateStore::Disk, None),
         dir.path(),
         guarantee,
     )
@@ -209,7 +235,7 @@ async fn restarts(guarantee: Guarantee, keys: usize) {
         &app,
         &input,
         &output,
-        StateStore::Disk,
+        (StateStore::Disk, None),
         dir.path(),
         guarantee,
     )
@@ -231,7 +257,7 @@ async fn restarts(guarantee: Guarantee, keys: usize) {
         &app,
         &input,
         &output,
-        StateStore::Disk,
+        (StateStore::Disk, None),
         dir.path(),
         guarantee,
     )

@@ -32,8 +32,8 @@ pub struct OperatorMetrics {
     pub records_in: u64,
     /// Items that came too late for every window they belong to (windows only).
     pub records_late: u64,
-    /// Bytes of state it holds (windows and keyed state; an estimate of keys, accumulators and
-    /// the tables' overhead).
+    /// Bytes of state it holds in memory (windows, keyed state and the timers held in memory;
+    /// an estimate of keys, accumulators and the tables' overhead).
     pub state_bytes: u64,
     /// Keys in its state.
     pub state_keys: u64,

@@ -16,9 +16,9 @@
 //! - The in-memory store is the default; `state.store = disk` puts a keyed function's state
 //!   in an embedded key-value file per task with a bounded cache in front (window stores too,
 //!   see [`crate::window`]). Both are behind [`KeyedStore`], as one enum: the memory path pays
-//!   one branch.
+//!   one branch. On disk the timers are in the file too, memory holding the earliest only
+//!   (`timers.rs`).
 
-use std::collections::BTreeSet;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::Duration;
@@ -35,6 +35,10 @@ use crate::operator::{Operator, OperatorMetrics, pass_on};
 use crate::stream::{Chain, Stream};
 use crate::task::TaskEnv;
 use crate::time::Time;
+
+mod timers;
+
+use timers::Timers;
 
 /// Per-key state of a task.
 pub trait KeyedStore<S> {
@@ -392,43 +396,6 @@ pub struct Timer {
     pub domain: TimeDomain,
 }
 
-/// Timers of a task: `(timestamp, key)` per domain.
-#[derive(Default)]
-struct Timers {
-    event: BTreeSet<(i64, Box<[u8]>)>,
-    processing: BTreeSet<(i64, Box<[u8]>)>,
-    /// Set or gone since the last checkpoint, in order (logged stores only).
-    changes: Option<Vec<TimerChange>>,
-}
-
-/// A timer set (true) or gone (false): domain, timestamp, key.
-type TimerChange = (bool, TimeDomain, i64, Box<[u8]>);
-
-impl Timers {
-    fn set(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) {
-        let set = match domain {
-            TimeDomain::EventTime => &mut self.event,
-            TimeDomain::ProcessingTime => &mut self.processing,
-        };
-        set.insert((timestamp, Box::from(key)));
-        if let Some(c) = &mut self.changes {
-            c.push((true, domain, timestamp, Box::from(key)));
-        }
-    }
-
-    fn delete(&mut self, domain: TimeDomain, timestamp: i64, key: &[u8]) {
-        let set = match domain {
-            TimeDomain::EventTime => &mut self.event,
-            TimeDomain::ProcessingTime => &mut self.processing,
-        };
-        if set.remove(&(timestamp, Box::from(key)))
-            && let Some(c) = &mut self.changes
-        {
-            c.push((false, domain, timestamp, Box::from(key)));
-        }
-    }
-}
-
 /// What a [`KeyedProcess`] function sees for one record or timer.
 pub struct KeyedContext<'c, S, O> {
     key: &'c [u8],
@@ -605,20 +572,9 @@ where
                 return self;
             }
         }
-        let mut bad = None;
-        let scanned = local.scan(1, |k, v| {
-            if bad.is_none() {
-                bad = self.restore_one(k, v).err();
-            }
-        });
-        if let Some(message) = bad {
-            self.broken = Some(Error::Io {
-                context: format!("{local:?}: a timer"),
-                source: std::io::Error::other(message),
-            });
-        } else if let Err(e) = scanned {
-            self.broken = Some(e);
-        }
+        // Timers stay in the file; memory holds the earliest, about a quarter of the cache.
+        self.timers
+            .on_disk(&local, (cache_bytes / 4 / 64).clamp(64, 1 << 16));
         self.timers.changes = Some(Vec::new());
         self.log = log;
         self.strict = strict;
@@ -651,12 +607,12 @@ where
                 let (&domain, rest) = rest.split_first().ok_or("short timer key")?;
                 let (ts, k) = rest.split_at_checked(8).ok_or("short timer key")?;
                 let ts = i64::from_be_bytes(ts.try_into().map_err(|_| "short timer key")?);
-                let set = match domain {
-                    0 => &mut self.timers.event,
-                    1 => &mut self.timers.processing,
+                let domain = match domain {
+                    0 => TimeDomain::EventTime,
+                    1 => TimeDomain::ProcessingTime,
                     _ => return Err(format!("unknown timer domain {domain}")),
                 };
-                set.insert((ts, Box::from(k)));
+                self.timers.restore(domain, ts, k);
             }
             tag => return Err(format!("unexpected tag {tag}")),
         }
@@ -678,7 +634,9 @@ where
             Store::Memory(m) => m,
             Store::Disk(disk) => {
                 let changes = timers.changes.get_or_insert_with(Vec::new);
-                return disk.flush(log.as_mut(), changes).await;
+                disk.flush(log.as_mut(), changes).await?;
+                timers.flushed();
+                return Ok(());
             }
         };
         let Some(changelog) = log.as_mut() else {
@@ -762,19 +720,7 @@ where
         domain: TimeDomain,
         until: i64,
     ) -> Result<()> {
-        loop {
-            let set = match domain {
-                TimeDomain::EventTime => &mut self.timers.event,
-                TimeDomain::ProcessingTime => &mut self.timers.processing,
-            };
-            let due = set.first().is_some_and(|(t, _)| *t <= until);
-            if !due {
-                return Ok(());
-            }
-            let (timestamp, key) = set.pop_first().expect("due");
-            if let Some(c) = &mut self.timers.changes {
-                c.push((false, domain, timestamp, key.clone()));
-            }
+        while let Some((timestamp, key)) = self.timers.pop_due(domain, until)? {
             let mut failed = None;
             {
                 // A timer does not refresh the state's TTL: only records write it.
@@ -794,11 +740,12 @@ where
                 };
                 self.f.on_timer(&mut cx, Timer { timestamp, domain });
             }
-            if let Some(e) = self.store.take_error() {
+            if let Some(e) = self.store.take_error().or_else(|| self.timers.take_error()) {
                 return Err(e);
             }
             self.flush(tp, -1, &key, timestamp, failed).await?;
         }
+        Ok(())
     }
 }
 
@@ -835,7 +782,7 @@ where
             };
             self.f.process(&mut kcx, item);
         }
-        if let Some(e) = self.store.take_error() {
+        if let Some(e) = self.store.take_error().or_else(|| self.timers.take_error()) {
             return Err(e);
         }
         self.flush(
@@ -880,7 +827,7 @@ where
         out.push(OperatorMetrics {
             name: format!("{}:process_keyed", out.len()),
             records_in: self.count,
-            state_bytes: self.store.size_bytes() as u64,
+            state_bytes: (self.store.size_bytes() + self.timers.size_bytes()) as u64,
             state_keys: self.store.len() as u64,
             ..OperatorMetrics::default()
         });

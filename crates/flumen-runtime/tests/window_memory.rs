@@ -1,6 +1,7 @@
 //! Windows' steady state: counting an already-seen key of an open window allocates nothing,
 //! and a count window holds 1 M distinct keys in at most 100 bytes per key (prints the
-//! figure, and the state-size metric's estimate next to it).
+//! figure, and the state-size metric's estimate next to it). A keyed function's timers on
+//! disk take no memory per key.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -163,4 +164,80 @@ fn visit_statistics_state_per_key_is_measured_and_the_metric_follows_it() {
         "the metric ({}) is within 50 % of what is allocated ({held})",
         ops[0].state_bytes
     );
+}
+
+/// Per key, a count, and a timer far ahead set by the first record.
+#[derive(Clone)]
+struct FarTimer;
+
+impl flumen_runtime::state::KeyedProcess<flumen_runtime::format::StrView> for FarTimer {
+    type State = flumen_runtime::state::ValueState<u64>;
+    type Out = String;
+
+    fn process(
+        &mut self,
+        cx: &mut flumen_runtime::state::KeyedContext<'_, Self::State, String>,
+        _: &str,
+    ) {
+        let n = cx.state.get().copied().unwrap_or(0);
+        if n == 0 {
+            let at = cx.timestamp() + 1_000_000_000;
+            cx.set_event_timer(at);
+        }
+        cx.state.set(n + 1);
+    }
+
+    fn save_state(&self, state: &Self::State, out: &mut Vec<u8>) -> bool {
+        use flumen_runtime::codec::StateCodec;
+        state.encode(out);
+        true
+    }
+
+    fn load_state(&self, input: &mut &[u8]) -> Option<Self::State> {
+        use flumen_runtime::codec::StateCodec;
+        StateCodec::decode(input)
+    }
+}
+
+/// Bytes allocated and kept per key over 50 k new keys, each with a pending timer.
+fn timer_memory_per_key(on_disk: bool) -> f64 {
+    let mut p = Pipeline::new();
+    p.source(Kafka::topic("in").format(Utf8))
+        .process_keyed(FarTimer)
+        .for_each(|_, _| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut run = MemoryRun::new(&p, "app");
+    if on_disk {
+        run = run.with_disk_state(dir.path(), 16 << 10);
+    }
+    let keys = 50_000usize;
+    let mut live = Vec::new();
+    for half in 0..2 {
+        let records: Vec<MemoryRecord> = (half * keys..(half + 1) * keys)
+            .map(|i| {
+                let k = format!("key-{i:08}");
+                MemoryRecord::new(Some(k.as_bytes()), b"", i as i64)
+            })
+            .collect();
+        run.push("in", 0, &records).expect("run");
+        run.checkpoint().expect("checkpoint");
+        drop(records);
+        live.push(LIVE_BYTES.load(Ordering::Relaxed));
+    }
+    (live[1] - live[0]) as f64 / keys as f64
+}
+
+#[test]
+fn timers_of_a_keyed_function_on_disk_take_no_memory_per_key() {
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let memory = timer_memory_per_key(false);
+    let disk = timer_memory_per_key(true);
+    println!(
+        "a keyed count with one pending timer per key: {memory:.1} bytes per key in memory, \
+         {disk:.1} with the state on disk (16 KiB cache)"
+    );
+    assert!(memory > 50.0, "{memory:.1} bytes per key in memory");
+    assert!(disk < 4.0, "{disk:.1} bytes per key on disk");
 }
