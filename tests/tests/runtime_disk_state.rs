@@ -271,3 +271,76 @@ async fn restarts(guarantee: Guarantee, keys: usize) {
     assert_eq!(third.keys, keys as u64);
     assert_eq!(last_counts(&output, total), expected);
 }
+
+/// Session windows (1 s gap) with their state on disk behind a 4 KiB cache, against a real
+/// broker: 500 keys, each with three sessions of four records, all open at once within each
+/// burst. The bounded run gives every session with its exact count, as the memory store does
+/// (the sessions' due index lives in the file too, memory holding its earliest entries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_windows_on_disk_give_every_session_as_in_memory() {
+    use flumen_runtime::window::Windows;
+
+    let input = topic("disk-sessions-in", 2).await;
+    let producer = Producer::connect(
+        ProducerConfig::from_properties([
+            ("bootstrap.servers", kafka().bootstrap().as_str()),
+            ("linger.ms", "5"),
+        ])
+        .expect("config"),
+    )
+    .await
+    .expect("producer");
+    // Rounds 400 ms apart, in bursts of four rounds 10 s apart: a session per key and burst.
+    let base = now_ms() - 60_000;
+    let mut expected = Vec::new();
+    for round in 0..12i64 {
+        let ts = base + round * 400 + (round / 4) * 10_000;
+        for k in 0..500 {
+            let key = format!("k{k}");
+            let _delivery = producer
+                .send(
+                    ProducerRecord::new(&input)
+                        .key(key.as_bytes())
+                        .value(b"x")
+                        .timestamp(ts),
+                )
+                .await
+                .expect("send");
+            if round % 4 == 3 {
+                let start = ts - 3 * 400;
+                expected.push(format!("{key} {start} {} 4", ts + 1_000));
+            }
+        }
+    }
+    producer.flush().await.expect("flush");
+    assert_eq!(producer.failed_records(), 0);
+    expected.sort();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for store in [StateStore::Memory, StateStore::Disk] {
+        let output = topic("disk-sessions-out", 2).await;
+        let mut pipeline = Pipeline::new();
+        pipeline
+            .source(Kafka::topic(&input).format(Utf8))
+            .window(Windows::session(std::time::Duration::from_secs(1)))
+            .count()
+            .map(|w| format!("{} {} {} {}", w.key_str(), w.start, w.end, w.value))
+            .to(&output, Utf8);
+        let config = RuntimeConfig::new(kafka().bootstrap(), KafkaCluster::unique_topic("ses"))
+            .workers(1)
+            .pin_workers(false)
+            .state_store(store)
+            .state_dir(dir.path())
+            .state_cache_max_bytes(4 << 10);
+        tokio::task::spawn_blocking(move || Runtime::new(config, pipeline).run_until_end())
+            .await
+            .expect("runtime thread")
+            .expect("bounded run");
+        let mut got: Vec<String> = read_all(&output, expected.len())
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), expected.len(), "{store:?}");
+        assert!(got == expected, "{store:?}: sessions differ");
+    }
+}

@@ -1224,5 +1224,9 @@ impl<S: Default + StateSize + 'static> KeyedStore<S> for DiskStore<S> {
     }
 }
 
+mod due;
+
+pub(crate) use due::DueIndex;
+
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,8 @@
 //! and key (its earliest expiry; an out-of-order record that expires earlier adds one, and
 //! entries that are not the key's scheduled expiry any more are skipped). Under
 //! `state.store = disk` the buffers are in the task's store file under the same keys and
-//! values, behind a bounded cache; the due heap stays in memory.
+//! values, behind a bounded cache, and the due entries too, under tag 2 (not logged; written
+//! anew from the buffers when a task starts), with the earliest in memory (`DueIndex`).
 
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -33,7 +34,7 @@ use hashbrown::HashMap;
 use crate::changelog::{Changelog, changelog_topic};
 use crate::codec::StateCodec;
 use crate::context::RecordContext;
-use crate::disk_store::{DiskMap, LocalStore, StateForm};
+use crate::disk_store::{Batch, DiskMap, DueIndex, LocalStore, StateForm};
 use crate::error::{Error, Result};
 use crate::format::{Decode, Family, Owned};
 use crate::operator::{Operator, OperatorMetrics, pass_on};
@@ -599,7 +600,7 @@ pub struct IntervalJoin<L, R, J, N> {
     /// `(expiry, side, key)`: when the watermark reaches `expiry`, the side's records of
     /// the key that old go. An entry whose expiry is not the side's `scheduled` for the key
     /// any more is stale (an earlier record came since, or the key's records went).
-    due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>,
+    due: Due,
     watermark: i64,
     f: J,
     next: N,
@@ -642,19 +643,25 @@ where
                 return self;
             }
         }
-        // Each side's and key's scheduled expiry leads its value.
-        let due = &mut self.due;
-        let mut bad = false;
+        // Each side's and key's scheduled expiry leads its value: an entry for each, straight
+        // to the file (a restore brought the values without their entries).
+        let head = DueIndex::head_for(cache_bytes);
+        let mut due = Box::new(DueIndex::new(local.clone(), DUE_TAG, head));
+        let (mut bad, mut batch, mut written) = (false, Batch::default(), Ok(()));
         let scanned = local.scan_range(&[LEFT], &[RIGHT + 1], |k, mut v| {
             match i64::decode(&mut v) {
                 Some(at) if at != i64::MAX => {
-                    due.push(std::cmp::Reverse((at, k[0], Key::from(&k[1..]))));
+                    written = due.write_now(&mut batch, at, i64::from(k[0]), &k[1..]);
                 }
                 Some(_) => {}
                 None => bad = true,
             }
-            true
+            !bad && written.is_ok()
         });
+        let scanned = scanned
+            .and(written)
+            .and_then(|()| due.write_end(&mut batch));
+        self.due = Due::Disk(due);
         if bad {
             self.broken = Some(Error::Io {
                 context: format!("{local:?}: restoring the join buffers"),
@@ -675,8 +682,7 @@ where
             other => return Err(format!("unknown side tag {other}")),
         };
         if scheduled != i64::MAX {
-            self.due
-                .push(std::cmp::Reverse((scheduled, tag, Key::from(record_key))));
+            self.due.push(scheduled, tag, record_key);
         }
         Ok(())
     }
@@ -684,6 +690,8 @@ where
     /// Writes what changed since the last checkpoint: each key whose records changed (or a
     /// tombstone once it has none).
     async fn log_buffers(&mut self) -> Result<()> {
+        // Not logged: the index follows the buffers, with a changelog or without.
+        self.due.flush()?;
         let Some(log) = &mut self.log else {
             return Ok(());
         };
@@ -718,11 +726,60 @@ fn restore_into<T: StateCodec>(
     Ok(scheduled)
 }
 
+/// The tag of the due index in the store file (not logged; see `DueIndex`).
+const DUE_TAG: u8 = 2;
+
+/// `(expiry, side, key)` entries: when the watermark reaches `expiry`, the side's records of
+/// the key that old go. In memory, or with the buffers on disk, in their file.
+enum Due {
+    Memory(std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>),
+    Disk(Box<DueIndex>),
+}
+
+impl Due {
+    fn push(&mut self, at: i64, side: u8, key: &[u8]) {
+        match self {
+            Due::Memory(heap) => heap.push(std::cmp::Reverse((at, side, Key::from(key)))),
+            Due::Disk(index) => index.push(at, i64::from(side), key),
+        }
+    }
+
+    /// The earliest entry's expiry.
+    fn peek(&mut self) -> Result<Option<i64>> {
+        match self {
+            Due::Memory(heap) => Ok(heap.peek().map(|e| e.0.0)),
+            Due::Disk(index) => index.peek(),
+        }
+    }
+
+    fn pop(&mut self) -> Result<Option<(i64, u8, Key)>> {
+        match self {
+            Due::Memory(heap) => Ok(heap.pop().map(|e| e.0)),
+            Due::Disk(index) => Ok(index.pop()?.map(|(at, side, key)| (at, side as u8, key))),
+        }
+    }
+
+    /// Writes the entries to the file (on disk).
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Due::Memory(_) => Ok(()),
+            Due::Disk(index) => index.flush(),
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        match self {
+            Due::Memory(heap) => heap.len() * 40,
+            Due::Disk(index) => index.size_bytes(),
+        }
+    }
+}
+
 /// Buffers `record` of one side under `key`, scheduling its expiry if it is the earliest.
 fn buffer<T: StateCodec>(
     side: &mut Side<T>,
     tag: u8,
-    due: &mut std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>,
+    due: &mut Due,
     key: &[u8],
     record: Buffered<T>,
     within: i64,
@@ -732,7 +789,7 @@ fn buffer<T: StateCodec>(
     p.records.push(record);
     if expiry < p.scheduled {
         p.scheduled = expiry;
-        due.push(std::cmp::Reverse((expiry, tag, Key::from(key))));
+        due.push(expiry, tag, key);
     }
 }
 
@@ -765,7 +822,7 @@ where
         key: Key,
         at: i64,
         (wm, within): (i64, i64),
-        due: &mut std::collections::BinaryHeap<std::cmp::Reverse<(i64, u8, Key)>>,
+        due: &mut Due,
         mut unmatched: Option<impl FnMut(&T) -> O>,
         next: &mut N,
         tp: &flumen_client::TopicPartition,
@@ -790,7 +847,7 @@ where
         match p.records.iter().map(|b| b.ts).min() {
             Some(ts) => {
                 p.scheduled = ts.saturating_add(within);
-                due.push(std::cmp::Reverse((p.scheduled, tag, key.clone())));
+                due.push(p.scheduled, tag, &key);
                 side.changed(&key);
             }
             None => side.remove(&key),
@@ -899,8 +956,8 @@ where
                 ..
             } = self;
             let times = (wm, *within);
-            while due.peek().is_some_and(|d| d.0.0 <= wm) {
-                let std::cmp::Reverse((at, tag, key)) = due.pop().expect("peeked");
+            while due.peek()?.is_some_and(|at| at <= wm) {
+                let (at, tag, key) = due.pop()?.expect("peeked");
                 if tag == LEFT {
                     let unmatched =
                         (*kind != StreamJoinKind::Inner).then_some(|l: &L| f(Some(l), None));
@@ -933,7 +990,7 @@ where
             name: format!("{}:join_within({} ms)", out.len(), self.within),
             records_in: self.count,
             state_keys: lk + rk,
-            state_bytes: lb + rb + self.due.len() as u64 * 40,
+            state_bytes: lb + rb + self.due.size_bytes() as u64,
             ..OperatorMetrics::default()
         });
         self.next.metrics(out);
@@ -979,7 +1036,7 @@ where
             kind: self.kind,
             left: Side::memory(),
             right: Side::memory(),
-            due: std::collections::BinaryHeap::new(),
+            due: Due::Memory(std::collections::BinaryHeap::new()),
             watermark: i64::MIN,
             f: self.f.clone(),
             next,

@@ -25,8 +25,9 @@
 //!   and a window dropped before the failure is not opened again by a late record.
 //! - On disk (`state.store = disk`) the store file holds those same keys and values, behind
 //!   a bounded cache of decoded accumulators (`DiskMap` in `disk_store.rs`); memory holds
-//!   per open aligned window its key count and flags, per open session its key and end (the
-//!   due index). A window fires by writing its changed accumulators to the file and reading
+//!   per open aligned window its key count and flags. The sessions' due index is in the file
+//!   too, under tag 5 (not logged; written anew from the sessions when a task starts), with
+//!   its earliest entries in memory (`DueIndex`). A window fires by writing its changed accumulators to the file and reading
 //!   the file's `tag 0 + start` range in key order, a chunk at a time; a dropped window leaves
 //!   the cache at once and the file at the next checkpoint (each key tombstoned then), or at
 //!   once when nothing is logged. The clock and firing markers go to the file with the
@@ -46,7 +47,7 @@ use crate::aggregate::{Aggregate, Count};
 use crate::changelog::{Changelog, changelog_topic};
 use crate::codec::StateCodec;
 use crate::context::RecordContext;
-use crate::disk_store::{DiskMap, LocalStore, StateForm};
+use crate::disk_store::{Batch, DiskMap, DueIndex, LocalStore, StateForm};
 use crate::error::{Error, Result};
 use crate::format::{Decode, Encode, Family};
 use crate::operator::{Operator, OperatorMetrics, pass_on};
@@ -248,7 +249,7 @@ enum State<Acc> {
     /// memory (as `Session`'s `due`).
     DiskSession {
         map: Box<DiskMap<Vec<Session<Acc>>>>,
-        due: BinaryHeap<std::cmp::Reverse<(i64, i64, Key)>>,
+        due: Box<DueIndex>,
         keys: u64,
     },
     /// `state.store = disk`: each key's count and accumulator in the file.
@@ -433,18 +434,27 @@ impl<F: Family, A: Aggregate<F>, L, N> WindowOp<F, A, L, N> {
                 }))
             }
             Kind::Session { .. } => {
-                let (mut due, mut keys) = (BinaryHeap::new(), 0);
+                let head = DueIndex::head_for(cache_bytes);
+                let mut due = Box::new(DueIndex::new(local.clone(), DUE_TAG, head));
+                let (mut keys, mut batch, mut written) = (0, Batch::default(), Ok(()));
+                // An entry per session, straight to the file: a restore brought the sessions
+                // without their entries.
                 scanned = scanned.and_then(|()| {
                     local.scan(1, |k, mut v| match load_sessions(agg, &mut v) {
                         Some(sessions) if v.is_empty() => {
                             keys += 1;
                             for s in sessions {
-                                due.push(std::cmp::Reverse((s.end - 1, s.end, Key::from(&k[1..]))));
+                                if written.is_ok() {
+                                    written = due.write_now(&mut batch, s.end - 1, s.end, &k[1..]);
+                                }
                             }
                         }
                         _ => note(Err("unreadable sessions".to_owned())),
                     })
                 });
+                scanned = scanned
+                    .and(written)
+                    .and_then(|()| due.write_end(&mut batch));
                 let form = Box::new(SessionsForm(agg.clone(), PhantomData));
                 State::DiskSession {
                     map: Box::new(DiskMap::new(local.clone(), form, cache_bytes, logging)),
@@ -699,7 +709,7 @@ where
                     let (pos, new) = merge_session(agg, sessions, start, end, &item);
                     let (s_start, s_end) = (sessions[pos].start, sessions[pos].end);
                     if new {
-                        due.push(std::cmp::Reverse((s_end - 1, s_end, Key::from(key))));
+                        due.push(s_end - 1, s_end, key);
                     }
                     if every || (s_end - 1) <= clock {
                         let value = agg.result(&sessions[pos].acc);
@@ -893,16 +903,13 @@ where
                 }
             }
             (State::DiskSession { map, due, keys }, Kind::Session { .. }) => {
-                while let Some(std::cmp::Reverse((at, _, _))) = due.peek() {
-                    if *at > clock {
-                        break;
-                    }
-                    let std::cmp::Reverse((_, end, key)) = due.pop().expect("peeked");
+                while due.peek()?.is_some_and(|at| at <= clock) {
+                    let (_, end, key) = due.pop()?.expect("peeked");
                     window_key(file_key, 1, None, &key);
                     let i = match map.get(file_key).map(|s| find_due(s, end)) {
                         Some(Due::At(i)) => i,
                         Some(Due::Moved(end)) => {
-                            due.push(std::cmp::Reverse((end - 1, end, key)));
+                            due.push(end - 1, end, &key);
                             continue;
                         }
                         Some(Due::Gone) | None => continue,
@@ -918,7 +925,7 @@ where
                         emit(next, tp, &key, start, end, value).await?;
                     }
                     if let Some(cleanup) = again {
-                        due.push(std::cmp::Reverse((cleanup, end, key)));
+                        due.push(cleanup, end, &key);
                     }
                 }
                 if let Some(e) = map.take_error() {
@@ -943,6 +950,10 @@ where
             dropped,
             ..
         } = self;
+        if let State::DiskSession { due, .. } = state {
+            // Not logged: the index follows the sessions, with a changelog or without.
+            due.flush()?;
+        }
         let Some(changelog) = log.as_mut() else {
             return Ok(());
         };
@@ -1096,7 +1107,7 @@ where
                 d.map.cache_bytes() as u64 + d.panes.len() as u64 * 64,
             ),
             State::DiskSession { map, due, keys } => {
-                (*keys, map.cache_bytes() as u64 + due.len() as u64 * 40)
+                (*keys, (map.cache_bytes() + due.size_bytes()) as u64)
             }
             State::DiskGlobal { map, keys } => (*keys, map.cache_bytes() as u64),
         }
@@ -1334,6 +1345,9 @@ async fn flush_disk<V>(
     map.write_changes(Some(log)).await?;
     map.commit(Some(log))
 }
+
+/// The tag of the sessions' due index in the store file (not logged; see `DueIndex`).
+const DUE_TAG: u8 = 5;
 
 /// The smallest key above every key starting with `prefix` (which is not all `0xff`).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
