@@ -1,4 +1,4 @@
-//! `compare`: the same produce or consume workload through Flumen, rust-rdkafka and rskafka.
+//! `compare`: the same workload through Flumen, rust-rdkafka, rskafka and kcat.
 //!
 //! `cargo run --release -p flumen-benches --bin compare -- produce --records N --record-size S --partitions P`
 
@@ -22,6 +22,8 @@ enum Command {
     Pipeline(compare::pipeline::PipelineArgs),
     /// Restore a task's window state (one key per input record) from its changelog.
     Restore(compare::restore::RestoreArgs),
+    /// Time `flumen produce` and `flumen consume` against `kcat -P` and `kcat -C`.
+    Cli(compare::cli::CliArgs),
 }
 
 fn main() {
@@ -33,6 +35,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Command::Cli(args) = &cli.command {
+        match compare::cli::run(args, &broker) {
+            Ok(results) => compare::cli::print(&results, args.json),
+            Err(e) => {
+                eprintln!("compare failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Command::Restore(args) = &cli.command {
         match compare::restore::run(args, &broker) {
             Ok(results) => compare::restore::print(&results, args.json),
@@ -82,7 +94,9 @@ fn main() {
         return;
     }
     let (results, json) = match &cli.command {
-        Command::Pipeline(_) | Command::Restore(_) => unreachable!("handled above"),
+        Command::Pipeline(_) | Command::Restore(_) | Command::Cli(_) => {
+            unreachable!("handled above")
+        }
         Command::Produce(args) => (compare::produce::run(args, &broker), args.json),
         Command::Consume(args) => (compare::consume::run(args, &broker), args.json),
     };

@@ -8,6 +8,7 @@
 //! Rounds alternate between clients (A B C, A B C, ...) so that a slow phase of the broker
 //! (log roll, page cache) does not land on one client only. Each round uses a fresh topic.
 
+pub mod cli;
 pub mod consume;
 pub mod jobs;
 pub mod pipeline;
@@ -148,6 +149,10 @@ pub struct ClientResult {
     /// The producer settings every client ran with (produce only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<ProduceSettings>,
+    /// Records per second of each measured round, in order. Round `k` of every client ran
+    /// in the same pass over the clients, so the ratio of two clients' round `k` compares
+    /// runs minutes apart at most, against a broker in the same state.
+    pub round_records_per_s: Vec<f64>,
 }
 
 /// The settings of the produce comparison: identical for every client.
@@ -211,6 +216,7 @@ pub struct Tally {
     elapsed: Duration,
     cpu: Duration,
     latency_us: Histogram<u64>,
+    rounds: Vec<f64>,
 }
 
 impl Tally {
@@ -223,6 +229,7 @@ impl Tally {
             elapsed: Duration::ZERO,
             cpu: Duration::ZERO,
             latency_us: new_histogram(),
+            rounds: Vec::new(),
         }
     }
 
@@ -232,6 +239,8 @@ impl Tally {
         self.bytes += round.bytes;
         self.elapsed += round.elapsed;
         self.cpu += round.cpu;
+        self.rounds
+            .push(round.records as f64 / round.elapsed.as_secs_f64().max(1e-9));
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency_us.add(&round.latency_us);
     }
@@ -256,6 +265,7 @@ impl Tally {
             peak_rss_mb: None,
             client_rss_mb: None,
             settings: None,
+            round_records_per_s: self.rounds.clone(),
         }
     }
 }
@@ -416,9 +426,9 @@ pub fn print_results(results: &[ClientResult], json: bool) {
     if let Some(base) = results.iter().find(|r| r.client == "rdkafka") {
         for r in results.iter().filter(|r| r.client != "rdkafka") {
             println!(
-                "{} vs rdkafka: {:.2}x records/s, {:.2}x CPU per record",
+                "{} vs rdkafka: {}, {:.2}x CPU per record",
                 r.client,
-                r.records_per_s / base.records_per_s,
+                throughput_ratio(r, base),
                 r.cpu_s_per_million / base.cpu_s_per_million,
             );
             if let (Some(a), Some(b)) = (r.peak_rss_mb, base.peak_rss_mb) {
@@ -437,9 +447,36 @@ pub fn print_results(results: &[ClientResult], json: bool) {
     let find = |name: &str| results.iter().find(|r| r.client == name);
     if let (Some(f), Some(base)) = (find("flumen-futures"), find("rdkafka-futures")) {
         println!(
-            "flumen-futures vs rdkafka-futures: {:.2}x records/s, {:.2}x CPU per record",
-            f.records_per_s / base.records_per_s,
+            "flumen-futures vs rdkafka-futures: {}, {:.2}x CPU per record",
+            throughput_ratio(f, base),
             f.cpu_s_per_million / base.cpu_s_per_million,
         );
+    }
+    // What awaiting a future per record costs against looking at the oldest one.
+    if let (Some(f), Some(base)) = (find("flumen-futures"), find("flumen")) {
+        println!(
+            "flumen-futures vs flumen: {}, {:.2}x CPU per record",
+            throughput_ratio(f, base),
+            f.cpu_s_per_million / base.cpu_s_per_million,
+        );
+    }
+}
+
+/// `a`'s records/s over `b`'s, overall and round by round: round `k` of both ran in the
+/// same pass over the clients, so the spread of the per-round ratios shows how much of the
+/// overall one is the broker's mood (a measured round runs up to 2x slower than another
+/// on these shared 2-core machines, for every client alike).
+pub fn throughput_ratio(a: &ClientResult, b: &ClientResult) -> String {
+    let rounds: Vec<String> = a
+        .round_records_per_s
+        .iter()
+        .zip(&b.round_records_per_s)
+        .map(|(x, y)| format!("{:.2}", x / y))
+        .collect();
+    let overall = a.records_per_s / b.records_per_s;
+    if rounds.len() < 2 {
+        format!("{overall:.2}x records/s")
+    } else {
+        format!("{overall:.2}x records/s (by round: {})", rounds.join(" "))
     }
 }
