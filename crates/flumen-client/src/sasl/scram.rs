@@ -199,6 +199,42 @@ mod tests {
         assert!(c.client_final(b"r=abc123,s=AAAA,i=99999999").is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        // The server's messages are bytes from the network: anything gets an answer or an
+        // error, and no server-final the client did not compute itself is accepted.
+        #[test]
+        fn any_server_message_is_answered_or_refused(
+            first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+            attrs in proptest::collection::vec(("[a-z]", "[ -~]{0,12}"), 0..6),
+            last in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut c = ScramClient::with_nonce(ScramHash::Sha256, "u", "p", "abc");
+            let _ = c.client_final(&first);
+            let text: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = c.client_final(text.join(",").as_bytes());
+            proptest::prop_assert!(c.verify_server_final(&last).is_err());
+        }
+
+        #[test]
+        fn a_well_formed_server_first_is_answered_and_only_its_signature_verifies(
+            suffix in "[!-+--~]{1,16}",
+            salt in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..24),
+            signature in proptest::collection::vec(proptest::prelude::any::<u8>(), 32),
+        ) {
+            let mut c = ScramClient::with_nonce(ScramHash::Sha256, "u", "p", "abc");
+            let first = format!("r=abc{suffix},s={},i=4096", B64.encode(&salt));
+            let answer = String::from_utf8(c.client_final(first.as_bytes()).unwrap()).unwrap();
+            let expected_prefix = format!("c=biws,r=abc{suffix},p=");
+            proptest::prop_assert!(answer.starts_with(&expected_prefix));
+            let forged = format!("v={}", B64.encode(&signature));
+            proptest::prop_assert!(c.verify_server_final(forged.as_bytes()).is_err());
+            let genuine = format!("v={}", B64.encode(c.server_signature.as_ref().unwrap()));
+            proptest::prop_assert!(c.verify_server_final(genuine.as_bytes()).is_ok());
+        }
+    }
+
     #[test]
     fn user_names_are_escaped() {
         let c = ScramClient::with_nonce(ScramHash::Sha256, "a=b,c", "p", "n");

@@ -314,6 +314,76 @@ mod tests {
         assert!(decode_assignment(Bytes::from_static(&[0xff, 0xff])).is_err());
     }
 
+    fn partitions_strategy() -> impl proptest::strategy::Strategy<Value = Vec<TopicPartition>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(("[a-z.\\-_]{1,12}", 0..1000i32), 0..24).prop_map(|v| {
+            let mut v: Vec<_> = v
+                .into_iter()
+                .map(|(t, p)| TopicPartition::new(t, p))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        })
+    }
+
+    proptest::proptest! {
+        // SyncGroup and JoinGroup metadata come from the broker (written by other members,
+        // of any client): whatever their bytes, decoding returns a value or an error.
+        #[test]
+        fn assignments_round_trip_and_their_truncations_are_errors(
+            partitions in partitions_strategy(),
+            user_data in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32)),
+        ) {
+            let bytes = encode_assignment(&partitions, user_data.clone().map(Bytes::from)).unwrap();
+            let got = decode_assignment(bytes.clone()).unwrap();
+            proptest::prop_assert_eq!(&got.partitions, &partitions);
+            proptest::prop_assert_eq!(got.user_data.as_deref(), user_data.as_deref());
+            for cut in 1..bytes.len() {
+                proptest::prop_assert!(decode_assignment(bytes.slice(..cut)).is_err(), "prefix of {} bytes", cut);
+            }
+        }
+
+        #[test]
+        fn subscriptions_round_trip_and_their_truncations_are_errors(
+            topics in proptest::collection::btree_set("[a-z]{1,10}", 0..8),
+            owned in partitions_strategy(),
+            generation in -1..1000i32,
+            rack in proptest::option::of("[a-z0-9]{1,6}"),
+        ) {
+            let bytes = encode_subscription(&topics, &owned, generation, rack.as_deref(), None).unwrap();
+            let got = decode_subscription("m".into(), None, bytes.clone()).unwrap();
+            proptest::prop_assert_eq!(&got.topics, &topics);
+            proptest::prop_assert_eq!(got.generation, generation);
+            let mut got_owned = got.owned.clone();
+            got_owned.sort();
+            proptest::prop_assert_eq!(got_owned, owned);
+            for cut in 0..bytes.len() {
+                proptest::prop_assert!(decode_subscription("m".into(), None, bytes.slice(..cut)).is_err(), "prefix of {} bytes", cut);
+            }
+        }
+
+        #[test]
+        fn corrupted_metadata_decodes_or_fails_without_panicking(
+            partitions in partitions_strategy(),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut bytes = encode_assignment(&partitions, None).unwrap().to_vec();
+            for (at, b) in flips {
+                let n = bytes.len();
+                bytes[at % n] ^= b;
+            }
+            // A decoded assignment is sorted, whatever the bytes said.
+            if let Ok(a) = decode_assignment(Bytes::from(bytes.clone())) {
+                proptest::prop_assert!(a.partitions.windows(2).all(|w| w[0] <= w[1]));
+            }
+            let _ = decode_subscription("m".into(), None, Bytes::from(bytes));
+            let _ = decode_assignment(Bytes::from(garbage.clone()));
+            let _ = decode_subscription("m".into(), None, Bytes::from(garbage));
+        }
+    }
+
     #[test]
     fn every_strategy_assigns_each_partition_exactly_once() {
         let members = [
