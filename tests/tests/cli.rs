@@ -304,6 +304,86 @@ fn unreachable_broker_is_one_line() {
 }
 
 #[test]
+fn log_debug_shows_why_a_broker_cannot_be_reached_and_a_bad_filter_is_a_usage_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let run = flumen(&["--log", "debug", "-b", &addr, "topics", "list"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout_text());
+    // The client's own events, each naming the address, then the one-line error.
+    let attempts: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("DEBUG") && l.contains("connection attempt failed"))
+        .collect();
+    assert!(!attempts.is_empty(), "{}", run.stderr);
+    assert!(attempts.iter().all(|l| l.contains(&addr)), "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("flumen: cannot reach the cluster:"),
+        "{}",
+        run.stderr
+    );
+    // The same through the environment; a malformed filter is refused before connecting.
+    let bad = flumen(&["--log", "flumen_client=loud", "-b", &addr, "topics", "list"]);
+    let line = bad.one_line_error();
+    assert!(
+        line.starts_with("flumen: --log \"flumen_client=loud\""),
+        "{line}"
+    );
+    assert_eq!(bad.code, Some(2));
+}
+
+#[test]
+fn log_events_go_to_stderr_and_leave_the_records_on_stdout_alone() {
+    let b = bootstrap();
+    let topic = new_topic("cli-log", 1);
+    let produced = flumen_with_input(
+        &["-b", &b, "--log", "debug", "produce", &topic],
+        b"one\ntwo\n",
+        Duration::from_secs(60),
+    );
+    assert_eq!(produced.code, Some(0), "{}", produced.stderr);
+    assert!(produced.stderr.contains("DEBUG"), "{}", produced.stderr);
+    let consumed = flumen(&[
+        "-b",
+        &b,
+        "--log",
+        "trace",
+        "consume",
+        &topic,
+        "--from-beginning",
+        "--exit-at-end",
+    ]);
+    assert_eq!(consumed.code, Some(0), "{}", consumed.stderr);
+    assert_eq!(consumed.stdout_text(), "one\ntwo\n");
+    assert!(
+        consumed.stderr.contains("TRACE") || consumed.stderr.contains("DEBUG"),
+        "{}",
+        consumed.stderr
+    );
+    // By default a command that goes well prints only its own summary.
+    let quiet = flumen(&[
+        "-b",
+        &b,
+        "consume",
+        &topic,
+        "--from-beginning",
+        "--exit-at-end",
+    ]);
+    assert_eq!(quiet.code, Some(0), "{}", quiet.stderr);
+    assert_eq!(quiet.stdout_text(), "one\ntwo\n");
+    assert!(
+        !quiet.stderr.contains("DEBUG") && !quiet.stderr.contains(" INFO "),
+        "{}",
+        quiet.stderr
+    );
+}
+
+#[test]
 fn wrong_sasl_password_is_one_line() {
     let owned = sasl_args(SaslMechanism::ScramSha256, Some("not-the-password"));
     let run = flumen(&args(&owned, &["topics", "list"]));

@@ -301,6 +301,14 @@ async fn uppercase_toml_upper_cases_every_value_keeping_keys_and_headers() {
         "{}",
         out.stderr
     );
+    // `run` logs the runtime's lifecycle at info by default: every task's start, on stderr.
+    let started: std::collections::BTreeSet<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("task started"))
+        .filter_map(|l| l.split("task=").nth(1))
+        .collect();
+    assert_eq!(started.len(), 3, "{}", out.stderr);
     let read = read_all(&output, records.len());
     assert_eq!(read.len(), records.len());
     // Keys and headers kept (the sink partitions by key, as the Rust example does).

@@ -60,6 +60,11 @@ pub struct GlobalArgs {
     /// Goes before the command (`topics create --config` is a topic config).
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// What the client and the runtime log to stderr: a level (error, warn, info, debug,
+    /// trace, off) or per-module directives, e.g. `warn,flumen_client::consumer=debug`
+    /// [default: info for `run`, warn for the other commands].
+    #[arg(long = "log", env = "FLUMEN_LOG", global = true, value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
 /// The commands.

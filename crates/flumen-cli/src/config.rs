@@ -294,6 +294,7 @@ mod tests {
             bootstrap: Some("b:1".into()),
             properties: vec!["client.id=from-flag".into()],
             config: Some(file),
+            log: None,
         };
         let settings = Settings::load(&global).expect("loads");
         assert_eq!(settings.get("client.id"), Some("from-flag"));
@@ -307,6 +308,7 @@ mod tests {
             bootstrap: Some("b:1".into()),
             properties: vec!["no.such.key=1".into()],
             config: None,
+            log: None,
         };
         let err = Settings::load(&global)
             .expect("loads")

@@ -200,6 +200,12 @@ impl Cluster {
                         failures.push((addr, broker_error(code, "Metadata", None, None, None)));
                         continue;
                     }
+                    tracing::debug!(
+                        addr,
+                        brokers = response.brokers.len(),
+                        topics = response.topics.len(),
+                        "metadata"
+                    );
                     return Ok(response);
                 }
                 Err(e) if e.is_retriable() => {

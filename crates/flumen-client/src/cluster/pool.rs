@@ -98,6 +98,7 @@ impl Pool {
         }
         match Connection::connect(addr, &self.config).await {
             Ok(conn) => {
+                tracing::debug!(addr, ?kind, "connected");
                 reconnect.backoff.reset();
                 reconnect.not_before = None;
                 *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());

@@ -159,6 +159,7 @@ impl Consumer {
                 }
                 match committed.get(&tp) {
                     Some(o) => {
+                        tracing::debug!(%tp, offset = o.offset, "position: the committed offset");
                         p.position = Some(o.offset);
                         p.fetch_offset = o.offset;
                         p.position_epoch = o.leader_epoch;
@@ -189,6 +190,7 @@ impl Consumer {
         for (tp, result) in listed {
             match result {
                 Ok(offset) => {
+                    tracing::debug!(%tp, offset, "position: reset");
                     let generation = state.bump_generation();
                     if let Some(p) = state.parts.get_mut(&tp) {
                         p.position = Some(offset);
