@@ -286,14 +286,18 @@ fn properties_and_toml_config_files_are_read() {
     );
 }
 
-#[test]
-fn unreachable_broker_is_one_line() {
-    // A port nothing listens on: bind one, then free it.
+/// An address nothing listens on: a port bound, then freed.
+fn unused_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let addr = format!("127.0.0.1:{port}");
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn unreachable_broker_is_one_line() {
+    let addr = unused_address();
     let run = flumen(&["-b", &addr, "topics", "list"]);
     let line = run.one_line_error();
     assert!(
@@ -305,11 +309,7 @@ fn unreachable_broker_is_one_line() {
 
 #[test]
 fn log_debug_shows_why_a_broker_cannot_be_reached_and_a_bad_filter_is_a_usage_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = unused_address();
     let run = flumen(&["--log", "debug", "-b", &addr, "topics", "list"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout_text());
@@ -327,7 +327,7 @@ fn log_debug_shows_why_a_broker_cannot_be_reached_and_a_bad_filter_is_a_usage_er
         "{}",
         run.stderr
     );
-    // The same through the environment; a malformed filter is refused before connecting.
+    // A malformed filter is refused before anything connects.
     let bad = flumen(&["--log", "flumen_client=loud", "-b", &addr, "topics", "list"]);
     let line = bad.one_line_error();
     assert!(
@@ -348,16 +348,13 @@ fn log_events_go_to_stderr_and_leave_the_records_on_stdout_alone() {
     );
     assert_eq!(produced.code, Some(0), "{}", produced.stderr);
     assert!(produced.stderr.contains("DEBUG"), "{}", produced.stderr);
-    let consumed = flumen(&[
-        "-b",
-        &b,
-        "--log",
-        "trace",
-        "consume",
-        &topic,
-        "--from-beginning",
-        "--exit-at-end",
-    ]);
+    let consume = |log: &[&str]| {
+        let mut args = vec!["-b", b.as_str()];
+        args.extend_from_slice(log);
+        args.extend(["consume", &topic, "--from-beginning", "--exit-at-end"]);
+        flumen(&args)
+    };
+    let consumed = consume(&["--log", "trace"]);
     assert_eq!(consumed.code, Some(0), "{}", consumed.stderr);
     assert_eq!(consumed.stdout_text(), "one\ntwo\n");
     assert!(
@@ -366,14 +363,7 @@ fn log_events_go_to_stderr_and_leave_the_records_on_stdout_alone() {
         consumed.stderr
     );
     // By default a command that goes well prints only its own summary.
-    let quiet = flumen(&[
-        "-b",
-        &b,
-        "consume",
-        &topic,
-        "--from-beginning",
-        "--exit-at-end",
-    ]);
+    let quiet = consume(&[]);
     assert_eq!(quiet.code, Some(0), "{}", quiet.stderr);
     assert_eq!(quiet.stdout_text(), "one\ntwo\n");
     assert!(

@@ -35,73 +35,50 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Command::Cli(args) = &cli.command {
-        match compare::cli::run(args, &broker) {
-            Ok(results) => compare::cli::print(&results, args.json),
-            Err(e) => {
-                eprintln!("compare failed: {e}");
-                std::process::exit(1);
-            }
-        }
-        return;
-    }
-    if let Command::Restore(args) = &cli.command {
-        match compare::restore::run(args, &broker) {
-            Ok(results) => compare::restore::print(&results, args.json),
-            Err(e) => {
-                eprintln!("compare failed: {e}");
-                std::process::exit(1);
-            }
-        }
-        return;
-    }
-    if let Command::Pipeline(args) = &cli.command {
-        if let Some(rate) = args.latency_rate {
-            match compare::pipeline::latency(args, &broker, rate) {
-                Ok(results) => {
-                    for r in results {
-                        if args.json {
-                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                        } else {
-                            println!(
-                                "{} x{} at {} records/s offered: {} measured, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-                                r.engine,
-                                r.workers,
-                                r.offered_per_s,
-                                r.records,
-                                r.p50_ms,
-                                r.p99_ms,
-                                r.p999_ms,
-                                r.max_ms
-                            );
-                        }
+    match &cli.command {
+        Command::Produce(args) => finish(compare::produce::run(args, &broker), |r| {
+            compare::print_results(&r, args.json)
+        }),
+        Command::Consume(args) => finish(compare::consume::run(args, &broker), |r| {
+            compare::print_results(&r, args.json)
+        }),
+        Command::Cli(args) => finish(compare::cli::run(args, &broker), |r| {
+            compare::cli::print(&r, args.json)
+        }),
+        Command::Restore(args) => finish(compare::restore::run(args, &broker), |r| {
+            compare::restore::print(&r, args.json)
+        }),
+        Command::Pipeline(args) => match args.latency_rate {
+            Some(rate) => finish(compare::pipeline::latency(args, &broker, rate), |results| {
+                for r in results {
+                    if args.json {
+                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    } else {
+                        println!(
+                            "{} x{} at {} records/s offered: {} measured, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                            r.engine,
+                            r.workers,
+                            r.offered_per_s,
+                            r.records,
+                            r.p50_ms,
+                            r.p99_ms,
+                            r.p999_ms,
+                            r.max_ms
+                        );
                     }
                 }
-                Err(e) => {
-                    eprintln!("compare failed: {e}");
-                    std::process::exit(1);
-                }
-            }
-            return;
-        }
-        match compare::pipeline::run(args, &broker) {
-            Ok(results) => compare::pipeline::print(&results, args.json),
-            Err(e) => {
-                eprintln!("compare failed: {e}");
-                std::process::exit(1);
-            }
-        }
-        return;
+            }),
+            None => finish(compare::pipeline::run(args, &broker), |r| {
+                compare::pipeline::print(&r, args.json)
+            }),
+        },
     }
-    let (results, json) = match &cli.command {
-        Command::Pipeline(_) | Command::Restore(_) | Command::Cli(_) => {
-            unreachable!("handled above")
-        }
-        Command::Produce(args) => (compare::produce::run(args, &broker), args.json),
-        Command::Consume(args) => (compare::consume::run(args, &broker), args.json),
-    };
+}
+
+/// Prints a comparison's results, or its error and exits with 1.
+fn finish<T>(results: Result<T, String>, print: impl FnOnce(T)) {
     match results {
-        Ok(results) => compare::print_results(&results, json),
+        Ok(results) => print(results),
         Err(e) => {
             eprintln!("compare failed: {e}");
             std::process::exit(1);

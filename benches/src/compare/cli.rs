@@ -285,14 +285,7 @@ fn time(mut command: Command, records: u64, record_size: usize) -> Result<RoundR
 /// User + system time of the children waited for so far (the broker, still running, is
 /// not among them).
 fn children_cpu() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    super::rusage_cpu(libc::RUSAGE_CHILDREN)
 }
 
 /// The end offset of partition 0 of `topic`.
@@ -359,10 +352,7 @@ impl Drop for InputFile {
 /// object per line.
 pub fn print(results: &[ClientResult], json: bool) {
     if json {
-        for r in results {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
-        }
-        return;
+        return super::print_json_lines(results);
     }
     println!(
         "{:<16} {:>10} {:>10} {:>14}",

@@ -281,10 +281,15 @@ pub fn new_histogram() -> Histogram<u64> {
 /// Process-wide on purpose: librdkafka does its work on its own threads, and a fair
 /// comparison counts them.
 pub fn cpu_time() -> Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
+/// User + system time from `getrusage(who)`.
+pub(crate) fn rusage_cpu(who: libc::c_int) -> Duration {
     // SAFETY: getrusage only writes into the struct we pass.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -395,14 +400,18 @@ pub fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b"flumen-compare-"[i % 15]).collect()
 }
 
+/// Prints one JSON object per line (`--json`).
+pub fn print_json_lines<T: Serialize>(results: &[T]) {
+    for r in results {
+        // Structs of numbers and strings: serialisation cannot fail.
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    }
+}
+
 /// Prints the results, as a table or one JSON object per line.
 pub fn print_results(results: &[ClientResult], json: bool) {
     if json {
-        for r in results {
-            // A struct of numbers and a string: serialisation cannot fail.
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
-        }
-        return;
+        return print_json_lines(results);
     }
     if let Some(settings) = results.iter().find_map(|r| r.settings.as_ref()) {
         println!("settings (every client): {settings}");

@@ -475,10 +475,7 @@ fn run_child(
 /// Prints the results, one JSON object per line or a table with the ratio per worker count.
 pub fn print(results: &[EngineResult], json: bool) {
     if json {
-        for r in results {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
-        }
-        return;
+        return super::print_json_lines(results);
     }
     println!(
         "{:<16} {:>7} {:>14} {:>14} {:>10}",
