@@ -50,22 +50,21 @@ fn main() {
         }),
         Command::Pipeline(args) => match args.latency_rate {
             Some(rate) => finish(compare::pipeline::latency(args, &broker, rate), |results| {
+                if args.json {
+                    return compare::print_json_lines(&results);
+                }
                 for r in results {
-                    if args.json {
-                        println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                    } else {
-                        println!(
-                            "{} x{} at {} records/s offered: {} measured, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-                            r.engine,
-                            r.workers,
-                            r.offered_per_s,
-                            r.records,
-                            r.p50_ms,
-                            r.p99_ms,
-                            r.p999_ms,
-                            r.max_ms
-                        );
-                    }
+                    println!(
+                        "{} x{} at {} records/s offered: {} measured, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                        r.engine,
+                        r.workers,
+                        r.offered_per_s,
+                        r.records,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.p999_ms,
+                        r.max_ms
+                    );
                 }
             }),
             None => finish(compare::pipeline::run(args, &broker), |r| {

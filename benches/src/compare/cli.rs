@@ -14,7 +14,7 @@
 //! fetching metadata, as a user waits for them; CPU time is the child's user + system time.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -334,12 +334,8 @@ impl InputFile {
     }
 
     fn open(&self) -> Result<std::fs::File, String> {
-        open(&self.path)
+        std::fs::File::open(&self.path).map_err(|e| format!("opening {}: {e}", self.path.display()))
     }
-}
-
-fn open(path: &Path) -> Result<std::fs::File, String> {
-    std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))
 }
 
 impl Drop for InputFile {
