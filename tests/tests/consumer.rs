@@ -899,3 +899,57 @@ async fn commit_on_revoke_offsets_are_committed_when_an_eager_rebalance_revokes_
     b.close().await.expect("close b");
     a.close().await.expect("close a");
 }
+
+/// As with the Java client, a group's leader rebalances when a subscribed topic appears
+/// after the assignment or gains partitions: records written there are read, without a
+/// member joining or leaving.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_reads_a_topic_created_after_it_joined_and_partitions_added_later() {
+    let kafka = KafkaCluster::shared();
+    let name = KafkaCluster::unique_topic("c-late");
+    let mut c = consumer(
+        kafka,
+        &[
+            ("group.id", &format!("{name}-g")),
+            ("auto.offset.reset", "earliest"),
+            ("metadata.max.age.ms", "1000"),
+        ],
+    )
+    .await;
+    c.subscribe(&[name.as_str()]).expect("subscribe");
+    let mut seen = Seen::new();
+    // Joined and assigned nothing: the topic does not exist yet.
+    drain_for(&mut c, Duration::from_secs(1), &mut seen).await;
+    assert!(c.assignment().is_empty(), "{:?}", c.assignment());
+    admin(kafka)
+        .await
+        .create_topic(
+            flumen_client::admin::NewTopic::new(&name)
+                .partitions(1)
+                .replication_factor(1),
+        )
+        .await
+        .expect("create topic");
+    produce(kafka, &name, 0, &values("a", 10));
+    let got = read_n(&mut c, 10, Duration::from_secs(30)).await;
+    assert_eq!(got[&TopicPartition::new(&name, 0)].len(), 10);
+
+    let grown = admin(kafka)
+        .await
+        .create_partitions(&[(name.as_str(), 3)], false)
+        .await
+        .expect("create partitions");
+    grown[&name].as_ref().expect("grown");
+    produce(kafka, &name, 2, &values("c", 5));
+    let got = read_n(&mut c, 5, Duration::from_secs(30)).await;
+    assert_eq!(got[&TopicPartition::new(&name, 2)].len(), 5, "{got:?}");
+    let mut assigned = c.assignment();
+    assigned.sort();
+    assert_eq!(
+        assigned,
+        (0..3)
+            .map(|p| TopicPartition::new(&name, p))
+            .collect::<Vec<_>>()
+    );
+    c.close().await.expect("close");
+}

@@ -43,6 +43,18 @@ use crate::error::Error;
 
 const PROTOCOL_TYPE: &str = "consumer";
 
+/// How often a leader compares the subscribed topics' metadata with its last assignment.
+const METADATA_CHECK: Duration = Duration::from_secs(1);
+
+/// What the leader assigned from: the partition count of each subscribed topic (a topic
+/// that did not exist then is absent), and when the cluster was last compared with it.
+#[derive(Debug)]
+struct Led {
+    topics: Vec<String>,
+    counts: BTreeMap<String, i32>,
+    checked: Instant,
+}
+
 /// Where the member stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -96,6 +108,8 @@ pub(crate) struct ClassicMember {
     joined_topics: Option<BTreeSet<String>>,
     /// The partition numbers the co-partitioned assignor gave this member standbys of.
     pub(crate) standbys: Vec<i32>,
+    /// Set while this member leads the current generation.
+    led: Option<Led>,
 }
 
 impl Drop for ClassicMember {
@@ -130,6 +144,7 @@ impl ClassicMember {
             heartbeat: None,
             joined_topics: None,
             standbys: Vec::new(),
+            led: None,
         }
     }
 
@@ -230,6 +245,7 @@ impl ClassicMember {
         topics: &BTreeSet<String>,
         owned: &[TopicPartition],
     ) -> Result<Option<Vec<TopicPartition>>> {
+        self.led = None;
         let conn = self.connection().await?;
         let (member_id, generation) = {
             let m = self.shared.lock();
@@ -339,7 +355,9 @@ impl ClassicMember {
                     )
                 })
                 .collect::<Result<Vec<MemberSubscription>, Error>>()?;
-            self.lead(strategy, &members).await?
+            let (assignments, led) = self.lead(strategy, &members).await?;
+            self.led = Some(led);
+            assignments
         } else {
             Vec::new()
         };
@@ -420,7 +438,7 @@ impl ClassicMember {
         &self,
         strategy: AssignmentStrategy,
         members: &[MemberSubscription],
-    ) -> Result<Vec<SyncGroupRequestAssignment>> {
+    ) -> Result<(Vec<SyncGroupRequestAssignment>, Led)> {
         let topics: BTreeSet<&str> = members
             .iter()
             .flat_map(|m| m.topics.iter().map(String::as_str))
@@ -442,7 +460,8 @@ impl ClassicMember {
             BTreeMap::new()
         };
         tracing::debug!(group = %self.group_id, ?strategy, members = members.len(), ?standbys, "assigned partitions");
-        plan.into_iter()
+        let assignments = plan
+            .into_iter()
             .map(|(member, tps)| {
                 // No user data: no standbys.
                 let data = standbys
@@ -454,7 +473,39 @@ impl ClassicMember {
                 Ok(a)
             })
             .collect::<Result<Vec<_>, Error>>()
-            .map_err(ConsumerError::from)
+            .map_err(ConsumerError::from)?;
+        let led = Led {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            counts,
+            checked: Instant::now(),
+        };
+        Ok((assignments, led))
+    }
+
+    /// As the Java client's leader does: whether a subscribed topic was created, deleted or
+    /// given more partitions since this member last assigned them, which needs a rebalance.
+    /// Compared at most once per [`METADATA_CHECK`]; the metadata is fetched again only for
+    /// a topic it lacks, or once it is older than `metadata.max.age.ms`.
+    pub(crate) async fn metadata_changed(&mut self) -> bool {
+        let Some(led) = &mut self.led else {
+            return false;
+        };
+        if led.checked.elapsed() < METADATA_CHECK {
+            return false;
+        }
+        led.checked = Instant::now();
+        let names: Vec<&str> = led.topics.iter().map(String::as_str).collect();
+        let Ok(found) = self.cluster.topics(&names).await else {
+            return false;
+        };
+        let changed = names.iter().zip(found).any(|(name, t)| {
+            let now = t.ok().map(|t| t.partitions.len() as i32);
+            now != led.counts.get(*name).copied()
+        });
+        if changed {
+            tracing::info!(group = %self.group_id, "subscribed topics changed: rebalancing");
+        }
+        changed
     }
 
     fn start_heartbeat(&mut self) {

@@ -150,7 +150,10 @@ impl Consumer {
                     if m.shared.lock().status == Status::Stable
                         && m.joined_topics() == Some(&topics)
                     {
-                        return Ok(());
+                        if !m.metadata_changed().await {
+                            return Ok(());
+                        }
+                        m.shared.lock().status = Status::NeedsJoin;
                     }
                     let cooperative = m.is_cooperative();
                     let owned = self.assignment();
